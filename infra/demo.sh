@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The README's main command. Installs, builds, starts the local stack and runs the two-way demo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash infra/setup.sh
+node dist/infra/stack/cli.js up
+if [ -f dist/services/cli/demo.js ]; then
+  exec node dist/services/cli/demo.js "$@"
+fi
+node dist/infra/stack/cli.js status

@@ -1,0 +1,159 @@
+/**
+ * Settings of the local stack: where it listens and where it keeps its files.
+ * Pure functions only, so they are unit-tested without starting anything.
+ */
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+export const KAFKA_VERSION = '4.1.1';
+/** Apicurio 3.0.x is the newest line that runs on Java 17 (3.1+ is built for Java 21). */
+export const APICURIO_VERSION = '3.0.9';
+
+export type ClusterName = 'a' | 'b';
+
+export interface PgEndpoint {
+  readonly cluster: ClusterName;
+  readonly host: string;
+  readonly port: number;
+  readonly user: string;
+  readonly database: string;
+}
+
+export interface StackSettings {
+  readonly host: string;
+  readonly pg: { readonly a: PgEndpoint; readonly b: PgEndpoint };
+  readonly kafkaPort: number;
+  readonly kafkaControllerPort: number;
+  readonly registryPort: number;
+  /** Data, logs and pid files of the running stack. */
+  readonly stateDir: string;
+  /** Downloads (Kafka and registry jars); survives `reset`. */
+  readonly cacheDir: string;
+  readonly kafkaHeapMb: number;
+  readonly registryHeapMb: number;
+}
+
+export interface StackEndpoints {
+  readonly pg: { readonly a: PgEndpoint; readonly b: PgEndpoint };
+  readonly kafkaBrokers: readonly string[];
+  /** Base URL of the Confluent-compatible API (what @kafkajs/confluent-schema-registry takes as host). */
+  readonly registryUrl: string;
+}
+
+export class StackSettingsError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'StackSettingsError';
+  }
+}
+
+function port(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > 65535) {
+    throw new StackSettingsError(`${name}=${JSON.stringify(raw)} is not a TCP port (1-65535)`);
+  }
+  return n;
+}
+
+function positive(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 64) {
+    throw new StackSettingsError(`${name}=${JSON.stringify(raw)} must be a whole number of MiB >= 64`);
+  }
+  return n;
+}
+
+/**
+ * Reads the stack settings from the environment. Every value has a default; ports can be
+ * moved with PGBRIDGE_PG_A_PORT, PGBRIDGE_PG_B_PORT, PGBRIDGE_KAFKA_PORT,
+ * PGBRIDGE_KAFKA_CONTROLLER_PORT and PGBRIDGE_REGISTRY_PORT.
+ */
+export function stackSettings(env: NodeJS.ProcessEnv = process.env, cwd: string = process.cwd()): StackSettings {
+  const host = '127.0.0.1';
+  const pgA = port(env, 'PGBRIDGE_PG_A_PORT', 55432);
+  const pgB = port(env, 'PGBRIDGE_PG_B_PORT', 55433);
+  const kafkaPort = port(env, 'PGBRIDGE_KAFKA_PORT', 19092);
+  const kafkaControllerPort = port(env, 'PGBRIDGE_KAFKA_CONTROLLER_PORT', kafkaPort + 1);
+  const registryPort = port(env, 'PGBRIDGE_REGISTRY_PORT', 18081);
+  const all = { PGBRIDGE_PG_A_PORT: pgA, PGBRIDGE_PG_B_PORT: pgB, PGBRIDGE_KAFKA_PORT: kafkaPort, PGBRIDGE_KAFKA_CONTROLLER_PORT: kafkaControllerPort, PGBRIDGE_REGISTRY_PORT: registryPort };
+  const seen = new Map<number, string>();
+  for (const [name, p] of Object.entries(all)) {
+    const other = seen.get(p);
+    if (other) throw new StackSettingsError(`${name} and ${other} are both ${p}: every service needs its own port`);
+    seen.set(p, name);
+  }
+  const cacheBase = env.XDG_CACHE_HOME && env.XDG_CACHE_HOME !== '' ? env.XDG_CACHE_HOME : join(homedir(), '.cache');
+  const endpoint = (cluster: ClusterName, p: number): PgEndpoint =>
+    Object.freeze({ cluster, host, port: p, user: 'postgres', database: 'postgres' });
+  return Object.freeze({
+    host,
+    pg: Object.freeze({ a: endpoint('a', pgA), b: endpoint('b', pgB) }),
+    kafkaPort,
+    kafkaControllerPort,
+    registryPort,
+    stateDir: resolve(cwd, env.PGBRIDGE_STACK_DIR || '.stack'),
+    cacheDir: resolve(env.PGBRIDGE_CACHE_DIR || join(cacheBase, 'pgbridge')),
+    kafkaHeapMb: positive(env, 'PGBRIDGE_KAFKA_HEAP_MB', 512),
+    registryHeapMb: positive(env, 'PGBRIDGE_REGISTRY_HEAP_MB', 320),
+  });
+}
+
+export function endpointsOf(s: StackSettings): StackEndpoints {
+  return Object.freeze({
+    pg: s.pg,
+    kafkaBrokers: Object.freeze([`${s.host}:${s.kafkaPort}`]),
+    registryUrl: `http://${s.host}:${s.registryPort}/apis/ccompat/v7`,
+  });
+}
+
+/** Lines appended to postgresql.conf of each cluster. */
+export function postgresConf(ep: PgEndpoint): string {
+  return [
+    '# written by pgbridge infra/stack',
+    `listen_addresses = '${ep.host}'`,
+    `port = ${ep.port}`,
+    "unix_socket_directories = ''",
+    'wal_level = logical',
+    'track_commit_timestamp = on',
+    'max_replication_slots = 40',
+    'max_wal_senders = 40',
+    'max_worker_processes = 16',
+    'max_logical_replication_workers = 8',
+    'max_connections = 200',
+    'shared_buffers = 128MB',
+    "timezone = 'UTC'",
+    "log_timezone = 'UTC'",
+    'log_min_messages = warning',
+    '',
+  ].join('\n');
+}
+
+/** server.properties of the single-node KRaft broker. */
+export function kafkaServerProperties(s: StackSettings, dataDir: string): string {
+  return [
+    '# written by pgbridge infra/stack',
+    'process.roles=broker,controller',
+    'node.id=1',
+    `controller.quorum.voters=1@${s.host}:${s.kafkaControllerPort}`,
+    `listeners=PLAINTEXT://${s.host}:${s.kafkaPort},CONTROLLER://${s.host}:${s.kafkaControllerPort}`,
+    `advertised.listeners=PLAINTEXT://${s.host}:${s.kafkaPort}`,
+    'controller.listener.names=CONTROLLER',
+    'inter.broker.listener.name=PLAINTEXT',
+    'listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT',
+    `log.dirs=${dataDir}`,
+    'num.partitions=1',
+    'offsets.topic.replication.factor=1',
+    'offsets.topic.num.partitions=4',
+    'transaction.state.log.replication.factor=1',
+    'transaction.state.log.min.isr=1',
+    'transaction.state.log.num.partitions=4',
+    'group.initial.rebalance.delay.ms=0',
+    'auto.create.topics.enable=false',
+    'log.retention.hours=-1',
+    '',
+  ].join('\n');
+}

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite: installs and builds, starts (or reuses) the local stack, runs vitest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash infra/setup.sh
+if [ "${PGBRIDGE_STACK:-local}" != "containers" ]; then
+  node dist/infra/stack/cli.js up
+fi
+exec npx vitest run "$@"
