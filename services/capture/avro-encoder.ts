@@ -1,0 +1,146 @@
+/**
+ * Change and control events → Kafka messages in Confluent wire format. One key schema and
+ * one envelope schema per table version, registered under TopicRecordNameStrategy; a new
+ * column set (Relation message after ALTER TABLE) registers a new version. Ids are cached.
+ */
+import type avro from 'avsc';
+import { avroName, avroType, controlSchema, envelopeSchema, keySchema, subjectFor, wireEncode, type TableDef } from '../../shared/avro.js';
+import { PgBridgeError, errorMessage } from '../../shared/errors.js';
+import { formatLsn } from '../../shared/lsn.js';
+import type { SchemaStore } from '../../shared/registry.js';
+import type { CaptureEvent, ChangeEvent, ControlEvent, Row } from './change-builder.js';
+
+export interface OutMessage {
+  readonly key: Buffer | null;
+  readonly value: Buffer;
+  readonly headers: Record<string, string>;
+}
+
+interface TableCodec {
+  readonly keyId: number | null;
+  readonly keyType: avro.Type | null;
+  readonly valueId: number;
+  readonly valueType: avro.Type;
+}
+
+export class EventEncoder {
+  private readonly byTable = new WeakMap<TableDef, Promise<TableCodec>>();
+  private readonly byFingerprint = new Map<string, Promise<TableCodec>>();
+  private control: Promise<{ id: number; type: avro.Type }> | null = null;
+
+  constructor(
+    private readonly store: SchemaStore,
+    private readonly topic: string,
+    private readonly cluster: string,
+    private readonly database: string,
+  ) {}
+
+  async encode(ev: CaptureEvent): Promise<OutMessage> {
+    return ev.kind === 'change' ? this.encodeChange(ev) : this.encodeControl(ev);
+  }
+
+  private codec(t: TableDef): Promise<TableCodec> {
+    let p = this.byTable.get(t);
+    if (!p) {
+      const ks = keySchema(t);
+      const vs = envelopeSchema(t);
+      const fp = JSON.stringify([ks, vs]);
+      p = this.byFingerprint.get(fp);
+      if (!p) {
+        p = (async () => {
+          const hasKey = (ks.fields as unknown[]).length > 0;
+          const keyId = hasKey ? await this.store.register(subjectFor(this.topic, ks), ks) : null;
+          const valueId = await this.store.register(subjectFor(this.topic, vs), vs);
+          return { keyId, keyType: hasKey ? avroType(ks as avro.Schema) : null, valueId, valueType: avroType(vs as avro.Schema) };
+        })();
+        p.catch(() => this.byFingerprint.delete(fp));
+        this.byFingerprint.set(fp, p);
+      }
+      this.byTable.set(t, p);
+    }
+    return p;
+  }
+
+  private async encodeChange(ev: ChangeEvent): Promise<OutMessage> {
+    const c = await this.codec(ev.table);
+    const t = ev.table;
+    const envelope = {
+      before: toRecord(t, ev.before),
+      after: toRecord(t, ev.after),
+      op: ev.op,
+      source: {
+        cluster: this.cluster,
+        db: this.database,
+        schema: t.schema,
+        table: t.table,
+        lsn: BigInt(ev.lsn),
+        commitLsn: BigInt(ev.txn.commitLsn),
+        xid: BigInt(ev.txn.xid),
+        commitTs: ev.txn.commitTimeUs,
+        snapshot: false,
+      },
+      origin: ev.txn.origin,
+      txn: { id: `${ev.txn.xid}:${formatLsn(ev.txn.commitLsn)}`, index: BigInt(ev.index), last: ev.last },
+      unchanged: [...ev.unchanged],
+      ts_us: BigInt(Date.now()) * 1000n,
+    };
+    let value: Buffer;
+    let key: Buffer | null = null;
+    try {
+      value = wireEncode(c.valueId, c.valueType.toBuffer(envelope));
+      if (c.keyType && c.keyId !== null && ev.key) key = wireEncode(c.keyId, c.keyType.toBuffer(toRecord(t, ev.key, true)));
+    } catch (err) {
+      throw new PgBridgeError('ENCODE', `cannot encode a change of ${t.schema}.${t.table} at LSN ${formatLsn(ev.lsn)}: ${errorMessage(err)}`, {
+        details: { table: `${t.schema}.${t.table}`, lsn: formatLsn(ev.lsn) },
+      });
+    }
+    return { key, value, headers: headers(ev, `${t.schema}.${t.table}`) };
+  }
+
+  private async encodeControl(ev: ControlEvent): Promise<OutMessage> {
+    this.control ??= (async () => {
+      const s = controlSchema();
+      return { id: await this.store.register(subjectFor(this.topic, s), s), type: avroType(s as avro.Schema) };
+    })().catch((err: unknown) => {
+      this.control = null;
+      throw err;
+    });
+    const c = await this.control;
+    const rec = {
+      kind: ev.control,
+      cluster: this.cluster,
+      origin: ev.txn.origin,
+      lsn: BigInt(ev.lsn),
+      commitLsn: BigInt(ev.txn.commitLsn),
+      xid: BigInt(ev.txn.xid),
+      commitTs: ev.txn.commitTimeUs,
+      txnIndex: BigInt(ev.index),
+      last: ev.last,
+      id: ev.id,
+      payload: ev.payload,
+      ts_us: BigInt(Date.now()) * 1000n,
+    };
+    return { key: null, value: wireEncode(c.id, c.type.toBuffer(rec)), headers: headers(ev, null) };
+  }
+}
+
+function headers(ev: CaptureEvent, table: string | null): Record<string, string> {
+  const h: Record<string, string> = {
+    'pgbridge.kind': ev.kind === 'change' ? 'change' : ev.control,
+    'pgbridge.origin': ev.txn.origin,
+    'pgbridge.commit_lsn': formatLsn(ev.txn.commitLsn),
+  };
+  if (table) h['pgbridge.table'] = table;
+  return h;
+}
+
+/** Row keyed by PostgreSQL column names → Avro record keyed by Avro field names (unchanged columns are null; see `unchanged`). */
+function toRecord(t: TableDef, row: Row | null, keyOnly = false): Record<string, unknown> | null {
+  if (!row) return null;
+  const out: Record<string, unknown> = {};
+  for (const c of t.columns) {
+    if (keyOnly && !c.key) continue;
+    out[avroName(c.name)] = row[c.name] ?? null;
+  }
+  return out;
+}

@@ -1,0 +1,358 @@
+/**
+ * capture-<cluster>: stream (slot) → decode (pgoutput → events) → encode (Avro) → publish
+ * (Kafka transaction) → checkpoint (slot ack). Wired here; each stage lives in its own file.
+ */
+import type { Kafka } from 'kafkajs';
+import type pg from 'pg';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { clusterByName, slotName, type ClusterConfig, type Direction, type PipelineConfig } from '../../shared/config.js';
+import { PgBridgeError, errorMessage } from '../../shared/errors.js';
+import type { Logger } from '../../shared/log.js';
+import { formatLsn, parseLsn, ZERO_LSN, type Lsn } from '../../shared/lsn.js';
+import { clientConfig, connect } from '../../shared/pg.js';
+import { SchemaStore } from '../../shared/registry.js';
+import { EventEncoder } from './avro-encoder.js';
+import { ChangeBuilder, type CaptureEvent, type TransactionEnd } from './change-builder.js';
+import { KafkaPublisher } from './kafka-publisher.js';
+import type { PgoutputMessage } from './pgoutput-decoder.js';
+import { ReplicationStream } from './replication-stream.js';
+
+export const HEARTBEAT_SCHEMA = 'cdc';
+export const HEARTBEAT_TABLE = 'heartbeat';
+
+export interface CaptureMetrics {
+  events: Counter;
+  bytes: Counter;
+  transactions: Counter;
+  skippedTransactions: Counter;
+  ackedLsn: Gauge;
+  slotLagBytes: Gauge;
+}
+
+export function captureMetrics(registry: Registry): CaptureMetrics {
+  return {
+    events: new Counter({ name: 'pgbridge_capture_events_total', help: 'Change and control events published', labelNames: ['kind'], registers: [registry] }),
+    bytes: new Counter({ name: 'pgbridge_capture_bytes_total', help: 'Bytes of Kafka message keys and values published', registers: [registry] }),
+    transactions: new Counter({ name: 'pgbridge_capture_transactions_total', help: 'Source transactions published', registers: [registry] }),
+    skippedTransactions: new Counter({ name: 'pgbridge_capture_skipped_transactions_total', help: 'Source transactions not published (written by apply from another cluster, or empty)', labelNames: ['reason'], registers: [registry] }),
+    ackedLsn: new Gauge({ name: 'pgbridge_capture_acked_lsn', help: 'Last LSN acknowledged to the slot (as a number)', registers: [registry] }),
+    slotLagBytes: new Gauge({ name: 'pgbridge_capture_slot_lag_bytes', help: 'WAL bytes between the current WAL position and the slot confirmed_flush_lsn', registers: [registry] }),
+  };
+}
+
+/** The direction whose topic this cluster publishes to. */
+export function outgoing(cfg: PipelineConfig, cluster: string): Direction {
+  const d = cfg.directions.find((x) => x.from === cluster);
+  if (!d) throw new PgBridgeError('CONFIG_INVALID', `cluster "${cluster}" is not in this pipeline`);
+  return d;
+}
+
+interface SlotInfo {
+  confirmedFlush: Lsn;
+  walStatus: string | null;
+  plugin: string;
+  database: string;
+}
+
+/** INV-6: the slot must exist, be pgoutput on our database, and not have lost WAL. */
+export async function checkSlot(client: pg.Client, slot: string, cluster: ClusterConfig): Promise<SlotInfo> {
+  const r = await client.query<{ plugin: string; database: string; confirmed_flush_lsn: string | null; wal_status: string | null }>(
+    'SELECT plugin, database, confirmed_flush_lsn::text, wal_status FROM pg_replication_slots WHERE slot_name = $1',
+    [slot],
+  );
+  const row = r.rows[0];
+  if (!row) {
+    throw new PgBridgeError('SLOT_MISSING', `replication slot ${slot} does not exist on cluster ${cluster.name} (${cluster.host}:${cluster.port}). ` +
+      'It is never recreated on its own: changes made since it was lost would be missed. Run `pgbridge setup` for a new pipeline, or resync.', { details: { slot } });
+  }
+  if (row.wal_status === 'lost') {
+    throw new PgBridgeError('SLOT_INVALIDATED', `replication slot ${slot} on cluster ${cluster.name} has lost required WAL (wal_status=lost; max_slot_wal_keep_size passed). Changes are gone from WAL: resync is needed.`, { details: { slot } });
+  }
+  if (row.plugin !== 'pgoutput') throw new PgBridgeError('SLOT_MISSING', `slot ${slot} uses plugin ${row.plugin}, not pgoutput`);
+  if (row.database !== cluster.database) throw new PgBridgeError('SLOT_MISSING', `slot ${slot} belongs to database ${row.database}, not ${cluster.database}`);
+  return { confirmedFlush: row.confirmed_flush_lsn ? parseLsn(row.confirmed_flush_lsn) : ZERO_LSN, walStatus: row.wal_status, plugin: row.plugin, database: row.database };
+}
+
+export interface CaptureDeps {
+  readonly cfg: PipelineConfig;
+  readonly cluster: string;
+  readonly kafka: Kafka;
+  readonly log: Logger;
+  readonly metrics: CaptureMetrics;
+}
+
+/**
+ * One run of the capture: from the slot's confirmed position until stop() or a failure.
+ * run() resolves after a clean stop and rejects with the failure otherwise; a new instance
+ * is made for every restart (nothing carries over but what the slot and Kafka hold).
+ */
+export class CaptureRun {
+  private readonly cluster: ClusterConfig;
+  private readonly slot: string;
+  private readonly direction: Direction;
+  private readonly store: SchemaStore;
+  private readonly encoder: EventEncoder;
+  private readonly publisher: KafkaPublisher;
+  private readonly stream: ReplicationStream;
+  private readonly builder: ChangeBuilder;
+  private control: pg.Client | null = null;
+  private readonly typeNames = new Map<string, string>();
+  private readonly log: Logger;
+
+  /** Highest LSN told to the slot. */
+  private acked: Lsn = ZERO_LSN;
+  /** End LSN of the last source transaction in the open group (published when the group commits). */
+  private groupEnd: Lsn | null = null;
+  private groupTxns = 0;
+  private groupRows = 0;
+  private groupEvents: { change: number; control: number; bytes: number } = { change: 0, control: 0, bytes: 0 };
+  private lingerTimer: NodeJS.Timeout | null = null;
+  private statusTimer: NodeJS.Timeout | null = null;
+  private heartbeatTimer: NodeJS.Timeout | null = null;
+  private lagTimer: NodeJS.Timeout | null = null;
+  /** Serializes message handling, group commits and acks. */
+  private chain: Promise<void> = Promise.resolve();
+  private failure: Error | null = null;
+  private finished!: () => void;
+  private failed!: (err: Error) => void;
+  private readonly done: Promise<void>;
+  private streaming = false;
+  private stopping = false;
+
+  constructor(private readonly deps: CaptureDeps) {
+    const { cfg, cluster } = deps;
+    this.cluster = clusterByName(cfg, cluster);
+    this.slot = slotName(cfg, cluster);
+    this.direction = outgoing(cfg, cluster);
+    this.log = deps.log.child({ cluster, slot: this.slot, topic: this.direction.topic });
+    this.store = new SchemaStore(cfg.registry.url, (what, attempt, err) => this.log.warn({ attempt, err: errorMessage(err) }, `registry: ${what} failed, retrying`), cfg.retry.otherMinutes * 60_000);
+    this.encoder = new EventEncoder(this.store, this.direction.topic, cluster, this.cluster.database);
+    this.publisher = new KafkaPublisher(deps.kafka, `pgbridge-${cfg.pipeline}-capture-${cluster}`, this.direction.topic);
+    this.stream = new ReplicationStream(clientConfig(this.cluster, `pgbridge-capture-${cluster}`), this.slot, this.slot);
+    const heartbeat = `${HEARTBEAT_SCHEMA}.${HEARTBEAT_TABLE}`;
+    this.builder = new ChangeBuilder({
+      cluster,
+      skipForeign: cfg.capture.foreignOrigins === 'skip',
+      originCluster: (name) => (name.startsWith('cdc_') ? name.slice(4) : name),
+      typeName: (oid, mod) => this.typeNames.get(`${oid}:${mod}`) ?? String(oid),
+      isHeartbeatTable: (s, t) => `${s}.${t}` === heartbeat,
+    });
+    this.done = new Promise<void>((resolve, reject) => {
+      this.finished = resolve;
+      this.failed = reject;
+    });
+    this.done.catch(() => undefined);
+  }
+
+  get ready(): boolean {
+    return this.streaming && !this.failure;
+  }
+
+  get ackedLsn(): Lsn {
+    return this.acked;
+  }
+
+  async run(): Promise<void> {
+    try {
+      this.control = await connect(this.cluster, `pgbridge-capture-${this.deps.cluster}-control`);
+      const slot = await checkSlot(this.control, this.slot, this.cluster);
+      this.acked = slot.confirmedFlush;
+      this.deps.metrics.ackedLsn.set(Number(this.acked));
+      await this.publisher.connect();
+      await this.stream.start(slot.confirmedFlush, {
+        onMessage: (msg, lsn) => this.serial(() => this.onMessage(msg, lsn)),
+        onKeepalive: (lsn, reply) => void this.serial(() => this.onKeepalive(lsn, reply)).catch((e: Error) => this.fail(e)),
+        onError: (err) => this.fail(err),
+      });
+      this.streaming = true;
+      this.log.info({ lsn: formatLsn(this.acked) }, 'capture streaming');
+      const statusMs = this.deps.cfg.capture.statusIntervalSeconds * 1000;
+      this.statusTimer = setInterval(() => void this.serial(() => this.stream.ack(this.acked)).catch((e: Error) => this.fail(e)), statusMs);
+      if (this.deps.cfg.capture.heartbeatSeconds > 0) {
+        this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.deps.cfg.capture.heartbeatSeconds * 1000);
+        void this.heartbeat();
+      }
+      this.lagTimer = setInterval(() => void this.measureLag(), 5000);
+    } catch (err) {
+      this.fail(err as Error);
+    }
+    return this.done;
+  }
+
+  /** Graceful stop: finish the open group (publish and ack what Kafka holds), then close. */
+  async stop(): Promise<void> {
+    if (this.stopping) return this.done.catch(() => undefined);
+    this.stopping = true;
+    this.clearTimers();
+    await this.stream.stop();
+    try {
+      await this.serial(async () => {
+        if (this.failure) return;
+        if (this.builder.inTransaction) {
+          // Part of a transaction may already sit in the open Kafka transaction: abort all of
+          // it. Nothing of the group was acked, so the slot sends it again on the next start.
+          await this.publisher.abort();
+        } else if (this.groupEnd !== null) {
+          await this.commitGroupAndAck(true);
+        }
+      });
+    } catch (err) {
+      this.log.error({ err: errorMessage(err) }, 'could not publish the last group on stop; it will be re-read from the slot');
+    }
+    await this.close();
+    this.finished();
+    return this.done.catch(() => undefined);
+  }
+
+  private fail(err: Error): void {
+    if (this.failure || this.stopping) return;
+    this.failure = err;
+    this.streaming = false;
+    this.clearTimers();
+    void (async () => {
+      await this.stream.stop();
+      await this.publisher.abort();
+      await this.close();
+      this.failed(err);
+    })();
+  }
+
+  private clearTimers(): void {
+    for (const t of [this.lingerTimer, this.statusTimer, this.heartbeatTimer, this.lagTimer]) if (t) clearInterval(t);
+    this.lingerTimer = this.statusTimer = this.heartbeatTimer = this.lagTimer = null;
+  }
+
+  private async close(): Promise<void> {
+    await this.publisher.disconnect();
+    await this.control?.end().catch(() => undefined);
+    this.control = null;
+  }
+
+  private serial(fn: () => Promise<void>): Promise<void> {
+    const next = this.chain.then(() => (this.failure ? undefined : fn()));
+    this.chain = next.catch(() => undefined);
+    return next;
+  }
+
+  private async onMessage(msg: PgoutputMessage, lsn: Lsn): Promise<void> {
+    if (msg.tag === 'relation') await this.resolveTypes(msg.relation.columns);
+    const { events, end } = this.builder.push(msg, lsn);
+    for (const ev of events) await this.publish(ev);
+    if (end) await this.endTransaction(end);
+  }
+
+  private async publish(ev: CaptureEvent): Promise<void> {
+    if (this.lingerTimer) {
+      clearTimeout(this.lingerTimer);
+      this.lingerTimer = null;
+    }
+    const m = await this.encoder.encode(ev);
+    await this.publisher.add(m);
+    if (ev.kind === 'change') this.groupEvents.change++;
+    else this.groupEvents.control++;
+    this.groupEvents.bytes += m.value.length + (m.key?.length ?? 0);
+    this.groupRows++;
+  }
+
+  private async endTransaction(end: TransactionEnd): Promise<void> {
+    if (end.skipped || end.events === 0) {
+      this.deps.metrics.skippedTransactions.inc({ reason: end.skipped ? 'foreign-origin' : 'empty' });
+    } else {
+      this.deps.metrics.transactions.inc();
+    }
+    this.groupEnd = end.endLsn;
+    this.groupTxns++;
+    const b = this.deps.cfg.capture.batch;
+    if (this.groupTxns >= b.maxTransactions || this.groupRows >= b.maxRows || b.lingerMs === 0) {
+      await this.commitGroupAndAck(true);
+    } else if (!this.lingerTimer) {
+      this.lingerTimer = setTimeout(() => {
+        this.lingerTimer = null;
+        void this.serial(async () => {
+          // The next transaction may have started (and sent events) since the timer fired:
+          // a Kafka transaction holds whole source transactions only; its COMMIT closes the group.
+          if (!this.builder.inTransaction) await this.commitGroupAndAck(true);
+        }).catch((e: Error) => this.fail(e));
+      }, b.lingerMs);
+    }
+  }
+
+  /** INV-1: the slot hears of a commit LSN only after Kafka acked every event up to it. */
+  private async commitGroupAndAck(ack: boolean): Promise<void> {
+    if (this.groupEnd === null) return;
+    if (this.lingerTimer) {
+      clearTimeout(this.lingerTimer);
+      this.lingerTimer = null;
+    }
+    const end = this.groupEnd;
+    await this.publisher.commit();
+    const m = this.deps.metrics;
+    m.events.inc({ kind: 'change' }, this.groupEvents.change);
+    m.events.inc({ kind: 'control' }, this.groupEvents.control);
+    m.bytes.inc(this.groupEvents.bytes);
+    this.groupEnd = null;
+    this.groupTxns = 0;
+    this.groupRows = 0;
+    this.groupEvents = { change: 0, control: 0, bytes: 0 };
+    if (end > this.acked) {
+      this.acked = end;
+      m.ackedLsn.set(Number(end));
+      if (ack) await this.stream.ack(end);
+    }
+  }
+
+  /**
+   * A keepalive tells how far the server has sent WAL. When nothing is received-but-unpublished
+   * (no open transaction, no open group, nothing queued), every change up to there is in Kafka,
+   * so the slot may advance there too (INV-1: idle and filtered WAL must not be pinned).
+   */
+  private async onKeepalive(serverLsn: Lsn, reply: boolean): Promise<void> {
+    const idle = !this.builder.inTransaction && this.groupEnd === null && this.stream.drained;
+    if (idle && serverLsn > this.acked) {
+      this.acked = serverLsn;
+      this.deps.metrics.ackedLsn.set(Number(serverLsn));
+      await this.stream.ack(serverLsn);
+    } else if (reply) {
+      await this.stream.ack(this.acked);
+    }
+  }
+
+  private async resolveTypes(columns: readonly { typeOid: number; typeMod: number }[]): Promise<void> {
+    const missing = columns.filter((c) => !this.typeNames.has(`${c.typeOid}:${c.typeMod}`));
+    if (missing.length === 0 || !this.control) return;
+    const r = await this.control.query<{ oid: string; mod: string; name: string }>(
+      'SELECT t.oid::text AS oid, t.mod::text AS mod, format_type(t.oid::oid, t.mod::int) AS name FROM unnest($1::int8[], $2::int4[]) AS t(oid, mod)',
+      [missing.map((c) => c.typeOid), missing.map((c) => c.typeMod)],
+    );
+    for (const row of r.rows) this.typeNames.set(`${row.oid}:${row.mod}`, row.name);
+  }
+
+  private async heartbeat(): Promise<void> {
+    if (!this.control || this.failure || this.stopping) return;
+    try {
+      // Keeps an idle slot moving and lets apply measure end-to-end latency.
+      await this.control.query(
+        `INSERT INTO ${HEARTBEAT_SCHEMA}.${HEARTBEAT_TABLE} (cluster, ts, seq) VALUES ($1, now(), 1)
+         ON CONFLICT (cluster) DO UPDATE SET ts = now(), seq = ${HEARTBEAT_SCHEMA}.${HEARTBEAT_TABLE}.seq + 1`,
+        [this.deps.cluster],
+      );
+    } catch (err) {
+      this.log.warn({ err: errorMessage(err) }, 'heartbeat write failed');
+    }
+  }
+
+  private async measureLag(): Promise<void> {
+    if (!this.control || this.failure || this.stopping) return;
+    try {
+      const r = await this.control.query<{ lag: string | null }>(
+        'SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::text AS lag FROM pg_replication_slots WHERE slot_name = $1',
+        [this.slot],
+      );
+      const lag = r.rows[0]?.lag;
+      if (lag !== undefined && lag !== null) this.deps.metrics.slotLagBytes.set(Number(lag));
+      else if (r.rows.length === 0) this.fail(new PgBridgeError('SLOT_MISSING', `replication slot ${this.slot} was dropped while capture ran`));
+    } catch (err) {
+      this.log.debug({ err: errorMessage(err) }, 'slot lag query failed');
+    }
+  }
+}

@@ -1,0 +1,251 @@
+/**
+ * pgoutput messages of one committed transaction → change events and control events, in
+ * order, one at a time (INV-7: nothing holds a whole transaction). One event is held back
+ * so that the last event of a transaction can carry `txn.last = true`.
+ */
+import { fromPgText, kindOfType, type AvroValue, type TableDef } from '../../shared/avro.js';
+import { PgBridgeError, errorMessage } from '../../shared/errors.js';
+import { formatLsn, type Lsn } from '../../shared/lsn.js';
+import { UNCHANGED, type PgoutputMessage, type Relation, type TupleValue } from './pgoutput-decoder.js';
+
+export type Row = Record<string, AvroValue>;
+
+export interface TxnContext {
+  readonly xid: number;
+  readonly commitLsn: Lsn;
+  readonly commitTimeUs: bigint;
+  readonly origin: string;
+}
+
+export interface ChangeEvent {
+  readonly kind: 'change';
+  readonly table: TableDef;
+  readonly relationOid: number;
+  readonly op: 'c' | 'u' | 'd' | 't';
+  readonly before: Row | null;
+  readonly after: Row | null;
+  readonly key: Row | null;
+  readonly unchanged: readonly string[];
+  readonly lsn: Lsn;
+  readonly txn: TxnContext;
+  index: number;
+  last: boolean;
+}
+
+export interface ControlEvent {
+  readonly kind: 'control';
+  readonly control: 'heartbeat' | 'barrier';
+  readonly id: string | null;
+  readonly payload: string | null;
+  readonly lsn: Lsn;
+  readonly txn: TxnContext;
+  index: number;
+  last: boolean;
+}
+
+export type CaptureEvent = ChangeEvent | ControlEvent;
+
+export interface TransactionEnd {
+  readonly txn: TxnContext;
+  /** End LSN of the commit record: what the slot is told once Kafka has the transaction. */
+  readonly endLsn: Lsn;
+  readonly events: number;
+  /** The transaction came from another cluster (apply wrote it) and was not published. */
+  readonly skipped: boolean;
+}
+
+export interface BuilderOptions {
+  readonly cluster: string;
+  /** Skip transactions whose origin is another cluster (two-way: apply wrote them). */
+  readonly skipForeign: boolean;
+  /** Turns a replication origin name into a cluster name (cdc_a → a). */
+  readonly originCluster: (originName: string) => string;
+  /** Type name for the pg.type attribute (format_type). */
+  readonly typeName: (oid: number, typmod: number) => string;
+  readonly isHeartbeatTable: (schema: string, table: string) => boolean;
+}
+
+export const ORIGIN_MESSAGE_PREFIX = 'cdc.origin';
+export const BARRIER_MESSAGE_PREFIX = 'cdc.barrier';
+
+export class ChangeBuilder {
+  private txn: { xid: number; commitLsn: Lsn; commitTimeUs: bigint; origin: string | null; count: number } | null = null;
+  private ctx: TxnContext | null = null;
+  private held: CaptureEvent | null = null;
+  private readonly tables = new Map<number, TableDef>();
+
+  constructor(private readonly opts: BuilderOptions) {}
+
+  get inTransaction(): boolean {
+    return this.txn !== null;
+  }
+
+  /**
+   * Feeds one message. Returns events ready to publish (in order) and, at COMMIT, the end of
+   * the transaction (after its last event).
+   */
+  push(msg: PgoutputMessage, lsn: Lsn): { events: CaptureEvent[]; end: TransactionEnd | null } {
+    switch (msg.tag) {
+      case 'begin':
+        this.txn = { xid: msg.xid, commitLsn: msg.finalLsn, commitTimeUs: msg.commitTimeUs, origin: null, count: 0 };
+        this.ctx = null;
+        this.held = null;
+        return { events: [], end: null };
+      case 'origin':
+        this.requireTxn('origin');
+        this.txn!.origin = this.opts.originCluster(msg.name);
+        return { events: [], end: null };
+      case 'relation':
+        this.tables.set(msg.relation.oid, this.tableDef(msg.relation));
+        return { events: [], end: null };
+      case 'type':
+        return { events: [], end: null };
+      case 'message': {
+        if (!msg.transactional) return { events: [], end: null };
+        this.requireTxn('message');
+        if (msg.prefix === ORIGIN_MESSAGE_PREFIX) {
+          // Fallback loop marker written by apply when it cannot use replication origins (INV-5).
+          this.txn!.origin = msg.content.toString('utf8');
+          return { events: [], end: null };
+        }
+        if (msg.prefix === BARRIER_MESSAGE_PREFIX) {
+          return this.emit({ kind: 'control', control: 'barrier', id: msg.content.toString('utf8'), payload: null, lsn, txn: this.context(), index: 0, last: false });
+        }
+        return { events: [], end: null };
+      }
+      case 'insert':
+      case 'update':
+      case 'delete':
+        this.requireTxn(msg.tag);
+        return this.emitRow(msg, lsn);
+      case 'truncate': {
+        this.requireTxn('truncate');
+        const out: CaptureEvent[] = [];
+        for (const rel of msg.relations) {
+          if (this.opts.isHeartbeatTable(rel.schema, rel.table)) continue;
+          const table = this.table(rel);
+          out.push(...this.emit({ kind: 'change', table, relationOid: rel.oid, op: 't', before: null, after: null, key: null, unchanged: [], lsn, txn: this.context(), index: 0, last: false }).events);
+        }
+        return { events: out, end: null };
+      }
+      case 'commit': {
+        this.requireTxn('commit');
+        const t = this.txn!;
+        const ctx = this.context();
+        const out: CaptureEvent[] = [];
+        if (this.held) {
+          this.held.last = true;
+          out.push(this.held);
+          this.held = null;
+        }
+        this.txn = null;
+        this.ctx = null;
+        return { events: out, end: { txn: ctx, endLsn: msg.endLsn, events: t.count, skipped: this.isForeign(ctx) } };
+      }
+    }
+  }
+
+  private requireTxn(what: string): void {
+    if (!this.txn) throw new PgBridgeError('DECODE', `pgoutput ${what} outside a transaction`);
+  }
+
+  private context(): TxnContext {
+    if (!this.ctx) {
+      const t = this.txn!;
+      this.ctx = { xid: t.xid, commitLsn: t.commitLsn, commitTimeUs: t.commitTimeUs, origin: t.origin ?? this.opts.cluster };
+    }
+    return this.ctx;
+  }
+
+  private isForeign(ctx: TxnContext): boolean {
+    return this.opts.skipForeign && ctx.origin !== this.opts.cluster;
+  }
+
+  /** Holds the new event back and releases the previous one (last = false). */
+  private emit(ev: CaptureEvent): { events: CaptureEvent[]; end: null } {
+    if (this.isForeign(ev.txn)) return { events: [], end: null };
+    ev.index = this.txn!.count++;
+    const prev = this.held;
+    this.held = ev;
+    return { events: prev ? [prev] : [], end: null };
+  }
+
+  private emitRow(msg: Extract<PgoutputMessage, { tag: 'insert' | 'update' | 'delete' }>, lsn: Lsn): { events: CaptureEvent[]; end: null } {
+    const rel = msg.relation;
+    if (this.opts.isHeartbeatTable(rel.schema, rel.table)) {
+      if (msg.tag === 'delete') return { events: [], end: null };
+      return this.emit({ kind: 'control', control: 'heartbeat', id: null, payload: null, lsn, txn: this.context(), index: 0, last: false });
+    }
+    const table = this.table(rel);
+    const ctx = this.context();
+    const where = (): string => `${rel.schema}.${rel.table} at LSN ${formatLsn(lsn)} (xid ${ctx.xid})`;
+    let before: Row | null = null;
+    let after: Row | null = null;
+    let unchanged: string[] = [];
+    if (msg.tag === 'insert') {
+      after = this.row(table, msg.newTuple, where, null).row;
+    } else if (msg.tag === 'update') {
+      before = msg.oldTuple ? this.row(table, msg.oldTuple, where, msg.oldIsKeyOnly ? 'key' : null).row : null;
+      const r = this.row(table, msg.newTuple, where, null);
+      after = r.row;
+      unchanged = r.unchanged;
+    } else {
+      before = this.row(table, msg.oldTuple, where, msg.oldIsKeyOnly ? 'key' : null).row;
+    }
+    const keySource = msg.tag === 'delete' ? before : msg.tag === 'update' && before ? before : after;
+    const key = keyOf(table, keySource);
+    const op = msg.tag === 'insert' ? 'c' : msg.tag === 'update' ? 'u' : 'd';
+    return this.emit({ kind: 'change', table, relationOid: rel.oid, op, before, after, key, unchanged, lsn, txn: ctx, index: 0, last: false });
+  }
+
+  private row(table: TableDef, tuple: TupleValue[], where: () => string, only: 'key' | null): { row: Row; unchanged: string[] } {
+    const row: Row = {};
+    const unchanged: string[] = [];
+    table.columns.forEach((col, i) => {
+      const v = tuple[i];
+      if (only === 'key' && !col.key) return;
+      if (v === UNCHANGED) {
+        unchanged.push(col.name);
+        return;
+      }
+      if (v === null || v === undefined) {
+        row[col.name] = null;
+        return;
+      }
+      try {
+        row[col.name] = fromPgText(kindOfType(col.typeOid), v);
+      } catch (err) {
+        throw new PgBridgeError('ENCODE', `cannot encode column ${col.name} (${col.typeName}) of ${where()}: ${errorMessage(err)}`, {
+          details: { table: `${table.schema}.${table.table}`, column: col.name },
+        });
+      }
+    });
+    return { row, unchanged };
+  }
+
+  private table(rel: Relation): TableDef {
+    const t = this.tables.get(rel.oid);
+    if (t) return t;
+    const def = this.tableDef(rel);
+    this.tables.set(rel.oid, def);
+    return def;
+  }
+
+  private tableDef(rel: Relation): TableDef {
+    return {
+      schema: rel.schema,
+      table: rel.table,
+      replicaIdentity: rel.replicaIdentity,
+      columns: rel.columns.map((c) => ({ name: c.name, typeOid: c.typeOid, typeMod: c.typeMod, typeName: this.opts.typeName(c.typeOid, c.typeMod), key: c.key })),
+    };
+  }
+}
+
+function keyOf(table: TableDef, row: Row | null): Row | null {
+  if (!row) return null;
+  const keyCols = table.columns.filter((c) => c.key);
+  if (keyCols.length === 0) return null;
+  const key: Row = {};
+  for (const c of keyCols) key[c.name] = row[c.name] ?? null;
+  return key;
+}

@@ -1,0 +1,192 @@
+/**
+ * `pgbridge setup` and `pgbridge release`: the objects a pipeline owns on each cluster
+ * (helper schema cdc, publication and slot cdc_<pipeline>_<cluster>, replication origins
+ * cdc_<from>) and its Kafka topics. Both are idempotent.
+ */
+import type pg from 'pg';
+import { originName, slotName, type PipelineConfig } from '../../shared/config.js';
+import { ensureTopics, kafkaClient } from '../../shared/kafka.js';
+import type { Logger } from '../../shared/log.js';
+import { qi, ql, qt, withClient } from '../../shared/pg.js';
+
+export const HELPER_SCHEMA_SQL = `
+CREATE SCHEMA IF NOT EXISTS cdc;
+CREATE TABLE IF NOT EXISTS cdc.heartbeat (
+  cluster text PRIMARY KEY,
+  ts timestamptz NOT NULL,
+  seq bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cdc.apply_progress (
+  direction text NOT NULL,
+  partition int NOT NULL,
+  next_offset bigint NOT NULL,
+  commit_lsn pg_lsn NOT NULL,
+  commit_ts timestamptz,
+  heartbeat_ts timestamptz,
+  updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+  PRIMARY KEY (direction, partition)
+);
+CREATE TABLE IF NOT EXISTS cdc.conflicts (
+  id bigserial PRIMARY KEY,
+  detected_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+  direction text NOT NULL,
+  table_name text NOT NULL,
+  key jsonb,
+  kind text NOT NULL,
+  incoming jsonb,
+  existing jsonb,
+  resolution text NOT NULL,
+  policy text NOT NULL,
+  source_cluster text NOT NULL,
+  source_commit_lsn pg_lsn NOT NULL,
+  source_commit_ts timestamptz,
+  topic text NOT NULL,
+  kafka_partition int NOT NULL,
+  kafka_offset bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cdc.barriers (
+  direction text NOT NULL,
+  id text NOT NULL,
+  source_commit_lsn pg_lsn NOT NULL,
+  applied_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+  PRIMARY KEY (direction, id)
+);
+`;
+
+export interface SelectedTable {
+  readonly schema: string;
+  readonly table: string;
+  readonly hasPrimaryKey: boolean;
+  readonly replicaIdentity: 'default' | 'nothing' | 'full' | 'index';
+}
+
+/** Tables of the selection that exist on a cluster (ordinary and partitioned tables). */
+export async function selectedTables(client: pg.Client, cfg: PipelineConfig): Promise<SelectedTable[]> {
+  const r = await client.query<{ schema: string; table: string; has_pk: boolean; ri: string }>(
+    `SELECT n.nspname AS schema, c.relname AS table,
+            EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'p') AS has_pk,
+            c.relreplident AS ri
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = ANY($1::text[])
+      ORDER BY 1, 2`,
+    [cfg.selection.schemas],
+  );
+  const include = new Set(cfg.selection.include);
+  const exclude = new Set(cfg.selection.exclude);
+  const ri = { d: 'default', n: 'nothing', f: 'full', i: 'index' } as const;
+  return r.rows
+    .filter((t) => (include.size === 0 || include.has(`${t.schema}.${t.table}`)) && !exclude.has(`${t.schema}.${t.table}`))
+    .map((t) => ({ schema: t.schema, table: t.table, hasPrimaryKey: t.has_pk, replicaIdentity: ri[t.ri as keyof typeof ri] ?? 'default' }));
+}
+
+/** The publication's table list: the whole schemas when nothing is included or excluded, else the listed tables. */
+async function publicationTarget(client: pg.Client, cfg: PipelineConfig): Promise<string> {
+  const { include, exclude, schemas } = cfg.selection;
+  if (include.length === 0 && exclude.length === 0) {
+    return `TABLES IN SCHEMA ${schemas.map(qi).join(', ')}, TABLE cdc.heartbeat`;
+  }
+  const tables = await selectedTables(client, cfg);
+  return `TABLE ${[...tables.map((t) => qt(t.schema, t.table)), 'cdc.heartbeat'].join(', ')}`;
+}
+
+export async function setupCluster(client: pg.Client, cfg: PipelineConfig, cluster: string, log: Logger): Promise<void> {
+  await client.query(HELPER_SCHEMA_SQL);
+  const slot = slotName(cfg, cluster);
+  const pub = await client.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [slot]);
+  if (pub.rowCount === 0) {
+    await client.query(`CREATE PUBLICATION ${qi(slot)} FOR ${await publicationTarget(client, cfg)} WITH (publish = 'insert, update, delete, truncate')`);
+    log.info({ cluster, slot }, 'publication created');
+  }
+  const s = await client.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [slot]);
+  if (s.rowCount === 0) {
+    await client.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [slot]);
+    log.info({ cluster, slot }, 'replication slot created');
+  }
+  for (const d of cfg.directions.filter((x) => x.to === cluster)) {
+    const origin = originName(d.from);
+    await client.query(`SELECT pg_replication_origin_create($1) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)`, [origin]);
+  }
+}
+
+/** Creates everything a pipeline needs on both clusters and the Kafka topics. Idempotent. */
+export async function setup(cfg: PipelineConfig, log: Logger): Promise<void> {
+  for (const name of cfg.clusterNames) {
+    await withClient(cfg.clusters[name]!, 'pgbridge-setup', (c) => setupCluster(c, cfg, name, log));
+  }
+  const admin = kafkaClient(cfg, 'setup', log).admin();
+  await admin.connect();
+  try {
+    const created = await ensureTopics(admin, cfg, cfg.apply.deadLetterTopic ? [cfg.apply.deadLetterTopic] : []);
+    for (const t of created) log.info({ topic: t }, 'topic created');
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+export interface ReleaseReport {
+  readonly cluster: string;
+  readonly dropped: string[];
+}
+
+/** Drops slot, publication, origins and the helper schema on every cluster; topics too when asked. Safe to run twice. */
+export async function release(cfg: PipelineConfig, log: Logger, opts: { topics: boolean }): Promise<ReleaseReport[]> {
+  const reports: ReleaseReport[] = [];
+  for (const name of cfg.clusterNames) {
+    const dropped: string[] = [];
+    await withClient(cfg.clusters[name]!, 'pgbridge-release', async (c) => {
+      const slot = slotName(cfg, name);
+      const s = await c.query<{ active_pid: number | null }>('SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1', [slot]);
+      if (s.rows[0]) {
+        if (s.rows[0].active_pid) await c.query('SELECT pg_terminate_backend($1)', [s.rows[0].active_pid]);
+        await dropSlot(c, slot);
+        dropped.push(`slot ${slot}`);
+      }
+      const p = await c.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [slot]);
+      if (p.rowCount) {
+        await c.query(`DROP PUBLICATION ${qi(slot)}`);
+        dropped.push(`publication ${slot}`);
+      }
+      for (const d of cfg.directions.filter((x) => x.to === name)) {
+        const origin = originName(d.from);
+        const o = await c.query('SELECT 1 FROM pg_replication_origin WHERE roname = $1', [origin]);
+        if (o.rowCount) {
+          await c.query('SELECT pg_replication_origin_drop($1)', [origin]);
+          dropped.push(`origin ${origin}`);
+        }
+      }
+      const h = await c.query(`SELECT 1 FROM pg_namespace WHERE nspname = 'cdc'`);
+      if (h.rowCount) {
+        await c.query('DROP SCHEMA cdc CASCADE');
+        dropped.push('schema cdc');
+      }
+    });
+    log.info({ cluster: name, dropped }, 'released');
+    reports.push({ cluster: name, dropped });
+  }
+  if (opts.topics) {
+    const admin = kafkaClient(cfg, 'release', log).admin();
+    await admin.connect();
+    try {
+      const existing = new Set(await admin.listTopics());
+      const topics = cfg.directions.map((d) => d.topic).filter((t) => existing.has(t));
+      if (topics.length) await admin.deleteTopics({ topics });
+      reports.push({ cluster: 'kafka', dropped: topics.map((t) => `topic ${t}`) });
+    } finally {
+      await admin.disconnect();
+    }
+  }
+  return reports;
+}
+
+/** A slot can stay "active" for a moment after its walsender was terminated: retry briefly. */
+async function dropSlot(c: pg.Client, slot: string): Promise<void> {
+  for (let i = 0; ; i++) {
+    try {
+      await c.query(`SELECT pg_drop_replication_slot(${ql(slot)})`);
+      return;
+    } catch (err) {
+      if (i >= 50 || (err as { code?: string }).code !== '55006') throw err;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}

@@ -1,0 +1,74 @@
+/**
+ * One error type for the whole project: a stable `code`, whether a retry can help, and the
+ * position or object it concerns, so a stop always says what and where.
+ */
+export type ErrorCode =
+  | 'CONFIG_INVALID'
+  | 'CONNECTION'
+  | 'SLOT_MISSING'
+  | 'SLOT_INVALIDATED'
+  | 'SLOT_AHEAD'
+  | 'SYSTEM_CHANGED'
+  | 'OFFSET_BELOW_LOG_START'
+  | 'SCHEMA_UNKNOWN'
+  | 'REGISTRY'
+  | 'ENCODE'
+  | 'DECODE'
+  | 'POISON'
+  | 'CONFLICT'
+  | 'DESTINATION_REJECTED'
+  | 'PRECHECK'
+  | 'INTERNAL';
+
+export class PgBridgeError extends Error {
+  readonly code: ErrorCode;
+  readonly retriable: boolean;
+  readonly details: Readonly<Record<string, unknown>>;
+
+  constructor(code: ErrorCode, message: string, opts: { retriable?: boolean; details?: Record<string, unknown>; cause?: unknown } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'PgBridgeError';
+    this.code = code;
+    this.retriable = opts.retriable ?? false;
+    this.details = Object.freeze({ ...(opts.details ?? {}) });
+  }
+}
+
+/** SQLSTATE classes whose errors go away by themselves (connection loss, shutdown, serialization, deadlock, resources). */
+const RETRIABLE_SQLSTATE_CLASSES = new Set(['08', '53', '57', '40']);
+
+interface PgLikeError {
+  code?: string;
+  message?: string;
+  detail?: string;
+  table?: string;
+  column?: string;
+  constraint?: string;
+}
+
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
+
+/** Classifies an error thrown by node-postgres once, by SQLSTATE (or socket error code). */
+export function classifyPgError(err: unknown): { retriable: boolean; connection: boolean; sqlstate: string | undefined } {
+  const e = (err ?? {}) as PgLikeError;
+  const code = e.code;
+  if (code && NETWORK_CODES.has(code)) return { retriable: true, connection: true, sqlstate: undefined };
+  if (code && /^[0-9A-Z]{5}$/.test(code)) {
+    const cls = code.slice(0, 2);
+    // 57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now
+    return { retriable: RETRIABLE_SQLSTATE_CLASSES.has(cls), connection: cls === '08' || cls === '57', sqlstate: code };
+  }
+  const msg = String(e.message ?? '');
+  if (/Connection terminated|connection closed|Client has encountered a connection error|timeout exceeded when trying to connect/i.test(msg)) {
+    return { retriable: true, connection: true, sqlstate: undefined };
+  }
+  return { retriable: false, connection: false, sqlstate: undefined };
+}
+
+export function errorMessage(err: unknown): string {
+  if (err instanceof Error) {
+    const pgErr = err as PgLikeError & Error;
+    return pgErr.detail ? `${err.message} (${pgErr.detail})` : err.message;
+  }
+  return String(err);
+}

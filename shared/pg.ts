@@ -1,0 +1,75 @@
+/**
+ * node-postgres connections with pgbridge's pinned session: UTC, ISO dates, exact floats,
+ * hex bytea, and every value returned as PostgreSQL's text (no Date, no JSON.parse, no
+ * float parse): exactness is kept by never converting.
+ */
+import pg from 'pg';
+import type { ClusterConfig } from './config.js';
+
+export type PgClient = pg.Client;
+export type PgPool = pg.Pool;
+
+/** Session settings that make text forms of values identical on both clusters. */
+export const SESSION_OPTIONS = '-c timezone=UTC -c datestyle=ISO,YMD -c intervalstyle=postgres -c extra_float_digits=3 -c bytea_output=hex';
+
+const rawText = (v: string): string => v;
+const rawBinary = (v: Buffer): Buffer => v;
+/** Type parsers that hand back the text form of every type. */
+export const RAW_TYPES = {
+  getTypeParser: ((_oid: number, format?: string) => (format === 'binary' ? rawBinary : rawText)) as unknown as pg.CustomTypesConfig['getTypeParser'],
+};
+
+export function clientConfig(c: ClusterConfig, applicationName: string): pg.ClientConfig {
+  return {
+    host: c.host,
+    port: c.port,
+    database: c.database,
+    user: c.user,
+    password: c.password,
+    application_name: applicationName.slice(0, 63),
+    options: SESSION_OPTIONS,
+    types: RAW_TYPES,
+    connectionTimeoutMillis: 10_000,
+    keepAlive: true,
+  };
+}
+
+export async function connect(c: ClusterConfig, applicationName: string): Promise<pg.Client> {
+  const client = new pg.Client(clientConfig(c, applicationName));
+  try {
+    await client.connect();
+  } catch (err) {
+    await client.end().catch(() => undefined);
+    throw err;
+  }
+  return client;
+}
+
+export function pool(c: ClusterConfig, applicationName: string, max = 4): pg.Pool {
+  return new pg.Pool({ ...clientConfig(c, applicationName), max });
+}
+
+/** Runs fn with a connection and always closes it. */
+export async function withClient<T>(c: ClusterConfig, applicationName: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = await connect(c, applicationName);
+  try {
+    return await fn(client);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/** Double-quotes an identifier. */
+export function qi(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}
+
+/** Quoted schema.table */
+export function qt(schema: string, table: string): string {
+  return `${qi(schema)}.${qi(table)}`;
+}
+
+/** Single-quotes a literal. */
+export function ql(text: string): string {
+  return `'${text.replaceAll("'", "''")}'`;
+}

@@ -1,0 +1,93 @@
+/**
+ * The schema registry behind a small interface (Confluent API; tested against Apicurio).
+ * Errors are classified here once: transient (retry with backoff), unknown schema (halt,
+ * INV-6), not our wire format (poison).
+ */
+import { SchemaRegistry, SchemaType } from '@kafkajs/confluent-schema-registry';
+import type avro from 'avsc';
+import { AVRO_OPTIONS, wireSchemaId } from './avro.js';
+import { PgBridgeError, errorMessage } from './errors.js';
+import { backoff, sleep } from './retry.js';
+
+export interface DecodedRecord {
+  readonly schemaId: number;
+  /** Full Avro record name of the writer schema (pgbridge.Control or <ns>.<schema>.<table>.Envelope). */
+  readonly recordName: string;
+  readonly value: Record<string, unknown>;
+}
+
+interface ErrorWithStatus {
+  status?: number;
+}
+
+function statusOf(err: unknown): number | undefined {
+  return (err as ErrorWithStatus | undefined)?.status;
+}
+
+export class SchemaStore {
+  private readonly client: SchemaRegistry;
+  private readonly registered = new Map<string, number>();
+
+  constructor(
+    readonly url: string,
+    private readonly onRetry: (what: string, attempt: number, err: unknown) => void = () => undefined,
+    private readonly maxWaitMs = 10 * 60_000,
+  ) {
+    this.client = new SchemaRegistry({ host: url, retry: { retries: 0 } }, { [SchemaType.AVRO]: AVRO_OPTIONS as never });
+  }
+
+  /** Registers (or finds) a schema under a subject. Retries while the registry is unreachable. */
+  async register(subject: string, schema: Record<string, unknown>): Promise<number> {
+    const text = JSON.stringify(schema);
+    const cacheKey = `${subject}\n${text}`;
+    const hit = this.registered.get(cacheKey);
+    if (hit !== undefined) return hit;
+    const id = await this.retrying(`register ${subject}`, async () => {
+      const r = await this.client.register({ type: SchemaType.AVRO, schema: text }, { subject });
+      return r.id;
+    });
+    this.registered.set(cacheKey, id);
+    return id;
+  }
+
+  /** Writer schema of an id, with BigInt longs. Unknown id → SCHEMA_UNKNOWN after retries. */
+  async schema(id: number): Promise<avro.Type> {
+    return this.retrying(`fetch schema id ${id}`, () => this.client.getSchema(id) as Promise<unknown> as Promise<avro.Type>, (err) => {
+      if (statusOf(err) === 404) throw new PgBridgeError('SCHEMA_UNKNOWN', `schema id ${id} is not in the registry at ${this.url}`, { details: { schemaId: id }, cause: err });
+    });
+  }
+
+  /** Decodes a Confluent wire-format message. Not wire format or not decodable → POISON. */
+  async decode(buf: Buffer | null): Promise<DecodedRecord> {
+    const id = wireSchemaId(buf);
+    if (id === null) throw new PgBridgeError('POISON', 'not a Confluent Avro message (no magic byte 0 and schema id)');
+    const type = await this.schema(id);
+    try {
+      const value = type.fromBuffer(buf!.subarray(5)) as Record<string, unknown>;
+      return { schemaId: id, recordName: type.name ?? '', value };
+    } catch (err) {
+      throw new PgBridgeError('POISON', `cannot decode with schema id ${id}: ${errorMessage(err)}`, { details: { schemaId: id }, cause: err });
+    }
+  }
+
+  private async retrying<T>(what: string, fn: () => Promise<T>, fatal?: (err: unknown) => void): Promise<T> {
+    const started = Date.now();
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        fatal?.(err);
+        const status = statusOf(err);
+        const network = /ECONNREFUSED|ECONNRESET|socket hang up|ETIMEDOUT|EAI_AGAIN|fetch failed|network/i.test(errorMessage(err));
+        const transient = network || (status !== undefined && (status >= 500 || status === 408 || status === 429));
+        const permanent = !transient;
+        if (permanent) throw new PgBridgeError('REGISTRY', `${what}: registry at ${this.url} refused: ${errorMessage(err)}`, { cause: err, details: { status } });
+        if (Date.now() - started > this.maxWaitMs) {
+          throw new PgBridgeError('REGISTRY', `${what}: registry at ${this.url} unreachable for ${Math.round((Date.now() - started) / 1000)} s: ${errorMessage(err)}`, { retriable: true, cause: err });
+        }
+        this.onRetry(what, attempt, err);
+        await sleep(backoff(attempt));
+      }
+    }
+  }
+}

@@ -1,0 +1,137 @@
+/**
+ * What every service process shares: config loading, HTTP endpoints, SIGTERM/SIGINT drain,
+ * and the retry windows around a run (DESIGN §6): connection failures are retried for
+ * retry.connectionMinutes, other retriable failures for retry.otherMinutes; anything else
+ * stops the process with its error.
+ */
+import type { Server } from 'node:http';
+import type { Registry } from 'prom-client';
+import { loadConfig, type PipelineConfig } from './config.js';
+import { PgBridgeError, classifyPgError, errorMessage } from './errors.js';
+import { serveHttp, type Probe } from './http.js';
+import type { Logger } from './log.js';
+import { backoff, sleep } from './retry.js';
+
+export interface Runnable {
+  run(): Promise<void>;
+  stop(): Promise<void>;
+  readonly ready: boolean;
+}
+
+export function argValue(argv: readonly string[], name: string): string | undefined {
+  const i = argv.indexOf(name);
+  if (i >= 0) return argv[i + 1];
+  const eq = argv.find((a) => a.startsWith(`${name}=`));
+  return eq?.slice(name.length + 1);
+}
+
+export function configFromArgs(argv: readonly string[]): PipelineConfig {
+  const file = argValue(argv, '--config') ?? process.env.PGBRIDGE_CONFIG;
+  if (!file) throw new PgBridgeError('CONFIG_INVALID', 'no config: pass --config <file.yaml> or set PGBRIDGE_CONFIG');
+  return loadConfig(file);
+}
+
+/** Kafka and network errors that go away when the other side comes back. */
+export function isConnectionError(err: unknown): boolean {
+  if (err instanceof PgBridgeError) return err.retriable && (err.code === 'CONNECTION' || err.code === 'REGISTRY');
+  const name = (err as { name?: string })?.name ?? '';
+  if (/KafkaJSConnectionError|KafkaJSNumberOfRetriesExceeded|KafkaJSRequestTimeoutError|KafkaJSBrokerNotFound|KafkaJSConnectionClosedError|KafkaJSNonRetriableError/.test(name)) {
+    const cause = (err as { cause?: { name?: string } }).cause;
+    return name !== 'KafkaJSNonRetriableError' || /Connection|Timeout|NumberOfRetries/.test(cause?.name ?? '');
+  }
+  return classifyPgError(err).connection;
+}
+
+export function isRetriable(err: unknown): boolean {
+  if (err instanceof PgBridgeError) return err.retriable;
+  if (isConnectionError(err)) return true;
+  const name = (err as { name?: string })?.name ?? '';
+  if (/^KafkaJS/.test(name)) return (err as { retriable?: boolean }).retriable !== false || /ProducerFenced|InvalidProducerEpoch/.test(errorMessage(err)) === false;
+  if (/replication stream ended/.test(errorMessage(err))) return true;
+  return classifyPgError(err).retriable;
+}
+
+/**
+ * Runs `make()` instances one after another until SIGTERM, restarting after retriable
+ * failures within the retry windows. Exit code 0 after a drain, 1 after a fatal error.
+ */
+export async function superviseService(opts: {
+  name: string;
+  cfg: PipelineConfig;
+  log: Logger;
+  registry: Registry;
+  metricsHost: string;
+  metricsPort: number;
+  make: () => Runnable;
+}): Promise<number> {
+  const { log, cfg } = opts;
+  let current: Runnable | null = null;
+  let stopping = false;
+  let lastState = 'starting';
+  const probe: Probe = {
+    ready: () => !!current?.ready,
+    state: () => (current?.ready ? 'ready' : lastState),
+  };
+  let server: Server | null = null;
+  try {
+    server = await serveHttp(opts.metricsHost, opts.metricsPort, opts.registry, probe);
+    const addr = server.address();
+    log.info({ metrics: typeof addr === 'object' && addr ? `http://${addr.address}:${addr.port}/metrics` : addr }, `${opts.name} starting`);
+  } catch (err) {
+    log.error({ err: errorMessage(err) }, `cannot listen on ${opts.metricsHost}:${opts.metricsPort} for /metrics`);
+    return 1;
+  }
+  const onSignal = (sig: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal: sig }, 'draining');
+    void current?.stop();
+  };
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+  process.on('SIGINT', () => onSignal('SIGINT'));
+
+  let firstFailureAt: number | null = null;
+  let attempt = 0;
+  let code = 0;
+  while (!stopping) {
+    const run = opts.make();
+    current = run;
+    const startedAt = Date.now();
+    try {
+      await run.run();
+      if (stopping) break;
+    } catch (err) {
+      if (stopping) break;
+      const e = err as Error;
+      const details = err instanceof PgBridgeError ? { code: err.code, ...err.details } : { errorName: e?.name };
+      if (!isRetriable(err)) {
+        lastState = `stopped: ${errorMessage(err)}`;
+        log.fatal({ err: errorMessage(err), ...details }, `${opts.name} stopped`);
+        code = 1;
+        break;
+      }
+      // A run that lasted a while resets the window.
+      if (Date.now() - startedAt > 60_000) {
+        firstFailureAt = null;
+        attempt = 0;
+      }
+      firstFailureAt ??= Date.now();
+      attempt++;
+      const windowMs = (isConnectionError(err) ? cfg.retry.connectionMinutes : cfg.retry.otherMinutes) * 60_000;
+      if (Date.now() - firstFailureAt > windowMs) {
+        lastState = `stopped: ${errorMessage(err)}`;
+        log.fatal({ err: errorMessage(err), ...details, retriedForMs: Date.now() - firstFailureAt }, `${opts.name} stopped: retry window of ${windowMs / 60_000} min passed`);
+        code = 1;
+        break;
+      }
+      lastState = `retrying: ${errorMessage(err)}`;
+      const wait = backoff(attempt, 500, 15_000);
+      log.warn({ err: errorMessage(err), ...details, attempt, retryInMs: wait }, `${opts.name} failed, restarting`);
+      await sleep(wait);
+    }
+  }
+  current = null;
+  await new Promise<void>((r) => server!.close(() => r()));
+  log.info(`${opts.name} exited`);
+  return code;
+}

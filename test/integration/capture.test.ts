@@ -1,0 +1,149 @@
+/**
+ * capture against real PostgreSQL, Kafka and registry: exact values of every built-in type
+ * family at its extremes, unchanged TOAST columns, transaction framing and origin tags.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type pg from 'pg';
+import { CaptureRun, captureMetrics } from '../../services/capture/capture.js';
+import { setup, release } from '../../services/cli/setup.js';
+import { metricsRegistry } from '../../shared/http.js';
+import { kafkaClient } from '../../shared/kafka.js';
+import { pgName, toPgParam } from '../../shared/avro.js';
+import type { PipelineConfig } from '../../shared/config.js';
+import { pgClient, testConfig, testLog, uniqueName } from '../support/pipeline.js';
+import { changes, readTopic } from '../support/topic.js';
+
+/** [column type, values as PostgreSQL text (null = SQL NULL)] */
+const TYPES: [string, (string | null)[]][] = [
+  ['int2', ['-32768', '32767', null]],
+  ['int4', ['-2147483648', '2147483647', '0']],
+  ['int8', ['-9223372036854775808', '9223372036854775807', '9007199254740993']],
+  ['oid', ['4294967295', '0', '1']],
+  ['numeric', ['NaN', '-123456789012345678901234567890.123456789012345678901234567890', '0.00000000000000000001']],
+  ['numeric(10,2)', ['-99999999.99', '0.10', '12.00']],
+  ['float4', ['1.1', '-0', 'NaN']],
+  ['float4', ['3.4028235e+38', '-Infinity', '1e-45']],
+  ['float8', ['1.7976931348623157e+308', '5e-324', '-0']],
+  ['float8', ['Infinity', 'NaN', '0.1']],
+  ['bool', ['true', 'false', null]],
+  ['text', ["it's \"quoted\" \\ back\nslash ☃ 𝄞", '', 'NULL']],
+  ['varchar(5)', ['abcde', 'ä', ' ']],
+  ['char(3)', ['ab', 'abc', ' ']],
+  ['bytea', ['\\x00ff10', '\\x', '\\x5c78']],
+  ['date', ['4713-01-01 BC', '5874897-12-31', 'infinity']],
+  ['time', ['24:00:00', '00:00:00.000001', '12:34:56.789']],
+  ['timetz', ['00:00:00+1559', '23:59:59.999999-1559', '12:00:00+00']],
+  ['timestamp', ['294276-12-31 23:59:59.999999', '4713-01-01 00:00:00 BC', '-infinity']],
+  ['timestamptz', ['2020-02-29 12:34:56.123456+05:30', 'infinity', '1970-01-01 00:00:00+00']],
+  ['interval', ['178000000 years', '-1 days +00:00:00.000001', '1 mon -2 days 03:04:05']],
+  ['uuid', ['00000000-0000-0000-0000-000000000000', 'ffffffff-ffff-ffff-ffff-ffffffffffff', null]],
+  ['inet', ['::ffff:1.2.3.4/128', '10.0.0.1/8', '2001:db8::1']],
+  ['cidr', ['10.0.0.0/8', '2001:db8::/32', '0.0.0.0/0']],
+  ['macaddr', ['08:00:2b:01:02:03', 'ff:ff:ff:ff:ff:ff', '00:00:00:00:00:00']],
+  ['json', ['{"a": 1, "a": 2,   "b": [1.0e5, null]}', '"x"', '12345678901234567890']],
+  ['jsonb', ['{"n": 12345678901234567890.5, "s": "\\u00e9"}', '[]', 'null']],
+  ['money', ['-92233720368547758.08', '92233720368547758.07', '0.01']],
+  ['int4range', ['[1,5)', 'empty', '(,)']],
+  ['tstzrange', ['["2020-01-01 00:00:00+00","infinity")', 'empty', '[,"2000-01-01 00:00:00+00")']],
+  ['int4[]', ['{1,NULL,-3}', '{}', '{{1,2},{3,4}}']],
+  ['text[]', ['{"a,b","c\\"d",NULL,"NULL"}', '{""}', '{x}']],
+  ['bit(4)', ['1010', '0000', '1111']],
+  ['varbit', ['', '1', '101010101010']],
+  ['point', ['(1.5,-2.25)', '(0,0)', '(1e+300,-1e-300)']],
+  ['tsvector', ["'a':1 'fat':2", '', "'x y'"]],
+  ['xml', ['<a b="1">&amp;</a>', 'text', '<x/>']],
+  ['mood', ['happy', 'sad', 'ok']],
+  ['posint', ['1', '2147483647', '42']],
+];
+
+describe('capture (real PostgreSQL, Kafka, registry)', () => {
+  let cfg: PipelineConfig;
+  let a: pg.Client;
+  let run: CaptureRun;
+  const schema = uniqueName('cap');
+
+  beforeAll(async () => {
+    cfg = testConfig(uniqueName('pcap'), schema);
+    a = await pgClient(cfg, 'a');
+    await a.query(`CREATE SCHEMA ${schema}`);
+    await a.query(`CREATE TYPE ${schema}.mood AS ENUM ('happy', 'sad', 'ok')`);
+    await a.query(`CREATE DOMAIN ${schema}.posint AS int4 CHECK (VALUE > 0)`);
+    const cols = TYPES.map(([t], i) => `c${i} ${t === 'mood' || t === 'posint' ? `${schema}.${t}` : t}`).join(', ');
+    await a.query(`CREATE TABLE ${schema}.types (id int PRIMARY KEY, ${cols})`);
+    await a.query(`CREATE TABLE ${schema}.docs (id int PRIMARY KEY, small int, big text)`);
+    await a.query(`ALTER TABLE ${schema}.docs ALTER COLUMN big SET STORAGE EXTERNAL`);
+    await a.query(`CREATE TABLE ${schema}."Odd Name" ("Größe" int PRIMARY KEY, "select" text)`);
+    const b = await pgClient(cfg, 'b');
+    await b.query(`CREATE SCHEMA ${schema}`);
+    await b.end();
+    await setup(cfg, testLog);
+    const registry = metricsRegistry({});
+    run = new CaptureRun({ cfg, cluster: 'a', kafka: kafkaClient(cfg, 'test-capture', testLog), log: testLog, metrics: captureMetrics(registry) });
+    void run.run().catch((err: unknown) => console.error("capture run failed", err));
+  });
+
+  afterAll(async () => {
+    await run?.stop();
+    await release(cfg, testLog, { topics: true }).catch(() => undefined);
+    await a?.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+    await a?.end();
+    const b = await pgClient(cfg, 'b');
+    await b.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+    await b.end();
+  });
+
+  it('carries every built-in type family at its extremes exactly (compared as PostgreSQL text)', async () => {
+    for (let row = 0; row < 3; row++) {
+      const params = TYPES.map(([, values]) => values[row] ?? null);
+      const ph = TYPES.map(([t], i) => `$${i + 2}::${t === 'mood' || t === 'posint' ? `${schema}.${t}` : t}`).join(', ');
+      await a.query(`INSERT INTO ${schema}.types VALUES ($1, ${ph})`, [row, ...params]);
+    }
+    const expected = await a.query(`SELECT id, ${TYPES.map((_, i) => `c${i}::text AS c${i}`).join(', ')} FROM ${schema}.types ORDER BY id`);
+    const recs = changes(await readTopic(cfg, cfg.directions[0].topic, (r) => changes(r).filter((e) => e.source.table === 'types').length >= 3));
+    const events = recs.filter((e) => e.source.table === 'types');
+    expect(events).toHaveLength(3);
+    for (const ev of events) {
+      expect(ev.op).toBe('c');
+      const id = ev.after.id as number;
+      const want = expected.rows[id];
+      for (let i = 0; i < TYPES.length; i++) {
+        const type = TYPES[i]![0];
+        const got = ev.after[`c${i}`];
+        if (want[`c${i}`] === null) {
+          expect(got, `c${i} ${type}`).toBeNull();
+          continue;
+        }
+        // Write the carried value back through the type's input function, as apply does.
+        const p = toPgParam(got);
+        const back = await a.query(`SELECT ($1::${type === 'mood' || type === 'posint' ? `${schema}.${type}` : type})::text AS t`, [p]);
+        expect(back.rows[0].t, `c${i} ${type} row ${id}`).toBe(want[`c${i}`]);
+      }
+    }
+    // int8 beyond 2^53 stays exact: BigInt, not a float.
+    expect(events.find((e) => e.after.id === 2)!.after.c2).toBe(9007199254740993n);
+  });
+
+  it('marks an unchanged TOAST column instead of sending a value, and frames transactions', async () => {
+    const big = 'x'.repeat(200_000);
+    await a.query('BEGIN');
+    await a.query(`INSERT INTO ${schema}.docs VALUES (1, 1, $1)`, [big]);
+    await a.query(`INSERT INTO ${schema}.docs VALUES (2, 1, 'short')`);
+    await a.query('COMMIT');
+    await a.query(`UPDATE ${schema}.docs SET small = 2 WHERE id = 1`);
+    await a.query(`INSERT INTO ${schema}."Odd Name" VALUES (7, 'kw')`);
+    const all = changes(await readTopic(cfg, cfg.directions[0].topic, (r) => changes(r).some((e) => e.source.table === 'Odd Name')));
+    const docs = all.filter((e) => e.source.table === 'docs');
+    expect(docs.map((e) => [e.op, e.txn.index, e.txn.last])).toEqual([['c', 0n, false], ['c', 1n, true], ['u', 0n, true]]);
+    expect(docs[0].txn.id).toBe(docs[1].txn.id);
+    expect(docs[0].after.big).toBe(big);
+    const upd = docs[2];
+    expect(upd.unchanged).toEqual(['big']);
+    expect(upd.after.big).toBeNull();
+    expect(upd.after.small).toBe(2);
+    for (const e of all) expect(e.origin).toBe('a');
+    const odd = all.find((e) => e.source.table === 'Odd Name')!;
+    const fields = Object.keys(odd.after).map(pgName);
+    expect(fields).toEqual(['Größe', 'select']);
+    expect(odd.source.commitLsn).toBeGreaterThan(docs[2].source.commitLsn);
+  });
+});
