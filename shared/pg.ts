@@ -14,9 +14,11 @@ export const SESSION_OPTIONS = '-c timezone=UTC -c datestyle=ISO,YMD -c interval
 
 const rawText = (v: string): string => v;
 const rawBinary = (v: Buffer): Buffer => v;
-/** Type parsers that hand back the text form of every type. */
+const bool = (v: string): boolean => v === 't';
+const BOOL_OID = 16;
+/** Type parsers that hand back the text form of every type but boolean (catalog flags read as booleans). */
 export const RAW_TYPES = {
-  getTypeParser: ((_oid: number, format?: string) => (format === 'binary' ? rawBinary : rawText)) as unknown as pg.CustomTypesConfig['getTypeParser'],
+  getTypeParser: ((oid: number, format?: string) => (format === 'binary' ? rawBinary : oid === BOOL_OID ? bool : rawText)) as unknown as pg.CustomTypesConfig['getTypeParser'],
 };
 
 export function clientConfig(c: ClusterConfig, applicationName: string): pg.ClientConfig {

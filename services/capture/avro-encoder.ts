@@ -129,6 +129,8 @@ function headers(ev: CaptureEvent, table: string | null): Record<string, string>
     'pgbridge.kind': ev.kind === 'change' ? 'change' : ev.control,
     'pgbridge.origin': ev.txn.origin,
     'pgbridge.commit_lsn': formatLsn(ev.txn.commitLsn),
+    // Lets a consumer find transaction boundaries even in a record it cannot decode.
+    'pgbridge.txn_last': ev.last ? '1' : '0',
   };
   if (table) h['pgbridge.table'] = table;
   return h;

@@ -207,6 +207,7 @@ export class CaptureRun {
   private fail(err: Error): void {
     if (this.failure || this.stopping) return;
     this.failure = err;
+    this.log.error({ err: errorMessage(err), code: (err as { code?: string }).code }, 'run failed');
     this.streaming = false;
     this.clearTimers();
     void (async () => {

@@ -1,0 +1,463 @@
+/**
+ * apply <from>→<to>: consume (read_committed) → filter (origin) → resolve/write (one
+ * destination transaction per group of whole source transactions) → checkpoint (progress
+ * row in the same transaction, Kafka offset commit after COMMIT).
+ */
+import type { Consumer, EachBatchPayload, Kafka, KafkaMessage, Producer } from 'kafkajs';
+import type pg from 'pg';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { clusterByName, originName, type Direction, type PipelineConfig } from '../../shared/config.js';
+import { PgBridgeError, classifyPgError, errorMessage } from '../../shared/errors.js';
+import type { Logger } from '../../shared/log.js';
+import { formatLsn, parseLsn, type Lsn } from '../../shared/lsn.js';
+import { connect } from '../../shared/pg.js';
+import { SchemaStore } from '../../shared/registry.js';
+import { decodeEvent, type ApplyEvent, type Position } from './event-decoder.js';
+import { ConflictStop, RowWriter } from './row-writer.js';
+
+export interface ApplyMetrics {
+  transactions: Counter;
+  rows: Counter;
+  conflicts: Counter;
+  droppedLoopbacks: Counter;
+  skippedDuplicates: Counter;
+  deadLettered: Counter;
+  lagOffsets: Gauge;
+  lagSeconds: Gauge;
+}
+
+export function applyMetrics(registry: Registry): ApplyMetrics {
+  return {
+    transactions: new Counter({ name: 'pgbridge_apply_transactions_total', help: 'Source transactions applied', registers: [registry] }),
+    rows: new Counter({ name: 'pgbridge_apply_rows_total', help: 'Rows written to the destination', registers: [registry] }),
+    conflicts: new Counter({ name: 'pgbridge_apply_conflicts_total', help: 'Conflicts detected, by kind and resolution', labelNames: ['kind', 'resolution'], registers: [registry] }),
+    droppedLoopbacks: new Counter({ name: 'pgbridge_apply_dropped_loopback_events_total', help: 'Events dropped because they originated at the destination', registers: [registry] }),
+    skippedDuplicates: new Counter({ name: 'pgbridge_apply_skipped_duplicate_events_total', help: 'Events at or below the stored source commit LSN (replayed), skipped', registers: [registry] }),
+    deadLettered: new Counter({ name: 'pgbridge_apply_dead_lettered_total', help: 'Poison messages written to the dead-letter topic', registers: [registry] }),
+    lagOffsets: new Gauge({ name: 'pgbridge_apply_lag_offsets', help: 'Messages between the applied position and the end of the partition', labelNames: ['partition'], registers: [registry] }),
+    lagSeconds: new Gauge({ name: 'pgbridge_apply_lag_seconds', help: 'Now minus the source commit time of the last applied transaction or heartbeat', registers: [registry] }),
+  };
+}
+
+interface Stored {
+  nextOffset: bigint;
+  commitLsn: Lsn;
+}
+
+interface Group {
+  /** A destination transaction is open (BEGIN sent). */
+  open: boolean;
+  partition: number;
+  startOffset: bigint;
+  lastOffset: bigint;
+  /** Inside a source transaction (its last event not seen yet). */
+  inTxn: boolean;
+  txns: number;
+  rows: number;
+  lastCommitLsn: Lsn | null;
+  lastCommitTs: bigint | null;
+  heartbeatTs: bigint | null;
+  conflicts: { kind: string; resolution: string }[];
+  dropped: number;
+}
+
+export interface ApplyDeps {
+  readonly cfg: PipelineConfig;
+  readonly direction: Direction;
+  readonly kafka: Kafka;
+  readonly log: Logger;
+  readonly metrics: ApplyMetrics;
+}
+
+const LOOPBACK_DEFAULT_MARKER = 'cdc.origin';
+
+export class ApplyRun {
+  private readonly log: Logger;
+  private readonly store: SchemaStore;
+  private client: pg.Client | null = null;
+  private writer: RowWriter | null = null;
+  private consumer: Consumer | null = null;
+  private dlq: Producer | null = null;
+  private originMode: 'replication-origin' | 'message' = 'replication-origin';
+  private readonly stored = new Map<number, Stored>();
+  private group: Group | null = null;
+  /** Offsets sent to the dead-letter topic after a destination rejection, skipped on the replay of their group. */
+  private readonly skip = new Set<string>();
+  private chain: Promise<void> = Promise.resolve();
+  private failure: Error | null = null;
+  private stopping = false;
+  private consuming = false;
+  private finished!: () => void;
+  private failed!: (err: Error) => void;
+  private readonly done: Promise<void>;
+
+  constructor(private readonly deps: ApplyDeps) {
+    const d = deps.direction;
+    this.log = deps.log.child({ direction: d.id, topic: d.topic });
+    this.store = new SchemaStore(deps.cfg.registry.url, (what, attempt, err) => this.log.warn({ attempt, err: errorMessage(err) }, `registry: ${what} failed, retrying`), deps.cfg.retry.otherMinutes * 60_000);
+    this.done = new Promise<void>((resolve, reject) => {
+      this.finished = resolve;
+      this.failed = reject;
+    });
+    this.done.catch(() => undefined);
+  }
+
+  get ready(): boolean {
+    return this.consuming && !this.failure;
+  }
+
+  get groupId(): string {
+    return `pgbridge-${this.deps.cfg.pipeline}-apply-${this.deps.direction.id}`;
+  }
+
+  async run(): Promise<void> {
+    try {
+      await this.open();
+      const consumer = this.deps.kafka.consumer({
+        groupId: this.groupId,
+        readUncommitted: false,
+        maxWaitTimeInMs: 50,
+        maxBytesPerPartition: 4 * 1024 * 1024,
+        sessionTimeout: 30_000,
+        heartbeatInterval: 3_000,
+        allowAutoTopicCreation: false,
+      });
+      this.consumer = consumer;
+      consumer.on(consumer.events.GROUP_JOIN, (e) => {
+        const assigned = (e.payload.memberAssignment[this.deps.direction.topic] ?? []) as number[];
+        void this.serial(() => this.onAssign(assigned)).catch((err: Error) => this.fail(err));
+      });
+      consumer.on(consumer.events.CRASH, (e) => {
+        const err = e.payload.error as Error;
+        if (!e.payload.restart) this.fail(err);
+      });
+      await consumer.connect();
+      await consumer.subscribe({ topic: this.deps.direction.topic, fromBeginning: true });
+      await consumer.run({
+        autoCommit: false,
+        eachBatchAutoResolve: false,
+        partitionsConsumedConcurrently: 1,
+        eachBatch: (payload) => this.serial(() => this.onBatch(payload)),
+      });
+      this.consuming = true;
+      this.log.info({ originMode: this.originMode, groupId: this.groupId }, 'apply consuming');
+    } catch (err) {
+      this.fail(err as Error);
+    }
+    return this.done;
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopping) return this.done.catch(() => undefined);
+    this.stopping = true;
+    this.consuming = false;
+    // consumer.stop() waits for the batch in flight; a group at a transaction boundary is
+    // committed at the end of its batch, one inside a source transaction is rolled back.
+    await this.consumer?.stop().catch(() => undefined);
+    await this.serial(() => this.rollbackGroup()).catch(() => undefined);
+    await this.close();
+    this.finished();
+    return this.done.catch(() => undefined);
+  }
+
+  private fail(err: Error): void {
+    if (this.failure || this.stopping) return;
+    this.failure = err;
+    this.log.error({ err: errorMessage(err), code: (err as { code?: string }).code }, 'run failed');
+    this.consuming = false;
+    void (async () => {
+      await this.consumer?.stop().catch(() => undefined);
+      await this.close();
+      this.failed(err);
+    })();
+  }
+
+  private async close(): Promise<void> {
+    await this.consumer?.disconnect().catch(() => undefined);
+    this.consumer = null;
+    await this.dlq?.disconnect().catch(() => undefined);
+    this.dlq = null;
+    await this.client?.end().catch(() => undefined);
+    this.client = null;
+  }
+
+  private serial(fn: () => Promise<void>): Promise<void> {
+    const next = this.chain.then(() => (this.failure ? undefined : fn()));
+    this.chain = next.catch(() => undefined);
+    return next.catch((err: Error) => {
+      this.fail(err);
+      throw err;
+    });
+  }
+
+  /** Destination session: replica role (no user triggers or FK actions), origin, progress. */
+  private async open(): Promise<void> {
+    const { cfg, direction } = this.deps;
+    const dest = clusterByName(cfg, direction.to);
+    const client = await connect(dest, `pgbridge-apply-${direction.id}`);
+    this.client = client;
+    client.on('error', (err) => this.fail(err));
+    await client.query('SET session_replication_role = replica');
+    const origin = originName(direction.from);
+    const method = cfg.origin.method;
+    if (method !== 'message') {
+      try {
+        await client.query('SELECT pg_replication_origin_session_setup($1)', [origin]);
+        this.originMode = 'replication-origin';
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        // 55006: the origin is still held by the session of a previous apply that died; it
+        // goes away when PostgreSQL notices the dead connection: retry.
+        if (code === '55006') throw new PgBridgeError('CONNECTION', `replication origin ${origin} on ${direction.to} is still in use by another session: ${errorMessage(err)}`, { retriable: true, cause: err });
+        if (method === 'replication-origin' || (code !== '42501' && code !== '42704')) {
+          throw new PgBridgeError('CONNECTION', `cannot use replication origin ${origin} on cluster ${direction.to}: ${errorMessage(err)}${code === '42704' ? ' (run pgbridge setup)' : ''}`, { retriable: code !== '42704' && code !== '42501', cause: err });
+        }
+        this.log.warn({ err: errorMessage(err) }, `replication origins unavailable; marking transactions with the ${LOOPBACK_DEFAULT_MARKER} message instead`);
+        this.originMode = 'message';
+      }
+    } else {
+      this.originMode = 'message';
+    }
+    const names = new Map<number, string>();
+    const r = await client.query<{ id: string; name: string }>('SELECT roident::text AS id, roname AS name FROM pg_replication_origin');
+    for (const o of r.rows) if (o.name.startsWith('cdc_')) names.set(Number(o.id), o.name.slice(4));
+    this.writer = new RowWriter(client, cfg, direction.id, direction.to, names);
+    const p = await client.query<{ partition: number; next_offset: string; commit_lsn: string }>(
+      'SELECT partition, next_offset::text, commit_lsn::text FROM cdc.apply_progress WHERE direction = $1',
+      [direction.id],
+    ).catch((err: unknown) => {
+      throw new PgBridgeError('CONNECTION', `cdc.apply_progress is not readable on ${direction.to} (run pgbridge setup): ${errorMessage(err)}`, { retriable: false, cause: err });
+    });
+    for (const row of p.rows) this.stored.set(row.partition, { nextOffset: BigInt(row.next_offset), commitLsn: parseLsn(row.commit_lsn) });
+    if (cfg.apply.deadLetterTopic) {
+      this.dlq = this.deps.kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
+      await this.dlq.connect();
+    }
+  }
+
+  /** On every assignment: roll back a group in flight and seek to the stored positions (INV-3, INV-6). */
+  private async onAssign(partitions: number[]): Promise<void> {
+    await this.rollbackGroup();
+    if (!this.consumer) return;
+    const topic = this.deps.direction.topic;
+    const admin = this.deps.kafka.admin();
+    await admin.connect();
+    try {
+      const offsets = await admin.fetchTopicOffsets(topic);
+      for (const p of partitions) {
+        const s = this.stored.get(p);
+        const low = BigInt(offsets.find((o) => o.partition === p)?.low ?? '0');
+        if (s && s.nextOffset < low) {
+          throw new PgBridgeError('OFFSET_BELOW_LOG_START', `stored position ${topic}/${p}@${s.nextOffset} is below the log start ${low}: events were deleted by retention before they were applied. Resync this direction.`);
+        }
+        if (s) this.consumer.seek({ topic, partition: p, offset: s.nextOffset.toString() });
+      }
+    } finally {
+      await admin.disconnect();
+    }
+    this.log.info({ partitions, positions: partitions.map((p) => this.stored.get(p)?.nextOffset.toString() ?? 'start') }, 'partitions assigned');
+  }
+
+  private async onBatch({ batch, resolveOffset, heartbeat, isRunning, isStale }: EachBatchPayload): Promise<void> {
+    const p = batch.partition;
+    const pos0 = { topic: batch.topic, partition: p };
+    this.log.debug({ partition: p, offset: batch.firstOffset(), count: batch.messages.length }, 'batch');
+    let n = 0;
+    for (const m of batch.messages) {
+      if (!isRunning() || isStale()) {
+        await this.rollbackGroup();
+        return;
+      }
+      const off = BigInt(m.offset);
+      const s = this.stored.get(p);
+      // Already applied (the stored position wins over Kafka's committed offset): INV-3.
+      if ((s && off < s.nextOffset) || (this.group && off <= this.group.lastOffset)) {
+        resolveOffset(m.offset);
+        continue;
+      }
+      const replay = await this.handle(m, { ...pos0, offset: off });
+      if (replay !== null) {
+        // A destination rejection sent to the dead-letter topic: the group was rolled back;
+        // read it again from its start without the rejected message.
+        this.consumer!.seek({ topic: batch.topic, partition: p, offset: replay.toString() });
+        return;
+      }
+      resolveOffset(m.offset);
+      if (++n % 200 === 0) await heartbeat();
+    }
+    this.deps.metrics.lagOffsets.set({ partition: String(p) }, Math.max(0, Number(BigInt(batch.highWatermark) - (this.stored.get(p)?.nextOffset ?? 0n))));
+    if (this.group && !this.group.inTxn) await this.commitGroup();
+  }
+
+  /** Returns an offset to replay from when the group had to be rolled back, else null. */
+  private async handle(m: KafkaMessage, pos: Position): Promise<bigint | null> {
+    const key = `${pos.partition}:${pos.offset}`;
+    if (this.skip.has(key)) {
+      this.skip.delete(key);
+      this.advance(pos, m.headers?.['pgbridge.txn_last']?.toString() !== '0', null, null);
+      return null;
+    }
+    let ev: ApplyEvent;
+    try {
+      ev = await decodeEvent(this.store, m.value, pos);
+    } catch (err) {
+      if (err instanceof PgBridgeError && (err.code === 'POISON' || err.code === 'SCHEMA_UNKNOWN')) {
+        await this.poison(m, pos, err);
+        // Boundaries of a record we cannot read come from its header; without one it counts as a whole transaction.
+        this.advance(pos, m.headers?.['pgbridge.txn_last']?.toString() !== '0', null, null);
+        return null;
+      }
+      throw err;
+    }
+    const s = this.stored.get(pos.partition);
+    this.log.trace({ offset: String(pos.offset), kind: ev.kind, op: ev.kind === 'change' ? ev.op : ev.control, table: ev.kind === 'change' ? `${ev.schema}.${ev.table}` : undefined, lsn: formatLsn(ev.commitLsn), origin: ev.origin, last: ev.last }, 'event');
+    if (s && ev.commitLsn <= s.commitLsn && !(this.group?.inTxn ?? false)) {
+      // INV-4: a transaction at or below the stored commit LSN was applied before (capture replayed it).
+      this.deps.metrics.skippedDuplicates.inc();
+      return null;
+    }
+    await this.beginGroup(pos);
+    const g = this.group!;
+    if (ev.origin === this.deps.direction.to) {
+      // INV-5: it started at the destination; applying it again would loop.
+      g.dropped++;
+    } else if (ev.kind === 'change') {
+      try {
+        const r = await this.writer!.write(ev);
+        g.rows += r.rows;
+        for (const c of r.conflicts) g.conflicts.push(c);
+      } catch (err) {
+        return this.rejected(m, pos, ev, err);
+      }
+    } else if (ev.control === 'barrier' && ev.id) {
+      await this.client!.query(
+        'INSERT INTO cdc.barriers (direction, id, source_commit_lsn) VALUES ($1, $2, $3::pg_lsn) ON CONFLICT DO NOTHING',
+        [this.deps.direction.id, ev.id, formatLsn(ev.commitLsn)],
+      );
+    } else if (ev.control === 'heartbeat') {
+      g.heartbeatTs = ev.commitTs;
+    }
+    this.advance(pos, ev.last, ev.commitLsn, ev.commitTs);
+    const b = this.deps.cfg.apply.batch;
+    if (!g.inTxn && (g.txns >= b.maxTransactions || g.rows >= b.maxRows)) await this.commitGroup();
+    return null;
+  }
+
+  private advance(pos: Position, last: boolean, commitLsn: Lsn | null, commitTs: bigint | null): void {
+    if (!this.group) {
+      this.group = this.newGroup(pos);
+      this.group.inTxn = false;
+    }
+    const g = this.group;
+    g.lastOffset = pos.offset;
+    g.inTxn = !last;
+    if (last) {
+      g.txns++;
+      if (commitLsn !== null) g.lastCommitLsn = commitLsn;
+      if (commitTs !== null) g.lastCommitTs = commitTs;
+    }
+  }
+
+  private newGroup(pos: Position): Group {
+    return { open: false, partition: pos.partition, startOffset: pos.offset, lastOffset: pos.offset - 1n, inTxn: false, txns: 0, rows: 0, lastCommitLsn: null, lastCommitTs: null, heartbeatTs: null, conflicts: [], dropped: 0 };
+  }
+
+  private async beginGroup(pos: Position): Promise<void> {
+    if (this.group?.open) return;
+    await this.client!.query('BEGIN');
+    if (this.originMode === 'message') {
+      // INV-5 fallback: the marker must come first in the transaction, before any row.
+      await this.client!.query(`SELECT pg_logical_emit_message(true, '${LOOPBACK_DEFAULT_MARKER}', $1)`, [this.deps.direction.from]);
+    }
+    const g = this.group ?? this.newGroup(pos);
+    g.open = true;
+    this.group = g;
+  }
+
+  /** INV-3: rows, progress row and origin position commit together; the Kafka offset follows. */
+  private async commitGroup(): Promise<void> {
+    const g = this.group;
+    if (!g) return;
+    const c = this.client!;
+    const prev = this.stored.get(g.partition);
+    const next = g.lastOffset + 1n;
+    const commitLsn = g.lastCommitLsn ?? prev?.commitLsn ?? (0n as Lsn);
+    if (!g.open) await c.query('BEGIN');
+    await c.query(
+      `INSERT INTO cdc.apply_progress (direction, partition, next_offset, commit_lsn, commit_ts, heartbeat_ts, updated_at)
+       VALUES ($1, $2, $3, $4::pg_lsn, 'epoch'::timestamptz + $5::bigint * interval '1 microsecond', 'epoch'::timestamptz + $6::bigint * interval '1 microsecond', clock_timestamp())
+       ON CONFLICT (direction, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, commit_lsn = EXCLUDED.commit_lsn,
+         commit_ts = COALESCE(EXCLUDED.commit_ts, cdc.apply_progress.commit_ts), heartbeat_ts = COALESCE(EXCLUDED.heartbeat_ts, cdc.apply_progress.heartbeat_ts), updated_at = EXCLUDED.updated_at`,
+      [this.deps.direction.id, g.partition, next.toString(), formatLsn(commitLsn), g.lastCommitTs?.toString() ?? null, g.heartbeatTs?.toString() ?? null],
+    );
+    if (this.originMode === 'replication-origin' && g.lastCommitLsn !== null && g.lastCommitTs !== null) {
+      // The destination commit then carries the source commit time (what last-writer-wins
+      // compares) and pgoutput tags it with our origin (loop prevention, INV-5).
+      await c.query(`SELECT pg_replication_origin_xact_setup($1::pg_lsn, 'epoch'::timestamptz + $2::bigint * interval '1 microsecond')`, [formatLsn(g.lastCommitLsn), g.lastCommitTs.toString()]);
+    }
+    await c.query('COMMIT');
+    this.log.debug({ partition: g.partition, offset: String(next), txns: g.txns, rows: g.rows, lsn: formatLsn(commitLsn) }, 'committed');
+    this.group = null;
+    this.stored.set(g.partition, { nextOffset: next, commitLsn });
+    const m = this.deps.metrics;
+    m.transactions.inc(g.txns);
+    m.rows.inc(g.rows);
+    if (g.dropped) m.droppedLoopbacks.inc(g.dropped);
+    for (const cf of g.conflicts) m.conflicts.inc({ kind: cf.kind, resolution: cf.resolution });
+    const ts = g.heartbeatTs ?? g.lastCommitTs;
+    if (ts !== null) m.lagSeconds.set(Math.max(0, Date.now() / 1000 - Number(ts) / 1e6));
+    // Advisory only: the stored position above is what restarts use.
+    await this.consumer?.commitOffsets([{ topic: this.deps.direction.topic, partition: g.partition, offset: next.toString() }]).catch((err: unknown) => {
+      this.log.warn({ err: errorMessage(err) }, 'Kafka offset commit failed (the stored position is authoritative)');
+    });
+  }
+
+  private async rollbackGroup(): Promise<void> {
+    const g = this.group;
+    this.group = null;
+    if (g?.open && this.client) await this.client.query('ROLLBACK').catch(() => undefined);
+  }
+
+  /** A change the destination refused. Conflict stops and retriable errors propagate; the rest is poison. */
+  private async rejected(m: KafkaMessage, pos: Position, ev: ApplyEvent, err: unknown): Promise<bigint | null> {
+    if (err instanceof ConflictStop) throw err;
+    const cls = classifyPgError(err);
+    if (cls.retriable) throw err;
+    const start = this.group?.startOffset ?? pos.offset;
+    await this.rollbackGroup();
+    const what = ev.kind === 'change' ? `${ev.op} on ${ev.schema}.${ev.table}` : ev.control;
+    const reason = `destination ${this.deps.direction.to} rejected ${what}${cls.sqlstate ? ` (SQLSTATE ${cls.sqlstate})` : ''}: ${errorMessage(err)}`;
+    await this.poison(m, pos, new PgBridgeError('DESTINATION_REJECTED', reason, { cause: err }));
+    this.skip.add(`${pos.partition}:${pos.offset}`);
+    return start;
+  }
+
+  /** Poison: to the dead-letter topic when configured, else stop with the exact position. */
+  private async poison(m: KafkaMessage, pos: Position, err: PgBridgeError): Promise<void> {
+    const where = `${pos.topic}/${pos.partition}@${pos.offset}`;
+    const dlq = this.deps.cfg.apply.deadLetterTopic;
+    if (!dlq || !this.dlq) {
+      throw new PgBridgeError(err.code === 'SCHEMA_UNKNOWN' ? 'SCHEMA_UNKNOWN' : 'POISON', `poison message at ${where}: ${err.message}. Configure apply.deadLetterTopic to set such messages aside, or fix the cause and restart.`, {
+        details: { topic: pos.topic, partition: pos.partition, offset: String(pos.offset), reason: err.message },
+      });
+    }
+    await this.dlq.send({
+      topic: dlq,
+      acks: -1,
+      messages: [{
+        key: m.key,
+        value: m.value,
+        headers: {
+          ...(m.headers ?? {}),
+          'pgbridge.dlq.reason': err.message,
+          'pgbridge.dlq.topic': pos.topic,
+          'pgbridge.dlq.partition': String(pos.partition),
+          'pgbridge.dlq.offset': String(pos.offset),
+          'pgbridge.dlq.direction': this.deps.direction.id,
+        },
+      }],
+    });
+    this.deps.metrics.deadLettered.inc();
+    this.log.error({ topic: pos.topic, partition: pos.partition, offset: String(pos.offset), reason: err.message, deadLetterTopic: dlq }, 'poison message sent to the dead-letter topic');
+  }
+}

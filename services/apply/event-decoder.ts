@@ -1,0 +1,92 @@
+/**
+ * Kafka message → apply event. Row records come back keyed by PostgreSQL column names;
+ * values stay as decoded (BigInt, Buffer, text) until the writer turns them into params.
+ */
+import { CONTROL_RECORD_NAME, pgName } from '../../shared/avro.js';
+import { PgBridgeError } from '../../shared/errors.js';
+import { lsnFromBigint, type Lsn } from '../../shared/lsn.js';
+import type { SchemaStore } from '../../shared/registry.js';
+
+export type Row = Record<string, unknown>;
+
+export interface Position {
+  readonly topic: string;
+  readonly partition: number;
+  readonly offset: bigint;
+}
+
+interface Common {
+  readonly pos: Position;
+  readonly sourceCluster: string;
+  readonly origin: string;
+  readonly commitLsn: Lsn;
+  /** Source commit time, µs since the Unix epoch. */
+  readonly commitTs: bigint;
+  /** Last event of its source transaction. */
+  readonly last: boolean;
+}
+
+export interface ChangeEvent extends Common {
+  readonly kind: 'change';
+  readonly schema: string;
+  readonly table: string;
+  readonly op: 'c' | 'u' | 'd' | 'r' | 't';
+  readonly before: Row | null;
+  readonly after: Row | null;
+  readonly unchanged: readonly string[];
+  readonly snapshot: boolean;
+}
+
+export interface ControlEvent extends Common {
+  readonly kind: 'control';
+  readonly control: string;
+  readonly id: string | null;
+  readonly payload: string | null;
+}
+
+export type ApplyEvent = ChangeEvent | ControlEvent;
+
+function rowOf(rec: unknown): Row | null {
+  if (rec === null || rec === undefined) return null;
+  const out: Row = {};
+  for (const [k, v] of Object.entries(rec as Record<string, unknown>)) out[pgName(k)] = v;
+  return out;
+}
+
+export async function decodeEvent(store: SchemaStore, value: Buffer | null, pos: Position): Promise<ApplyEvent> {
+  const rec = await store.decode(value);
+  const v = rec.value as Record<string, any>;
+  if (rec.recordName === CONTROL_RECORD_NAME) {
+    return {
+      kind: 'control',
+      pos,
+      control: v.kind,
+      sourceCluster: v.cluster,
+      origin: v.origin,
+      commitLsn: lsnFromBigint(v.commitLsn),
+      commitTs: v.commitTs,
+      last: v.last,
+      id: v.id ?? null,
+      payload: v.payload ?? null,
+    };
+  }
+  if (!rec.recordName.endsWith('.Envelope') || !v.source || !v.txn) {
+    throw new PgBridgeError('POISON', `record ${rec.recordName} (schema id ${rec.schemaId}) is not a pgbridge change envelope`);
+  }
+  return {
+    kind: 'change',
+    pos,
+    schema: v.source.schema,
+    table: v.source.table,
+    op: v.op,
+    before: rowOf(v.before),
+    after: rowOf(v.after),
+    unchanged: v.unchanged ?? [],
+    snapshot: !!v.source.snapshot,
+    sourceCluster: v.source.cluster,
+    origin: v.origin,
+    commitLsn: lsnFromBigint(v.source.commitLsn),
+    commitTs: v.source.commitTs,
+    last: v.txn.last,
+  };
+}
