@@ -5,6 +5,8 @@
  * stops the process with its error.
  */
 import type { Server } from 'node:http';
+import { realpathSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
 import type { Registry } from 'prom-client';
 import { loadConfig, type PipelineConfig } from './config.js';
 import { PgBridgeError, classifyPgError, errorMessage } from './errors.js';
@@ -16,6 +18,19 @@ export interface Runnable {
   run(): Promise<void>;
   stop(): Promise<void>;
   readonly ready: boolean;
+}
+
+/** True when the module at `url` is the script node was started with. */
+export function isMainModule(url: string): boolean {
+  const entry = process.argv[1];
+  if (!entry) return false;
+  let real = entry;
+  try {
+    real = realpathSync(entry); // npm's bin links are symlinks
+  } catch {
+    /* keep the path as given */
+  }
+  return url === pathToFileURL(real).href || url === pathToFileURL(entry).href;
 }
 
 export function argValue(argv: readonly string[], name: string): string | undefined {

@@ -6,7 +6,7 @@ import { errorMessage } from '../../shared/errors.js';
 import { metricsRegistry } from '../../shared/http.js';
 import { kafkaClient } from '../../shared/kafka.js';
 import { createLogger } from '../../shared/log.js';
-import { argValue, configFromArgs, superviseService } from '../../shared/service-main.js';
+import { argValue, configFromArgs, isMainModule, superviseService } from '../../shared/service-main.js';
 import { ApplyRun, applyMetrics } from './apply.js';
 
 export async function main(argv: readonly string[]): Promise<number> {
@@ -33,4 +33,6 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
 }
 
-main(process.argv.slice(2)).then((code) => process.exit(code));
+if (isMainModule(import.meta.url)) {
+  main(process.argv.slice(2)).then((code) => process.exit(code));
+}

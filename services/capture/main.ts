@@ -6,7 +6,7 @@ import { errorMessage } from '../../shared/errors.js';
 import { metricsRegistry } from '../../shared/http.js';
 import { kafkaClient } from '../../shared/kafka.js';
 import { createLogger } from '../../shared/log.js';
-import { argValue, configFromArgs, superviseService } from '../../shared/service-main.js';
+import { argValue, configFromArgs, isMainModule, superviseService } from '../../shared/service-main.js';
 import { CaptureRun, captureMetrics } from './capture.js';
 
 export async function main(argv: readonly string[]): Promise<number> {
@@ -37,4 +37,6 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
 }
 
-main(process.argv.slice(2)).then((code) => process.exit(code));
+if (isMainModule(import.meta.url)) {
+  main(process.argv.slice(2)).then((code) => process.exit(code));
+}

@@ -1,0 +1,36 @@
+/**
+ * Drain barrier: a marker written into the WAL of each source (transactional logical message
+ * cdc.barrier) and awaited in cdc.barriers of each destination. When it returns, every change
+ * committed on either side before the call has been applied on the other side.
+ */
+import { randomUUID } from 'node:crypto';
+import type { PipelineConfig } from '../../shared/config.js';
+import { PgBridgeError } from '../../shared/errors.js';
+import { withClient } from '../../shared/pg.js';
+import { BARRIER_MESSAGE_PREFIX } from '../capture/change-builder.js';
+
+export async function drainBarrier(cfg: PipelineConfig, timeoutMs = 120_000, onWait?: (pending: string[]) => void): Promise<string> {
+  const id = `barrier-${randomUUID()}`;
+  for (const c of cfg.clusterNames) {
+    await withClient(cfg.clusters[c]!, 'pgbridge-barrier', (client) => client.query(`SELECT pg_logical_emit_message(true, '${BARRIER_MESSAGE_PREFIX}', $1)`, [id]));
+  }
+  const deadline = Date.now() + timeoutMs;
+  let pending = cfg.directions.map((d) => d.id);
+  while (pending.length) {
+    const still: string[] = [];
+    for (const dir of pending) {
+      const d = cfg.directions.find((x) => x.id === dir)!;
+      const found = await withClient(cfg.clusters[d.to]!, 'pgbridge-barrier', async (client) => {
+        const r = await client.query('SELECT 1 FROM cdc.barriers WHERE direction = $1 AND id = $2', [d.id, id]);
+        return (r.rowCount ?? 0) > 0;
+      });
+      if (!found) still.push(dir);
+    }
+    pending = still;
+    if (!pending.length) break;
+    if (Date.now() > deadline) throw new PgBridgeError('INTERNAL', `drain barrier ${id} not applied after ${timeoutMs / 1000} s in direction(s) ${pending.join(', ')}: is apply running? (pgbridge status)`);
+    onWait?.(pending);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return id;
+}

@@ -1,0 +1,127 @@
+#!/usr/bin/env node
+/**
+ * pgbridge command line. Every command takes --config <pipeline.yaml> (or PGBRIDGE_CONFIG).
+ * Exit codes: 0 success, 1 failure or differences found, 2 usage error.
+ */
+import { Command, Option } from 'commander';
+import { loadConfig, type PipelineConfig } from '../../shared/config.js';
+import { PgBridgeError, errorMessage } from '../../shared/errors.js';
+import { createLogger } from '../../shared/log.js';
+import { isMainModule } from '../../shared/service-main.js';
+
+function config(opts: { config?: string }): { file: string; cfg: PipelineConfig } {
+  const file = opts.config ?? process.env.PGBRIDGE_CONFIG;
+  if (!file) throw new PgBridgeError('CONFIG_INVALID', 'no config: pass --config <pipeline.yaml> or set PGBRIDGE_CONFIG');
+  return { file, cfg: loadConfig(file) };
+}
+
+export function program(): Command {
+  const p = new Command('pgbridge')
+    .description('Two-way PostgreSQL synchronization through Kafka')
+    .showHelpAfterError()
+    .exitOverride();
+  const withConfig = (c: Command): Command => c.addOption(new Option('-c, --config <file>', 'pipeline config (YAML)').env('PGBRIDGE_CONFIG'));
+
+  withConfig(p.command('check-config').description('validate the config file and print it with defaults filled in')).action((o) => {
+    const { cfg } = config(o);
+    const redacted = { ...cfg, clusters: Object.fromEntries(Object.entries(cfg.clusters).map(([k, v]) => [k, { ...v, password: v.password ? '[redacted]' : undefined }])) };
+    console.log(JSON.stringify(redacted, null, 2));
+  });
+
+  withConfig(p.command('precheck').description('check both clusters, Kafka and the registry; report every finding'))
+    .addOption(new Option('--existing-tables <mode>', 'destination tables that already hold rows').choices(['error', 'ignore']).default('error'))
+    .action(async (o) => {
+      const { cfg } = config(o);
+      const { precheck, formatFindings } = await import('./precheck.js');
+      const findings = await precheck(cfg, { existingTables: o.existingTables });
+      console.log(formatFindings(findings));
+      process.exitCode = findings.some((f) => f.level === 'error') ? 1 : 0;
+    });
+
+  withConfig(p.command('setup').description('create helper schema, publications, slots, origins and topics (idempotent)')).action(async (o) => {
+    const { cfg } = config(o);
+    const { setup } = await import('./setup.js');
+    await setup(cfg, createLogger('cli'));
+    console.log(`pipeline ${cfg.pipeline} is set up on ${cfg.clusterNames.join(' and ')}; topics ${cfg.directions.map((d) => d.topic).join(', ')}`);
+  });
+
+  withConfig(p.command('capture').description('run the capture service of one cluster'))
+    .requiredOption('--cluster <name>', 'cluster to capture')
+    .option('--metrics-port <port>', 'port of /healthz, /readyz, /metrics')
+    .action(async (o) => {
+      const { main } = await import('../capture/main.js');
+      process.exitCode = await main(['--config', config(o).file, '--cluster', o.cluster, ...(o.metricsPort ? ['--metrics-port', o.metricsPort] : [])]);
+    });
+
+  withConfig(p.command('apply').description('run the apply service of one direction'))
+    .requiredOption('--direction <from-to>', 'direction, e.g. a-b')
+    .option('--metrics-port <port>', 'port of /healthz, /readyz, /metrics')
+    .action(async (o) => {
+      const { main } = await import('../apply/main.js');
+      process.exitCode = await main(['--config', config(o).file, '--direction', o.direction, ...(o.metricsPort ? ['--metrics-port', o.metricsPort] : [])]);
+    });
+
+  withConfig(p.command('run').description('run all four services of the pipeline on this machine, with a live status line')).action(async (o) => {
+    const { file, cfg } = config(o);
+    const { runPipeline } = await import('./run.js');
+    process.exitCode = await runPipeline(file, cfg);
+  });
+
+  withConfig(p.command('status').description('state, lag, WAL retained, conflicts per direction'))
+    .option('--json', 'machine-readable output')
+    .action(async (o) => {
+      const { cfg } = config(o);
+      const { status, formatStatus } = await import('./status.js');
+      const rows = await status(cfg);
+      console.log(o.json ? JSON.stringify(rows, null, 2) : formatStatus(rows));
+      process.exitCode = rows.some((r) => r.errors.length) ? 1 : 0;
+    });
+
+  withConfig(p.command('barrier').description('wait until everything committed on both clusters so far has been applied on the other'))
+    .option('--timeout <seconds>', 'give up after this long', '120')
+    .action(async (o) => {
+      const { cfg } = config(o);
+      const { drainBarrier } = await import('./barrier.js');
+      const id = await drainBarrier(cfg, Number(o.timeout) * 1000);
+      console.log(`drained: barrier ${id} applied in ${cfg.directions.map((d) => d.id).join(' and ')}`);
+    });
+
+  withConfig(p.command('verify').description('compare every selected table between the clusters (bucketed checksums); exit 1 when they differ'))
+    .option('--buckets <n>', 'buckets per table', '64')
+    .option('--table <schema.table...>', 'only these tables')
+    .action(async (o) => {
+      const { cfg } = config(o);
+      const { verify, formatVerifyReport } = await import('./verify.js');
+      const report = await verify(cfg, { buckets: Number(o.buckets), tables: o.table });
+      console.log(formatVerifyReport(report));
+      process.exitCode = report.equal ? 0 : 1;
+    });
+
+  withConfig(p.command('release').description('drop slots, publications, origins and the helper schema on both clusters (safe to run twice)'))
+    .option('--topics', 'also delete the Kafka topics')
+    .action(async (o) => {
+      const { cfg } = config(o);
+      const { release } = await import('./setup.js');
+      const reports = await release(cfg, createLogger('cli'), { topics: !!o.topics });
+      for (const r of reports) console.log(`${r.cluster}: ${r.dropped.length ? `dropped ${r.dropped.join(', ')}` : 'nothing to drop'}`);
+    });
+
+  return p;
+}
+
+export async function cli(argv: string[]): Promise<number> {
+  try {
+    await program().parseAsync(argv, { from: 'user' });
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code === 'commander.helpDisplayed' || code === 'commander.version' || code === 'commander.help') return 0;
+    if (typeof code === 'string' && code.startsWith('commander.')) return 2;
+    console.error(`pgbridge: ${errorMessage(err)}`);
+    return 1;
+  }
+}
+
+if (isMainModule(import.meta.url)) {
+  cli(process.argv.slice(2)).then((code) => process.exit(code));
+}
