@@ -93,8 +93,8 @@ const JSONB_EXACT = ['bool', 'int2', 'int4', 'int8', 'oid', 'numeric', 'text', '
 /**
  * Compares every selected table (union of both clusters' selections) of cfg's two clusters.
  * Each table is read in one snapshot per cluster; run it after a drain barrier, when both
- * sides are quiet, or differences in flight are reported too. Throws only on connection or
- * query errors, never hides a table.
+ * sides are quiet, or differences in flight are reported too. Throws on bad options, an
+ * unknown table in opts.tables, connection or query errors; never skips a table silently.
  */
 export async function verify(cfg: PipelineConfig, opts: VerifyOptions = {}): Promise<VerifyReport> {
   const buckets = opts.buckets ?? 64;
@@ -138,7 +138,7 @@ async function verifyTable(sides: [Side, Side], t: { schema: string; table: stri
   await Promise.all(sides.map((s) => s.client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')));
   try {
     const counts = async (): Promise<void> => {
-      const n = await Promise.all(sides.map(async (s, i) => (t.on[i] ? Number((await s.client.query<{ n: string }>(`SELECT count(*) AS n FROM ${rel}`)).rows[0]!.n) : 0)));
+      const n = await Promise.all(sides.map(async (s, i) => (t.on[i] ? Number((await s.client.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${rel}`)).rows[0]!.n) : 0)));
       [report.rowsA, report.rowsB] = n as [number, number];
     };
     if (!t.on[0] || !t.on[1]) {
@@ -157,13 +157,15 @@ async function verifyTable(sides: [Side, Side], t: { schema: string; table: stri
       return report;
     }
     const base = cols.map((c) => baseSql(rel, c, keyCols));
-    const bucketOf = `abs(hashtext(k)::bigint) % ${buckets}`; // ::bigint: abs(int4 minimum) overflows
+    // ::bigint: abs() of the int4 minimum overflows. hashtext is the same on both sides as long
+    // as both servers share a byte order; a mismatch only costs re-reads, never a wrong verdict.
+    const bucketOf = `abs(hashtext(k)::bigint) % ${buckets}`;
     // Digest = count + sum of 60-bit slices of each row's md5, summed as numeric (no overflow).
     // A sum is order-independent with no sort, and unlike XOR it counts duplicate rows (a
     // PK-less table with one copy more differs); a false "equal" bucket needs a 2^-60 accident.
     const digests = (await Promise.all(
       sides.map(async (s, i) => {
-        const r = await s.client.query<Digest>(`SELECT ${bucketOf} AS b, count(*) AS n, sum(('x' || left(md5(v), 15))::bit(60)::bigint) AS s FROM (${base[i]}) x GROUP BY 1`);
+        const r = await s.client.query<Digest>(`SELECT (${bucketOf})::text AS b, count(*)::text AS n, sum(('x' || left(md5(v), 15))::bit(60)::bigint)::text AS s FROM (${base[i]}) x GROUP BY 1`);
         return new Map(r.rows.map((row) => [Number(row.b), row]));
       }),
     )) as [Map<number, Digest>, Map<number, Digest>];
@@ -190,16 +192,15 @@ async function verifyTable(sides: [Side, Side], t: { schema: string; table: stri
 }
 
 async function columns(c: pg.Client, rel: string): Promise<Column[]> {
-  // RAW_TYPES hands back text: 't'/'f' and digits.
+  // Values are cast to text in SQL so the result does not depend on the client's type parsers.
   const r = await c.query<{ name: string; type: string; pk: string | null; exact: string }>(
     `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type,
-            array_position(i.indkey::int2[], a.attnum) AS pk, a.atttypid = ANY($2::regtype[]) AS exact
+            array_position(i.indkey::int2[], a.attnum)::text AS pk, (a.atttypid = ANY($2::regtype[]))::text AS exact
        FROM pg_attribute a LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
       WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`,
     [rel, JSONB_EXACT],
   );
-  if (process.env.VDBG) console.log(JSON.stringify(r.rows), (c as any)._types, (r as any)._types, r.fields);
-  return r.rows.map((x) => ({ name: x.name, type: x.type, pk: x.pk === null ? null : Number(x.pk), exact: x.exact === 't' }));
+  return r.rows.map((x) => ({ name: x.name, type: x.type, pk: x.pk === null ? null : Number(x.pk), exact: x.exact === 'true' }));
 }
 
 function columnDifferences(cols: [Column[], Column[]], a: string, b: string): string {
