@@ -248,9 +248,19 @@ export function slotName(cfg: PipelineConfig, cluster: string): string {
   return `cdc_${cfg.pipeline}_${cluster}`;
 }
 
-/** Replication origin that apply uses when writing changes that came from `from`. */
-export function originName(from: string): string {
-  return `cdc_${from}`;
+/**
+ * Replication origin that apply uses when writing changes that came from `from`:
+ * cdc_<pipeline>_<from>. Origins are per cluster, not per database or pipeline, so the
+ * pipeline name keeps two pipelines on one cluster from sharing (and fighting over) one.
+ */
+export function originName(cfg: PipelineConfig, from: string): string {
+  return `cdc_${cfg.pipeline}_${from}`;
+}
+
+/** The cluster a replication origin name of this pipeline stands for, or null when it is not ours. */
+export function originCluster(cfg: PipelineConfig, name: string): string | null {
+  const prefix = `cdc_${cfg.pipeline}_`;
+  return name.startsWith(prefix) ? name.slice(prefix.length) : null;
 }
 
 /** Metrics port of each service, derived from metrics.basePort. */

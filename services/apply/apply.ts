@@ -6,7 +6,7 @@
 import type { Consumer, EachBatchPayload, Kafka, KafkaMessage, Producer } from 'kafkajs';
 import type pg from 'pg';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { clusterByName, originName, type Direction, type PipelineConfig } from '../../shared/config.js';
+import { clusterByName, originCluster, originName, type Direction, type PipelineConfig } from '../../shared/config.js';
 import { PgBridgeError, classifyPgError, errorMessage } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
 import { formatLsn, parseLsn, type Lsn } from '../../shared/lsn.js';
@@ -80,6 +80,8 @@ export class ApplyRun {
   private dlq: Producer | null = null;
   private originMode: 'replication-origin' | 'message' = 'replication-origin';
   private readonly stored = new Map<number, Stored>();
+  /** schema.table → changes committed before this LSN are already in the initial-sync snapshot of the table. */
+  private readonly watermarks = new Map<string, Lsn>();
   private group: Group | null = null;
   /** Offsets sent to the dead-letter topic after a destination rejection, skipped on the replay of their group. */
   private readonly skip = new Set<string>();
@@ -198,7 +200,7 @@ export class ApplyRun {
     this.client = client;
     client.on('error', (err) => this.fail(err));
     await client.query('SET session_replication_role = replica');
-    const origin = originName(direction.from);
+    const origin = originName(cfg, direction.from);
     const method = cfg.origin.method;
     if (method !== 'message') {
       try {
@@ -220,15 +222,20 @@ export class ApplyRun {
     }
     const names = new Map<number, string>();
     const r = await client.query<{ id: string; name: string }>('SELECT roident::text AS id, roname AS name FROM pg_replication_origin');
-    for (const o of r.rows) if (o.name.startsWith('cdc_')) names.set(Number(o.id), o.name.slice(4));
+    for (const o of r.rows) {
+      const cluster = originCluster(cfg, o.name);
+      if (cluster) names.set(Number(o.id), cluster);
+    }
     this.writer = new RowWriter(client, cfg, direction.id, direction.to, names);
     const p = await client.query<{ partition: number; next_offset: string; commit_lsn: string }>(
-      'SELECT partition, next_offset::text, commit_lsn::text FROM cdc.apply_progress WHERE direction = $1',
-      [direction.id],
+      'SELECT partition, next_offset::text, commit_lsn::text FROM cdc.apply_progress WHERE pipeline = $1 AND direction = $2',
+      [cfg.pipeline, direction.id],
     ).catch((err: unknown) => {
       throw new PgBridgeError('CONNECTION', `cdc.apply_progress is not readable on ${direction.to} (run pgbridge setup): ${errorMessage(err)}`, { retriable: false, cause: err });
     });
     for (const row of p.rows) this.stored.set(row.partition, { nextOffset: BigInt(row.next_offset), commitLsn: parseLsn(row.commit_lsn) });
+    const w = await client.query<{ table_name: string; lsn: string }>('SELECT table_name, lsn::text FROM cdc.table_watermarks WHERE pipeline = $1 AND direction = $2', [cfg.pipeline, direction.id]);
+    for (const row of w.rows) this.watermarks.set(row.table_name, parseLsn(row.lsn));
     if (cfg.apply.deadLetterTopic) {
       this.dlq = this.deps.kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
       await this.dlq.connect();
@@ -311,7 +318,12 @@ export class ApplyRun {
     }
     const s = this.stored.get(pos.partition);
     this.log.trace({ offset: String(pos.offset), kind: ev.kind, op: ev.kind === 'change' ? ev.op : ev.control, table: ev.kind === 'change' ? `${ev.schema}.${ev.table}` : undefined, lsn: formatLsn(ev.commitLsn), origin: ev.origin, last: ev.last }, 'event');
-    if (s && ev.commitLsn <= s.commitLsn && !(this.group?.inTxn ?? false)) {
+    // Initial-sync rows (op r) all carry the slot's consistent point: they are deduplicated by offset only.
+    const snapshotRow = (ev.kind === 'change' && ev.snapshot) || (ev.kind === 'control' && ev.control === 'watermark');
+    // Applied already: committed (stored) or earlier in the open group (a capture replay can
+    // put two copies of a transaction into one group).
+    const applied = this.group?.lastCommitLsn != null && (!s || this.group.lastCommitLsn > s.commitLsn) ? this.group.lastCommitLsn : s?.commitLsn;
+    if (applied !== undefined && !snapshotRow && ev.commitLsn <= applied && !(this.group?.inTxn ?? false)) {
       // INV-4: a transaction at or below the stored commit LSN was applied before (capture replayed it).
       this.deps.metrics.skippedDuplicates.inc();
       return null;
@@ -321,6 +333,9 @@ export class ApplyRun {
     if (ev.origin === this.deps.direction.to) {
       // INV-5: it started at the destination; applying it again would loop.
       g.dropped++;
+    } else if (ev.kind === 'change' && !ev.snapshot && ev.commitLsn < (this.watermarks.get(`${ev.schema}.${ev.table}`) ?? 0n)) {
+      // The table was read by the initial sync in a snapshot taken after this change.
+      this.deps.metrics.skippedDuplicates.inc();
     } else if (ev.kind === 'change') {
       try {
         const r = await this.writer!.write(ev);
@@ -331,11 +346,20 @@ export class ApplyRun {
       }
     } else if (ev.control === 'barrier' && ev.id) {
       await this.client!.query(
-        'INSERT INTO cdc.barriers (direction, id, source_commit_lsn) VALUES ($1, $2, $3::pg_lsn) ON CONFLICT DO NOTHING',
-        [this.deps.direction.id, ev.id, formatLsn(ev.commitLsn)],
+        'INSERT INTO cdc.barriers (pipeline, direction, id, source_commit_lsn) VALUES ($1, $2, $3, $4::pg_lsn) ON CONFLICT DO NOTHING',
+        [this.deps.cfg.pipeline, this.deps.direction.id, ev.id, formatLsn(ev.commitLsn)],
       );
     } else if (ev.control === 'heartbeat') {
       g.heartbeatTs = ev.commitTs;
+    } else if (ev.control === 'watermark' && ev.id && ev.payload) {
+      const lsn = parseLsn(ev.payload);
+      await this.client!.query(
+        `INSERT INTO cdc.table_watermarks (pipeline, direction, table_name, lsn) VALUES ($1, $2, $3, $4::pg_lsn)
+         ON CONFLICT (pipeline, direction, table_name) DO UPDATE SET lsn = EXCLUDED.lsn`,
+        [this.deps.cfg.pipeline, this.deps.direction.id, ev.id, ev.payload],
+      );
+      // In memory only once committed would be stricter; a rollback replays the event, which sets it again.
+      this.watermarks.set(ev.id, lsn);
     }
     this.advance(pos, ev.last, ev.commitLsn, ev.commitTs);
     const b = this.deps.cfg.apply.batch;
@@ -384,11 +408,11 @@ export class ApplyRun {
     const commitLsn = g.lastCommitLsn ?? prev?.commitLsn ?? (0n as Lsn);
     if (!g.open) await c.query('BEGIN');
     await c.query(
-      `INSERT INTO cdc.apply_progress (direction, partition, next_offset, commit_lsn, commit_ts, heartbeat_ts, updated_at)
-       VALUES ($1, $2, $3, $4::pg_lsn, 'epoch'::timestamptz + $5::bigint * interval '1 microsecond', 'epoch'::timestamptz + $6::bigint * interval '1 microsecond', clock_timestamp())
-       ON CONFLICT (direction, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, commit_lsn = EXCLUDED.commit_lsn,
+      `INSERT INTO cdc.apply_progress (pipeline, direction, partition, next_offset, commit_lsn, commit_ts, heartbeat_ts, updated_at)
+       VALUES ($7, $1, $2, $3, $4::pg_lsn, 'epoch'::timestamptz + $5::bigint * interval '1 microsecond', 'epoch'::timestamptz + $6::bigint * interval '1 microsecond', clock_timestamp())
+       ON CONFLICT (pipeline, direction, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, commit_lsn = EXCLUDED.commit_lsn,
          commit_ts = COALESCE(EXCLUDED.commit_ts, cdc.apply_progress.commit_ts), heartbeat_ts = COALESCE(EXCLUDED.heartbeat_ts, cdc.apply_progress.heartbeat_ts), updated_at = EXCLUDED.updated_at`,
-      [this.deps.direction.id, g.partition, next.toString(), formatLsn(commitLsn), g.lastCommitTs?.toString() ?? null, g.heartbeatTs?.toString() ?? null],
+      [this.deps.direction.id, g.partition, next.toString(), formatLsn(commitLsn), g.lastCommitTs?.toString() ?? null, g.heartbeatTs?.toString() ?? null, this.deps.cfg.pipeline],
     );
     if (this.originMode === 'replication-origin' && g.lastCommitLsn !== null && g.lastCommitTs !== null) {
       // The destination commit then carries the source commit time (what last-writer-wins

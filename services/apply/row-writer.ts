@@ -26,6 +26,22 @@ interface TableInfo {
   readonly columns: ReadonlyMap<string, Column>;
   /** Primary key columns; empty for tables matched on all columns (REPLICA IDENTITY FULL). */
   readonly key: readonly string[];
+  /** Unique indexes other than the primary key (a collision there is multiple_unique_conflicts). */
+  readonly uniques: readonly UniqueIndex[];
+}
+
+interface UniqueIndex {
+  readonly name: string;
+  /** Key columns; null for expression or partial indexes (the holding row is not looked up). */
+  readonly columns: readonly string[] | null;
+}
+
+/** A destination row, locked, and who last wrote it. */
+interface Existing {
+  /** jsonb text: parsing it here would round large numbers. */
+  readonly rowJson: string;
+  readonly stamp: Stamp;
+  readonly ctid: string;
 }
 
 export interface ConflictRecord {
@@ -74,9 +90,18 @@ export class RowWriter {
     ).catch((err: unknown) => {
       throw new PgBridgeError('DESTINATION_REJECTED', `table ${k} is not usable on the destination: ${errorMessage(err)}`, { cause: err });
     });
+    const u = await this.client.query<{ name: string; plain: boolean; cols: string }>(
+      `SELECT c.relname AS name, i.indexprs IS NULL AND i.indpred IS NULL AS plain,
+              (SELECT json_agg(a.attname ORDER BY k.o) FROM unnest(i.indkey) WITH ORDINALITY k(n, o)
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n)::text AS cols
+         FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+        WHERE i.indrelid = (quote_ident($1) || '.' || quote_ident($2))::regclass AND i.indisunique AND NOT i.indisprimary`,
+      [schema, table],
+    );
     const columns = new Map<string, Column>();
     for (const c of r.rows) columns.set(c.name, { name: c.name, type: c.type, generated: c.generated !== '' });
-    const t: TableInfo = { schema, table, qname: qt(schema, table), columns, key: r.rows.filter((c) => c.pk).map((c) => c.name) };
+    const uniques = u.rows.map((x) => ({ name: x.name, columns: x.plain && x.cols ? (JSON.parse(x.cols) as string[]) : null }));
+    const t: TableInfo = { schema, table, qname: qt(schema, table), columns, key: r.rows.filter((c) => c.pk).map((c) => c.name), uniques };
     this.tables.set(k, t);
     return t;
   }
@@ -102,13 +127,53 @@ export class RowWriter {
       case 'r':
         return this.insert(t, ev);
       case 'u':
-        return this.update(t, ev);
+        return this.guarded(t, ev, ev.before ?? ev.after!, () => this.update(t, ev));
       case 'd':
         return this.delete(t, ev);
       case 't':
         await this.client.query(`TRUNCATE ONLY ${t.qname}`);
         return { rows: 0, conflicts: [] };
     }
+  }
+
+  /**
+   * Runs a write on a table with unique keys besides the primary key. A collision
+   * on one of them is rolled back to before the event (including any conflict row it recorded)
+   * and reported as multiple_unique_conflicts, instead of failing the destination transaction
+   * as a poison event. Tables without such keys pay nothing.
+   */
+  private async guarded(t: TableInfo, ev: ChangeEvent, keyRow: Row, fn: () => Promise<WriteResult>): Promise<WriteResult> {
+    if (t.uniques.length === 0) return fn();
+    await this.client.query('SAVEPOINT pgbridge_event');
+    let result: WriteResult;
+    try {
+      result = await fn();
+    } catch (err) {
+      const e = err as { code?: string; constraint?: string };
+      if (e.code !== '23505' || !t.uniques.some((x) => x.name === e.constraint)) throw err;
+      await this.client.query('ROLLBACK TO SAVEPOINT pgbridge_event');
+      await this.client.query('RELEASE SAVEPOINT pgbridge_event');
+      const res = await this.conflict(t, ev, 'multiple_unique_conflicts', await this.uniqueHolder(t, ev.after!, keyRow), keyRow);
+      return { rows: 0, conflicts: [res] };
+    }
+    await this.client.query('RELEASE SAVEPOINT pgbridge_event');
+    return result;
+  }
+
+  /** The row (other than the one keyRow names) that holds one of row's unique values, if it can be found. */
+  private async uniqueHolder(t: TableInfo, row: Row, keyRow: Row | null): Promise<Existing | null> {
+    for (const u of t.uniques) {
+      if (!u.columns || !u.columns.every((c) => row[c] !== null && row[c] !== undefined)) continue;
+      const values = u.columns.map((c) => toPgParam(row[c]));
+      let sql = u.columns.map((c, i) => `x.${qi(c)} = $${i + 1}`).join(' AND ');
+      if (keyRow && t.key.length > 0 && t.key.every((k) => k in keyRow)) {
+        sql += ` AND NOT (${t.key.map((k, i) => `x.${qi(k)} IS NOT DISTINCT FROM $${values.length + i + 1}`).join(' AND ')})`;
+        values.push(...t.key.map((k) => toPgParam(keyRow[k])));
+      }
+      const hit = await this.lookup(t, sql, values);
+      if (hit) return hit;
+    }
+    return null;
   }
 
   private incoming(ev: ChangeEvent): Stamp {
@@ -120,41 +185,50 @@ export class RowWriter {
     return Object.keys(row).filter((c) => !skip.has(c) && !t.columns.get(c)!.generated);
   }
 
-  /** WHERE clause matching one row: by primary key, or (no key) by every column, first match only. */
+  /**
+   * WHERE clause matching one row of `${t.qname} x`: by primary key, or (no key) by every
+   * column, first match only. Columns are qualified: the row stamp query joins a function
+   * whose columns (timestamp, roident) would otherwise shadow user columns of those names.
+   */
   private match(t: TableInfo, row: Row, startAt: number): { sql: string; values: unknown[] } {
     if (t.key.length > 0) {
       const missing = t.key.filter((k) => !(k in row));
       if (missing.length) throw new PgBridgeError('POISON', `event for ${t.schema}.${t.table} lacks key column(s) ${missing.join(', ')}`);
       return {
-        sql: t.key.map((k, i) => `${qi(k)} = $${startAt + i}`).join(' AND '),
+        sql: t.key.map((k, i) => `x.${qi(k)} = $${startAt + i}`).join(' AND '),
         values: t.key.map((k) => toPgParam(row[k])),
       };
     }
     // REPLICA IDENTITY FULL: compare the text forms (json, point and xml have no equality operator).
     const cols = Object.keys(row).filter((c) => !t.columns.get(c)!.generated);
-    const cond = cols.map((c, i) => `${qi(c)}::text IS NOT DISTINCT FROM ($${startAt + i}::${t.columns.get(c)!.type})::text`).join(' AND ');
+    const cond = cols.map((c, i) => `y.${qi(c)}::text IS NOT DISTINCT FROM ($${startAt + i}::${t.columns.get(c)!.type})::text`).join(' AND ');
     return {
-      sql: `ctid = (SELECT ctid FROM ${t.qname} WHERE ${cond} LIMIT 1 FOR UPDATE)`,
+      sql: `x.ctid = (SELECT y.ctid FROM ${t.qname} y WHERE ${cond} LIMIT 1 FOR UPDATE)`,
       values: cols.map((c) => toPgParam(row[c])),
     };
   }
 
   /** Reads the destination row (locked) and who last wrote it. */
-  private async existing(t: TableInfo, row: Row): Promise<{ rowJson: string; stamp: Stamp } | null> {
+  private async existing(t: TableInfo, row: Row): Promise<Existing | null> {
     const m = this.match(t, row, 1);
+    return this.lookup(t, m.sql, m.values);
+  }
+
+  private async lookup(t: TableInfo, where: string, values: unknown[]): Promise<Existing | null> {
     const r = await this.q(
-      `SELECT to_jsonb(x.*) AS row,
+      `SELECT to_jsonb(x.*) AS row, x.ctid::text AS ctid,
               (EXTRACT(EPOCH FROM c.timestamp) * 1000000)::bigint::text AS ts, c.roident::int AS roident
          FROM ${t.qname} x
          LEFT JOIN LATERAL pg_xact_commit_timestamp_origin(x.xmin) c ON true
-        WHERE ${m.sql.replace(/^ctid =/, 'x.ctid =')} FOR UPDATE OF x`,
-      m.values,
+        WHERE ${where} LIMIT 1 FOR UPDATE OF x`,
+      values,
     );
-    const hit = r.rows[0] as { row: string; ts: string | null; roident: number | null } | undefined;
+    const hit = r.rows[0] as { row: string; ctid: string; ts: string | null; roident: string | number | null } | undefined;
     if (!hit) return null;
-    const origin = !hit.roident ? this.localCluster : this.originNames.get(hit.roident) ?? `origin#${hit.roident}`;
-    // Kept as jsonb text: parsing it here would round large numbers.
-    return { rowJson: hit.row, stamp: { ts: hit.ts === null ? null : BigInt(hit.ts), origin } };
+    // Values arrive as text (RAW_TYPES): '0' means a local write.
+    const roident = hit.roident === null ? 0 : Number(hit.roident);
+    const origin = roident === 0 ? this.localCluster : this.originNames.get(roident) ?? `origin#${roident}`;
+    return { rowJson: hit.row, ctid: hit.ctid, stamp: { ts: hit.ts === null ? null : BigInt(hit.ts), origin } };
   }
 
   private async insertRow(t: TableInfo, row: Row, unchanged: readonly string[], onConflictNothing: boolean): Promise<number> {
@@ -168,62 +242,78 @@ export class RowWriter {
     const cols = this.writable(t, row, unchanged);
     if (cols.length === 0) return 1;
     const m = this.match(t, where, cols.length + 1);
-    const text = `UPDATE ${t.qname} SET ${cols.map((c, i) => `${qi(c)} = $${i + 1}`).join(', ')} WHERE ${m.sql}`;
+    const text = `UPDATE ${t.qname} x SET ${cols.map((c, i) => `${qi(c)} = $${i + 1}`).join(', ')} WHERE ${m.sql}`;
     const r = await this.q(text, [...cols.map((c) => toPgParam(row[c])), ...m.values]);
     return r.rowCount ?? 0;
   }
 
   private async deleteRow(t: TableInfo, where: Row): Promise<number> {
     const m = this.match(t, where, 1);
-    const r = await this.q(`DELETE FROM ${t.qname} WHERE ${m.sql}`, m.values);
+    const r = await this.q(`DELETE FROM ${t.qname} x WHERE ${m.sql}`, m.values);
     return r.rowCount ?? 0;
   }
 
   private async insert(t: TableInfo, ev: ChangeEvent): Promise<WriteResult> {
     const after = ev.after!;
-    if (t.key.length === 0) return { rows: await this.insertRow(t, after, [], false), conflicts: [] };
+    if (t.key.length === 0) return this.guarded(t, ev, after, async () => ({ rows: await this.insertRow(t, after, [], false), conflicts: [] }));
+    // The common case costs one statement (no savepoint): ON CONFLICT DO NOTHING covers every unique key.
     if ((await this.insertRow(t, after, [], true)) === 1) return { rows: 1, conflicts: [] };
     const cur = await this.existing(t, after);
     if (!cur) {
       // Not the primary key: another unique constraint holds a different row.
-      const res = await this.conflict(t, ev, 'multiple_unique_conflicts', null, after);
+      const res = await this.conflict(t, ev, 'multiple_unique_conflicts', await this.uniqueHolder(t, after, null), after);
       return { rows: 0, conflicts: [res] };
     }
-    const res = await this.conflict(t, ev, 'insert_exists', cur, after);
-    if (res.resolution === 'apply_remote') await this.updateRow(t, after, after, []);
-    return { rows: res.resolution === 'apply_remote' ? 1 : 0, conflicts: [res] };
+    return this.guarded(t, ev, after, async () => {
+      const res = await this.conflict(t, ev, 'insert_exists', cur, after);
+      if (res.resolution !== 'apply_remote') return { rows: 0, conflicts: [res] };
+      return { rows: await this.updateRow(t, after, after, []), conflicts: [res] };
+    });
   }
 
   private async update(t: TableInfo, ev: ChangeEvent): Promise<WriteResult> {
     const after = ev.after!;
     const where = ev.before ?? after;
     const cur = await this.existing(t, where);
+    const conflicts: ConflictRecord[] = [];
     if (!cur) {
       const res = await this.conflict(t, ev, 'update_missing', null, where);
+      conflicts.push(res);
       // DTS behaviour: the update becomes an insert of the new row (unchanged TOAST values
       // are not known here: those columns take their defaults, and the conflict row says so).
-      if (res.resolution === 'apply_remote') await this.insertRow(t, after, ev.unchanged, true);
-      return { rows: 1, conflicts: [res] };
+      if (res.resolution !== 'apply_remote') return { rows: 0, conflicts };
+      if ((await this.insertRow(t, after, ev.unchanged, true)) === 1) return { rows: 1, conflicts };
+      // The insert touched nothing: its key, or another unique key, is held by another row.
+      // Say so rather than report a write that did not happen.
+      const taken = t.key.length > 0 ? await this.existing(t, after) : null;
+      if (!taken) {
+        conflicts.push(await this.conflict(t, ev, 'multiple_unique_conflicts', await this.uniqueHolder(t, after, null), after));
+        return { rows: 0, conflicts };
+      }
+      const res2 = await this.conflict(t, ev, 'update_exists', taken, after);
+      conflicts.push(res2);
+      if (res2.resolution !== 'apply_remote') return { rows: 0, conflicts };
+      return { rows: await this.updateRow(t, after, after, ev.unchanged), conflicts };
     }
     if (originDiffers(this.incoming(ev), cur.stamp)) {
       const res = await this.conflict(t, ev, 'update_origin_differs', cur, where);
-      if (res.resolution === 'keep_local') return { rows: 0, conflicts: [res] };
-      return { rows: await this.updateMoving(t, ev, where, after), conflicts: [res] };
+      conflicts.push(res);
+      if (res.resolution !== 'apply_remote') return { rows: 0, conflicts };
     }
-    const conflicts: ConflictRecord[] = [];
-    const rows = await this.updateMoving(t, ev, where, after, conflicts);
-    return { rows, conflicts };
+    return { rows: await this.updateMoving(t, ev, cur, where, after, conflicts), conflicts };
   }
 
-  /** UPDATE that may change the primary key; a taken new key is update_exists. */
-  private async updateMoving(t: TableInfo, ev: ChangeEvent, where: Row, after: Row, conflicts: ConflictRecord[] = []): Promise<number> {
+  /** UPDATE that may change the primary key; a new key held by another row is update_exists. */
+  private async updateMoving(t: TableInfo, ev: ChangeEvent, cur: Existing, where: Row, after: Row, conflicts: ConflictRecord[]): Promise<number> {
     const moves = t.key.length > 0 && t.key.some((k) => k in after && toPgParam(after[k])?.toString() !== toPgParam(where[k])?.toString());
     if (moves) {
       const taken = await this.existing(t, after);
-      if (taken) {
+      // A key whose text changes but whose value does not (numeric 1.0 → 1.00, citext case)
+      // finds the row itself: not a conflict, and deleting it would lose the row.
+      if (taken && taken.ctid !== cur.ctid) {
         const res = await this.conflict(t, ev, 'update_exists', taken, after);
         conflicts.push(res);
-        if (res.resolution === 'keep_local') return 0;
+        if (res.resolution !== 'apply_remote') return 0;
         await this.deleteRow(t, after);
       }
     }
@@ -237,15 +327,17 @@ export class RowWriter {
       const res = await this.conflict(t, ev, 'delete_missing', null, before);
       return { rows: 0, conflicts: [res] };
     }
+    const conflicts: ConflictRecord[] = [];
     if (originDiffers(this.incoming(ev), cur.stamp)) {
       const res = await this.conflict(t, ev, 'delete_origin_differs', cur, before);
-      if (res.resolution === 'keep_local') return { rows: 0, conflicts: [res] };
+      conflicts.push(res);
+      if (res.resolution !== 'apply_remote') return { rows: 0, conflicts };
     }
-    return { rows: await this.deleteRow(t, before), conflicts: [] };
+    return { rows: await this.deleteRow(t, before), conflicts };
   }
 
   /** Decides, records the conflict in cdc.conflicts (same transaction) and stops on `fail`. */
-  private async conflict(t: TableInfo, ev: ChangeEvent, kind: ConflictKind, cur: { rowJson: string; stamp: Stamp } | null, keyRow: Row): Promise<ConflictRecord> {
+  private async conflict(t: TableInfo, ev: ChangeEvent, kind: ConflictKind, cur: Existing | null, keyRow: Row): Promise<ConflictRecord> {
     const policy = policyFor(this.cfg, t.schema, t.table);
     const resolution = resolve(kind, policy, this.incoming(ev), cur?.stamp ?? null);
     const key = t.key.length ? Object.fromEntries(t.key.map((k) => [k, rowToJson({ v: keyRow[k] })!.v])) : rowToJson(keyRow);
@@ -257,12 +349,12 @@ export class RowWriter {
     }
     const incoming = rowToJson(ev.after ?? ev.before);
     await this.q(
-      `INSERT INTO cdc.conflicts (direction, table_name, key, kind, incoming, existing, resolution, policy, source_cluster, source_commit_lsn, source_commit_ts, topic, kafka_partition, kafka_offset)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::pg_lsn, 'epoch'::timestamptz + $11::bigint * interval '1 microsecond', $12, $13, $14)`,
+      `INSERT INTO cdc.conflicts (pipeline, direction, table_name, key, kind, incoming, existing, resolution, policy, source_cluster, source_commit_lsn, source_commit_ts, topic, kafka_partition, kafka_offset)
+       VALUES ($15, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10::pg_lsn, 'epoch'::timestamptz + $11::bigint * interval '1 microsecond', $12, $13, $14)`,
       [
         this.direction, `${t.schema}.${t.table}`, JSON.stringify(key), kind, JSON.stringify(incoming), cur ? cur.rowJson : null,
         kind === 'update_missing' && ev.unchanged.length ? `${resolution} (unchanged TOAST columns ${ev.unchanged.join(', ')} took defaults)` : resolution,
-        policy, ev.sourceCluster, formatLsn(ev.commitLsn), ev.commitTs.toString(), ev.pos.topic, ev.pos.partition, ev.pos.offset.toString(),
+        policy, ev.sourceCluster, formatLsn(ev.commitLsn), ev.commitTs.toString(), ev.pos.topic, ev.pos.partition, ev.pos.offset.toString(), this.cfg.pipeline,
       ],
     );
     return { kind, resolution };

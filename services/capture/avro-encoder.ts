@@ -77,7 +77,7 @@ export class EventEncoder {
         commitLsn: BigInt(ev.txn.commitLsn),
         xid: BigInt(ev.txn.xid),
         commitTs: ev.txn.commitTimeUs,
-        snapshot: false,
+        snapshot: ev.snapshot ?? false,
       },
       origin: ev.txn.origin,
       txn: { id: `${ev.txn.xid}:${formatLsn(ev.txn.commitLsn)}`, index: BigInt(ev.index), last: ev.last },

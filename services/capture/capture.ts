@@ -5,7 +5,7 @@
 import type { Kafka } from 'kafkajs';
 import type pg from 'pg';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { clusterByName, slotName, type ClusterConfig, type Direction, type PipelineConfig } from '../../shared/config.js';
+import { clusterByName, originCluster, slotName, type ClusterConfig, type Direction, type PipelineConfig } from '../../shared/config.js';
 import { PgBridgeError, errorMessage } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
 import { formatLsn, parseLsn, ZERO_LSN, type Lsn } from '../../shared/lsn.js';
@@ -133,7 +133,8 @@ export class CaptureRun {
     this.builder = new ChangeBuilder({
       cluster,
       skipForeign: cfg.capture.foreignOrigins === 'skip',
-      originCluster: (name) => (name.startsWith('cdc_') ? name.slice(4) : name),
+      // Origins of this pipeline map to their cluster; any other origin name is kept as it is.
+      originCluster: (name) => originCluster(cfg, name) ?? name,
       typeName: (oid, mod) => this.typeNames.get(`${oid}:${mod}`) ?? String(oid),
       isHeartbeatTable: (s, t) => `${s}.${t}` === heartbeat,
     });
@@ -184,7 +185,9 @@ export class CaptureRun {
     if (this.stopping) return this.done.catch(() => undefined);
     this.stopping = true;
     this.clearTimers();
-    await this.stream.stop();
+    // Stop taking messages but keep the connection: the ack of the group published below must
+    // reach the slot, or the next start publishes that group again (a needless replay).
+    this.stream.pause();
     try {
       await this.serial(async () => {
         if (this.failure) return;
@@ -199,6 +202,7 @@ export class CaptureRun {
     } catch (err) {
       this.log.error({ err: errorMessage(err) }, 'could not publish the last group on stop; it will be re-read from the slot');
     }
+    await this.stream.stop();
     await this.close();
     this.finished();
     return this.done.catch(() => undefined);
@@ -333,9 +337,9 @@ export class CaptureRun {
     try {
       // Keeps an idle slot moving and lets apply measure end-to-end latency.
       await this.control.query(
-        `INSERT INTO ${HEARTBEAT_SCHEMA}.${HEARTBEAT_TABLE} (cluster, ts, seq) VALUES ($1, now(), 1)
-         ON CONFLICT (cluster) DO UPDATE SET ts = now(), seq = ${HEARTBEAT_SCHEMA}.${HEARTBEAT_TABLE}.seq + 1`,
-        [this.deps.cluster],
+        `INSERT INTO ${HEARTBEAT_SCHEMA}.${HEARTBEAT_TABLE} (pipeline, cluster, ts, seq) VALUES ($1, $2, now(), 1)
+         ON CONFLICT (pipeline, cluster) DO UPDATE SET ts = now(), seq = ${HEARTBEAT_SCHEMA}.${HEARTBEAT_TABLE}.seq + 1`,
+        [this.deps.cfg.pipeline, this.deps.cluster],
       );
     } catch (err) {
       this.log.warn({ err: errorMessage(err) }, 'heartbeat write failed');

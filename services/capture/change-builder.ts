@@ -21,20 +21,22 @@ export interface ChangeEvent {
   readonly kind: 'change';
   readonly table: TableDef;
   readonly relationOid: number;
-  readonly op: 'c' | 'u' | 'd' | 't';
+  readonly op: 'c' | 'u' | 'd' | 't' | 'r';
   readonly before: Row | null;
   readonly after: Row | null;
   readonly key: Row | null;
   readonly unchanged: readonly string[];
   readonly lsn: Lsn;
   readonly txn: TxnContext;
+  /** A row read by the initial sync (op r), not a change from the WAL. */
+  readonly snapshot?: boolean;
   index: number;
   last: boolean;
 }
 
 export interface ControlEvent {
   readonly kind: 'control';
-  readonly control: 'heartbeat' | 'barrier';
+  readonly control: 'heartbeat' | 'barrier' | 'watermark';
   readonly id: string | null;
   readonly payload: string | null;
   readonly lsn: Lsn;

@@ -48,6 +48,8 @@ export interface StreamHandlers {
 export class ReplicationStream {
   private service: LogicalReplicationService | null = null;
   private failed = false;
+  /** Draining: no message or keepalive is handled any more, but acks still reach the server. */
+  private paused = false;
 
   constructor(
     private readonly connection: pg.ClientConfig,
@@ -68,7 +70,7 @@ export class ReplicationStream {
       h.onError(err);
     };
     service.on('data', async (lsn: string, msg: Decoded) => {
-      if (this.failed) return;
+      if (this.failed || this.paused) return;
       if (msg.tag === 'decode-error') {
         fail(msg.error);
         return;
@@ -80,7 +82,8 @@ export class ReplicationStream {
       }
     });
     service.on('heartbeat', (lsn: string, _ts: number, shouldRespond: boolean) => {
-      if (!this.failed) h.onKeepalive(parseLsn(lsn), shouldRespond);
+      // Paused: messages are being dropped unhandled, so a keepalive position is not durable.
+      if (!this.failed && !this.paused) h.onKeepalive(parseLsn(lsn), shouldRespond);
     });
     service.on('error', (err: Error) => fail(err));
     const started = new Promise<void>((resolve) => service.once('start', () => resolve()));
@@ -93,10 +96,10 @@ export class ReplicationStream {
     await Promise.race([started, subscribed.then(() => undefined)]);
   }
 
-  /** True when the library holds no received-but-unprocessed message. */
+  /** True when the library holds no received-but-unprocessed message (never once paused: messages are dropped then). */
   get drained(): boolean {
     const s = this.service as unknown as { _messageQueue?: unknown[]; _processing?: boolean } | null;
-    return !!s && (s._messageQueue?.length ?? 0) === 0 && !s._processing;
+    return !!s && !this.paused && (s._messageQueue?.length ?? 0) === 0 && !s._processing;
   }
 
   /**
@@ -109,6 +112,15 @@ export class ReplicationStream {
    */
   async ack(lsn: Lsn): Promise<void> {
     if (this.service && !this.failed && lsn > 0n) await this.service.acknowledge(formatLsn(lsn - 1n));
+  }
+
+  /**
+   * Stops handing on messages and keepalives (the ones that still arrive are dropped and come
+   * again from the slot on the next start) while the connection stays open, so that a
+   * graceful stop can still ack what it publishes last. Then call stop().
+   */
+  pause(): void {
+    this.paused = true;
   }
 
   async stop(): Promise<void> {

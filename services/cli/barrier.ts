@@ -21,7 +21,7 @@ export async function drainBarrier(cfg: PipelineConfig, timeoutMs = 120_000, onW
     for (const dir of pending) {
       const d = cfg.directions.find((x) => x.id === dir)!;
       const found = await withClient(cfg.clusters[d.to]!, 'pgbridge-barrier', async (client) => {
-        const r = await client.query('SELECT 1 FROM cdc.barriers WHERE direction = $1 AND id = $2', [d.id, id]);
+        const r = await client.query('SELECT 1 FROM cdc.barriers WHERE pipeline = $1 AND direction = $2 AND id = $3', [cfg.pipeline, d.id, id]);
         return (r.rowCount ?? 0) > 0;
       });
       if (!found) still.push(dir);

@@ -95,7 +95,7 @@ export async function demo(argv: readonly string[]): Promise<number> {
     say(formatVerifyReport(report).split('\n').map((l) => `   ${l}`).join('\n'));
     for (const c of cfg.clusterNames) {
       const rows = await withClient(cfg.clusters[c]!, 'pgbridge-demo', (cl) => cl.query<{ kind: string; resolution: string; n: string }>(
-        'SELECT kind, resolution, count(*)::text AS n FROM cdc.conflicts GROUP BY 1, 2 ORDER BY 1, 2'));
+        'SELECT kind, resolution, count(*)::text AS n FROM cdc.conflicts WHERE pipeline = $1 GROUP BY 1, 2 ORDER BY 1, 2', [cfg.pipeline]));
       say(`== conflicts recorded in cdc.conflicts on ${c}: ${rows.rows.length ? rows.rows.map((r) => `${r.n} ${r.kind} → ${r.resolution}`).join(', ') : 'none'}`);
     }
     const sums = await Promise.all(cfg.clusterNames.map((c) => withClient(cfg.clusters[c]!, 'pgbridge-demo', (cl) => cl.query<{ s: string }>(`SELECT sum(balance)::text AS s FROM ${SCHEMA}.accounts`))));

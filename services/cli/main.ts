@@ -45,6 +45,34 @@ export function program(): Command {
     console.log(`pipeline ${cfg.pipeline} is set up on ${cfg.clusterNames.join(' and ')}; topics ${cfg.directions.map((d) => d.topic).join(', ')}`);
   });
 
+  withConfig(p.command('sync').description('initial sync of the forward direction: schema, then full data in PK chunks (resumable), before streaming'))
+    .option('--chunk-rows <n>', 'rows per chunk (one Kafka transaction each)', '10000')
+    .option('--max-rows-per-second <n>', 'throttle: rows per second')
+    .option('--max-mb-per-second <n>', 'throttle: megabytes of row text per second')
+    .addOption(new Option('--existing-tables <mode>', 'destination tables that already exist').choices(['error', 'ignore']).default('error'))
+    .option('--no-schema', 'skip schema sync (tables already exist on the destination)')
+    .action(async (o) => {
+      const { cfg } = config(o);
+      const { initialSync, formatProgress } = await import('./initial-sync.js');
+      const tty = process.stdout.isTTY;
+      let lastPrint = 0;
+      const report = await initialSync(cfg, createLogger('cli', 'warn'), {
+        chunkRows: Number(o.chunkRows),
+        maxRowsPerSecond: o.maxRowsPerSecond ? Number(o.maxRowsPerSecond) : undefined,
+        maxMegabytesPerSecond: o.maxMbPerSecond ? Number(o.maxMbPerSecond) : undefined,
+        existingTables: o.existingTables,
+        schema: o.schema,
+        onProgress: (pr) => {
+          if (!pr.done && Date.now() - lastPrint < (tty ? 200 : 5000)) return;
+          lastPrint = Date.now();
+          process.stdout.write(tty && !pr.done ? `\r\x1b[K${formatProgress(pr)}` : `${tty ? '\r\x1b[K' : ''}${formatProgress(pr)}\n`);
+        },
+      });
+      const mb = report.bytes / 1024 / 1024;
+      console.log(`initial sync ${report.resumed ? '(resumed) ' : ''}done: ${report.rows} rows, ${mb.toFixed(1)} MB in ${report.seconds.toFixed(1)} s ` +
+        `(${Math.round(report.rows / Math.max(report.seconds, 0.001))} rows/s, ${(mb / Math.max(report.seconds, 0.001)).toFixed(1)} MB/s); streaming starts at ${report.consistentLsn}. Now start the services (pgbridge run).`);
+    });
+
   withConfig(p.command('capture').description('run the capture service of one cluster'))
     .requiredOption('--cluster <name>', 'cluster to capture')
     .option('--metrics-port <port>', 'port of /healthz, /readyz, /metrics')

@@ -704,7 +704,7 @@ function evaluateCluster(cfg: PipelineConfig, c: ReachableClusterFacts, add: (f:
   }
   if (cfg.origin.method !== 'message' && !r.superuser && !(r.originSessionSetup && r.originXactSetup)) {
     const fix = `GRANT EXECUTE ON FUNCTION pg_replication_origin_session_setup(text), pg_replication_origin_xact_setup(pg_lsn, timestamptz), pg_replication_origin_create(text) TO ${user};`;
-    const origin = cfg.directions.filter((d) => d.to === name).map((d) => originName(d.from)).join(', ');
+    const origin = cfg.directions.filter((d) => d.to === name).map((d) => originName(cfg, d.from)).join(', ');
     if (cfg.origin.method === 'replication-origin') {
       priv({ level: 'error', object: c.user, message: `${role} cannot use replication origins (${origin}) and origin.method is replication-origin: apply into ${name} cannot tag its writes (loop prevention, commit timestamps for last-writer-wins)`, fix });
     } else {

@@ -12,11 +12,14 @@ import { qi, ql, qt, withClient } from '../../shared/pg.js';
 export const HELPER_SCHEMA_SQL = `
 CREATE SCHEMA IF NOT EXISTS cdc;
 CREATE TABLE IF NOT EXISTS cdc.heartbeat (
-  cluster text PRIMARY KEY,
+  pipeline text NOT NULL,
+  cluster text NOT NULL,
   ts timestamptz NOT NULL,
-  seq bigint NOT NULL
+  seq bigint NOT NULL,
+  PRIMARY KEY (pipeline, cluster)
 );
 CREATE TABLE IF NOT EXISTS cdc.apply_progress (
+  pipeline text NOT NULL,
   direction text NOT NULL,
   partition int NOT NULL,
   next_offset bigint NOT NULL,
@@ -24,11 +27,12 @@ CREATE TABLE IF NOT EXISTS cdc.apply_progress (
   commit_ts timestamptz,
   heartbeat_ts timestamptz,
   updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-  PRIMARY KEY (direction, partition)
+  PRIMARY KEY (pipeline, direction, partition)
 );
 CREATE TABLE IF NOT EXISTS cdc.conflicts (
   id bigserial PRIMARY KEY,
   detected_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+  pipeline text NOT NULL,
   direction text NOT NULL,
   table_name text NOT NULL,
   key jsonb,
@@ -44,13 +48,35 @@ CREATE TABLE IF NOT EXISTS cdc.conflicts (
   kafka_partition int NOT NULL,
   kafka_offset bigint NOT NULL
 );
+CREATE TABLE IF NOT EXISTS cdc.snapshot_progress (
+  pipeline text NOT NULL,
+  table_name text NOT NULL,
+  last_key jsonb,
+  rows_done bigint NOT NULL DEFAULT 0,
+  bytes_done bigint NOT NULL DEFAULT 0,
+  rows_estimate bigint NOT NULL DEFAULT 0,
+  done boolean NOT NULL DEFAULT false,
+  consistent_lsn pg_lsn,
+  started_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+  updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+  PRIMARY KEY (pipeline, table_name)
+);
 CREATE TABLE IF NOT EXISTS cdc.barriers (
+  pipeline text NOT NULL,
   direction text NOT NULL,
   id text NOT NULL,
   source_commit_lsn pg_lsn NOT NULL,
   applied_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-  PRIMARY KEY (direction, id)
+  PRIMARY KEY (pipeline, direction, id)
 );
+CREATE TABLE IF NOT EXISTS cdc.table_watermarks (
+  pipeline text NOT NULL,
+  direction text NOT NULL,
+  table_name text NOT NULL,
+  lsn pg_lsn NOT NULL,
+  PRIMARY KEY (pipeline, direction, table_name)
+);
+CREATE INDEX IF NOT EXISTS conflicts_pipeline ON cdc.conflicts (pipeline, direction, detected_at);
 `;
 
 export interface SelectedTable {
@@ -103,7 +129,7 @@ export async function setupCluster(client: pg.Client, cfg: PipelineConfig, clust
     log.info({ cluster, slot }, 'replication slot created');
   }
   for (const d of cfg.directions.filter((x) => x.to === cluster)) {
-    const origin = originName(d.from);
+    const origin = originName(cfg, d.from);
     await client.query(`SELECT pg_replication_origin_create($1) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)`, [origin]);
   }
 }
@@ -147,7 +173,7 @@ export async function release(cfg: PipelineConfig, log: Logger, opts: { topics: 
         dropped.push(`publication ${slot}`);
       }
       for (const d of cfg.directions.filter((x) => x.to === name)) {
-        const origin = originName(d.from);
+        const origin = originName(cfg, d.from);
         const o = await c.query('SELECT 1 FROM pg_replication_origin WHERE roname = $1', [origin]);
         if (o.rowCount) {
           await c.query('SELECT pg_replication_origin_drop($1)', [origin]);
@@ -156,8 +182,17 @@ export async function release(cfg: PipelineConfig, log: Logger, opts: { topics: 
       }
       const h = await c.query(`SELECT 1 FROM pg_namespace WHERE nspname = 'cdc'`);
       if (h.rowCount) {
-        await c.query('DROP SCHEMA cdc CASCADE');
-        dropped.push('schema cdc');
+        // The helper schema is shared by every pipeline on the cluster: it goes only with the last one.
+        const others = await c.query(`SELECT pubname FROM pg_publication WHERE pubname LIKE 'cdc\\_%' AND pubname <> $1`, [slot]);
+        if (others.rowCount === 0) {
+          await c.query('DROP SCHEMA cdc CASCADE');
+          dropped.push('schema cdc');
+        } else {
+          for (const t of ['heartbeat', 'apply_progress', 'conflicts', 'snapshot_progress', 'barriers', 'table_watermarks']) {
+            await c.query(`DELETE FROM cdc.${t} WHERE pipeline = $1`, [cfg.pipeline]);
+          }
+          dropped.push(`rows of pipeline ${cfg.pipeline} in schema cdc (kept for ${others.rows.map((r: { pubname: string }) => r.pubname).join(', ')})`);
+        }
       }
     });
     log.info({ cluster: name, dropped }, 'released');

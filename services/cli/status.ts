@@ -94,8 +94,8 @@ export async function status(cfg: PipelineConfig): Promise<DirectionStatus[]> {
       const p = await c.query<{ commit_lsn: string; commit_ts: string | null; next_offset: string; updated_at: string; lag: string | null }>(
         `SELECT commit_lsn::text, commit_ts::text, next_offset::text, updated_at::text,
                 EXTRACT(EPOCH FROM clock_timestamp() - GREATEST(commit_ts, heartbeat_ts))::text AS lag
-           FROM cdc.apply_progress WHERE direction = $1 ORDER BY partition LIMIT 1`,
-        [d.id],
+           FROM cdc.apply_progress WHERE pipeline = $1 AND direction = $2 ORDER BY partition LIMIT 1`,
+        [cfg.pipeline, d.id],
       );
       const row = p.rows[0];
       if (row) {
@@ -104,7 +104,7 @@ export async function status(cfg: PipelineConfig): Promise<DirectionStatus[]> {
         const end = ends?.get(`${d.topic}:0`);
         if (end !== undefined) s.lagOffsets = Number(end - BigInt(row.next_offset));
       }
-      const k = await c.query<{ n: string }>('SELECT count(*)::text AS n FROM cdc.conflicts WHERE direction = $1', [d.id]);
+      const k = await c.query<{ n: string }>('SELECT count(*)::text AS n FROM cdc.conflicts WHERE pipeline = $1 AND direction = $2', [cfg.pipeline, d.id]);
       s.conflicts = Number(k.rows[0]?.n ?? 0);
     }).catch((err: unknown) => errors.push(`${d.to}: ${errorMessage(err)}`));
     const host = cfg.metrics.host;

@@ -1,0 +1,362 @@
+/**
+ * `pgbridge sync`: initial synchronization of the forward direction (DTS: schema sync, then
+ * full data, then incremental). The reverse direction is incremental only.
+ *
+ * 1. Schema: pg_dump --schema-only of the selected schemas, restored on the destination.
+ * 2. Slot: the forward capture slot is (re)created with an exported snapshot; its consistent
+ *    point is where streaming will start, so nothing committed after the snapshot is missed.
+ * 3. Data: every selected table is read inside that snapshot in primary-key chunks and
+ *    published as op=r events to the direction topic (one Kafka transaction per chunk) before
+ *    capture streams, so replaying the topic rebuilds a destination. Each finished chunk is
+ *    recorded in cdc.snapshot_progress on the source after Kafka has it: a restart goes on
+ *    after the last finished chunk.
+ *
+ * A restart after a crash cannot reuse the exported snapshot (it lives as long as the
+ * connection that made it). The remaining chunks are then read in a fresh, newer snapshot;
+ * the slot still starts at the original consistent point, so streaming replays every change
+ * since then over rows that may already hold them. Apply converges because replays are
+ * idempotent under every policy but `fail` (insert_exists / update_missing / delete_missing);
+ * such replays are recorded in cdc.conflicts.
+ */
+import { spawn } from 'node:child_process';
+import pg from 'pg';
+import { fromPgText, kindOfType, type TableDef } from '../../shared/avro.js';
+import { slotName, type PipelineConfig } from '../../shared/config.js';
+import { PgBridgeError, errorMessage } from '../../shared/errors.js';
+import { kafkaClient } from '../../shared/kafka.js';
+import type { Logger } from '../../shared/log.js';
+import { parseLsn, type Lsn } from '../../shared/lsn.js';
+import { clientConfig, connect, qi, qt } from '../../shared/pg.js';
+import { SchemaStore } from '../../shared/registry.js';
+import { EventEncoder } from '../capture/avro-encoder.js';
+import type { CaptureEvent, ChangeEvent, Row } from '../capture/change-builder.js';
+import { KafkaPublisher } from '../capture/kafka-publisher.js';
+import { selectedTables, setup, type SelectedTable } from './setup.js';
+
+export interface SyncOptions {
+  readonly chunkRows?: number;
+  readonly maxRowsPerSecond?: number;
+  readonly maxMegabytesPerSecond?: number;
+  /** Destination tables that already exist: stop with an error (default) or keep them and go on. */
+  readonly existingTables?: 'error' | 'ignore';
+  readonly schema?: boolean;
+  readonly onProgress?: (p: TableProgress) => void;
+}
+
+export interface TableProgress {
+  readonly table: string;
+  readonly rowsDone: number;
+  readonly rowsEstimate: number;
+  readonly bytesDone: number;
+  readonly rowsPerSecond: number;
+  readonly etaSeconds: number | null;
+  readonly done: boolean;
+}
+
+export interface SyncReport {
+  readonly tables: TableProgress[];
+  readonly consistentLsn: string;
+  readonly seconds: number;
+  readonly rows: number;
+  readonly bytes: number;
+  readonly resumed: boolean;
+}
+
+function pgTool(name: string): string {
+  return process.env.PGBRIDGE_PG_BIN ? `${process.env.PGBRIDGE_PG_BIN}/${name}` : name;
+}
+
+function runTool(cmd: string, args: string[], env: NodeJS.ProcessEnv, input?: NodeJS.ReadableStream): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: [input ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.once('error', (err) => reject(new PgBridgeError('INTERNAL', `cannot run ${cmd}: ${err.message} (set PGBRIDGE_PG_BIN to the PostgreSQL bin folder)`)));
+    if (input) input.pipe(child.stdin!);
+    child.once('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
+  });
+}
+
+function libpqEnv(c: PipelineConfig['clusters'][string]): NodeJS.ProcessEnv {
+  return { PGHOST: c.host, PGPORT: String(c.port), PGUSER: c.user, PGDATABASE: c.database, ...(c.password ? { PGPASSWORD: c.password } : {}) };
+}
+
+/** Schema sync: tables, keys, defaults, sequences, indexes, views, functions, triggers of the selected schemas. */
+export async function syncSchema(cfg: PipelineConfig, existing: 'error' | 'ignore', log: Logger): Promise<{ created: string[]; skipped: string[] }> {
+  const fwd = cfg.directions[0];
+  const src = cfg.clusters[fwd.from]!;
+  const dst = cfg.clusters[fwd.to]!;
+  const tables = await withPg(src, (c) => selectedTables(c, cfg));
+  const there = await withPg(dst, (c) => selectedTables(c, cfg));
+  const present = new Set(there.map((t) => `${t.schema}.${t.table}`));
+  const clash = tables.filter((t) => present.has(`${t.schema}.${t.table}`)).map((t) => `${t.schema}.${t.table}`);
+  if (clash.length && existing === 'error') {
+    throw new PgBridgeError('PRECHECK', `destination ${fwd.to} already has ${clash.length} selected table(s): ${clash.slice(0, 10).join(', ')}${clash.length > 10 ? ', …' : ''}. Use --existing-tables ignore to keep them and go on, or drop them.`);
+  }
+  const args = ['--schema-only', '--no-owner', '--no-privileges', '--no-publications', '--no-subscriptions', ...cfg.selection.schemas.flatMap((s) => ['-n', s])];
+  const dump = await runTool(pgTool('pg_dump'), args, libpqEnv(src));
+  if (dump.code !== 0) throw new PgBridgeError('INTERNAL', `pg_dump of ${fwd.from} failed: ${dump.stderr.trim()}`);
+  // Keep only what the selection names: excluded tables are filtered out of the dump by name.
+  const excluded = new Set(cfg.selection.exclude);
+  let sql = dump.stdout;
+  if (cfg.selection.include.length || excluded.size) {
+    const wanted = new Set(tables.map((t) => `${t.schema}.${t.table}`));
+    const all = await withPg(src, (c) => c.query<{ n: string }>(`SELECT n.nspname || '.' || c.relname AS n FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r','p') AND n.nspname = ANY($1)`, [cfg.selection.schemas]));
+    const drop = all.rows.map((r) => r.n).filter((n) => !wanted.has(n));
+    if (drop.length) sql += `\n${drop.map((n) => `DROP TABLE IF EXISTS ${n.split('.').map(qi).join('.')} CASCADE;`).join('\n')}\n`;
+  }
+  const psqlArgs = ['-X', '-q', ...(existing === 'error' ? ['-v', 'ON_ERROR_STOP=1'] : [])];
+  const { Readable } = await import('node:stream');
+  const restore = await runTool(pgTool('psql'), psqlArgs, libpqEnv(dst), Readable.from([sql]));
+  if (restore.code !== 0) throw new PgBridgeError('INTERNAL', `restoring the schema on ${fwd.to} failed: ${restore.stderr.trim().split('\n').slice(0, 5).join(' | ')}`);
+  const skipped = restore.stderr.split('\n').filter((l) => /already exists/.test(l));
+  if (skipped.length) log.warn({ count: skipped.length }, 'schema sync kept objects that already existed on the destination');
+  return { created: tables.map((t) => `${t.schema}.${t.table}`).filter((t) => !present.has(t)), skipped: clash };
+}
+
+async function withPg<T>(c: PipelineConfig['clusters'][string], fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = await connect(c, 'pgbridge-sync');
+  try {
+    return await fn(client);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+interface ColumnInfo {
+  name: string;
+  typeOid: number;
+  typeMod: number;
+  typeName: string;
+  key: boolean;
+}
+
+/** Columns as pgoutput would describe them (no generated columns; key = replica identity). */
+async function tableDef(c: pg.Client, t: SelectedTable): Promise<{ def: TableDef; pk: ColumnInfo[] }> {
+  const r = await c.query<{ name: string; oid: string; mod: string; type: string; pk: boolean; ident: boolean }>(
+    `SELECT a.attname AS name, a.atttypid::text AS oid, a.atttypmod::text AS mod, format_type(a.atttypid, a.atttypmod) AS type,
+            COALESCE(a.attnum = ANY(pk.indkey), false) AS pk,
+            CASE c.relreplident WHEN 'f' THEN true WHEN 'i' THEN COALESCE(a.attnum = ANY(ri.indkey), false) ELSE COALESCE(a.attnum = ANY(pk.indkey), false) END AS ident
+       FROM pg_attribute a
+       JOIN pg_class c ON c.oid = a.attrelid
+       LEFT JOIN pg_index pk ON pk.indrelid = a.attrelid AND pk.indisprimary
+       LEFT JOIN pg_index ri ON ri.indrelid = a.attrelid AND ri.indisreplident
+      WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+      ORDER BY a.attnum`,
+    [qt(t.schema, t.table)],
+  );
+  const cols: ColumnInfo[] = r.rows.map((x) => ({ name: x.name, typeOid: Number(x.oid), typeMod: Number(x.mod), typeName: x.type, key: x.ident }));
+  const def: TableDef = { schema: t.schema, table: t.table, replicaIdentity: t.replicaIdentity, columns: cols.map((x) => ({ ...x })) };
+  return { def, pk: r.rows.filter((x) => x.pk).map((x) => cols.find((cc) => cc.name === x.name)!) };
+}
+
+class Throttle {
+  private readonly started = Date.now();
+  private rows = 0;
+  private bytes = 0;
+  constructor(private readonly maxRows?: number, private readonly maxMb?: number) {}
+  async take(rows: number, bytes: number): Promise<void> {
+    this.rows += rows;
+    this.bytes += bytes;
+    const needMs = Math.max(this.maxRows ? (this.rows / this.maxRows) * 1000 : 0, this.maxMb ? (this.bytes / (this.maxMb * 1024 * 1024)) * 1000 : 0);
+    const wait = needMs - (Date.now() - this.started);
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+  }
+}
+
+/** Full data sync of the forward direction (and the schema first unless told not to). */
+export async function initialSync(cfg: PipelineConfig, log: Logger, opts: SyncOptions = {}): Promise<SyncReport> {
+  const t0 = Date.now();
+  const fwd = cfg.directions[0];
+  const src = cfg.clusters[fwd.from]!;
+  const chunkRows = opts.chunkRows ?? 10_000;
+  if (opts.schema !== false) await syncSchema(cfg, opts.existingTables ?? 'error', log);
+  await setup(cfg, log);
+  const slot = slotName(cfg, fwd.from);
+  const control = await connect(src, 'pgbridge-sync');
+  let repl: pg.Client | null = null;
+  try {
+    const progress = await control.query<{ n: string; done: string }>('SELECT count(*)::text AS n, count(*) FILTER (WHERE done)::text AS done FROM cdc.snapshot_progress WHERE pipeline = $1', [cfg.pipeline]);
+    const started = Number(progress.rows[0]!.n) > 0;
+    let snapshotName: string | null = null;
+    let consistent: Lsn;
+    let resumeLsn: string | null = null;
+    const active = await control.query<{ active: boolean }>('SELECT active FROM pg_replication_slots WHERE slot_name = $1', [slot]);
+    if (active.rows[0]?.active) throw new PgBridgeError('PRECHECK', `slot ${slot} is in use: stop capture-${fwd.from} before the initial sync`);
+    if (!started) {
+      // The slot made by setup may already hold changes that capture never read: nothing was
+      // published yet, so it is replaced by one whose start is the exported snapshot.
+      await control.query('SELECT pg_drop_replication_slot($1) FROM pg_replication_slots WHERE slot_name = $1', [slot]);
+      repl = new pg.Client({ ...clientConfig(src, 'pgbridge-sync-snapshot'), replication: 'database' } as pg.ClientConfig);
+      await repl.connect();
+      const r = await repl.query<{ consistent_point: string; snapshot_name: string }>(`CREATE_REPLICATION_SLOT ${qi(slot)} LOGICAL pgoutput EXPORT_SNAPSHOT`);
+      snapshotName = r.rows[0]!.snapshot_name;
+      consistent = parseLsn(r.rows[0]!.consistent_point);
+      log.info({ slot, lsn: r.rows[0]!.consistent_point, snapshot: snapshotName }, 'slot created with an exported snapshot');
+    } else {
+      const r = await control.query<{ lsn: string | null }>('SELECT min(consistent_lsn)::text AS lsn FROM cdc.snapshot_progress WHERE pipeline = $1', [cfg.pipeline]);
+      consistent = parseLsn(r.rows[0]!.lsn ?? '0/0');
+      // A temporary slot gives a fresh snapshot together with its exact position: tables read
+      // whole in it get a watermark, and apply skips their streamed changes from before it.
+      repl = new pg.Client({ ...clientConfig(src, 'pgbridge-sync-snapshot'), replication: 'database' } as pg.ClientConfig);
+      await repl.connect();
+      const t = await repl.query<{ consistent_point: string; snapshot_name: string }>(`CREATE_REPLICATION_SLOT ${qi(`${slot}_resume`)} TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT`);
+      snapshotName = t.rows[0]!.snapshot_name;
+      resumeLsn = t.rows[0]!.consistent_point;
+      log.warn({ done: progress.rows[0]!.done, of: progress.rows[0]!.n }, 'resuming an interrupted initial sync after its last finished chunk, in a fresh snapshot');
+    }
+    const reader = await connect(src, 'pgbridge-sync-reader');
+    const store = new SchemaStore(cfg.registry.url);
+    const encoder = new EventEncoder(store, fwd.topic, fwd.from, src.database);
+    const publisher = new KafkaPublisher(kafkaClient(cfg, `sync-${fwd.from}`, log), `pgbridge-${cfg.pipeline}-snapshot-${fwd.from}`, fwd.topic);
+    await publisher.connect();
+    const throttle = new Throttle(opts.maxRowsPerSecond, opts.maxMegabytesPerSecond);
+    const reports: TableProgress[] = [];
+    let totalRows = 0;
+    let totalBytes = 0;
+    try {
+      await reader.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      if (snapshotName) await reader.query(`SET TRANSACTION SNAPSHOT '${snapshotName}'`);
+      const snapTs = BigInt(Date.now()) * 1000n;
+      const tables = await selectedTables(reader, cfg);
+      for (const t of tables) {
+        const name = `${t.schema}.${t.table}`;
+        const { def, pk } = await tableDef(reader, t);
+        const est = await reader.query<{ n: string }>('SELECT GREATEST(reltuples, 0)::bigint::text AS n FROM pg_class WHERE oid = $1::regclass', [qt(t.schema, t.table)]);
+        const estimate = Number(est.rows[0]!.n);
+        await control.query(
+          `INSERT INTO cdc.snapshot_progress (pipeline, table_name, rows_estimate, consistent_lsn) VALUES ($4, $1, $2, $3::pg_lsn) ON CONFLICT (pipeline, table_name) DO NOTHING`,
+          [name, estimate, `${(consistent >> 32n).toString(16)}/${(consistent & 0xffffffffn).toString(16)}`, cfg.pipeline],
+        );
+        const st = (await control.query<{ last_key: string | null; rows_done: string; bytes_done: string; done: boolean }>(
+          'SELECT last_key::text, rows_done::text, bytes_done::text, done FROM cdc.snapshot_progress WHERE table_name = $1 AND pipeline = $2', [name, cfg.pipeline])).rows[0]!;
+        let rowsDone = Number(st.rows_done);
+        let bytesDone = Number(st.bytes_done);
+        const tStart = Date.now();
+        const report = (done: boolean): TableProgress => {
+          const secs = (Date.now() - tStart) / 1000;
+          const rate = secs > 0 ? rowsDone / secs : 0;
+          return { table: name, rowsDone, rowsEstimate: Math.max(estimate, rowsDone), bytesDone, rowsPerSecond: Math.round(rate), etaSeconds: done ? 0 : rate > 0 ? Math.max(0, Math.round((estimate - rowsDone) / rate)) : null, done };
+        };
+        if (st.done) {
+          reports.push(report(true));
+          continue;
+        }
+        let lastKey: string[] | null = st.last_key ? (JSON.parse(st.last_key) as string[]) : null;
+        const cols = def.columns;
+        const select = cols.map((c) => `${qi(c.name)}::text`).join(', ');
+        const selectX = cols.map((c) => `x.${qi(c.name)}::text`).join(', ');
+        const keyCols = pk.length ? pk : null;
+        let chunk = 0;
+        if (!keyCols && rowsDone > 0) {
+          // A table without a primary key cannot be resumed by key: start it again, first
+          // emptying what the interrupted run loaded on the destination.
+          await publishOne(publisher, encoder, { kind: 'change', table: def, relationOid: 0, op: 't', before: null, after: null, key: null, unchanged: [], lsn: consistent, snapshot: true, txn: { xid: 0, commitLsn: consistent, commitTimeUs: snapTs, origin: fwd.from }, index: 0, last: true });
+          rowsDone = 0;
+          bytesDone = 0;
+        }
+        const cursor = `pgb_snap_${chunk}`;
+        // Read entirely in this run's snapshot (not continued from an earlier one)?
+        const readWhole = rowsDone === 0;
+        if (!keyCols) await reader.query(`DECLARE ${cursor} NO SCROLL CURSOR FOR SELECT ${select} FROM ${qt(t.schema, t.table)}`);
+        for (;;) {
+          // Arrays, not objects: column names like "1" would be reordered as object keys.
+          let rows: (string | null)[][];
+          if (keyCols) {
+            // Qualified with the table alias: a bare name in ORDER BY would pick the ::text output column.
+            const order = keyCols.map((k) => `x.${qi(k.name)}`).join(', ');
+            const where = lastKey ? `WHERE (${order}) > (${keyCols.map((k, i) => `$${i + 1}::${k.typeName}`).join(', ')})` : '';
+            const keySel = keyCols.map((k) => `x.${qi(k.name)}::text`).join(', ');
+            rows = (await reader.query({ text: `SELECT ${selectX}, ${keySel} FROM ${qt(t.schema, t.table)} x ${where} ORDER BY ${order} LIMIT ${chunkRows}`, values: lastKey ?? [], rowMode: 'array' })).rows;
+          } else {
+            rows = (await reader.query({ text: `FETCH ${chunkRows} FROM ${cursor}`, rowMode: 'array' })).rows;
+          }
+          if (rows.length === 0) break;
+          let bytes = 0;
+          for (const [i, rawRow] of rows.entries()) {
+            const after: Row = {};
+            cols.forEach((c, ci) => {
+              const v = rawRow[ci];
+              if (v === null || v === undefined) after[c.name] = null;
+              else {
+                bytes += v.length;
+                after[c.name] = fromPgText(kindOfType(c.typeOid), v);
+              }
+            });
+            const key: Row | null = def.columns.some((c) => c.key) ? Object.fromEntries(def.columns.filter((c) => c.key).map((c) => [c.name, after[c.name] ?? null])) : null;
+            const ev: ChangeEvent = { kind: 'change', table: def, relationOid: 0, op: 'r', before: null, after, key, unchanged: [], lsn: consistent, snapshot: true, txn: { xid: 0, commitLsn: consistent, commitTimeUs: snapTs, origin: fwd.from }, index: i, last: i === rows.length - 1 };
+            await publisher.add(await encoder.encode(ev));
+          }
+          await publisher.commit();
+          rowsDone += rows.length;
+          bytesDone += bytes;
+          totalRows += rows.length;
+          totalBytes += bytes;
+          if (keyCols) {
+            const lastRow = rows[rows.length - 1]!;
+            lastKey = keyCols.map((_, i) => lastRow[cols.length + i] as string);
+          }
+          // Recorded only after Kafka committed the chunk: a restart never skips an unpublished chunk.
+          await control.query('UPDATE cdc.snapshot_progress SET last_key = $2::jsonb, rows_done = $3, bytes_done = $4, updated_at = clock_timestamp() WHERE table_name = $1 AND pipeline = $5', [name, JSON.stringify(lastKey), rowsDone, bytesDone, cfg.pipeline]);
+          opts.onProgress?.(report(false));
+          await throttle.take(rows.length, bytes);
+          chunk++;
+          if (rows.length < chunkRows) break;
+        }
+        if (!keyCols) await reader.query(`CLOSE ${cursor}`);
+        if (resumeLsn && readWhole) {
+          await publishOne(publisher, encoder, { kind: 'control', control: 'watermark', id: name, payload: resumeLsn, lsn: consistent, txn: { xid: 0, commitLsn: consistent, commitTimeUs: snapTs, origin: fwd.from }, index: 0, last: true });
+        }
+        await control.query('UPDATE cdc.snapshot_progress SET done = true, updated_at = clock_timestamp() WHERE table_name = $1 AND pipeline = $2', [name, cfg.pipeline]);
+        const r = report(true);
+        opts.onProgress?.(r);
+        reports.push(r);
+      }
+      await reader.query('COMMIT');
+    } finally {
+      await publisher.disconnect();
+      await reader.end().catch(() => undefined);
+    }
+    // Sequences: pg_dump --schema-only does not carry their values.
+    await syncSequences(cfg);
+    return { tables: reports, consistentLsn: `${(consistent >> 32n).toString(16).toUpperCase()}/${(consistent & 0xffffffffn).toString(16).toUpperCase()}`, seconds: (Date.now() - t0) / 1000, rows: totalRows, bytes: totalBytes, resumed: started };
+  } catch (err) {
+    throw err instanceof PgBridgeError ? err : new PgBridgeError('INTERNAL', `initial sync failed: ${errorMessage(err)}`, { cause: err, retriable: true });
+  } finally {
+    await repl?.end().catch(() => undefined);
+    await control.end().catch(() => undefined);
+  }
+}
+
+async function publishOne(publisher: KafkaPublisher, encoder: EventEncoder, ev: CaptureEvent): Promise<void> {
+  await publisher.add(await encoder.encode(ev));
+  await publisher.commit();
+}
+
+/** Sets each selected schema's sequences on the destination to at least the source's value. */
+async function syncSequences(cfg: PipelineConfig): Promise<void> {
+  const fwd = cfg.directions[0];
+  const seqs = await withPg(cfg.clusters[fwd.from]!, (c) => c.query<{ s: string; v: string | null }>(
+    `SELECT quote_ident(schemaname) || '.' || quote_ident(sequencename) AS s, last_value::text AS v FROM pg_sequences WHERE schemaname = ANY($1)`, [cfg.selection.schemas]));
+  await withPg(cfg.clusters[fwd.to]!, async (c) => {
+    for (const r of seqs.rows) {
+      if (r.v === null) continue;
+      await c.query(
+        `SELECT setval($1::text::regclass, GREATEST($2::bigint, (SELECT COALESCE(last_value, $2::bigint) FROM pg_sequences WHERE (quote_ident(schemaname) || '.' || quote_ident(sequencename)) = $1::text)))`,
+        [r.s, r.v],
+      ).catch((err: unknown) => {
+        throw new PgBridgeError('INTERNAL', `cannot set sequence ${r.s} on ${fwd.to}: ${errorMessage(err)}`);
+      });
+    }
+  });
+}
+
+export function formatProgress(p: TableProgress): string {
+  const width = 24;
+  const frac = p.rowsEstimate > 0 ? Math.min(1, p.rowsDone / p.rowsEstimate) : p.done ? 1 : 0;
+  const bar = '#'.repeat(Math.round(frac * width)).padEnd(width, '.');
+  const eta = p.done ? 'done' : p.etaSeconds === null ? 'eta -' : `eta ${p.etaSeconds} s`;
+  return `${p.table.padEnd(30)} [${bar}] ${String(p.rowsDone).padStart(9)} / ${String(p.rowsEstimate).padEnd(9)} ${String(p.rowsPerSecond).padStart(7)} rows/s  ${eta}`;
+}
