@@ -196,6 +196,14 @@ export function parseConfig(input: unknown, where = 'config', env: NodeJS.Proces
     if (!c.selection.schemas.includes(t.split('.')[0]!)) problems.push(`${where}: conflicts.tables.${t}: schema is not in selection.schemas`);
   }
   if (!c.topics.pattern.includes('{from}') || !c.topics.pattern.includes('{to}')) problems.push(`${where}: topics.pattern: must contain {from} and {to}`);
+  if (c.topics.partitions !== 1) {
+    // Apply relies on total order and on transaction boundaries within one partition.
+    problems.push(`${where}: topics.partitions: only 1 is supported (source commit order and whole transactions); row-keyed partitioning is not implemented`);
+  }
+  for (const name of names) {
+    // cdc_<pipeline>_<cluster>, plus the `_resume` suffix of the initial sync's temporary slot, within PostgreSQL's 63 bytes.
+    if (`cdc_${c.pipeline}_${name}_resume`.length > 63) problems.push(`${where}: pipeline "${c.pipeline}" with cluster "${name}" makes a slot name longer than PostgreSQL allows; shorten one of them`);
+  }
   if (problems.length) throw new PgBridgeError('CONFIG_INVALID', problems.join('\n'));
   const topic = (from: string, to: string): string => c.topics.pattern.replaceAll('{pipeline}', c.pipeline).replaceAll('{from}', from).replaceAll('{to}', to);
   const dir = (from: string, to: string, forward: boolean): Direction => ({ id: `${from}-${to}`, from, to, topic: topic(from, to), forward });

@@ -61,7 +61,9 @@ export function isRetriable(err: unknown): boolean {
   if (err instanceof PgBridgeError) return err.retriable;
   if (isConnectionError(err)) return true;
   const name = (err as { name?: string })?.name ?? '';
-  if (/^KafkaJS/.test(name)) return (err as { retriable?: boolean }).retriable !== false || /ProducerFenced|InvalidProducerEpoch/.test(errorMessage(err)) === false;
+  // A run restarts from durable positions (slot, progress row), so any Kafka failure may be
+  // retried, except being fenced: another instance with our transactional id has taken over.
+  if (/^KafkaJS/.test(name)) return !/ProducerFenced|InvalidProducerEpoch|fenced/i.test(`${name} ${errorMessage(err)}`);
   if (/replication stream ended/.test(errorMessage(err))) return true;
   return classifyPgError(err).retriable;
 }

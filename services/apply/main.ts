@@ -23,7 +23,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       cfg,
       log: log.child({ direction: direction.id }),
       registry,
-      metricsHost: cfg.metrics.host,
+      metricsHost: process.env.PGBRIDGE_METRICS_HOST ?? cfg.metrics.host,
       metricsPort: portArg !== undefined ? Number(portArg) : metricsPort(cfg, { apply: direction.id }),
       make: () => new ApplyRun({ cfg, direction, kafka, log, metrics }),
     });

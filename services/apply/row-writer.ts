@@ -114,13 +114,14 @@ export class RowWriter {
 
   /** Applies one change event. */
   async write(ev: ChangeEvent): Promise<WriteResult> {
-    const t = await this.info(ev.schema, ev.table);
-    for (const row of [ev.before, ev.after]) {
-      for (const c of Object.keys(row ?? {})) {
-        if (!t.columns.has(c)) {
-          throw new PgBridgeError('DESTINATION_REJECTED', `column ${c} of ${t.schema}.${t.table} does not exist on the destination`);
-        }
-      }
+    let t = await this.info(ev.schema, ev.table);
+    const unknown = (): string | undefined => [ev.before, ev.after].flatMap((row) => Object.keys(row ?? {})).find((c) => !t.columns.has(c));
+    if (unknown() !== undefined) {
+      // The destination may have been altered since its shape was cached: look again once.
+      this.tables.delete(`${ev.schema}.${ev.table}`);
+      t = await this.info(ev.schema, ev.table);
+      const missing = unknown();
+      if (missing !== undefined) throw new PgBridgeError('DESTINATION_REJECTED', `column ${missing} of ${t.schema}.${t.table} does not exist on the destination`);
     }
     switch (ev.op) {
       case 'c':

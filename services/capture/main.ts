@@ -27,7 +27,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       cfg,
       log: log.child({ cluster }),
       registry,
-      metricsHost: cfg.metrics.host,
+      metricsHost: process.env.PGBRIDGE_METRICS_HOST ?? cfg.metrics.host,
       metricsPort: portArg !== undefined ? Number(portArg) : metricsPort(cfg, { capture: cluster }),
       make: () => new CaptureRun({ cfg, cluster, kafka, log, metrics }),
     });
