@@ -12,7 +12,7 @@ import type { Logger } from '../../shared/log.js';
 import { formatLsn, parseLsn, type Lsn } from '../../shared/lsn.js';
 import { connect } from '../../shared/pg.js';
 import { SchemaStore } from '../../shared/registry.js';
-import { decodeEvent, type ApplyEvent, type Position } from './event-decoder.js';
+import { decodeEvent, type ApplyEvent, type ChangeEvent, type Position } from './event-decoder.js';
 import { ConflictStop, RowWriter } from './row-writer.js';
 
 export interface ApplyMetrics {
@@ -80,6 +80,11 @@ export class ApplyRun {
   private dlq: Producer | null = null;
   private originMode: 'replication-origin' | 'message' = 'replication-origin';
   private readonly stored = new Map<number, Stored>();
+  /** Inserts waiting to go out as one statement (same table, same columns), all in the open group. */
+  private pending: ChangeEvent[] = [];
+  private pendingShape = '';
+  /** After a failed batch, events up to this offset are written one by one. */
+  private unbatchedUntil = -1n;
   /** schema.table → changes committed before this LSN are already in the initial-sync snapshot of the table. */
   private readonly watermarks = new Map<string, Lsn>();
   private group: Group | null = null;
@@ -293,7 +298,14 @@ export class ApplyRun {
       if (++n % 200 === 0) await heartbeat();
     }
     this.deps.metrics.lagOffsets.set({ partition: String(p) }, Math.max(0, Number(BigInt(batch.highWatermark) - (this.stored.get(p)?.nextOffset ?? 0n))));
-    if (this.group && !this.group.inTxn) await this.commitGroup();
+    if (this.group && !this.group.inTxn) {
+      const replay = await this.flushInserts();
+      if (replay !== null) {
+        this.consumer!.seek({ topic: batch.topic, partition: p, offset: replay.toString() });
+        return;
+      }
+      await this.commitGroup();
+    }
   }
 
   /** Returns an offset to replay from when the group had to be rolled back, else null. */
@@ -336,7 +348,22 @@ export class ApplyRun {
     } else if (ev.kind === 'change' && !ev.snapshot && ev.commitLsn < (this.watermarks.get(`${ev.schema}.${ev.table}`) ?? 0n)) {
       // The table was read by the initial sync in a snapshot taken after this change.
       this.deps.metrics.skippedDuplicates.inc();
+    } else if (ev.kind === 'change' && pos.offset > this.unbatchedUntil && (await this.writer!.batchable(ev))) {
+      // Consecutive inserts into one table with the same columns go out as one statement.
+      const shape = `${ev.schema}.${ev.table}\n${Object.keys(ev.after!).join(',')}`;
+      if (this.pending.length && this.pendingShape !== shape) {
+        const replay = await this.flushInserts();
+        if (replay !== null) return replay;
+      }
+      this.pending.push(ev);
+      this.pendingShape = shape;
+      if (this.pending.length >= Math.max(1, Math.min(500, Math.floor(60_000 / Object.keys(ev.after!).length)))) {
+        const replay = await this.flushInserts();
+        if (replay !== null) return replay;
+      }
     } else if (ev.kind === 'change') {
+      const replay = await this.flushInserts();
+      if (replay !== null) return replay;
       try {
         const r = await this.writer!.write(ev);
         g.rows += r.rows;
@@ -345,6 +372,8 @@ export class ApplyRun {
         return this.rejected(m, pos, ev, err);
       }
     } else if (ev.control === 'barrier' && ev.id) {
+      const replay = await this.flushInserts();
+      if (replay !== null) return replay;
       await this.client!.query(
         'INSERT INTO cdc.barriers (pipeline, direction, id, source_commit_lsn) VALUES ($1, $2, $3, $4::pg_lsn) ON CONFLICT DO NOTHING',
         [this.deps.cfg.pipeline, this.deps.direction.id, ev.id, formatLsn(ev.commitLsn)],
@@ -363,7 +392,11 @@ export class ApplyRun {
     }
     this.advance(pos, ev.last, ev.commitLsn, ev.commitTs);
     const b = this.deps.cfg.apply.batch;
-    if (!g.inTxn && (g.txns >= b.maxTransactions || g.rows >= b.maxRows)) await this.commitGroup();
+    if (!g.inTxn && (g.txns >= b.maxTransactions || g.rows + this.pending.length >= b.maxRows)) {
+      const replay = await this.flushInserts();
+      if (replay !== null) return replay;
+      await this.commitGroup();
+    }
     return null;
   }
 
@@ -398,10 +431,38 @@ export class ApplyRun {
     this.group = g;
   }
 
+  /**
+   * Writes the buffered inserts. When the statement fails, the group is rolled back and
+   * replayed from its start one row at a time up to the last buffered offset, so the row at
+   * fault is found and handled (dead letter or stop) like any other. Returns that replay
+   * offset, or null.
+   */
+  private async flushInserts(): Promise<bigint | null> {
+    const evs = this.pending;
+    if (!evs.length) return null;
+    this.pending = [];
+    this.pendingShape = '';
+    try {
+      const r = await this.writer!.insertMany(evs);
+      this.group!.rows += r.rows;
+      for (const c of r.conflicts) this.group!.conflicts.push(c);
+      return null;
+    } catch (err) {
+      if (err instanceof ConflictStop || classifyPgError(err).retriable) throw err;
+      const start = this.group?.startOffset ?? evs[0]!.pos.offset;
+      this.unbatchedUntil = evs[evs.length - 1]!.pos.offset;
+      this.log.warn({ err: errorMessage(err), offset: String(start) }, 'a batched insert failed; replaying the group row by row');
+      await this.rollbackGroup();
+      return start;
+    }
+  }
+
   /** INV-3: rows, progress row and origin position commit together; the Kafka offset follows. */
   private async commitGroup(): Promise<void> {
     const g = this.group;
     if (!g) return;
+    const replay = await this.flushInserts();
+    if (replay !== null) throw new PgBridgeError('INTERNAL', `batched insert failed at commit; replay from ${replay}`, { retriable: true });
     const c = this.client!;
     const prev = this.stored.get(g.partition);
     const next = g.lastOffset + 1n;
@@ -439,6 +500,8 @@ export class ApplyRun {
   private async rollbackGroup(): Promise<void> {
     const g = this.group;
     this.group = null;
+    this.pending = [];
+    this.pendingShape = '';
     if (g?.open && this.client) await this.client.query('ROLLBACK').catch(() => undefined);
   }
 

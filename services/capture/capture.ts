@@ -107,6 +107,8 @@ export class CaptureRun {
   private groupRows = 0;
   private groupEvents: { change: number; control: number; bytes: number } = { change: 0, control: 0, bytes: 0 };
   private lingerTimer: NodeJS.Timeout | null = null;
+  /** The linger passed while a transaction was arriving: close the group at its commit. */
+  private lingerExpired = false;
   private statusTimer: NodeJS.Timeout | null = null;
   private heartbeatTimer: NodeJS.Timeout | null = null;
   private lagTimer: NodeJS.Timeout | null = null;
@@ -247,10 +249,6 @@ export class CaptureRun {
   }
 
   private async publish(ev: CaptureEvent): Promise<void> {
-    if (this.lingerTimer) {
-      clearTimeout(this.lingerTimer);
-      this.lingerTimer = null;
-    }
     const m = await this.encoder.encode(ev);
     await this.publisher.add(m);
     if (ev.kind === 'change') this.groupEvents.change++;
@@ -268,15 +266,18 @@ export class CaptureRun {
     this.groupEnd = end.endLsn;
     this.groupTxns++;
     const b = this.deps.cfg.capture.batch;
-    if (this.groupTxns >= b.maxTransactions || this.groupRows >= b.maxRows || b.lingerMs === 0) {
+    // The linger runs from the first transaction of the group: under steady load a group
+    // closes after lingerMs at the latest, so latency stays bounded by it.
+    if (this.groupTxns >= b.maxTransactions || this.groupRows >= b.maxRows || b.lingerMs === 0 || this.lingerExpired) {
       await this.commitGroupAndAck(true);
     } else if (!this.lingerTimer) {
       this.lingerTimer = setTimeout(() => {
         this.lingerTimer = null;
         void this.serial(async () => {
           // The next transaction may have started (and sent events) since the timer fired:
-          // a Kafka transaction holds whole source transactions only; its COMMIT closes the group.
+          // a Kafka transaction holds whole source transactions only, so that one's COMMIT closes the group.
           if (!this.builder.inTransaction) await this.commitGroupAndAck(true);
+          else this.lingerExpired = true;
         }).catch((e: Error) => this.fail(e));
       }, b.lingerMs);
     }
@@ -289,6 +290,7 @@ export class CaptureRun {
       clearTimeout(this.lingerTimer);
       this.lingerTimer = null;
     }
+    this.lingerExpired = false;
     const end = this.groupEnd;
     await this.publisher.commit();
     const m = this.deps.metrics;

@@ -59,9 +59,13 @@ async function oneOp(c: pg.Client, schema: string, side: number, l: Ledger): Pro
     let to = lo + rnd(hi - lo) - 1;
     if (to === from) to = from === hi ? lo : from + 1;
     const amount = (rnd(5000) / 100).toFixed(2);
+    // Lower id first: two writers moving money between the same accounts never deadlock.
+    const steps: [string, number][] = [[`-${amount}`, from], [amount, to]];
+    steps.sort((x, y) => x[1] - y[1]);
     await c.query('BEGIN');
-    await c.query(`UPDATE ${s}.accounts SET balance = balance - $1, version = version + 1, updated_at = clock_timestamp() WHERE id = $2`, [amount, from]);
-    await c.query(`UPDATE ${s}.accounts SET balance = balance + $1, version = version + 1, updated_at = clock_timestamp() WHERE id = $2`, [amount, to]);
+    for (const [delta, id] of steps) {
+      await c.query(`UPDATE ${s}.accounts SET balance = balance + $1::numeric, version = version + 1, updated_at = clock_timestamp() WHERE id = $2`, [delta, id]);
+    }
     await c.query('COMMIT');
     l.transfers++;
   } else if (roll < 0.8) {
