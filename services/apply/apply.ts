@@ -232,13 +232,14 @@ export class ApplyRun {
       if (cluster) names.set(Number(o.id), cluster);
     }
     this.writer = new RowWriter(client, cfg, direction.id, direction.to, names);
-    const p = await client.query<{ partition: number; next_offset: string; commit_lsn: string }>(
+    // The session returns every value as text (RAW_TYPES): partition is "0", not 0.
+    const p = await client.query<{ partition: string; next_offset: string; commit_lsn: string }>(
       'SELECT partition, next_offset::text, commit_lsn::text FROM cdc.apply_progress WHERE pipeline = $1 AND direction = $2',
       [cfg.pipeline, direction.id],
     ).catch((err: unknown) => {
       throw new PgBridgeError('CONNECTION', `cdc.apply_progress is not readable on ${direction.to} (run pgbridge setup): ${errorMessage(err)}`, { retriable: false, cause: err });
     });
-    for (const row of p.rows) this.stored.set(row.partition, { nextOffset: BigInt(row.next_offset), commitLsn: parseLsn(row.commit_lsn) });
+    for (const row of p.rows) this.stored.set(Number(row.partition), { nextOffset: BigInt(row.next_offset), commitLsn: parseLsn(row.commit_lsn) });
     const w = await client.query<{ table_name: string; lsn: string }>('SELECT table_name, lsn::text FROM cdc.table_watermarks WHERE pipeline = $1 AND direction = $2', [cfg.pipeline, direction.id]);
     for (const row of w.rows) this.watermarks.set(row.table_name, parseLsn(row.lsn));
     if (cfg.apply.deadLetterTopic) {
@@ -390,7 +391,9 @@ export class ApplyRun {
       // In memory only once committed would be stricter; a rollback replays the event, which sets it again.
       this.watermarks.set(ev.id, lsn);
     }
-    this.advance(pos, ev.last, ev.commitLsn, ev.commitTs);
+    // Snapshot rows and watermarks do not move the stored source position: a resync taken
+    // "now" must not make streamed transactions still on their way look applied (INV-4).
+    this.advance(pos, ev.last, snapshotRow ? null : ev.commitLsn, snapshotRow ? null : ev.commitTs);
     const b = this.deps.cfg.apply.batch;
     if (!g.inTxn && (g.txns >= b.maxTransactions || g.rows + this.pending.length >= b.maxRows)) {
       const replay = await this.flushInserts();

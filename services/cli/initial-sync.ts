@@ -245,67 +245,31 @@ export async function initialSync(cfg: PipelineConfig, log: Logger, opts: SyncOp
           continue;
         }
         let lastKey: string[] | null = st.last_key ? (JSON.parse(st.last_key) as string[]) : null;
-        const cols = def.columns;
-        const select = cols.map((c) => `${qi(c.name)}::text`).join(', ');
-        const selectX = cols.map((c) => `x.${qi(c.name)}::text`).join(', ');
-        const keyCols = pk.length ? pk : null;
-        let chunk = 0;
-        if (!keyCols && rowsDone > 0) {
+        if (pk.length === 0 && rowsDone > 0) {
           // A table without a primary key cannot be resumed by key: start it again, first
           // emptying what the interrupted run loaded on the destination.
           await publishOne(publisher, encoder, { kind: 'change', table: def, relationOid: 0, op: 't', before: null, after: null, key: null, unchanged: [], lsn: consistent, snapshot: true, txn: { xid: 0, commitLsn: consistent, commitTimeUs: snapTs, origin: fwd.from }, index: 0, last: true });
           rowsDone = 0;
           bytesDone = 0;
+          lastKey = null;
         }
-        const cursor = `pgb_snap_${chunk}`;
         // Read entirely in this run's snapshot (not continued from an earlier one)?
         const readWhole = rowsDone === 0;
-        if (!keyCols) await reader.query(`DECLARE ${cursor} NO SCROLL CURSOR FOR SELECT ${select} FROM ${qt(t.schema, t.table)}`);
-        for (;;) {
-          // Arrays, not objects: column names like "1" would be reordered as object keys.
-          let rows: (string | null)[][];
-          if (keyCols) {
-            // Qualified with the table alias: a bare name in ORDER BY would pick the ::text output column.
-            const order = keyCols.map((k) => `x.${qi(k.name)}`).join(', ');
-            const where = lastKey ? `WHERE (${order}) > (${keyCols.map((k, i) => `$${i + 1}::${k.typeName}`).join(', ')})` : '';
-            const keySel = keyCols.map((k) => `x.${qi(k.name)}::text`).join(', ');
-            rows = (await reader.query({ text: `SELECT ${selectX}, ${keySel} FROM ${qt(t.schema, t.table)} x ${where} ORDER BY ${order} LIMIT ${chunkRows}`, values: lastKey ?? [], rowMode: 'array' })).rows;
-          } else {
-            rows = (await reader.query({ text: `FETCH ${chunkRows} FROM ${cursor}`, rowMode: 'array' })).rows;
-          }
-          if (rows.length === 0) break;
-          let bytes = 0;
-          for (const [i, rawRow] of rows.entries()) {
-            const after: Row = {};
-            cols.forEach((c, ci) => {
-              const v = rawRow[ci];
-              if (v === null || v === undefined) after[c.name] = null;
-              else {
-                bytes += v.length;
-                after[c.name] = fromPgText(kindOfType(c.typeOid), v);
-              }
-            });
-            const key: Row | null = def.columns.some((c) => c.key) ? Object.fromEntries(def.columns.filter((c) => c.key).map((c) => [c.name, after[c.name] ?? null])) : null;
-            const ev: ChangeEvent = { kind: 'change', table: def, relationOid: 0, op: 'r', before: null, after, key, unchanged: [], lsn: consistent, snapshot: true, txn: { xid: 0, commitLsn: consistent, commitTimeUs: snapTs, origin: fwd.from }, index: i, last: i === rows.length - 1 };
-            await publisher.add(await encoder.encode(ev));
+        for await (const chunk of tableChunks(reader, t, def, pk, chunkRows, lastKey)) {
+          for (const [i, after] of chunk.rows.entries()) {
+            await publisher.add(await encoder.encode(snapshotRow(def, after, consistent, snapTs, fwd.from, i, i === chunk.rows.length - 1)));
           }
           await publisher.commit();
-          rowsDone += rows.length;
-          bytesDone += bytes;
-          totalRows += rows.length;
-          totalBytes += bytes;
-          if (keyCols) {
-            const lastRow = rows[rows.length - 1]!;
-            lastKey = keyCols.map((_, i) => lastRow[cols.length + i] as string);
-          }
+          rowsDone += chunk.rows.length;
+          bytesDone += chunk.bytes;
+          totalRows += chunk.rows.length;
+          totalBytes += chunk.bytes;
+          lastKey = chunk.lastKey;
           // Recorded only after Kafka committed the chunk: a restart never skips an unpublished chunk.
           await control.query('UPDATE cdc.snapshot_progress SET last_key = $2::jsonb, rows_done = $3, bytes_done = $4, updated_at = clock_timestamp() WHERE table_name = $1 AND pipeline = $5', [name, JSON.stringify(lastKey), rowsDone, bytesDone, cfg.pipeline]);
           opts.onProgress?.(report(false));
-          await throttle.take(rows.length, bytes);
-          chunk++;
-          if (rows.length < chunkRows) break;
+          await throttle.take(chunk.rows.length, chunk.bytes);
         }
-        if (!keyCols) await reader.query(`CLOSE ${cursor}`);
         if (resumeLsn && readWhole) {
           await publishOne(publisher, encoder, { kind: 'control', control: 'watermark', id: name, payload: resumeLsn, lsn: consistent, txn: { xid: 0, commitLsn: consistent, commitTimeUs: snapTs, origin: fwd.from }, index: 0, last: true });
         }
@@ -327,6 +291,66 @@ export async function initialSync(cfg: PipelineConfig, log: Logger, opts: SyncOp
   } finally {
     await repl?.end().catch(() => undefined);
     await control.end().catch(() => undefined);
+  }
+}
+
+/** A row read by initial sync or resync, as an op=r event. */
+function snapshotRow(def: TableDef, after: Row, lsn: Lsn, ts: bigint, origin: string, index: number, last: boolean): ChangeEvent {
+  const key: Row | null = def.columns.some((c) => c.key) ? Object.fromEntries(def.columns.filter((c) => c.key).map((c) => [c.name, after[c.name] ?? null])) : null;
+  return { kind: 'change', table: def, relationOid: 0, op: 'r', before: null, after, key, unchanged: [], lsn, snapshot: true, txn: { xid: 0, commitLsn: lsn, commitTimeUs: ts, origin }, index, last };
+}
+
+interface Chunk {
+  readonly rows: Row[];
+  readonly bytes: number;
+  /** Primary key of the last row, as text (null for tables without one). */
+  readonly lastKey: string[] | null;
+}
+
+/**
+ * Reads a table in primary-key order, chunk by chunk, after `startAfter`; tables without a
+ * primary key are read with a cursor. Values are read as PostgreSQL text and typed like capture does.
+ */
+async function* tableChunks(reader: pg.Client, t: SelectedTable, def: TableDef, pk: ColumnInfo[], chunkRows: number, startAfter: string[] | null, filter?: string): AsyncGenerator<Chunk> {
+  const cols = def.columns;
+  // Qualified with the table alias: a bare name in ORDER BY would pick the ::text output column.
+  const selectX = cols.map((c) => `x.${qi(c.name)}::text`).join(', ');
+  const cursor = 'pgb_snapshot';
+  const rowFilter = filter ? `(${filter})` : 'true';
+  if (pk.length === 0) await reader.query(`DECLARE ${cursor} NO SCROLL CURSOR FOR SELECT ${selectX} FROM ${qt(t.schema, t.table)} x WHERE ${rowFilter}`);
+  let lastKey = startAfter;
+  try {
+    for (;;) {
+      // Arrays, not objects: column names like "1" would be reordered as object keys.
+      let rows: (string | null)[][];
+      if (pk.length) {
+        const order = pk.map((k) => `x.${qi(k.name)}`).join(', ');
+        const where = `WHERE ${rowFilter}${lastKey ? ` AND (${order}) > (${pk.map((k, i) => `$${i + 1}::${k.typeName}`).join(', ')})` : ''}`;
+        const keySel = pk.map((k) => `x.${qi(k.name)}::text`).join(', ');
+        rows = (await reader.query({ text: `SELECT ${selectX}, ${keySel} FROM ${qt(t.schema, t.table)} x ${where} ORDER BY ${order} LIMIT ${chunkRows}`, values: lastKey ?? [], rowMode: 'array' })).rows;
+      } else {
+        rows = (await reader.query({ text: `FETCH ${chunkRows} FROM ${cursor}`, rowMode: 'array' })).rows;
+      }
+      if (rows.length === 0) return;
+      let bytes = 0;
+      const out = rows.map((raw) => {
+        const after: Row = {};
+        cols.forEach((c, ci) => {
+          const v = raw[ci];
+          if (v === null || v === undefined) after[c.name] = null;
+          else {
+            bytes += v.length;
+            after[c.name] = fromPgText(kindOfType(c.typeOid), v);
+          }
+        });
+        return after;
+      });
+      if (pk.length) lastKey = pk.map((_, i) => rows[rows.length - 1]![cols.length + i] as string);
+      yield { rows: out, bytes, lastKey };
+      if (rows.length < chunkRows) return;
+    }
+  } finally {
+    if (pk.length === 0) await reader.query(`CLOSE ${cursor}`).catch(() => undefined);
   }
 }
 
@@ -359,4 +383,77 @@ export function formatProgress(p: TableProgress): string {
   const bar = '#'.repeat(Math.round(frac * width)).padEnd(width, '.');
   const eta = p.done ? 'done' : p.etaSeconds === null ? 'eta -' : `eta ${p.etaSeconds} s`;
   return `${p.table.padEnd(30)} [${bar}] ${String(p.rowsDone).padStart(9)} / ${String(p.rowsEstimate).padEnd(9)} ${String(p.rowsPerSecond).padStart(7)} rows/s  ${eta}`;
+}
+
+export interface ResyncReport {
+  readonly table: string;
+  readonly from: string;
+  readonly rows: number;
+  readonly seconds: number;
+  readonly watermark: string;
+}
+
+/**
+ * `pgbridge resync --table s.t`: re-reads one table from a source while both directions stay
+ * live, and writes it through the normal apply path (conflict policy and origins apply; the
+ * destination is not truncated, so rows that exist only there stay).
+ *
+ * A temporary slot gives a snapshot and its exact WAL position W. All rows and then a
+ * watermark (table, W) go out in ONE Kafka transaction, so apply sees all of them or none:
+ * streamed changes of the table from before W that arrive later are skipped (the rows already
+ * hold them), changes from after W are applied as usual. A streamed change from after W that
+ * apply wrote before the resync rows arrived is newer than them: last-writer-wins keeps it
+ * (the rows carry the snapshot time); `overwrite` would put the older row back until the
+ * next change of that row, `ignore` leaves existing rows alone.
+ *
+ * Limit (two-way): a row that the destination deleted itself while its delete had not yet
+ * reached the source when the snapshot was taken comes back on the destination (there is no
+ * tombstone to say it was deleted), and the source then applies the delete: the two differ
+ * for that row. Resync rows the source owns (`where`, e.g. by id range or owner column), or
+ * pause deletes of that table on the destination while it runs.
+ */
+export async function resyncTable(cfg: PipelineConfig, table: string, log: Logger, opts: { from?: string; chunkRows?: number; where?: string; onProgress?: (rows: number) => void } = {}): Promise<ResyncReport> {
+  const t0 = Date.now();
+  const from = opts.from ?? cfg.directions[0].from;
+  const dir = cfg.directions.find((d) => d.from === from);
+  if (!dir) throw new PgBridgeError('CONFIG_INVALID', `no cluster "${from}" in this pipeline`);
+  const src = cfg.clusters[from]!;
+  const slot = `${slotName(cfg, from)}_resync`;
+  const repl = new pg.Client({ ...clientConfig(src, 'pgbridge-resync-snapshot'), replication: 'database' } as pg.ClientConfig);
+  const reader = await connect(src, 'pgbridge-resync-reader');
+  let publisher: KafkaPublisher | null = null;
+  try {
+    const tables = await selectedTables(reader, cfg);
+    const t = tables.find((x) => `${x.schema}.${x.table}` === table);
+    if (!t) throw new PgBridgeError('CONFIG_INVALID', `table ${table} is not selected by this pipeline on ${from} (selected: ${tables.map((x) => `${x.schema}.${x.table}`).join(', ') || 'none'})`);
+    // Taken before the slot: every transaction after W commits later than this (one clock).
+    const clock = await reader.query<{ us: string }>(`SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::bigint::text AS us`);
+    const snapTs = BigInt(clock.rows[0]!.us);
+    await repl.connect();
+    const r = await repl.query<{ consistent_point: string; snapshot_name: string }>(`CREATE_REPLICATION_SLOT ${qi(slot)} TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT`);
+    const w = r.rows[0]!.consistent_point;
+    await reader.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    await reader.query(`SET TRANSACTION SNAPSHOT '${r.rows[0]!.snapshot_name}'`);
+    const { def, pk } = await tableDef(reader, t);
+    const encoder = new EventEncoder(new SchemaStore(cfg.registry.url), dir.topic, from, src.database);
+    publisher = new KafkaPublisher(kafkaClient(cfg, `resync-${from}`, log), `pgbridge-${cfg.pipeline}-resync-${from}`, dir.topic);
+    await publisher.connect();
+    const lsn = parseLsn(w);
+    let rows = 0;
+    for await (const chunk of tableChunks(reader, t, def, pk, opts.chunkRows ?? 10_000, null, opts.where)) {
+      for (const [i, after] of chunk.rows.entries()) {
+        await publisher.add(await encoder.encode(snapshotRow(def, after, lsn, snapTs, from, i, i === chunk.rows.length - 1)));
+      }
+      rows += chunk.rows.length;
+      opts.onProgress?.(rows);
+    }
+    await publisher.add(await encoder.encode({ kind: 'control', control: 'watermark', id: table, payload: w, lsn, txn: { xid: 0, commitLsn: lsn, commitTimeUs: snapTs, origin: from }, index: 0, last: true }));
+    await publisher.commit();
+    await reader.query('COMMIT');
+    return { table, from, rows, seconds: (Date.now() - t0) / 1000, watermark: w };
+  } finally {
+    await publisher?.disconnect();
+    await reader.end().catch(() => undefined);
+    await repl.end().catch(() => undefined);
+  }
 }

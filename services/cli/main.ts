@@ -73,6 +73,24 @@ export function program(): Command {
         `(${Math.round(report.rows / Math.max(report.seconds, 0.001))} rows/s, ${(mb / Math.max(report.seconds, 0.001)).toFixed(1)} MB/s); streaming starts at ${report.consistentLsn}. Now start the services (pgbridge run).`);
     });
 
+  withConfig(p.command('resync').description('re-read one table from a source while both directions run, through the normal apply path'))
+    .requiredOption('--table <schema.table>', 'table to re-read')
+    .option('--from <cluster>', 'source cluster (default: the forward direction\'s source)')
+    .option('--chunk-rows <n>', 'rows per read', '10000')
+    .option('--where <sql>', 'only rows matching this condition (SQL on the table, read on the source)')
+    .action(async (o) => {
+      const { cfg } = config(o);
+      const { resyncTable } = await import('./initial-sync.js');
+      const r = await resyncTable(cfg, o.table, createLogger('cli', 'warn'), {
+        from: o.from,
+        where: o.where,
+        chunkRows: Number(o.chunkRows),
+        onProgress: (n) => process.stdout.isTTY && process.stdout.write(`\r\x1b[K${o.table}: ${n} rows`),
+      });
+      if (process.stdout.isTTY) process.stdout.write('\r\x1b[K');
+      console.log(`resync of ${r.table} from ${r.from}: ${r.rows} rows in ${r.seconds.toFixed(1)} s, watermark ${r.watermark}; apply takes it from there (pgbridge status)`);
+    });
+
   withConfig(p.command('capture').description('run the capture service of one cluster'))
     .requiredOption('--cluster <name>', 'cluster to capture')
     .option('--metrics-port <port>', 'port of /healthz, /readyz, /metrics')
