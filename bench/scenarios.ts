@@ -7,7 +7,16 @@ import { spawn } from 'node:child_process';
 import { since, uniqueId, withBoth, db, endpoint, scalar, type Db, type Side } from './env.js';
 import { percentile, ratio, waitForRows, type Expectation } from './measure.js';
 import { awaitLauncher, createLink, dropLink, enableLinks, type NativeLink } from './native.js';
-import { createPipeline, releasePipeline, startServices, watchPublished, type BridgePipeline, type Services } from './pgbridge.js';
+import { createPipeline, releasePipeline, startServices, watchPublished, benchLog, type BridgePipeline, type Services } from './pgbridge.js';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { initialSync } from '../services/cli/initial-sync.js';
+import { parseConfig } from '../shared/config.js';
+import { endpointsOf, stackSettings } from '../infra/stack/settings.js';
+
+const benchEndpoints = endpointsOf(stackSettings());
 import {
   arrivalTimes, createLatencyTable, createThroughputTables, dropSchema, qname, rowsPerTransaction,
   sourceCommitTimes, writeBacklog, writePaced, writeWarmupRow, type Shape,
@@ -254,8 +263,9 @@ function libpqArgs(s: Side): string {
 }
 
 /**
- * Scenario 5: a full copy of one n-row table from a to b by PostgreSQL's own tools. pgbridge
- * has no initial sync yet, so its row says so instead of a number.
+ * Scenario 5: a full copy of one n-row table from a to b: PostgreSQL's own tools, and
+ * pgbridge's initial sync (schema, rows through Kafka as op=r events, apply loading them)
+ * timed until the destination holds every row.
  */
 export async function fullSync(n: number): Promise<FullSyncResult> {
   const id = uniqueId();
@@ -286,6 +296,8 @@ export async function fullSync(n: number): Promise<FullSyncResult> {
       // COPY TO STDOUT | COPY FROM STDIN into the pre-created table (index maintained while loading).
       await createThroughputTables(b, schema, ['t_a']);
       await timed('COPY TO STDOUT | COPY FROM STDIN', `psql -X -q -v ON_ERROR_STOP=1 ${libpqArgs('a')} -c 'COPY ${qname(schema, 't_a')} TO STDOUT' | psql -X -q -v ON_ERROR_STOP=1 ${libpqArgs('b')} -c 'COPY ${qname(schema, 't_a')} FROM STDIN'`);
+      await dropSchema(b, schema);
+      runs.push(await pgbridgeFullSync(id, schema, n, count));
     } finally {
       await dropSchema(a, schema).catch(() => undefined);
       await dropSchema(b, schema).catch(() => undefined);
@@ -293,6 +305,44 @@ export async function fullSync(n: number): Promise<FullSyncResult> {
   });
   const base = runs.find((r) => r.method.startsWith('pg_dump'))?.rowsPerSec;
   const withRatio = runs.map((r) => (r.rowsPerSec !== undefined && base ? { ...r, ratio: r.rowsPerSec / base } : r));
-  withRatio.push({ method: 'pgbridge initial sync', note: 'not available yet' });
   return { rows: n, runs: withRatio };
+}
+
+/** pgbridge sync (schema + data into Kafka), then apply a→b until b holds all n rows. */
+async function pgbridgeFullSync(id: string, schema: string, n: number, count: () => Promise<number>): Promise<CopyRun> {
+  const method = 'pgbridge initial sync (via Kafka)';
+  const input = {
+    pipeline: `bench_fs_${id}`.slice(0, 40),
+    clusters: Object.fromEntries((['a', 'b'] as const).map((s) => [s, { host: endpoint(s).host, port: endpoint(s).port, user: endpoint(s).user, database: endpoint(s).database }])),
+    kafka: { brokers: [...benchEndpoints.kafkaBrokers] },
+    registry: { url: benchEndpoints.registryUrl },
+    selection: { schemas: [schema] },
+    metrics: { basePort: 0 },
+  };
+  const dir = mkdtempSync(join(tmpdir(), `pgbridge-bench-fs-${id}-`));
+  const file = join(dir, 'pipeline.yaml');
+  writeFileSync(file, stringify(input));
+  const cfg = parseConfig(input, file);
+  const p: BridgePipeline = { cfg, file, dir, cluster: { a: 'a', b: 'b' } };
+  let services: Services | null = null;
+  try {
+    const t0 = performance.now();
+    const report = await initialSync(cfg, benchLog, { chunkRows: 20_000 });
+    const published = since(t0);
+    services = startServices(p, { captures: [], applies: ['a-b'] });
+    for (;;) {
+      services.check();
+      if ((await count().catch(() => 0)) >= n) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const s = since(t0);
+    const mb = report.bytes / 1024 / 1024;
+    return { method, seconds: s, rowsPerSec: n / s, note: `${(mb / s).toFixed(1)} MB/s of row text; in Kafka after ${published.toFixed(2)} s; apply peak ${services.peakMib('apply')} MiB` };
+  } catch (err) {
+    process.stderr.write(`bench: ${method} failed: ${errorText(err)}\n`);
+    return { method, note: `failed: ${errorText(err).split('\n')[0]}` };
+  } finally {
+    await services?.stop();
+    await releasePipeline(p).catch(() => undefined);
+  }
 }
