@@ -13,6 +13,11 @@ function kafkaLogCreator(log: Logger) {
     ({ level, log: entry }: LogEntry) => {
       const { message, ...rest } = entry;
       const fields = { kafkajs: rest };
+      // Expected right after a transaction commit; kafkajs retries it at once (see KafkaPublisher).
+      if (/concurrent operation on the same transaction|Limiting retries for the idempotent producer/.test(`${message} ${String((rest as { error?: unknown }).error ?? '')}`)) {
+        log.debug(fields, `kafkajs: ${message}`);
+        return;
+      }
       if (level === logLevel.ERROR) log.warn(fields, `kafkajs: ${message}`);
       else if (level === logLevel.WARN) log.warn(fields, `kafkajs: ${message}`);
       else log.debug(fields, `kafkajs: ${message}`);

@@ -494,8 +494,8 @@ export class ApplyRun {
     for (const cf of g.conflicts) m.conflicts.inc({ kind: cf.kind, resolution: cf.resolution });
     const ts = g.heartbeatTs ?? g.lastCommitTs;
     if (ts !== null) m.lagSeconds.set(Math.max(0, Date.now() / 1000 - Number(ts) / 1e6));
-    // Advisory only: the stored position above is what restarts use.
-    await this.consumer?.commitOffsets([{ topic: this.deps.direction.topic, partition: g.partition, offset: next.toString() }]).catch((err: unknown) => {
+    // Advisory only, so not awaited: the stored position above is what restarts use (INV-3).
+    void this.consumer?.commitOffsets([{ topic: this.deps.direction.topic, partition: g.partition, offset: next.toString() }]).catch((err: unknown) => {
       this.log.warn({ err: errorMessage(err) }, 'Kafka offset commit failed (the stored position is authoritative)');
     });
   }

@@ -33,6 +33,10 @@ export class KafkaPublisher {
       transactionalId: this.transactionalId,
       transactionTimeout: this.transactionTimeoutMs,
       allowAutoTopicCreation: false,
+      // Right after a commit the broker may answer the next transaction's first request with
+      // CONCURRENT_TRANSACTIONS while it writes the markers; kafkajs' default first retry
+      // waits ~300 ms, which dominated latency. Retry quickly and often instead.
+      retry: { initialRetryTime: 10, maxRetryTime: 2_000, retries: 20 },
     });
     // connect() runs InitProducerId: it fences an older instance with the same transactional
     // id and aborts whatever transaction it left open (crash recovery).
