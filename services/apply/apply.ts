@@ -125,7 +125,8 @@ export class ApplyRun {
         readUncommitted: false,
         maxWaitTimeInMs: 50,
         maxBytesPerPartition: 4 * 1024 * 1024,
-        sessionTimeout: 30_000,
+        // After a crash the group waits this long before a new instance gets the partition.
+        sessionTimeout: 10_000,
         heartbeatInterval: 3_000,
         allowAutoTopicCreation: false,
       });
