@@ -74,8 +74,10 @@ function positive(env: NodeJS.ProcessEnv, name: string, fallback: number): numbe
  */
 export function stackSettings(env: NodeJS.ProcessEnv = process.env, cwd: string = process.cwd()): StackSettings {
   const host = '127.0.0.1';
-  const pgA = port(env, 'PGBRIDGE_PG_A_PORT', 55432);
-  const pgB = port(env, 'PGBRIDGE_PG_B_PORT', 55433);
+  // Defaults sit below Linux's ephemeral range (32768-60999): a port in it can be taken for a
+  // moment by any outgoing connection's local end, and the server would then fail to bind.
+  const pgA = port(env, 'PGBRIDGE_PG_A_PORT', 15432);
+  const pgB = port(env, 'PGBRIDGE_PG_B_PORT', 15433);
   const kafkaPort = port(env, 'PGBRIDGE_KAFKA_PORT', 19092);
   const kafkaControllerPort = port(env, 'PGBRIDGE_KAFKA_CONTROLLER_PORT', kafkaPort + 1);
   const registryPort = port(env, 'PGBRIDGE_REGISTRY_PORT', 18081);

@@ -187,7 +187,8 @@ async function pgUp(s: StackSettings, c: ClusterName, say: Say): Promise<void> {
     if (r.status !== 0) throw new StackError(service, `initdb failed:\n${r.stderr || r.stdout}`);
     appendFileSync(join(data, 'postgresql.conf'), postgresConf(s.pg[c]));
   }
-  const r = run(join(bin, 'pg_ctl'), ['-D', data, '-l', log, '-w', '-t', '60', 'start'], { asPostgres: true });
+  // The port on the command line wins over postgresql.conf: moving PGBRIDGE_PG_*_PORT later works.
+  const r = run(join(bin, 'pg_ctl'), ['-D', data, '-l', log, '-o', `-p ${s.pg[c].port}`, '-w', '-t', '60', 'start'], { asPostgres: true });
   if (r.status !== 0) throw new StackError(service, `pg_ctl start failed: ${(r.stderr || r.stdout).trim()}; last lines of ${log}:\n${tail(log)}`);
   await waitFor(service, 'answering', 30_000, log, () => pgAnswers(s, c));
   say(`${service}: listening on ${s.pg[c].host}:${s.pg[c].port}`);

@@ -17,7 +17,7 @@ describe('stack lifecycle', () => {
     const s = stackSettings({
       ...process.env,
       PGBRIDGE_STACK_DIR: join(dir, 'state'),
-      PGBRIDGE_PG_A_PORT: '56432', PGBRIDGE_PG_B_PORT: '56433',
+      PGBRIDGE_PG_A_PORT: '16432', PGBRIDGE_PG_B_PORT: '16433',
       PGBRIDGE_KAFKA_PORT: '29092', PGBRIDGE_KAFKA_CONTROLLER_PORT: '29093', PGBRIDGE_REGISTRY_PORT: '28081',
     });
     const lines: string[] = [];
@@ -45,10 +45,10 @@ describe('stack lifecycle', () => {
     chmodSync(dir, 0o755); // initdb runs as postgres when the tests run as root
     // Kafka's port is held by the shared stack's PostgreSQL: kafka must refuse to start.
     const shared = stackSettings();
-    const s = stackSettings({ ...process.env, PGBRIDGE_STACK_DIR: join(dir, 'state'), PGBRIDGE_PG_A_PORT: '56532', PGBRIDGE_PG_B_PORT: '56533', PGBRIDGE_KAFKA_PORT: String(shared.pg.a.port), PGBRIDGE_KAFKA_CONTROLLER_PORT: '29193', PGBRIDGE_REGISTRY_PORT: '28181' });
+    const s = stackSettings({ ...process.env, PGBRIDGE_STACK_DIR: join(dir, 'state'), PGBRIDGE_PG_A_PORT: '16532', PGBRIDGE_PG_B_PORT: '16533', PGBRIDGE_KAFKA_PORT: String(shared.pg.a.port), PGBRIDGE_KAFKA_CONTROLLER_PORT: '29193', PGBRIDGE_REGISTRY_PORT: '28181' });
     try {
-      await expect(up(s)).rejects.toThrow(/^kafka: port 55432 is taken by another process; set PGBRIDGE_KAFKA_PORT/);
-      expect(readFileSync(join(dir, 'state', 'pg-a', 'data', 'postgresql.conf'), 'utf8')).toMatch(/port = 56532/);
+      await expect(up(s)).rejects.toThrow(/^kafka: port 15432 is taken by another process; set PGBRIDGE_KAFKA_PORT/);
+      expect(readFileSync(join(dir, 'state', 'pg-a', 'data', 'postgresql.conf'), 'utf8')).toMatch(/port = 16532/);
     } finally {
       await down(s).catch(() => undefined);
       rmSync(dir, { recursive: true, force: true });

@@ -6,7 +6,7 @@ describe('stack settings', () => {
   it('defaults to loopback ports that do not collide with a system PostgreSQL on 5432', () => {
     const s = stackSettings({ HOME: '/home/u' }, '/proj');
     expect(s.host).toBe('127.0.0.1');
-    expect([s.pg.a.port, s.pg.b.port, s.kafkaPort, s.kafkaControllerPort, s.registryPort]).toEqual([55432, 55433, 19092, 19093, 18081]);
+    expect([s.pg.a.port, s.pg.b.port, s.kafkaPort, s.kafkaControllerPort, s.registryPort]).toEqual([15432, 15433, 19092, 19093, 18081]);
     expect(s.stateDir).toBe('/proj/.stack');
     expect(s.cacheDir.endsWith('/.cache/pgbridge')).toBe(true);
     expect(Object.isFrozen(s)).toBe(true);
@@ -38,7 +38,7 @@ describe('stack settings', () => {
     expect(conf).toMatch(/^wal_level = logical$/m);
     expect(conf).toMatch(/^track_commit_timestamp = on$/m);
     expect(conf).toMatch(/^listen_addresses = '127\.0\.0\.1'$/m);
-    expect(conf).toMatch(/^port = 55432$/m);
+    expect(conf).toMatch(/^port = 15432$/m);
   });
 
   it('configures a single-node KRaft broker whose transactions work with one replica', () => {
@@ -52,12 +52,12 @@ describe('stack settings', () => {
 
   it('formats status as one aligned line per service', () => {
     const text = formatStatus([
-      { service: 'pg-a', healthy: true, pid: 10, listen: '127.0.0.1:55432', detail: 'ok' },
+      { service: 'pg-a', healthy: true, pid: 10, listen: '127.0.0.1:15432', detail: 'ok' },
       { service: 'registry', healthy: false, pid: null, listen: 'http://127.0.0.1:18081/x', detail: 'not answering' },
     ]);
     const lines = text.split('\n');
     expect(lines).toHaveLength(2);
-    expect(lines[0]).toMatch(/^pg-a\s+healthy\s+127\.0\.0\.1:55432\s+pid 10/);
+    expect(lines[0]).toMatch(/^pg-a\s+healthy\s+127\.0\.0\.1:15432\s+pid 10/);
     expect(lines[1]).toMatch(/^registry\s+DOWN\s+http:\/\/127\.0\.0\.1:18081\/x\s+pid -/);
   });
 });
