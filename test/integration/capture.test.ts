@@ -147,3 +147,44 @@ describe('capture (real PostgreSQL, Kafka, registry)', () => {
     expect(odd.source.commitLsn).toBeGreaterThan(docs[2].source.commitLsn);
   });
 });
+
+describe('capture origin tags (real PostgreSQL, Kafka, registry)', () => {
+  it('tags a replication-origin transaction and a cdc.origin-marked one with that origin, others with the local cluster', async () => {
+    const schema = uniqueName('org');
+    const cfg = testConfig(uniqueName('porg'), schema, { capture: { foreignOrigins: 'publish', heartbeatSeconds: 0 } });
+    const a = await pgClient(cfg, 'a');
+    const b = await pgClient(cfg, 'b');
+    let run: CaptureRun | null = null;
+    try {
+      for (const c of [a, b]) await c.query(`CREATE SCHEMA ${schema}; CREATE TABLE ${schema}.t (id int PRIMARY KEY, how text)`);
+      await setup(cfg, testLog);
+      run = new CaptureRun({ cfg, cluster: 'a', kafka: kafkaClient(cfg, 'test-origins', testLog), log: testLog, metrics: captureMetrics(metricsRegistry({})) });
+      void run.run().catch((err: unknown) => console.error('capture run failed', err));
+      await a.query(`INSERT INTO ${schema}.t VALUES (1, 'local')`);
+      // As apply b→a writes: with the replication origin of b on a.
+      await a.query(`SELECT pg_replication_origin_session_setup($1)`, [`cdc_${cfg.pipeline}_b`]);
+      await a.query(`INSERT INTO ${schema}.t VALUES (2, 'replication origin')`);
+      await a.query('SELECT pg_replication_origin_session_reset()');
+      // As apply writes when it cannot use origins: the marker message first in the transaction.
+      await a.query('BEGIN');
+      await a.query(`SELECT pg_logical_emit_message(true, 'cdc.origin', 'b')`);
+      await a.query(`INSERT INTO ${schema}.t VALUES (3, 'marker')`);
+      await a.query('COMMIT');
+      await a.query(`INSERT INTO ${schema}.t VALUES (4, 'local again')`);
+      const evs = changes(await readTopic(cfg, cfg.directions[0].topic, (r) => changes(r).length >= 4));
+      expect(evs.map((e) => [e.after.id, e.after.how, e.origin])).toEqual([
+        [1, 'local', 'a'],
+        [2, 'replication origin', 'b'],
+        [3, 'marker', 'b'],
+        [4, 'local again', 'a'],
+      ]);
+    } finally {
+      await run?.stop();
+      await release(cfg, testLog, { topics: true }).catch(() => undefined);
+      for (const c of [a, b]) {
+        await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch(() => undefined);
+        await c.end();
+      }
+    }
+  });
+});
