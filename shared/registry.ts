@@ -43,8 +43,20 @@ export class SchemaStore {
     const hit = this.registered.get(cacheKey);
     if (hit !== undefined) return hit;
     const id = await this.retrying(`register ${subject}`, async () => {
-      const r = await this.client.register({ type: SchemaType.AVRO, schema: text }, { subject });
-      return r.id;
+      try {
+        const r = await this.client.register({ type: SchemaType.AVRO, schema: text }, { subject });
+        return r.id;
+      } catch (err) {
+        // A retry after a lost response can be refused (seen with Apicurio: "Compatibility does
+        // not match the configuration") although the first attempt registered this very
+        // schema: look it up before calling it an error.
+        const status = statusOf(err);
+        if (status !== undefined && status >= 400 && status < 500) {
+          const found = await this.client.getRegistryIdBySchema(subject, { type: SchemaType.AVRO, schema: text }).catch(() => undefined);
+          if (found !== undefined) return found;
+        }
+        throw err;
+      }
     });
     this.registered.set(cacheKey, id);
     return id;

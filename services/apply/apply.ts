@@ -9,6 +9,7 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import { clusterByName, originCluster, originName, type Direction, type PipelineConfig } from '../../shared/config.js';
 import { PgBridgeError, classifyPgError, errorMessage } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
+import { ServiceRun } from '../../shared/service-run.js';
 import { formatLsn, parseLsn, type Lsn } from '../../shared/lsn.js';
 import { connect } from '../../shared/pg.js';
 import { SchemaStore } from '../../shared/registry.js';
@@ -71,8 +72,8 @@ export interface ApplyDeps {
 
 const LOOPBACK_DEFAULT_MARKER = 'cdc.origin';
 
-export class ApplyRun {
-  private readonly log: Logger;
+export class ApplyRun extends ServiceRun {
+  protected readonly log: Logger;
   private readonly store: SchemaStore;
   private client: pg.Client | null = null;
   private writer: RowWriter | null = null;
@@ -90,23 +91,13 @@ export class ApplyRun {
   private group: Group | null = null;
   /** Offsets sent to the dead-letter topic after a destination rejection, skipped on the replay of their group. */
   private readonly skip = new Set<string>();
-  private chain: Promise<void> = Promise.resolve();
-  private failure: Error | null = null;
-  private stopping = false;
   private consuming = false;
-  private finished!: () => void;
-  private failed!: (err: Error) => void;
-  private readonly done: Promise<void>;
 
   constructor(private readonly deps: ApplyDeps) {
+    super();
     const d = deps.direction;
     this.log = deps.log.child({ direction: d.id, topic: d.topic });
     this.store = new SchemaStore(deps.cfg.registry.url, (what, attempt, err) => this.log.warn({ attempt, err: errorMessage(err) }, `registry: ${what} failed, retrying`), deps.cfg.retry.otherMinutes * 60_000);
-    this.done = new Promise<void>((resolve, reject) => {
-      this.finished = resolve;
-      this.failed = reject;
-    });
-    this.done.catch(() => undefined);
   }
 
   get ready(): boolean {
@@ -164,20 +155,13 @@ export class ApplyRun {
     await this.consumer?.stop().catch(() => undefined);
     await this.serial(() => this.rollbackGroup()).catch(() => undefined);
     await this.close();
-    this.finished();
-    return this.done.catch(() => undefined);
+    return this.finished();
   }
 
-  private fail(err: Error): void {
-    if (this.failure || this.stopping) return;
-    this.failure = err;
-    this.log.error({ err: errorMessage(err), code: (err as { code?: string }).code }, 'run failed');
+  protected async teardownAfterFailure(): Promise<void> {
     this.consuming = false;
-    void (async () => {
-      await this.consumer?.stop().catch(() => undefined);
-      await this.close();
-      this.failed(err);
-    })();
+    await this.consumer?.stop().catch(() => undefined);
+    await this.close();
   }
 
   private async close(): Promise<void> {
@@ -187,15 +171,6 @@ export class ApplyRun {
     this.dlq = null;
     await this.client?.end().catch(() => undefined);
     this.client = null;
-  }
-
-  private serial(fn: () => Promise<void>): Promise<void> {
-    const next = this.chain.then(() => (this.failure ? undefined : fn()));
-    this.chain = next.catch(() => undefined);
-    return next.catch((err: Error) => {
-      this.fail(err);
-      throw err;
-    });
   }
 
   /** Destination session: replica role (no user triggers or FK actions), origin, progress. */

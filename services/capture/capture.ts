@@ -8,6 +8,7 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import { clusterByName, originCluster, slotName, type ClusterConfig, type Direction, type PipelineConfig } from '../../shared/config.js';
 import { PgBridgeError, errorMessage } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
+import { ServiceRun } from '../../shared/service-run.js';
 import { formatLsn, parseLsn, ZERO_LSN, type Lsn } from '../../shared/lsn.js';
 import { clientConfig, connect } from '../../shared/pg.js';
 import { SchemaStore } from '../../shared/registry.js';
@@ -86,7 +87,7 @@ export interface CaptureDeps {
  * run() resolves after a clean stop and rejects with the failure otherwise; a new instance
  * is made for every restart (nothing carries over but what the slot and Kafka hold).
  */
-export class CaptureRun {
+export class CaptureRun extends ServiceRun {
   private readonly cluster: ClusterConfig;
   private readonly slot: string;
   private readonly direction: Direction;
@@ -97,7 +98,7 @@ export class CaptureRun {
   private readonly builder: ChangeBuilder;
   private control: pg.Client | null = null;
   private readonly typeNames = new Map<string, string>();
-  private readonly log: Logger;
+  protected readonly log: Logger;
 
   /** Highest LSN told to the slot. */
   private acked: Lsn = ZERO_LSN;
@@ -113,15 +114,10 @@ export class CaptureRun {
   private heartbeatTimer: NodeJS.Timeout | null = null;
   private lagTimer: NodeJS.Timeout | null = null;
   /** Serializes message handling, group commits and acks. */
-  private chain: Promise<void> = Promise.resolve();
-  private failure: Error | null = null;
-  private finished!: () => void;
-  private failed!: (err: Error) => void;
-  private readonly done: Promise<void>;
   private streaming = false;
-  private stopping = false;
 
   constructor(private readonly deps: CaptureDeps) {
+    super();
     const { cfg, cluster } = deps;
     this.cluster = clusterByName(cfg, cluster);
     this.slot = slotName(cfg, cluster);
@@ -139,12 +135,8 @@ export class CaptureRun {
       originCluster: (name) => originCluster(cfg, name) ?? name,
       typeName: (oid, mod) => this.typeNames.get(`${oid}:${mod}`) ?? String(oid),
       isHeartbeatTable: (s, t) => `${s}.${t}` === heartbeat,
+      pipeline: cfg.pipeline,
     });
-    this.done = new Promise<void>((resolve, reject) => {
-      this.finished = resolve;
-      this.failed = reject;
-    });
-    this.done.catch(() => undefined);
   }
 
   get ready(): boolean {
@@ -206,22 +198,15 @@ export class CaptureRun {
     }
     await this.stream.stop();
     await this.close();
-    this.finished();
-    return this.done.catch(() => undefined);
+    return this.finished();
   }
 
-  private fail(err: Error): void {
-    if (this.failure || this.stopping) return;
-    this.failure = err;
-    this.log.error({ err: errorMessage(err), code: (err as { code?: string }).code }, 'run failed');
+  protected async teardownAfterFailure(): Promise<void> {
     this.streaming = false;
     this.clearTimers();
-    void (async () => {
-      await this.stream.stop();
-      await this.publisher.abort();
-      await this.close();
-      this.failed(err);
-    })();
+    await this.stream.stop();
+    await this.publisher.abort();
+    await this.close();
   }
 
   private clearTimers(): void {
@@ -233,12 +218,6 @@ export class CaptureRun {
     await this.publisher.disconnect();
     await this.control?.end().catch(() => undefined);
     this.control = null;
-  }
-
-  private serial(fn: () => Promise<void>): Promise<void> {
-    const next = this.chain.then(() => (this.failure ? undefined : fn()));
-    this.chain = next.catch(() => undefined);
-    return next;
   }
 
   private async onMessage(msg: PgoutputMessage, lsn: Lsn): Promise<void> {

@@ -65,6 +65,8 @@ export interface BuilderOptions {
   /** Type name for the pg.type attribute (format_type). */
   readonly typeName: (oid: number, typmod: number) => string;
   readonly isHeartbeatTable: (schema: string, table: string) => boolean;
+  /** Pipeline name: the heartbeat rows of other pipelines are not ours to publish. */
+  readonly pipeline: string;
 }
 
 export const ORIGIN_MESSAGE_PREFIX = 'cdc.origin';
@@ -176,6 +178,9 @@ export class ChangeBuilder {
     const rel = msg.relation;
     if (this.opts.isHeartbeatTable(rel.schema, rel.table)) {
       if (msg.tag === 'delete') return { events: [], end: null };
+      // cdc.heartbeat is shared by every pipeline on the cluster: only our own row is a heartbeat.
+      const p = rel.columns.findIndex((c) => c.name === 'pipeline');
+      if (p < 0 || msg.newTuple[p] !== this.opts.pipeline) return { events: [], end: null };
       return this.emit({ kind: 'control', control: 'heartbeat', id: null, payload: null, lsn, txn: this.context(), index: 0, last: false });
     }
     const table = this.table(rel);

@@ -1,0 +1,56 @@
+/**
+ * The life of one run of a service (a capture or an apply): work is serialized, the first
+ * failure wins and tears the run down, and `done` settles once: resolved after stop(),
+ * rejected with the failure. A restart is always a new run (nothing carries over but what
+ * the slot, Kafka and the progress table hold).
+ */
+import { errorMessage } from './errors.js';
+import type { Logger } from './log.js';
+
+export abstract class ServiceRun {
+  protected failure: Error | null = null;
+  protected stopping = false;
+  protected readonly done: Promise<void>;
+  private chain: Promise<void> = Promise.resolve();
+  private resolveDone!: () => void;
+  private rejectDone!: (err: Error) => void;
+  protected abstract readonly log: Logger;
+
+  constructor() {
+    this.done = new Promise<void>((resolve, reject) => {
+      this.resolveDone = resolve;
+      this.rejectDone = reject;
+    });
+    this.done.catch(() => undefined);
+  }
+
+  /** Runs fn after all work queued before it; skipped once the run has failed. A failure of fn fails the run. */
+  protected serial(fn: () => Promise<void>): Promise<void> {
+    const next = this.chain.then(() => (this.failure ? undefined : fn()));
+    this.chain = next.catch(() => undefined);
+    return next.catch((err: Error) => {
+      this.fail(err);
+      throw err;
+    });
+  }
+
+  /** Records the first failure, tears the run down, then rejects `done`. Later calls do nothing. */
+  protected fail(err: Error): void {
+    if (this.failure || this.stopping) return;
+    this.failure = err;
+    this.log.error({ err: errorMessage(err), code: (err as { code?: string }).code }, 'run failed');
+    void this.teardownAfterFailure().then(
+      () => this.rejectDone(err),
+      () => this.rejectDone(err),
+    );
+  }
+
+  /** For stop(): resolves `done` and returns it. */
+  protected finished(): Promise<void> {
+    this.resolveDone();
+    return this.done.catch(() => undefined);
+  }
+
+  /** What a failed run closes (connections, producers, timers). */
+  protected abstract teardownAfterFailure(): Promise<void>;
+}
