@@ -6,31 +6,26 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { drainBarrier } from '../../services/cli/barrier.js';
 import { resyncTable } from '../../services/cli/initial-sync.js';
-import { release, setup } from '../../services/cli/setup.js';
 import { formatVerifyReport, verify } from '../../services/cli/verify.js';
-import { runWorkload, workloadSchemaSql } from '../../services/cli/workload.js';
+import { runWorkload } from '../../services/cli/workload.js';
 import type { PipelineConfig } from '../../shared/config.js';
 import { withClient } from '../../shared/pg.js';
-import { testConfig, testLog, uniqueName, waitUntil } from '../support/pipeline.js';
-import { startServices, type Running } from '../support/services.js';
+import { testLog, waitUntil } from '../support/pipeline.js';
+import { workloadPipeline, type Running, type WorkloadPipeline } from '../support/services.js';
 
 describe('resync of one table while both directions run', () => {
-  const schema = uniqueName('rs');
+  let wp: WorkloadPipeline;
   let cfg: PipelineConfig;
+  let schema: string;
   let svc: Running;
 
   beforeAll(async () => {
-    cfg = testConfig(uniqueName('prs'), schema, { conflicts: { policy: 'last-writer-wins' } });
-    for (const [i, c] of cfg.clusterNames.entries()) await withClient(cfg.clusters[c]!, 'test', (cl) => cl.query(workloadSchemaSql(schema, i + 1, 2)));
-    await setup(cfg, testLog);
-    svc = startServices(cfg);
-    await waitUntil('services ready', async () => [...Object.values(svc.captures), ...Object.values(svc.applies)].every((s) => s.run.ready), 60_000);
+    wp = await workloadPipeline('rs');
+    ({ cfg, schema, svc } = wp);
   });
 
   afterAll(async () => {
-    await svc?.stop();
-    await release(cfg, testLog, { topics: true }).catch(() => undefined);
-    for (const c of cfg.clusterNames) await withClient(cfg.clusters[c]!, 'test', (cl) => cl.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`));
+    await wp?.close();
   });
 
   it('repairs the damaged table on b from a, with writers running on both sides, and ends equal', async () => {

@@ -6,35 +6,27 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { drainBarrier } from '../../services/cli/barrier.js';
-import { release, setup } from '../../services/cli/setup.js';
 import { verify, formatVerifyReport } from '../../services/cli/verify.js';
-import { ACCOUNTS, INITIAL_BALANCE, runWorkload, workloadSchemaSql, type Ledger } from '../../services/cli/workload.js';
+import { ACCOUNTS, INITIAL_BALANCE, runWorkload, type Ledger } from '../../services/cli/workload.js';
 import type { PipelineConfig } from '../../shared/config.js';
 import { withClient } from '../../shared/pg.js';
-import { testConfig, testLog, uniqueName, waitUntil } from '../support/pipeline.js';
-import { counter, startServices, type Running } from '../support/services.js';
+import { counter, workloadPipeline, type Running, type WorkloadPipeline } from '../support/services.js';
 
 const SECONDS = Number(process.env.PGBRIDGE_SOAK_SECONDS ?? 60);
 
 describe('two-way soak', () => {
-  const schema = uniqueName('soak');
+  let wp: WorkloadPipeline;
   let cfg: PipelineConfig;
+  let schema: string;
   let svc: Running;
 
   beforeAll(async () => {
-    cfg = testConfig(uniqueName('psoak'), schema, { conflicts: { policy: 'last-writer-wins' } });
-    for (const [i, c] of cfg.clusterNames.entries()) {
-      await withClient(cfg.clusters[c]!, 'soak', (cl) => cl.query(workloadSchemaSql(schema, i + 1, 2)));
-    }
-    await setup(cfg, testLog);
-    svc = startServices(cfg);
-    await waitUntil('services ready', async () => [...Object.values(svc.captures), ...Object.values(svc.applies)].every((s) => s.run.ready), 60_000);
+    wp = await workloadPipeline('soak');
+    ({ cfg, schema, svc } = wp);
   });
 
   afterAll(async () => {
-    await svc?.stop();
-    await release(cfg, testLog, { topics: true }).catch(() => undefined);
-    for (const c of cfg?.clusterNames ?? []) await withClient(cfg.clusters[c]!, 'soak', (cl) => cl.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`));
+    await wp?.close();
   });
 
   it(`converges after ${SECONDS} s of concurrent writes on both clusters, with no loop and nothing lost`, async () => {

@@ -49,3 +49,44 @@ export function startServices(cfg: PipelineConfig, which: { captures?: string[];
     },
   };
 }
+
+export async function waitServicesReady(svc: Running, timeoutMs = 60_000): Promise<void> {
+  const { waitUntil } = await import('./pipeline.js');
+  await waitUntil('services ready', async () => [...Object.values(svc.captures), ...Object.values(svc.applies)].every((s) => s.run.ready), timeoutMs);
+}
+
+export interface WorkloadPipeline {
+  readonly cfg: PipelineConfig;
+  readonly schema: string;
+  readonly svc: Running;
+  /** Stops the services, releases the pipeline and drops the schema on both clusters. */
+  close(): Promise<void>;
+}
+
+/**
+ * The bank-and-orders workload schema (services/cli/workload.ts) on both clusters, a
+ * last-writer-wins pipeline over it, and its four services running and ready.
+ */
+export async function workloadPipeline(prefix: string): Promise<WorkloadPipeline> {
+  const { testConfig, uniqueName } = await import('./pipeline.js');
+  const { workloadSchemaSql } = await import('../../services/cli/workload.js');
+  const { setup, release } = await import('../../services/cli/setup.js');
+  const { withClient } = await import('../../shared/pg.js');
+  const schema = uniqueName(prefix);
+  const cfg = testConfig(uniqueName(`p${prefix}`), schema, { conflicts: { policy: 'last-writer-wins' } });
+  // Odd order ids on the first cluster, even on the second: both insert without colliding.
+  for (const [i, c] of cfg.clusterNames.entries()) await withClient(cfg.clusters[c]!, 'test', (cl) => cl.query(workloadSchemaSql(schema, i + 1, 2)));
+  await setup(cfg, testLog);
+  const svc = startServices(cfg);
+  await waitServicesReady(svc);
+  return {
+    cfg,
+    schema,
+    svc,
+    async close() {
+      await svc.stop();
+      await release(cfg, testLog, { topics: true }).catch(() => undefined);
+      for (const c of cfg.clusterNames) await withClient(cfg.clusters[c]!, 'test', (cl) => cl.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`));
+    },
+  };
+}
