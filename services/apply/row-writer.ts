@@ -10,7 +10,7 @@ import { policyFor, type PipelineConfig } from '../../shared/config.js';
 import { PgBridgeError, errorMessage } from '../../shared/errors.js';
 import { formatLsn } from '../../shared/lsn.js';
 import { qi, qt } from '../../shared/pg.js';
-import { originDiffers, resolve, type ConflictKind, type Resolution, type Stamp } from './conflict-resolver.js';
+import { incomingWins, originDiffers, resolve, type ConflictKind, type Resolution, type Stamp } from './conflict-resolver.js';
 import type { ChangeEvent, Row } from './event-decoder.js';
 
 interface Column {
@@ -248,6 +248,46 @@ export class RowWriter {
     return r.rowCount ?? 0;
   }
 
+  /**
+   * The common case of an update or delete in one statement: it touches the row only when
+   * there is no conflict, i.e. the row was last written by the incoming origin, or earlier
+   * than the incoming change (the same rule as originDiffers, evaluated in the database).
+   * Touching nothing sends the event down the path that reads the row and classifies.
+   * A tie on the timestamp is decided against the local cluster, the only other writer of
+   * a two-cluster pipeline.
+   */
+  private noConflictSql(ev: ChangeEvent, at: number): { sql: string; values: unknown[] } {
+    let roident = -1;
+    if (ev.origin === this.localCluster) roident = 0;
+    for (const [id, name] of this.originNames) if (name === ev.origin) roident = id;
+    const ts = `('epoch'::timestamptz + $${at + 1}::bigint * interval '1 microsecond')`;
+    return {
+      sql: `(SELECT c.roident IS NOT DISTINCT FROM $${at}::oid OR c.timestamp IS NULL OR c.timestamp < ${ts} OR (c.timestamp = ${ts} AND $${at + 2}::boolean)
+             FROM pg_xact_commit_timestamp_origin(x.xmin) c)`,
+      values: [String(roident < 0 ? 4294967295 : roident), ev.commitTs.toString(), ev.origin > this.localCluster],
+    };
+  }
+
+  /** Fast path of update(): primary key unchanged, no conflict. Returns false to take the full path. */
+  private async updateIfNoConflict(t: TableInfo, ev: ChangeEvent, where: Row, after: Row): Promise<boolean> {
+    if (t.key.length === 0 || t.key.some((k) => k in after && toPgParam(after[k])?.toString() !== toPgParam(where[k])?.toString())) return false;
+    const cols = this.writable(t, after, ev.unchanged);
+    if (cols.length === 0) return false;
+    const m = this.match(t, where, cols.length + 1);
+    const nc = this.noConflictSql(ev, cols.length + m.values.length + 1);
+    const r = await this.q(`UPDATE ${t.qname} x SET ${cols.map((c, i) => `${qi(c)} = $${i + 1}`).join(', ')} WHERE ${m.sql} AND ${nc.sql}`, [...cols.map((c) => toPgParam(after[c])), ...m.values, ...nc.values]);
+    return (r.rowCount ?? 0) === 1;
+  }
+
+  /** Fast path of delete(), as updateIfNoConflict. */
+  private async deleteIfNoConflict(t: TableInfo, ev: ChangeEvent, where: Row): Promise<boolean> {
+    if (t.key.length === 0) return false;
+    const m = this.match(t, where, 1);
+    const nc = this.noConflictSql(ev, m.values.length + 1);
+    const r = await this.q(`DELETE FROM ${t.qname} x WHERE ${m.sql} AND ${nc.sql}`, [...m.values, ...nc.values]);
+    return (r.rowCount ?? 0) === 1;
+  }
+
   private async deleteRow(t: TableInfo, where: Row): Promise<number> {
     const m = this.match(t, where, 1);
     const r = await this.q(`DELETE FROM ${t.qname} x WHERE ${m.sql}`, m.values);
@@ -305,6 +345,13 @@ export class RowWriter {
     // The common case costs one statement (no savepoint): ON CONFLICT DO NOTHING covers every unique key.
     if ((await this.insertRow(t, after, [], true)) === 1) return { rows: 1, conflicts: [] };
     const cur = await this.existing(t, after);
+    if (cur && ev.op === 'r') {
+      // An initial-sync or resync row over an existing row is expected, not a conflict: the
+      // policy decides who wins (resync rows carry the time of their read), nothing is recorded.
+      const policy = policyFor(this.cfg, t.schema, t.table);
+      if (policy === 'ignore' || (policy === 'last-writer-wins' && !incomingWins(this.incoming(ev), cur.stamp))) return { rows: 0, conflicts: [] };
+      return this.guarded(t, ev, after, async () => ({ rows: await this.updateRow(t, after, after, []), conflicts: [] }));
+    }
     if (!cur) {
       // Not the primary key: another unique constraint holds a different row.
       const res = await this.conflict(t, ev, 'multiple_unique_conflicts', await this.uniqueHolder(t, after, null), after);
@@ -320,6 +367,7 @@ export class RowWriter {
   private async update(t: TableInfo, ev: ChangeEvent): Promise<WriteResult> {
     const after = ev.after!;
     const where = ev.before ?? after;
+    if (await this.updateIfNoConflict(t, ev, where, after)) return { rows: 1, conflicts: [] };
     const cur = await this.existing(t, where);
     const conflicts: ConflictRecord[] = [];
     if (!cur) {
@@ -368,6 +416,7 @@ export class RowWriter {
 
   private async delete(t: TableInfo, ev: ChangeEvent): Promise<WriteResult> {
     const before = ev.before!;
+    if (await this.deleteIfNoConflict(t, ev, before)) return { rows: 1, conflicts: [] };
     const cur = await this.existing(t, before);
     if (!cur) {
       const res = await this.conflict(t, ev, 'delete_missing', null, before);

@@ -71,12 +71,28 @@ export interface BuilderOptions {
 
 export const ORIGIN_MESSAGE_PREFIX = 'cdc.origin';
 export const BARRIER_MESSAGE_PREFIX = 'cdc.barrier';
+/** Resync chunk watermarks (pgbridge resync): low opens a window, high carries the chunk read inside it. */
+export const RESYNC_LOW_PREFIX = 'cdc.resync.low';
+export const RESYNC_HIGH_PREFIX = 'cdc.resync.high';
+
+/** Payload of a high watermark: the chunk the resync read between its low and high watermarks. */
+export interface ResyncChunk {
+  readonly id: string;
+  readonly pipeline: string;
+  readonly table: TableDef;
+  /** Key column names (primary key) used to match changes seen inside the window. */
+  readonly key: readonly string[];
+  /** Rows as PostgreSQL text, in table.columns order. */
+  readonly rows: readonly (readonly (string | null)[])[];
+}
 
 export class ChangeBuilder {
   private txn: { xid: number; commitLsn: Lsn; commitTimeUs: bigint; origin: string | null; count: number } | null = null;
   private ctx: TxnContext | null = null;
   private held: CaptureEvent | null = null;
   private readonly tables = new Map<number, TableDef>();
+  /** Open resync windows: id → table and the keys changed in the stream since its low watermark. */
+  private readonly windows = new Map<string, { table: string; keys: Set<string> }>();
 
   constructor(private readonly opts: BuilderOptions) {}
 
@@ -115,6 +131,12 @@ export class ChangeBuilder {
         if (msg.prefix === BARRIER_MESSAGE_PREFIX) {
           return this.emit({ kind: 'control', control: 'barrier', id: msg.content.toString('utf8'), payload: null, lsn, txn: this.context(), index: 0, last: false });
         }
+        if (msg.prefix === RESYNC_LOW_PREFIX) {
+          const w = JSON.parse(msg.content.toString('utf8')) as { id: string; pipeline: string; table: string };
+          if (w.pipeline === this.opts.pipeline) this.windows.set(w.id, { table: w.table, keys: new Set() });
+          return { events: [], end: null };
+        }
+        if (msg.prefix === RESYNC_HIGH_PREFIX) return this.resyncChunk(JSON.parse(msg.content.toString('utf8')) as ResyncChunk, lsn);
         return { events: [], end: null };
       }
       case 'insert':
@@ -174,8 +196,52 @@ export class ChangeBuilder {
     return { events: prev ? [prev] : [], end: null };
   }
 
+  /**
+   * DBLog-style resync: the chunk was read between the low and the high watermark. A key that
+   * changed in the stream inside that window is dropped from the chunk (the stream already
+   * carries it, and its chunk row may be older or newer than that change); the other rows go
+   * out here, at the high watermark's place in commit order, so no later change can be
+   * overtaken by an older chunk row and no row deleted meanwhile comes back.
+   */
+  private resyncChunk(chunk: ResyncChunk, lsn: Lsn): { events: CaptureEvent[]; end: null } {
+    const w = this.windows.get(chunk.id);
+    this.windows.delete(chunk.id);
+    if (!w) return { events: [], end: null }; // low watermark not seen (before our start): the resync retries that chunk
+    const out: CaptureEvent[] = [];
+    const keyIdx = chunk.key.map((k) => chunk.table.columns.findIndex((c) => c.name === k));
+    for (const raw of chunk.rows) {
+      if (w.keys.has(JSON.stringify(keyIdx.map((i) => raw[i] ?? null)))) continue;
+      const after: Row = {};
+      chunk.table.columns.forEach((c, i) => {
+        const v = raw[i];
+        after[c.name] = v === null || v === undefined ? null : fromPgText(kindOfType(c.typeOid), v);
+      });
+      const key = keyOf(chunk.table, after);
+      out.push(...this.emit({ kind: 'change', table: chunk.table, relationOid: 0, op: 'r', before: null, after, key, unchanged: [], lsn, txn: this.context(), snapshot: true, index: 0, last: false }).events);
+    }
+    return { events: out, end: null };
+  }
+
+  /** Notes a changed key for every open resync window of this table. */
+  private touch(rel: Relation, tuple: TupleValue[] | null): void {
+    if (!tuple || this.windows.size === 0) return;
+    const name = `${rel.schema}.${rel.table}`;
+    for (const w of this.windows.values()) {
+      if (w.table !== name) continue;
+      const keyCols = rel.columns.map((c, i) => ({ c, i })).filter((x) => x.c.key);
+      w.keys.add(JSON.stringify(keyCols.map((x) => {
+        const v = tuple[x.i];
+        return v === undefined || v === UNCHANGED ? null : v;
+      })));
+    }
+  }
+
   private emitRow(msg: Extract<PgoutputMessage, { tag: 'insert' | 'update' | 'delete' }>, lsn: Lsn): { events: CaptureEvent[]; end: null } {
     const rel = msg.relation;
+    if (this.windows.size) {
+      this.touch(rel, msg.tag === 'insert' ? msg.newTuple : msg.tag === 'update' ? msg.newTuple : msg.oldTuple);
+      if (msg.tag === 'update' && msg.oldTuple) this.touch(rel, msg.oldTuple);
+    }
     if (this.opts.isHeartbeatTable(rel.schema, rel.table)) {
       if (msg.tag === 'delete') return { events: [], end: null };
       // cdc.heartbeat is shared by every pipeline on the cluster: only our own row is a heartbeat.

@@ -29,7 +29,7 @@ import { parseLsn, type Lsn } from '../../shared/lsn.js';
 import { clientConfig, connect, qi, qt } from '../../shared/pg.js';
 import { SchemaStore } from '../../shared/registry.js';
 import { EventEncoder } from '../capture/avro-encoder.js';
-import type { CaptureEvent, ChangeEvent, Row } from '../capture/change-builder.js';
+import { RESYNC_HIGH_PREFIX, RESYNC_LOW_PREFIX, type CaptureEvent, type ChangeEvent, type ResyncChunk, type Row } from '../capture/change-builder.js';
 import { KafkaPublisher } from '../capture/kafka-publisher.js';
 import { selectedTables, setup, type SelectedTable } from './setup.js';
 
@@ -302,6 +302,8 @@ function snapshotRow(def: TableDef, after: Row, lsn: Lsn, ts: bigint, origin: st
 
 interface Chunk {
   readonly rows: Row[];
+  /** The same rows as PostgreSQL text, in column order. */
+  readonly raw: (string | null)[][];
   readonly bytes: number;
   /** Primary key of the last row, as text (null for tables without one). */
   readonly lastKey: string[] | null;
@@ -346,7 +348,7 @@ async function* tableChunks(reader: pg.Client, t: SelectedTable, def: TableDef, 
         return after;
       });
       if (pk.length) lastKey = pk.map((_, i) => rows[rows.length - 1]![cols.length + i] as string);
-      yield { rows: out, bytes, lastKey };
+      yield { rows: out, raw: rows.map((r) => r.slice(0, cols.length)), bytes, lastKey };
       if (rows.length < chunkRows) return;
     }
   } finally {
@@ -389,71 +391,54 @@ export interface ResyncReport {
   readonly table: string;
   readonly from: string;
   readonly rows: number;
+  readonly chunks: number;
   readonly seconds: number;
-  readonly watermark: string;
 }
 
 /**
  * `pgbridge resync --table s.t`: re-reads one table from a source while both directions stay
- * live, and writes it through the normal apply path (conflict policy and origins apply; the
- * destination is not truncated, so rows that exist only there stay).
- *
- * A temporary slot gives a snapshot and its exact WAL position W. All rows and then a
- * watermark (table, W) go out in ONE Kafka transaction, so apply sees all of them or none:
- * streamed changes of the table from before W that arrive later are skipped (the rows already
- * hold them), changes from after W are applied as usual. A streamed change from after W that
- * apply wrote before the resync rows arrived is newer than them: last-writer-wins keeps it
- * (the rows carry the snapshot time); `overwrite` would put the older row back until the
- * next change of that row, `ignore` leaves existing rows alone.
- *
- * Limit (two-way): a row that the destination deleted itself while its delete had not yet
- * reached the source when the snapshot was taken comes back on the destination (there is no
- * tombstone to say it was deleted), and the source then applies the delete: the two differ
- * for that row. Resync rows the source owns (`where`, e.g. by id range or owner column), or
- * pause deletes of that table on the destination while it runs.
+ * live, DBLog-style. For each primary-key chunk it writes a low watermark into the source's
+ * WAL (transactional logical message cdc.resync.low), reads the chunk as it is now, and
+ * writes a high watermark carrying the chunk (cdc.resync.high). Capture drops from the chunk
+ * every key that changed in the stream between the two watermarks and publishes the rest as
+ * op=r events at the high watermark's place in commit order: no row older than a change can
+ * overtake it, and no row deleted meanwhile comes back. Apply writes them through the normal
+ * path (an existing row is overwritten unless the policy keeps it; the destination is not
+ * truncated, so rows that exist only there stay). Capture of the source must run (now or
+ * later: the watermarks wait in the slot).
  */
 export async function resyncTable(cfg: PipelineConfig, table: string, log: Logger, opts: { from?: string; chunkRows?: number; where?: string; onProgress?: (rows: number) => void } = {}): Promise<ResyncReport> {
   const t0 = Date.now();
   const from = opts.from ?? cfg.directions[0].from;
-  const dir = cfg.directions.find((d) => d.from === from);
-  if (!dir) throw new PgBridgeError('CONFIG_INVALID', `no cluster "${from}" in this pipeline`);
+  if (!cfg.clusters[from]) throw new PgBridgeError('CONFIG_INVALID', `no cluster "${from}" in this pipeline`);
   const src = cfg.clusters[from]!;
-  const slot = `${slotName(cfg, from)}_resync`;
-  const repl = new pg.Client({ ...clientConfig(src, 'pgbridge-resync-snapshot'), replication: 'database' } as pg.ClientConfig);
-  const reader = await connect(src, 'pgbridge-resync-reader');
-  let publisher: KafkaPublisher | null = null;
+  const reader = await connect(src, 'pgbridge-resync');
   try {
     const tables = await selectedTables(reader, cfg);
     const t = tables.find((x) => `${x.schema}.${x.table}` === table);
     if (!t) throw new PgBridgeError('CONFIG_INVALID', `table ${table} is not selected by this pipeline on ${from} (selected: ${tables.map((x) => `${x.schema}.${x.table}`).join(', ') || 'none'})`);
-    // Taken before the slot: every transaction after W commits later than this (one clock).
-    const clock = await reader.query<{ us: string }>(`SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::bigint::text AS us`);
-    const snapTs = BigInt(clock.rows[0]!.us);
-    await repl.connect();
-    const r = await repl.query<{ consistent_point: string; snapshot_name: string }>(`CREATE_REPLICATION_SLOT ${qi(slot)} TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT`);
-    const w = r.rows[0]!.consistent_point;
-    await reader.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    await reader.query(`SET TRANSACTION SNAPSHOT '${r.rows[0]!.snapshot_name}'`);
     const { def, pk } = await tableDef(reader, t);
-    const encoder = new EventEncoder(new SchemaStore(cfg.registry.url), dir.topic, from, src.database);
-    publisher = new KafkaPublisher(kafkaClient(cfg, `resync-${from}`, log), `pgbridge-${cfg.pipeline}-resync-${from}`, dir.topic);
-    await publisher.connect();
-    const lsn = parseLsn(w);
+    if (pk.length === 0) throw new PgBridgeError('CONFIG_INVALID', `table ${table} has no primary key: resync reads and matches chunks by key`);
+    const key = def.columns.filter((c) => c.key).map((c) => c.name);
+    const id = `${cfg.pipeline}:${Date.now().toString(36)}:${Math.random().toString(36).slice(2, 8)}`;
+    const emit = (prefix: string, payload: unknown): Promise<unknown> => reader.query('SELECT pg_logical_emit_message(true, $1, $2)', [prefix, JSON.stringify(payload)]);
     let rows = 0;
-    for await (const chunk of tableChunks(reader, t, def, pk, opts.chunkRows ?? 10_000, null, opts.where)) {
-      for (const [i, after] of chunk.rows.entries()) {
-        await publisher.add(await encoder.encode(snapshotRow(def, after, lsn, snapTs, from, i, i === chunk.rows.length - 1)));
-      }
-      rows += chunk.rows.length;
+    let chunks = 0;
+    const it = tableChunks(reader, t, def, pk, opts.chunkRows ?? 1000, null, opts.where);
+    for (;;) {
+      const cid = `${id}:${chunks}`;
+      await emit(RESYNC_LOW_PREFIX, { id: cid, pipeline: cfg.pipeline, table });
+      const next = await it.next();
+      if (next.done) break;
+      const payload: ResyncChunk = { id: cid, pipeline: cfg.pipeline, table: def, key, rows: next.value.raw };
+      await emit(RESYNC_HIGH_PREFIX, payload);
+      rows += next.value.rows.length;
+      chunks++;
       opts.onProgress?.(rows);
     }
-    await publisher.add(await encoder.encode({ kind: 'control', control: 'watermark', id: table, payload: w, lsn, txn: { xid: 0, commitLsn: lsn, commitTimeUs: snapTs, origin: from }, index: 0, last: true }));
-    await publisher.commit();
-    await reader.query('COMMIT');
-    return { table, from, rows, seconds: (Date.now() - t0) / 1000, watermark: w };
+    log.info({ table, rows, chunks }, 'resync watermarks written');
+    return { table, from, rows, chunks, seconds: (Date.now() - t0) / 1000 };
   } finally {
-    await publisher?.disconnect();
     await reader.end().catch(() => undefined);
-    await repl.end().catch(() => undefined);
   }
 }

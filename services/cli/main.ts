@@ -76,7 +76,7 @@ export function program(): Command {
   withConfig(p.command('resync').description('re-read one table from a source while both directions run, through the normal apply path'))
     .requiredOption('--table <schema.table>', 'table to re-read')
     .option('--from <cluster>', 'source cluster (default: the forward direction\'s source)')
-    .option('--chunk-rows <n>', 'rows per read', '10000')
+    .option('--chunk-rows <n>', 'rows per chunk (one pair of watermarks each)', '1000')
     .option('--where <sql>', 'only rows matching this condition (SQL on the table, read on the source)')
     .action(async (o) => {
       const { cfg } = config(o);
@@ -88,7 +88,7 @@ export function program(): Command {
         onProgress: (n) => process.stdout.isTTY && process.stdout.write(`\r\x1b[K${o.table}: ${n} rows`),
       });
       if (process.stdout.isTTY) process.stdout.write('\r\x1b[K');
-      console.log(`resync of ${r.table} from ${r.from}: ${r.rows} rows in ${r.seconds.toFixed(1)} s, watermark ${r.watermark}; apply takes it from there (pgbridge status)`);
+      console.log(`resync of ${r.table} from ${r.from}: ${r.rows} rows in ${r.chunks} chunk(s) written to the WAL in ${r.seconds.toFixed(1)} s; capture publishes them in order, apply writes them (pgbridge status, pgbridge barrier)`);
     });
 
   withConfig(p.command('capture').description('run the capture service of one cluster'))

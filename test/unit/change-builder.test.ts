@@ -74,3 +74,28 @@ describe('change builder', () => {
     expect(() => txn(b, [{ tag: 'insert', relation: rel, newTuple: ['not a number', 'x'] }])).toThrow(/column id \(integer\) of s\.t at LSN 0\/64 \(xid 1\): not an integer/);
   });
 });
+
+describe('resync watermarks (DBLog-style)', () => {
+  const def = { schema: 's', table: 't', replicaIdentity: 'default' as const, columns: [
+    { name: 'id', typeOid: 23, typeMod: -1, typeName: 'integer', key: true },
+    { name: 'big', typeOid: 25, typeMod: -1, typeName: 'text', key: false },
+  ] };
+  const msg = (prefix: string, payload: unknown): PgoutputMessage => ({ tag: 'message', transactional: true, lsn: lsnFromBigint(7n), prefix, content: Buffer.from(JSON.stringify(payload)) });
+
+  it('publishes the chunk at the high watermark without the keys that changed inside the window', () => {
+    const b = builder();
+    b.push({ tag: 'relation', relation: rel }, lsnFromBigint(1n));
+    txn(b, [msg('cdc.resync.low', { id: 'r1', pipeline: 'p', table: 's.t' })], 1);
+    txn(b, [{ tag: 'update', relation: rel, oldTuple: null, oldIsKeyOnly: false, newTuple: ['2', 'new'] }], 2);
+    txn(b, [{ tag: 'delete', relation: rel, oldTuple: ['3', null], oldIsKeyOnly: true }], 3);
+    const high = txn(b, [msg('cdc.resync.high', { id: 'r1', pipeline: 'p', table: def, key: ['id'], rows: [['1', 'a'], ['2', 'old'], ['3', 'gone']] })], 4);
+    expect(high.events.map((e) => e.kind === 'change' && [e.op, e.after, e.snapshot, e.last])).toEqual([['r', { id: 1, big: 'a' }, true, true]]);
+  });
+
+  it('ignores watermarks of other pipelines and a high watermark whose low one it never saw', () => {
+    const b = builder();
+    txn(b, [msg('cdc.resync.low', { id: 'r2', pipeline: 'other', table: 's.t' })], 1);
+    expect(txn(b, [msg('cdc.resync.high', { id: 'r2', pipeline: 'other', table: def, key: ['id'], rows: [['1', 'a']] })], 2).events).toEqual([]);
+    expect(txn(b, [msg('cdc.resync.high', { id: 'r3', pipeline: 'p', table: def, key: ['id'], rows: [['1', 'a']] })], 3).events).toEqual([]);
+  });
+});
