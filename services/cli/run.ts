@@ -104,5 +104,6 @@ export async function runPipeline(cfgFile: string, cfg: PipelineConfig): Promise
   }
   const codes = await Promise.all(procs.map((p) => p.exited));
   clearInterval(timer);
-  return codes.some((c) => c !== 0) && !(stopping && first.code === 0) ? 1 : 0;
+  // 0 only when every service drained cleanly.
+  return codes.some((c) => c !== 0) ? 1 : 0;
 }
