@@ -74,6 +74,30 @@ export async function checkSlot(client: pg.Client, slot: string, cluster: Cluste
   return { confirmedFlush: row.confirmed_flush_lsn ? parseLsn(row.confirmed_flush_lsn) : ZERO_LSN, walStatus: row.wal_status, plugin: row.plugin, database: row.database };
 }
 
+/**
+ * INV-6: the cluster must still be the system (and timeline) the slot was first read on. A
+ * restore from a file backup or a point-in-time recovery brings the slot back with a WAL
+ * history that no longer matches what was published: stop rather than continue from there.
+ * The first start records the identity in cdc.capture_state.
+ */
+export async function checkSystem(client: pg.Client, pipeline: string, cluster: ClusterConfig): Promise<void> {
+  const now = await client.query<{ sys: string; tli: string }>(
+    'SELECT (SELECT system_identifier::text FROM pg_control_system()) AS sys, (SELECT timeline_id::text FROM pg_control_checkpoint()) AS tli',
+  );
+  const { sys, tli } = now.rows[0]!;
+  const r = await client.query<{ system_identifier: string; timeline: string }>(
+    `INSERT INTO cdc.capture_state (pipeline, cluster, system_identifier, timeline) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (pipeline, cluster) DO UPDATE SET checked_at = clock_timestamp()
+     RETURNING system_identifier::text, timeline::text`,
+    [pipeline, cluster.name, sys, tli],
+  );
+  const stored = r.rows[0]!;
+  if (stored.system_identifier !== sys || stored.timeline !== tli) {
+    throw new PgBridgeError('SYSTEM_CHANGED', `cluster ${cluster.name} (${cluster.host}:${cluster.port}) is system ${sys} on timeline ${tli}, but this pipeline first captured system ${stored.system_identifier} on timeline ${stored.timeline}: ` +
+      'it was restored or failed over, and its WAL no longer matches what was published. Resync from a known-good side, then delete its row in cdc.capture_state.', { details: { system: sys, timeline: tli } });
+  }
+}
+
 export interface CaptureDeps {
   readonly cfg: PipelineConfig;
   readonly cluster: string;
@@ -151,6 +175,7 @@ export class CaptureRun extends ServiceRun {
     try {
       this.control = await connect(this.cluster, `pgbridge-capture-${this.deps.cluster}-control`);
       const slot = await checkSlot(this.control, this.slot, this.cluster);
+      await checkSystem(this.control, this.deps.cfg.pipeline, this.cluster);
       this.acked = slot.confirmedFlush;
       this.deps.metrics.ackedLsn.set(Number(this.acked));
       await this.publisher.connect();

@@ -69,6 +69,15 @@ CREATE TABLE IF NOT EXISTS cdc.barriers (
   applied_at timestamptz NOT NULL DEFAULT clock_timestamp(),
   PRIMARY KEY (pipeline, direction, id)
 );
+CREATE TABLE IF NOT EXISTS cdc.capture_state (
+  pipeline text NOT NULL,
+  cluster text NOT NULL,
+  system_identifier numeric NOT NULL,
+  timeline int NOT NULL,
+  first_seen timestamptz NOT NULL DEFAULT clock_timestamp(),
+  checked_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+  PRIMARY KEY (pipeline, cluster)
+);
 CREATE TABLE IF NOT EXISTS cdc.table_watermarks (
   pipeline text NOT NULL,
   direction text NOT NULL,
@@ -188,7 +197,7 @@ export async function release(cfg: PipelineConfig, log: Logger, opts: { topics: 
           await c.query('DROP SCHEMA cdc CASCADE');
           dropped.push('schema cdc');
         } else {
-          for (const t of ['heartbeat', 'apply_progress', 'conflicts', 'snapshot_progress', 'barriers', 'table_watermarks']) {
+          for (const t of ['heartbeat', 'apply_progress', 'conflicts', 'snapshot_progress', 'barriers', 'table_watermarks', 'capture_state']) {
             await c.query(`DELETE FROM cdc.${t} WHERE pipeline = $1`, [cfg.pipeline]);
           }
           dropped.push(`rows of pipeline ${cfg.pipeline} in schema cdc (kept for ${others.rows.map((r: { pubname: string }) => r.pubname).join(', ')})`);

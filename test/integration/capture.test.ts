@@ -10,7 +10,7 @@ import { metricsRegistry } from '../../shared/http.js';
 import { kafkaClient } from '../../shared/kafka.js';
 import { pgName, toPgParam } from '../../shared/avro.js';
 import type { PipelineConfig } from '../../shared/config.js';
-import { pgClient, testConfig, testLog, uniqueName } from '../support/pipeline.js';
+import { pgClient, testConfig, testLog, uniqueName, waitUntil } from '../support/pipeline.js';
 import { changes, readTopic } from '../support/topic.js';
 
 /** [column type, values as PostgreSQL text (null = SQL NULL)] */
@@ -180,6 +180,33 @@ describe('capture origin tags (real PostgreSQL, Kafka, registry)', () => {
       ]);
     } finally {
       await run?.stop();
+      await release(cfg, testLog, { topics: true }).catch(() => undefined);
+      for (const c of [a, b]) {
+        await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch(() => undefined);
+        await c.end();
+      }
+    }
+  });
+});
+
+describe('capture identity check (INV-6)', () => {
+  it('stops with SYSTEM_CHANGED when the cluster is not the system it first captured', async () => {
+    const schema = uniqueName('sys');
+    const cfg = testConfig(uniqueName('psys'), schema, { capture: { heartbeatSeconds: 0 } });
+    const a = await pgClient(cfg, 'a');
+    const b = await pgClient(cfg, 'b');
+    try {
+      for (const c of [a, b]) await c.query(`CREATE SCHEMA ${schema}`);
+      await setup(cfg, testLog);
+      const first = new CaptureRun({ cfg, cluster: 'a', kafka: kafkaClient(cfg, 'test-sys', testLog), log: testLog, metrics: captureMetrics(metricsRegistry({})) });
+      void first.run().catch(() => undefined);
+      await waitUntil('first run streaming', async () => first.ready);
+      await first.stop();
+      // As after a restore from a file backup of another system.
+      await a.query('UPDATE cdc.capture_state SET system_identifier = 42 WHERE pipeline = $1', [cfg.pipeline]);
+      const second = new CaptureRun({ cfg, cluster: 'a', kafka: kafkaClient(cfg, 'test-sys', testLog), log: testLog, metrics: captureMetrics(metricsRegistry({})) });
+      await expect(second.run()).rejects.toMatchObject({ code: 'SYSTEM_CHANGED', message: expect.stringMatching(/cluster a .* first captured system 42 on timeline \d+/) });
+    } finally {
       await release(cfg, testLog, { topics: true }).catch(() => undefined);
       for (const c of [a, b]) {
         await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch(() => undefined);
