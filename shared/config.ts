@@ -198,7 +198,7 @@ export function parseConfig(input: unknown, where = 'config', env: NodeJS.Proces
   if (!c.topics.pattern.includes('{from}') || !c.topics.pattern.includes('{to}')) problems.push(`${where}: topics.pattern: must contain {from} and {to}`);
   if (c.topics.partitions !== 1) {
     // Apply relies on total order and on transaction boundaries within one partition.
-    problems.push(`${where}: topics.partitions: only 1 is supported (source commit order and whole transactions); row-keyed partitioning is not implemented`);
+    problems.push(`${where}: topics.partitions: only 1 is supported (source commit order and whole transactions); pgbridge has no row-keyed partitioning (yet)`);
   }
   for (const name of names) {
     // cdc_<pipeline>_<cluster>, plus the `_resume` suffix of the initial sync's temporary slot, within PostgreSQL's 63 bytes.

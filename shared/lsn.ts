@@ -3,7 +3,7 @@ export type Lsn = bigint & { readonly __brand: 'Lsn' };
 
 export const ZERO_LSN = 0n as Lsn;
 
-/** Parses PostgreSQL's `XXXXXXXX/XXXXXXXX` text form. */
+/** Parses PostgreSQL's text form: two hexadecimal halves separated by a slash, e.g. 0/16B3748. */
 export function parseLsn(text: string): Lsn {
   const m = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/.exec(text.trim());
   if (!m) throw new Error(`not an LSN: ${JSON.stringify(text)}`);
