@@ -18,7 +18,3 @@ export function lsnFromBigint(n: bigint): Lsn {
   if (n < 0n) throw new Error(`LSN cannot be negative: ${n}`);
   return n as Lsn;
 }
-
-export function maxLsn(a: Lsn, b: Lsn): Lsn {
-  return a > b ? a : b;
-}

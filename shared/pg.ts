@@ -7,7 +7,6 @@ import pg from 'pg';
 import type { ClusterConfig } from './config.js';
 
 export type PgClient = pg.Client;
-export type PgPool = pg.Pool;
 
 /** Session settings that make text forms of values identical on both clusters. */
 export const SESSION_OPTIONS = '-c timezone=UTC -c datestyle=ISO,YMD -c intervalstyle=postgres -c extra_float_digits=3 -c bytea_output=hex';
@@ -45,10 +44,6 @@ export async function connect(c: ClusterConfig, applicationName: string): Promis
     throw err;
   }
   return client;
-}
-
-export function pool(c: ClusterConfig, applicationName: string, max = 4): pg.Pool {
-  return new pg.Pool({ ...clientConfig(c, applicationName), max });
 }
 
 /** Runs fn with a connection and always closes it. */

@@ -24,7 +24,6 @@ import {
 } from './settings.js';
 
 export type ServiceName = 'pg-a' | 'pg-b' | 'kafka' | 'registry';
-export const SERVICES: readonly ServiceName[] = ['pg-a', 'pg-b', 'kafka', 'registry'];
 
 export interface ServiceStatus {
   readonly service: ServiceName;
@@ -406,12 +405,6 @@ export async function status(s: StackSettings): Promise<ServiceStatus[]> {
   const rok = pidAlive(rpid) && (await registryAnswers(s).catch(() => false));
   out.push({ service: 'registry', healthy: rok, pid: pidAlive(rpid) ? rpid : null, listen: endpointsOf(s).registryUrl, detail: rok ? `Apicurio Registry ${APICURIO_VERSION}` : 'not answering' });
   return out;
-}
-
-/** For fault drills: stop one service (gracefully or with SIGKILL / immediate mode). */
-export async function stopService(s: StackSettings, service: ServiceName, hard = false): Promise<void> {
-  if (service === 'pg-a' || service === 'pg-b') await pgDown(s, service === 'pg-a' ? 'a' : 'b', hard ? 'immediate' : 'fast');
-  else await javaDown(s, service, hard ? 'SIGKILL' : 'SIGTERM');
 }
 
 export function formatStatus(rows: readonly ServiceStatus[]): string {

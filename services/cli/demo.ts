@@ -14,24 +14,13 @@ import { withClient } from '../../shared/pg.js';
 import { argValue, isMainModule } from '../../shared/service-main.js';
 import { drainBarrier } from './barrier.js';
 import { formatFindings, precheck } from './precheck.js';
+import { waitReady } from './probe.js';
 import { spawnServices, statusLine, stopServices } from './run.js';
 import { release, setup } from './setup.js';
 import { formatVerifyReport, verify } from './verify.js';
 import { ledgerTotal, runWorkload, workloadSchemaSql } from './workload.js';
 
 const SCHEMA = 'demo';
-
-async function waitReady(host: string, ports: number[], timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (const port of ports) {
-    for (;;) {
-      const ok = await fetch(`http://${host}:${port}/readyz`, { signal: AbortSignal.timeout(1000) }).then((r) => r.ok, () => false);
-      if (ok) break;
-      if (Date.now() > deadline) throw new Error(`service on port ${port} not ready after ${timeoutMs / 1000} s (see the services log)`);
-      await new Promise((r) => setTimeout(r, 250));
-    }
-  }
-}
 
 export async function demo(argv: readonly string[]): Promise<number> {
   const seconds = Number(argValue(argv, '--seconds') ?? process.env.PGBRIDGE_DEMO_SECONDS ?? 20);

@@ -25,7 +25,7 @@ import { slotName, type PipelineConfig } from '../../shared/config.js';
 import { PgBridgeError, errorMessage } from '../../shared/errors.js';
 import { kafkaClient } from '../../shared/kafka.js';
 import type { Logger } from '../../shared/log.js';
-import { parseLsn, type Lsn } from '../../shared/lsn.js';
+import { formatLsn, parseLsn, type Lsn } from '../../shared/lsn.js';
 import { clientConfig, connect, qi, qt } from '../../shared/pg.js';
 import { SchemaStore } from '../../shared/registry.js';
 import { EventEncoder } from '../capture/avro-encoder.js';
@@ -228,7 +228,7 @@ export async function initialSync(cfg: PipelineConfig, log: Logger, opts: SyncOp
         const estimate = Number(est.rows[0]!.n);
         await control.query(
           `INSERT INTO cdc.snapshot_progress (pipeline, table_name, rows_estimate, consistent_lsn) VALUES ($4, $1, $2, $3::pg_lsn) ON CONFLICT (pipeline, table_name) DO NOTHING`,
-          [name, estimate, `${(consistent >> 32n).toString(16)}/${(consistent & 0xffffffffn).toString(16)}`, cfg.pipeline],
+          [name, estimate, formatLsn(consistent), cfg.pipeline],
         );
         const st = (await control.query<{ last_key: string | null; rows_done: string; bytes_done: string; done: boolean }>(
           'SELECT last_key::text, rows_done::text, bytes_done::text, done FROM cdc.snapshot_progress WHERE table_name = $1 AND pipeline = $2', [name, cfg.pipeline])).rows[0]!;
@@ -285,7 +285,7 @@ export async function initialSync(cfg: PipelineConfig, log: Logger, opts: SyncOp
     }
     // Sequences: pg_dump --schema-only does not carry their values.
     await syncSequences(cfg);
-    return { tables: reports, consistentLsn: `${(consistent >> 32n).toString(16).toUpperCase()}/${(consistent & 0xffffffffn).toString(16).toUpperCase()}`, seconds: (Date.now() - t0) / 1000, rows: totalRows, bytes: totalBytes, resumed: started };
+    return { tables: reports, consistentLsn: formatLsn(consistent), seconds: (Date.now() - t0) / 1000, rows: totalRows, bytes: totalBytes, resumed: started };
   } catch (err) {
     throw err instanceof PgBridgeError ? err : new PgBridgeError('INTERNAL', `initial sync failed: ${errorMessage(err)}`, { cause: err, retriable: true });
   } finally {

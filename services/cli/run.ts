@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { metricsPort, type PipelineConfig } from '../../shared/config.js';
+import { scrapeMetrics } from './probe.js';
 
 const distServices = join(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -47,33 +48,18 @@ export async function stopServices(procs: ServiceProcess[], timeoutMs = 30_000):
   return codes;
 }
 
-async function metric(host: string, port: number, names: string[]): Promise<number[] | null> {
-  try {
-    const r = await fetch(`http://${host}:${port}/metrics`, { signal: AbortSignal.timeout(1000) });
-    const text = await r.text();
-    return names.map((n) => {
-      let sum = 0;
-      for (const line of text.split('\n')) {
-        if (line.startsWith(n) && (line[n.length] === ' ' || line[n.length] === '{')) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-      }
-      return sum;
-    });
-  } catch {
-    return null;
-  }
-}
-
 /** One line: events published per capture, rows applied and lag per direction. */
 export async function statusLine(cfg: PipelineConfig): Promise<string> {
   const host = cfg.metrics.host;
   const parts: string[] = [];
   for (const c of cfg.clusterNames) {
-    const m = await metric(host, metricsPort(cfg, { capture: c }), ['pgbridge_capture_events_total']);
-    parts.push(`capture ${c}: ${m ? `${m[0]} ev` : 'down'}`);
+    const m = await scrapeMetrics(host, metricsPort(cfg, { capture: c }));
+    parts.push(`capture ${c}: ${m ? `${m.get('pgbridge_capture_events_total') ?? 0} ev` : 'down'}`);
   }
   for (const d of cfg.directions) {
-    const m = await metric(host, metricsPort(cfg, { apply: d.id }), ['pgbridge_apply_rows_total', 'pgbridge_apply_lag_seconds', 'pgbridge_apply_conflicts_total']);
-    parts.push(`apply ${d.from}→${d.to}: ${m ? `${m[0]} rows, lag ${m[1]!.toFixed(1)} s, ${m[2]} conflicts` : 'down'}`);
+    const m = await scrapeMetrics(host, metricsPort(cfg, { apply: d.id }));
+    const v = (name: string): number => m?.get(name) ?? 0;
+    parts.push(`apply ${d.from}→${d.to}: ${m ? `${v('pgbridge_apply_rows_total')} rows, lag ${v('pgbridge_apply_lag_seconds').toFixed(1)} s, ${v('pgbridge_apply_conflicts_total')} conflicts` : 'down'}`);
   }
   return parts.join(' | ');
 }

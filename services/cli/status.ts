@@ -6,6 +6,7 @@ import { Kafka, logLevel } from 'kafkajs';
 import { metricsPort, slotName, type PipelineConfig } from '../../shared/config.js';
 import { errorMessage } from '../../shared/errors.js';
 import { withClient } from '../../shared/pg.js';
+import { readiness, scrapeMetrics } from './probe.js';
 
 export interface DirectionStatus {
   direction: string;
@@ -19,33 +20,6 @@ export interface DirectionStatus {
   droppedLoopbacks: number | null;
   services: { capture: string; apply: string };
   errors: string[];
-}
-
-async function scrape(host: string, port: number): Promise<Map<string, number> | null> {
-  if (port === 0) return null;
-  try {
-    const r = await fetch(`http://${host}:${port}/metrics`, { signal: AbortSignal.timeout(1500) });
-    if (!r.ok) return null;
-    const out = new Map<string, number>();
-    for (const line of (await r.text()).split('\n')) {
-      if (line.startsWith('#') || !line.trim()) continue;
-      const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)/.exec(line);
-      if (m) out.set(m[1]!, (out.get(m[1]!) ?? 0) + Number(m[3]));
-    }
-    return out;
-  } catch {
-    return null;
-  }
-}
-
-async function ready(host: string, port: number): Promise<string> {
-  if (port === 0) return 'unknown';
-  try {
-    const r = await fetch(`http://${host}:${port}/readyz`, { signal: AbortSignal.timeout(1500) });
-    return r.ok ? 'running' : `not ready: ${(await r.text()).trim()}`;
-  } catch {
-    return 'not running';
-  }
 }
 
 export async function status(cfg: PipelineConfig): Promise<DirectionStatus[]> {
@@ -108,9 +82,9 @@ export async function status(cfg: PipelineConfig): Promise<DirectionStatus[]> {
       s.conflicts = Number(k.rows[0]?.n ?? 0);
     }).catch((err: unknown) => errors.push(`${d.to}: ${errorMessage(err)}`));
     const host = cfg.metrics.host;
-    s.services.capture = await ready(host, metricsPort(cfg, { capture: d.from }));
-    s.services.apply = await ready(host, metricsPort(cfg, { apply: d.id }));
-    const m = await scrape(host, metricsPort(cfg, { apply: d.id }));
+    s.services.capture = await readiness(host, metricsPort(cfg, { capture: d.from }));
+    s.services.apply = await readiness(host, metricsPort(cfg, { apply: d.id }));
+    const m = await scrapeMetrics(host, metricsPort(cfg, { apply: d.id }));
     if (m) s.droppedLoopbacks = m.get('pgbridge_apply_dropped_loopback_events_total') ?? 0;
     if (ends === null) errors.push('Kafka unreachable');
     s.state = errors.length ? 'unknown' : s.slot.active && s.services.apply === 'running' ? 'streaming' : s.slot.exists ? 'stopped' : 'unknown';
