@@ -12,7 +12,7 @@ import { release, setup } from '../../services/cli/setup.js';
 import type { PipelineConfig } from '../../shared/config.js';
 import { withClient } from '../../shared/pg.js';
 import { testConfig, testLog, uniqueName, waitUntil } from '../support/pipeline.js';
-import { counter, startServices, type Running } from '../support/services.js';
+import { counter, startServices, waitServicesReady, type Running } from '../support/services.js';
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -104,7 +104,7 @@ describe('loop-back drop (second layer)', () => {
   it('drops events that started at the destination and counts them, even when capture publishes them', async () => {
     const { cfg, schema } = await pipeline({ capture: { foreignOrigins: 'publish', heartbeatSeconds: 1 } });
     const svc = run(cfg, {});
-    await waitUntil('services ready', async () => [...Object.values(svc.captures), ...Object.values(svc.applies)].every((s) => s.run.ready));
+    await waitServicesReady(svc);
     await withClient(cfg.clusters.a!, 'test', (cl) => cl.query(`INSERT INTO ${schema}.t SELECT g, g FROM generate_series(1, 10) g`));
     await waitUntil('rows on b', async () => (await count(cfg, 'b', `SELECT count(*) AS n FROM ${schema}.t`)) === 10);
     // b's capture publishes what apply a→b wrote (origin a); apply b→a must drop all 10 rows.

@@ -6,7 +6,7 @@ import type pg from 'pg';
 import { release, setup } from '../../services/cli/setup.js';
 import type { PipelineConfig } from '../../shared/config.js';
 import { pgClient, testConfig, testLog, uniqueName, waitUntil } from '../support/pipeline.js';
-import { counter, startServices, type Running } from '../support/services.js';
+import { counter, startServices, waitServicesReady, type Running } from '../support/services.js';
 
 async function rows(c: pg.Client, sql: string): Promise<string> {
   const r = await c.query(sql);
@@ -34,7 +34,7 @@ describe('two-way sync (in-process services, real PostgreSQL/Kafka/registry)', (
     }
     await setup(cfg, testLog);
     svc = startServices(cfg);
-    await waitUntil('all services ready', async () => Object.values(svc.captures).every((c) => c.run.ready) && Object.values(svc.applies).every((x) => x.run.ready), 60_000);
+    await waitServicesReady(svc);
   });
 
   afterAll(async () => {

@@ -7,7 +7,10 @@ import { ApplyRun, applyMetrics, type ApplyMetrics } from '../../services/apply/
 import { CaptureRun, captureMetrics, type CaptureMetrics } from '../../services/capture/capture.js';
 import type { PipelineConfig } from '../../shared/config.js';
 import { kafkaClient } from '../../shared/kafka.js';
-import { testLog } from './pipeline.js';
+import { release, setup } from '../../services/cli/setup.js';
+import { workloadSchemaSql } from '../../services/cli/workload.js';
+import { withClient } from '../../shared/pg.js';
+import { testConfig, testLog, uniqueName, waitUntil } from './pipeline.js';
 
 export interface Running {
   readonly captures: Record<string, { run: CaptureRun; metrics: CaptureMetrics; registry: Registry }>;
@@ -51,7 +54,6 @@ export function startServices(cfg: PipelineConfig, which: { captures?: string[];
 }
 
 export async function waitServicesReady(svc: Running, timeoutMs = 60_000): Promise<void> {
-  const { waitUntil } = await import('./pipeline.js');
   await waitUntil('services ready', async () => [...Object.values(svc.captures), ...Object.values(svc.applies)].every((s) => s.run.ready), timeoutMs);
 }
 
@@ -68,10 +70,6 @@ export interface WorkloadPipeline {
  * last-writer-wins pipeline over it, and its four services running and ready.
  */
 export async function workloadPipeline(prefix: string): Promise<WorkloadPipeline> {
-  const { testConfig, uniqueName } = await import('./pipeline.js');
-  const { workloadSchemaSql } = await import('../../services/cli/workload.js');
-  const { setup, release } = await import('../../services/cli/setup.js');
-  const { withClient } = await import('../../shared/pg.js');
   const schema = uniqueName(prefix);
   const cfg = testConfig(uniqueName(`p${prefix}`), schema, { conflicts: { policy: 'last-writer-wins' } });
   // Odd order ids on the first cluster, even on the second: both insert without colliding.
