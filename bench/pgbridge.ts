@@ -15,6 +15,7 @@ import { parseConfig, type PipelineConfig, type PipelineConfigInput } from '../s
 import { kafkaClient } from '../shared/kafka.js';
 import { createLogger } from '../shared/log.js';
 import { endpoint, endpoints, sleep, type Side } from './env.js';
+import { stackConnections } from '../infra/stack/settings.js';
 
 const distRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const benchLog = createLogger('bench', process.env.PGBRIDGE_LOG_LEVEL ?? 'warn');
@@ -31,15 +32,12 @@ export interface BridgePipeline {
  * Writes the pipeline's YAML and runs `setup` (helper tables, publication, slot, origins,
  * topics). The slot exists when this returns: everything written afterwards is captured.
  */
-export async function createPipeline(id: string, schema: string): Promise<BridgePipeline> {
+export async function createPipeline(id: string, schema: string, opts: { setup?: boolean } = {}): Promise<BridgePipeline> {
   const cluster = { a: 'a', b: 'b' } as const;
-  const ep = (s: Side) => ({ host: endpoint(s).host, port: endpoint(s).port, user: endpoint(s).user, database: endpoint(s).database });
   const input: PipelineConfigInput = {
     pipeline: `bench_${id}`,
-    clusters: { [cluster.a]: ep('a'), [cluster.b]: ep('b') },
+    ...stackConnections(endpoints, endpoint('a').database),
     forward: { from: cluster.a, to: cluster.b },
-    kafka: { brokers: [...endpoints.kafkaBrokers] },
-    registry: { url: endpoints.registryUrl },
     selection: { schemas: [schema] },
     // Port 0: every service picks a free port, so runs never collide with tests.
     metrics: { basePort: 0 },
@@ -49,7 +47,7 @@ export async function createPipeline(id: string, schema: string): Promise<Bridge
   writeFileSync(file, stringify(input));
   const cfg = parseConfig(input, file);
   // CREATE SCHEMA/TABLE IF NOT EXISTS of the shared cdc schema can race with a test doing the same.
-  for (let attempt = 1; ; attempt++) {
+  for (let attempt = 1; opts.setup !== false; attempt++) {
     try {
       await setup(cfg, benchLog);
       break;

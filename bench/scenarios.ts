@@ -8,15 +8,7 @@ import { since, uniqueId, withBoth, db, endpoint, scalar, type Db, type Side } f
 import { percentile, ratio, waitForRows, type Expectation } from './measure.js';
 import { awaitLauncher, createLink, dropLink, enableLinks, type NativeLink } from './native.js';
 import { createPipeline, releasePipeline, startServices, watchPublished, benchLog, type BridgePipeline, type Services } from './pgbridge.js';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { stringify } from 'yaml';
 import { initialSync } from '../services/cli/initial-sync.js';
-import { parseConfig } from '../shared/config.js';
-import { endpointsOf, stackSettings } from '../infra/stack/settings.js';
-
-const benchEndpoints = endpointsOf(stackSettings());
 import {
   arrivalTimes, createLatencyTable, createThroughputTables, dropSchema, qname, rowsPerTransaction,
   sourceCommitTimes, writeBacklog, writePaced, writeWarmupRow, type Shape,
@@ -311,19 +303,9 @@ export async function fullSync(n: number): Promise<FullSyncResult> {
 /** pgbridge sync (schema + data into Kafka), then apply a→b until b holds all n rows. */
 async function pgbridgeFullSync(id: string, schema: string, n: number, count: () => Promise<number>): Promise<CopyRun> {
   const method = 'pgbridge initial sync (via Kafka)';
-  const input = {
-    pipeline: `bench_fs_${id}`.slice(0, 40),
-    clusters: Object.fromEntries((['a', 'b'] as const).map((s) => [s, { host: endpoint(s).host, port: endpoint(s).port, user: endpoint(s).user, database: endpoint(s).database }])),
-    kafka: { brokers: [...benchEndpoints.kafkaBrokers] },
-    registry: { url: benchEndpoints.registryUrl },
-    selection: { schemas: [schema] },
-    metrics: { basePort: 0 },
-  };
-  const dir = mkdtempSync(join(tmpdir(), `pgbridge-bench-fs-${id}-`));
-  const file = join(dir, 'pipeline.yaml');
-  writeFileSync(file, stringify(input));
-  const cfg = parseConfig(input, file);
-  const p: BridgePipeline = { cfg, file, dir, cluster: { a: 'a', b: 'b' } };
+  // No setup here: the sync makes the schema on b first, then sets the pipeline up.
+  const p = await createPipeline(`fs_${id}`, schema, { setup: false });
+  const cfg = p.cfg;
   let services: Services | null = null;
   try {
     const t0 = performance.now();

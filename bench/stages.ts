@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { endpointsOf, stackSettings } from '../infra/stack/settings.js';
+import { endpointsOf, stackConnections, stackSettings } from '../infra/stack/settings.js';
 import { release, setup } from '../services/cli/setup.js';
 import { parseConfig } from '../shared/config.js';
 import { createLogger } from '../shared/log.js';
@@ -34,14 +34,11 @@ async function main(): Promise<void> {
   const schema = `st_${id}`;
   const input = {
     pipeline: `st_${id}`,
-    clusters: { a: { ...ep.pg.a }, b: { ...ep.pg.b } },
-    kafka: { brokers: [...ep.kafkaBrokers] },
-    registry: { url: ep.registryUrl },
+    ...stackConnections(ep),
     selection: { schemas: [schema] },
     metrics: { basePort: 0 },
     capture: { heartbeatSeconds: 0 },
   };
-  for (const c of Object.values(input.clusters)) delete (c as { cluster?: string }).cluster;
   const file = join(mkdtempSync(join(tmpdir(), 'pgbridge-stages-')), 'pipeline.yaml');
   writeFileSync(file, JSON.stringify(input));
   const cfg = parseConfig(input);

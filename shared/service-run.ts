@@ -45,11 +45,18 @@ export abstract class ServiceRun {
     );
   }
 
-  /** For stop(): resolves `done` and returns it. */
-  protected finished(): Promise<void> {
-    this.resolveDone();
+  /** Graceful stop, once: drains (the subclass's part), then resolves `done`. */
+  async stop(): Promise<void> {
+    if (!this.stopping) {
+      this.stopping = true;
+      await this.drain();
+      this.resolveDone();
+    }
     return this.done.catch(() => undefined);
   }
+
+  /** What a graceful stop finishes and closes. */
+  protected abstract drain(): Promise<void>;
 
   /** What a failed run closes (connections, producers, timers). */
   protected abstract teardownAfterFailure(): Promise<void>;

@@ -112,6 +112,19 @@ export function endpointsOf(s: StackSettings): StackEndpoints {
   });
 }
 
+/**
+ * The `clusters`, `kafka` and `registry` keys of a pipeline config that points at this stack
+ * (clusters named a and b), optionally in another database of the same clusters.
+ */
+export function stackConnections(ep: StackEndpoints, database?: string) {
+  const cluster = (p: PgEndpoint) => ({ host: p.host, port: p.port, user: p.user, database: database ?? p.database });
+  return {
+    clusters: { a: cluster(ep.pg.a), b: cluster(ep.pg.b) },
+    kafka: { brokers: [...ep.kafkaBrokers] },
+    registry: { url: ep.registryUrl },
+  };
+}
+
 /** Lines appended to postgresql.conf of each cluster. */
 export function postgresConf(ep: PgEndpoint): string {
   return [

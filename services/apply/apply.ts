@@ -146,16 +146,13 @@ export class ApplyRun extends ServiceRun {
     return this.done;
   }
 
-  async stop(): Promise<void> {
-    if (this.stopping) return this.done.catch(() => undefined);
-    this.stopping = true;
+  protected async drain(): Promise<void> {
     this.consuming = false;
     // consumer.stop() waits for the batch in flight; a group at a transaction boundary is
     // committed at the end of its batch, one inside a source transaction is rolled back.
     await this.consumer?.stop().catch(() => undefined);
     await this.serial(() => this.rollbackGroup()).catch(() => undefined);
     await this.close();
-    return this.finished();
   }
 
   protected async teardownAfterFailure(): Promise<void> {

@@ -200,9 +200,7 @@ export class CaptureRun extends ServiceRun {
   }
 
   /** Graceful stop: finish the open group (publish and ack what Kafka holds), then close. */
-  async stop(): Promise<void> {
-    if (this.stopping) return this.done.catch(() => undefined);
-    this.stopping = true;
+  protected async drain(): Promise<void> {
     this.clearTimers();
     // Stop taking messages but keep the connection: the ack of the group published below must
     // reach the slot, or the next start publishes that group again (a needless replay).
@@ -223,7 +221,6 @@ export class CaptureRun extends ServiceRun {
     }
     await this.stream.stop();
     await this.close();
-    return this.finished();
   }
 
   protected async teardownAfterFailure(): Promise<void> {

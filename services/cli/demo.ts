@@ -6,7 +6,7 @@
 import { mkdirSync, openSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { stackSettings, endpointsOf } from '../../infra/stack/settings.js';
+import { endpointsOf, stackConnections, stackSettings } from '../../infra/stack/settings.js';
 import { loadConfig, type PipelineConfigInput } from '../../shared/config.js';
 import { errorMessage } from '../../shared/errors.js';
 import { createLogger } from '../../shared/log.js';
@@ -31,12 +31,7 @@ export async function demo(argv: readonly string[]): Promise<number> {
   const cfgFile = join(dir, 'pipeline.yaml');
   const input: PipelineConfigInput = {
     pipeline: 'demo',
-    clusters: {
-      a: { host: ep.pg.a.host, port: ep.pg.a.port, database: ep.pg.a.database, user: ep.pg.a.user },
-      b: { host: ep.pg.b.host, port: ep.pg.b.port, database: ep.pg.b.database, user: ep.pg.b.user },
-    },
-    kafka: { brokers: [...ep.kafkaBrokers] },
-    registry: { url: ep.registryUrl },
+    ...stackConnections(ep),
     selection: { schemas: [SCHEMA] },
     conflicts: { policy: 'last-writer-wins' },
     capture: { heartbeatSeconds: 2 },

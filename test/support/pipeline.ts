@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { inject } from 'vitest';
 import pg from 'pg';
 import { parseConfig, type PipelineConfig, type PipelineConfigInput } from '../../shared/config.js';
+import { stackConnections } from '../../infra/stack/settings.js';
 import { RAW_TYPES, SESSION_OPTIONS } from '../../shared/pg.js';
 import { createLogger } from '../../shared/log.js';
 
@@ -25,12 +26,7 @@ export function testConfig(name: string, schema: string, over: Partial<PipelineC
   const ep = inject('endpoints');
   return parseConfig({
     pipeline: name,
-    clusters: {
-      a: { host: ep.pg.a.host, port: ep.pg.a.port, user: ep.pg.a.user, database: ep.pg.a.database },
-      b: { host: ep.pg.b.host, port: ep.pg.b.port, user: ep.pg.b.user, database: ep.pg.b.database },
-    },
-    kafka: { brokers: [...ep.kafkaBrokers] },
-    registry: { url: ep.registryUrl },
+    ...stackConnections(ep),
     selection: { schemas: [schema] },
     metrics: { basePort: 0 },
     capture: { heartbeatSeconds: 1, batch: { maxTransactions: 100, maxRows: 2000, lingerMs: 5 } },
