@@ -124,7 +124,27 @@ async function publicationTarget(client: pg.Client, cfg: PipelineConfig): Promis
   return `TABLE ${[...tables.map((t) => qt(t.schema, t.table)), 'cdc.heartbeat'].join(', ')}`;
 }
 
-export async function setupCluster(client: pg.Client, cfg: PipelineConfig, cluster: string, log: Logger): Promise<void> {
+/**
+ * Setup and release of any pipeline on one cluster take this session lock: the helper schema is shared,
+ * and a release that decides to drop it must not interleave with a setup that is creating it
+ * (seen as `schema "cdc" does not exist` when two pipelines were set up and released at once).
+ */
+const HELPER_LOCK = [0x70676272, 0x63646300] as const; // 'pgbr', 'cdc\0'
+
+async function withHelperLock<T>(client: pg.Client, fn: () => Promise<T>): Promise<T> {
+  await client.query('SELECT pg_advisory_lock($1, $2)', [...HELPER_LOCK]);
+  try {
+    return await fn();
+  } finally {
+    await client.query('SELECT pg_advisory_unlock($1, $2)', [...HELPER_LOCK]).catch(() => undefined);
+  }
+}
+
+export function setupCluster(client: pg.Client, cfg: PipelineConfig, cluster: string, log: Logger): Promise<void> {
+  return withHelperLock(client, () => setupClusterLocked(client, cfg, cluster, log));
+}
+
+async function setupClusterLocked(client: pg.Client, cfg: PipelineConfig, cluster: string, log: Logger): Promise<void> {
   await client.query(HELPER_SCHEMA_SQL);
   const slot = slotName(cfg, cluster);
   const pub = await client.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [slot]);
@@ -168,7 +188,7 @@ export async function release(cfg: PipelineConfig, log: Logger, opts: { topics: 
   const reports: ReleaseReport[] = [];
   for (const name of cfg.clusterNames) {
     const dropped: string[] = [];
-    await withClient(cfg.clusters[name]!, 'pgbridge-release', async (c) => {
+    await withClient(cfg.clusters[name]!, 'pgbridge-release', (c) => withHelperLock(c, async () => {
       const slot = slotName(cfg, name);
       const s = await c.query<{ active_pid: number | null }>('SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1', [slot]);
       if (s.rows[0]) {
@@ -203,7 +223,7 @@ export async function release(cfg: PipelineConfig, log: Logger, opts: { topics: 
           dropped.push(`rows of pipeline ${cfg.pipeline} in schema cdc (kept for ${others.rows.map((r: { pubname: string }) => r.pubname).join(', ')})`);
         }
       }
-    });
+    }));
     log.info({ cluster: name, dropped }, 'released');
     reports.push({ cluster: name, dropped });
   }
