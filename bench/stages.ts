@@ -3,6 +3,7 @@
  * Writes the backlog on cluster a, runs capture alone until the slot has acknowledged it
  * (everything is in Kafka), then apply alone from the filled topic until b holds every row.
  * Both times include process start; peak RSS is VmHWM. Uses the local stack.
+ * PGBRIDGE_CPU_PROF=<folder> writes a CPU profile of each service there.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -52,8 +53,10 @@ async function main(): Promise<void> {
       await cl.query(`CALL ${schema}.fill($1, $2)`, [n, per]);
     });
     const target = await withClient(a, 'stages', (cl) => cl.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l')).then((r) => r.rows[0]!.l);
+    // PGBRIDGE_CPU_PROF=<folder>: each service writes a V8 CPU profile there (open it in Chrome DevTools).
+    const profile = process.env.PGBRIDGE_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PGBRIDGE_CPU_PROF}`] : [];
     const start = (script: string, args: string[]): ChildProcess =>
-      spawn(process.execPath, [join(services, script), '--config', file, ...args, '--metrics-port', '0'], { stdio: 'inherit', env: { ...process.env, PGBRIDGE_LOG_LEVEL: 'warn' } });
+      spawn(process.execPath, [...profile, join(services, script), '--config', file, ...args, '--metrics-port', '0'], { stdio: 'inherit', env: { ...process.env, PGBRIDGE_LOG_LEVEL: 'warn' } });
     const stop = async (p: ChildProcess): Promise<void> => {
       p.kill('SIGTERM');
       await new Promise((r) => p.once('exit', r));

@@ -1,9 +1,17 @@
 /**
- * infra/stack command line: up | down | status | reset | env
+ * infra/stack command line: up [service…] | down [service…] | restart <service> [--crash] | status | reset | env
  * Run through the `infra/stack/stack` script, which installs and builds first.
  */
 import { endpointsOf, stackSettings } from './settings.js';
-import { down, formatStatus, reset, status, up } from './stack.js';
+import { down, formatStatus, reset, SERVICES, startService, status, stopService, up, type ServiceName } from './stack.js';
+
+function services(args: string[]): ServiceName[] {
+  const named = args.filter((a) => !a.startsWith('--'));
+  for (const n of named) {
+    if (!SERVICES.includes(n as ServiceName)) throw new Error(`unknown service ${JSON.stringify(n)}; the stack has ${SERVICES.join(', ')}`);
+  }
+  return named.length ? (named as ServiceName[]) : [...SERVICES];
+}
 
 async function main(argv: string[]): Promise<number> {
   const cmd = argv[0] ?? 'status';
@@ -13,7 +21,7 @@ async function main(argv: string[]): Promise<number> {
     case 'up':
     case 'reset': {
       const t0 = Date.now();
-      const ep = cmd === 'up' ? await up(s, say) : await reset(s, say);
+      const ep = cmd === 'up' ? await up(s, say, services(argv.slice(1))) : await reset(s, say);
       console.log(`stack ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
       console.log(`  postgres a  postgresql://${ep.pg.a.user}@${ep.pg.a.host}:${ep.pg.a.port}/${ep.pg.a.database}`);
       console.log(`  postgres b  postgresql://${ep.pg.b.user}@${ep.pg.b.host}:${ep.pg.b.port}/${ep.pg.b.database}`);
@@ -22,8 +30,18 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'down':
-      await down(s, say);
+      await down(s, say, services(argv.slice(1)));
       return 0;
+    case 'restart': {
+      // For fault drills by hand: `restart pg-a --crash` is an immediate-mode crash, `restart kafka --crash` a SIGKILL.
+      const named = argv.slice(1).filter((a) => !a.startsWith('--'));
+      if (named.length !== 1) throw new Error(`restart takes one service: ${SERVICES.join(', ')}`);
+      const [service] = services(named);
+      await stopService(s, service!, argv.includes('--crash') ? 'crash' : 'graceful');
+      say(`${service}: stopped${argv.includes('--crash') ? ' (crash)' : ''}`);
+      await startService(s, service!, say);
+      return 0;
+    }
     case 'status': {
       const rows = await status(s);
       console.log(formatStatus(rows));
@@ -39,7 +57,7 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     default:
-      console.error(`unknown command ${JSON.stringify(cmd)}; use up, down, status, reset or env`);
+      console.error(`unknown command ${JSON.stringify(cmd)}; use up, down, restart, status, reset or env`);
       return 2;
   }
 }

@@ -361,26 +361,39 @@ async function javaDown(s: StackSettings, service: 'kafka' | 'registry', signal:
 
 // ---------------------------------------------------------------- public API
 
-/** Starts whatever is not running and waits until all four services answer. Idempotent. */
-export async function up(s: StackSettings, say: Say = () => undefined): Promise<StackEndpoints> {
+export const SERVICES: readonly ServiceName[] = ['pg-a', 'pg-b', 'kafka', 'registry'];
+
+/** Starts one service of the stack (if it is not running) and waits until it answers. */
+export async function startService(s: StackSettings, service: ServiceName, say: Say = () => undefined): Promise<void> {
   mkdirSync(s.stateDir, { recursive: true, mode: 0o755 });
-  await pgUp(s, 'a', say);
-  await pgUp(s, 'b', say);
-  await kafkaUp(s, say);
-  await registryUp(s, say);
+  if (service === 'pg-a' || service === 'pg-b') await pgUp(s, service === 'pg-a' ? 'a' : 'b', say);
+  else if (service === 'kafka') await kafkaUp(s, say);
+  else await registryUp(s, say);
+}
+
+/**
+ * Stops one service and waits until its process is gone. `crash` stops it the hard way
+ * (PostgreSQL immediate mode, SIGKILL for Java): what fault drills use.
+ */
+export async function stopService(s: StackSettings, service: ServiceName, how: 'graceful' | 'crash' = 'graceful'): Promise<void> {
+  if (service === 'pg-a' || service === 'pg-b') await pgDown(s, service === 'pg-a' ? 'a' : 'b', how === 'crash' ? 'immediate' : 'fast');
+  else await javaDown(s, service, how === 'crash' ? 'SIGKILL' : 'SIGTERM');
+}
+
+/** Starts whatever is not running (of `only`, all four by default) and waits until each answers. Idempotent. */
+export async function up(s: StackSettings, say: Say = () => undefined, only: readonly ServiceName[] = SERVICES): Promise<StackEndpoints> {
+  for (const service of SERVICES) if (only.includes(service)) await startService(s, service, say);
   return endpointsOf(s);
 }
 
-/** Stops every service of the stack and waits until no process is left. Data is kept. */
-export async function down(s: StackSettings, say: Say = () => undefined): Promise<void> {
-  await javaDown(s, 'registry');
-  say('registry: stopped');
-  await javaDown(s, 'kafka');
-  say('kafka: stopped');
-  await pgDown(s, 'a');
-  say('pg-a: stopped');
-  await pgDown(s, 'b');
-  say('pg-b: stopped');
+/** Stops every service of the stack (or those in `only`) and waits until no process is left. Data is kept. */
+export async function down(s: StackSettings, say: Say = () => undefined, only: readonly ServiceName[] = SERVICES): Promise<void> {
+  // The registry stores its schemas in Kafka: it goes first.
+  for (const service of [...SERVICES].reverse()) {
+    if (!only.includes(service)) continue;
+    await stopService(s, service);
+    say(`${service}: stopped`);
+  }
 }
 
 /** Stops the stack, deletes its data (not the download cache) and starts it fresh. */

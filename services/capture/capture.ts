@@ -174,6 +174,9 @@ export class CaptureRun extends ServiceRun {
   async run(): Promise<void> {
     try {
       this.control = await connect(this.cluster, `pgbridge-capture-${this.deps.cluster}-control`);
+      // A server restart or a terminated backend ends this session with an 'error' event: fail
+      // the run (the supervisor starts a new one) rather than let it escape as an uncaught exception.
+      this.control.on('error', (err) => this.fail(err));
       const slot = await checkSlot(this.control, this.slot, this.cluster);
       await checkSystem(this.control, this.deps.cfg.pipeline, this.cluster);
       this.acked = slot.confirmedFlush;

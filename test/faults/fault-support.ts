@@ -27,6 +27,25 @@ export const BANK_TOTAL = String(ACCOUNTS * OPENING_BALANCE);
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** The server went away (restart, crash, terminated backend), as opposed to an error of the statement. */
+export function isConnectionLoss(err: unknown): boolean {
+  const e = err as { code?: string; message?: string };
+  return /^(57P0[123]|08)/.test(e.code ?? '') || /ECONNRESET|ECONNREFUSED|EPIPE|Connection terminated|connection is closed|not queryable/i.test(e.message ?? '');
+}
+
+/** Connects again and again (every 200 ms) until it works; null once `go()` turns false. */
+async function reconnect(open: () => Promise<pg.Client>, go: () => boolean): Promise<pg.Client | null> {
+  while (go()) {
+    try {
+      return await open();
+    } catch (err) {
+      if (!isConnectionLoss(err) && !/starting up|shutting down|recovery/.test(String(err))) throw err;
+      await sleep(200);
+    }
+  }
+  return null;
+}
+
 export function bankTables(schema: string): string[] {
   return [
     `CREATE TABLE ${schema}.accounts (id int PRIMARY KEY, balance bigint NOT NULL, version bigint NOT NULL)`,
@@ -46,9 +65,12 @@ export interface FaultPipeline {
   readonly direction: string;
   readonly topic: string;
   readonly config: ConfigFile;
-  readonly a: pg.Client;
-  readonly b: pg.Client;
+  /** Clients of the source and destination; after a server restart call reconnect(). */
+  a: pg.Client;
+  b: pg.Client;
   readonly processes: ServiceProcess[];
+  /** New clients a and b (the old ones are closed): for after a PostgreSQL restart. */
+  reconnect(): Promise<void>;
   capture(): Promise<ServiceProcess>;
   apply(): Promise<ServiceProcess>;
   /** Runs `fn` at cleanup (before the processes stop), so a failing test leaves no writer or watcher behind. */
@@ -101,6 +123,11 @@ export async function faultPipeline(prefix: string, tables: (schema: string) => 
     defer(fn) {
       deferred.push(fn);
     },
+    async reconnect() {
+      await Promise.all([p.a.end().catch(() => undefined), p.b.end().catch(() => undefined)]);
+      p.a = await pgClient(cfg, src);
+      p.b = await pgClient(cfg, dst);
+    },
     async cleanup() {
       for (const fn of deferred.reverse()) await fn().catch(() => undefined);
       await Promise.all(processes.map((p) => p.stop().catch(() => undefined)));
@@ -108,6 +135,7 @@ export async function faultPipeline(prefix: string, tables: (schema: string) => 
       const logs = join(tmpdir(), 'pgbridge-faults', cfg.pipeline);
       mkdirSync(logs, { recursive: true });
       for (const x of processes) writeFileSync(join(logs, `${x.name}.log`), x.output());
+      const { a, b } = p;
       await releaseFaultPipeline(cfg, { [src]: a, [dst]: b }).catch((err: unknown) => console.warn(`cleanup of ${cfg.pipeline}: ${String(err)}`));
       for (const c of [a, b]) {
         await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch(() => undefined);
@@ -182,6 +210,8 @@ export async function writeSentinel(a: pg.Client, schema: string, note: string):
 
 export interface Load {
   committed(): number;
+  /** Sessions replaced after the source went away. */
+  reconnects(): number;
   /** Stops the writers; rejects with the first unexpected error. */
   stop(): Promise<number>;
 }
@@ -196,7 +226,8 @@ export async function startTransfers(cfg: PipelineConfig, schema: string, worker
   let committed = 0;
   let failure: unknown = null;
   const clients = await Promise.all(Array.from({ length: workers }, () => pgClient(cfg, cfg.clusterNames[0])));
-  const loops = clients.map(async (c) => {
+  let reconnects = 0;
+  const loops = clients.map(async (_, w) => {
     while (running) {
       const x = 1 + Math.floor(Math.random() * ACCOUNTS);
       let y = 1 + Math.floor(Math.random() * (ACCOUNTS - 1));
@@ -205,14 +236,23 @@ export async function startTransfers(cfg: PipelineConfig, schema: string, worker
       const [lo, hi] = x < y ? [x, y] : [y, x];
       const delta = (id: number): number => (id === x ? -amount : amount);
       try {
-        await c.query(`BEGIN;
+        await clients[w]!.query(`BEGIN;
           UPDATE ${schema}.accounts SET balance = balance + (${delta(lo)}), version = version + 1 WHERE id = ${lo};
           UPDATE ${schema}.accounts SET balance = balance + (${delta(hi)}), version = version + 1 WHERE id = ${hi};
           INSERT INTO ${schema}.ledger (events, note) VALUES (3, 'transfer');
           COMMIT`);
         committed++;
       } catch (err) {
-        await c.query('ROLLBACK').catch(() => undefined);
+        if (isConnectionLoss(err)) {
+          // The source restarted: the transfer committed whole or not at all; carry on with a new session.
+          reconnects++;
+          await clients[w]!.end().catch(() => undefined);
+          const next = await reconnect(() => pgClient(cfg, cfg.clusterNames[0]), () => running);
+          if (!next) break;
+          clients[w] = next;
+          continue;
+        }
+        await clients[w]!.query('ROLLBACK').catch(() => undefined);
         if (!/^40/.test((err as { code?: string }).code ?? '')) {
           failure ??= err;
           running = false;
@@ -223,6 +263,7 @@ export async function startTransfers(cfg: PipelineConfig, schema: string, worker
   });
   return {
     committed: () => committed,
+    reconnects: () => reconnects,
     async stop() {
       running = false;
       await Promise.all(loops);
@@ -244,16 +285,25 @@ export interface BankWatch {
  * may be lower than one seen before (a stale replay would move it back).
  */
 export async function watchBank(cfg: PipelineConfig, cluster: string, schema: string): Promise<BankWatch> {
-  const c = await pgClient(cfg, cluster);
+  let c = await pgClient(cfg, cluster);
   let running = true;
   let polls = 0;
   const violations: string[] = [];
   const seen = new Map<number, number>();
   const loop = (async () => {
     while (running) {
-      const r = await c.query<{ n: string; total: string | null; versions: string | null }>(
-        `SELECT count(*) AS n, sum(balance)::text AS total, json_agg(json_build_array(id, version) ORDER BY id)::text AS versions FROM ${schema}.accounts`,
-      );
+      let r: pg.QueryResult<{ n: string; total: string | null; versions: string | null }>;
+      try {
+        r = await c.query(`SELECT count(*) AS n, sum(balance)::text AS total, json_agg(json_build_array(id, version) ORDER BY id)::text AS versions FROM ${schema}.accounts`);
+      } catch (err) {
+        if (!isConnectionLoss(err)) throw err;
+        // The destination restarted: watch on through a new session.
+        await c.end().catch(() => undefined);
+        const next = await reconnect(() => pgClient(cfg, cluster), () => running);
+        if (!next) break;
+        c = next;
+        continue;
+      }
       const row = r.rows[0]!;
       if (row.n !== '0') {
         polls++;

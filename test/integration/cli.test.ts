@@ -90,6 +90,11 @@ describe('pgbridge CLI', () => {
       await waitUntil('row on b', async () => (await withClient(cfg.clusters.b!, 'test', (x) => x.query(`SELECT 1 FROM ${schema}.t WHERE id = 1`))).rowCount === 1, 30_000);
       const barrier = cli(['barrier', '--config', file, '--timeout', '60']);
       expect(barrier.out).toMatch(/^drained: barrier .* applied in a-b and b-a/m);
+      // Caught up: no message left to read (the commit marker closing each Kafka transaction is not one).
+      await waitUntil('both directions idle with 0 messages of lag', async () => {
+        const s = JSON.parse(cli(['status', '--json', '--config', file]).out) as { state: string; lagOffsets: number | null }[];
+        return s.every((r) => r.state === 'idle' && r.lagOffsets === 0);
+      }, 30_000, 300);
     } finally {
       run.kill('SIGINT');
     }

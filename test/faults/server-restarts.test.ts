@@ -1,0 +1,131 @@
+/**
+ * The servers pgbridge talks to restarted for real while transfers run (RELIABILITY.md fault
+ * catalogue: source immediate-mode crash, destination restart, walsender terminated
+ * repeatedly, broker killed under load, slot dropped while capture was stopped).
+ * It runs on a private pair of PostgreSQL clusters and a private Kafka broker (own ports and
+ * folder; the shared registry), so the shared stack the other files use is never disturbed.
+ * What a user checks afterwards: the services came back on their own, the destination equals
+ * the source with no transfer lost, torn or applied twice, and a dropped slot is a clear stop.
+ */
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { stackConnections, stackSettings, type StackSettings } from '../../infra/stack/settings.js';
+import { down, startService, stopService, up, type ServiceName } from '../../infra/stack/stack.js';
+import { slotName } from '../../shared/config.js';
+import { waitUntil } from '../support/pipeline.js';
+import {
+  bankRows,
+  bankTables,
+  faultPipeline,
+  seedAccounts,
+  startTransfers,
+  waitConverged,
+  watchBank,
+  type FaultPipeline,
+} from './fault-support.js';
+
+const PRIVATE: readonly ServiceName[] = ['pg-a', 'pg-b', 'kafka'];
+
+describe('server restarts under load (private clusters and broker, real restarts)', () => {
+  let dir = '';
+  let s: StackSettings;
+  let p: FaultPipeline | null = null;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'pgbridge-restarts-'));
+    chmodSync(dir, 0o755); // initdb runs as postgres when the tests run as root
+    s = stackSettings({
+      ...process.env,
+      PGBRIDGE_STACK_DIR: join(dir, 'state'),
+      PGBRIDGE_PG_A_PORT: '16632', PGBRIDGE_PG_B_PORT: '16633',
+      PGBRIDGE_KAFKA_PORT: '29492', PGBRIDGE_KAFKA_CONTROLLER_PORT: '29493',
+    });
+    await up(s, () => undefined, PRIVATE);
+  }, 180_000);
+
+  afterAll(async () => {
+    await p?.cleanup();
+    if (s) await down(s, () => undefined, PRIVATE).catch(() => undefined);
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  }, 120_000);
+
+  it('source crash, destination restart, walsender and control session kills, a broker kill: services recover on their own, nothing lost, torn or doubled; a dropped slot stops capture with the fix', async () => {
+    const conn = stackConnections({ pg: s.pg, kafkaBrokers: [`${s.host}:${s.kafkaPort}`], registryUrl: inject('endpoints').registryUrl });
+    p = await faultPipeline('srv', bankTables, { clusters: conn.clusters, kafka: conn.kafka });
+    const fp = p;
+    const { cfg, schema } = fp;
+    const capture = (await fp.capture()).start();
+    const apply = (await fp.apply()).start();
+    await Promise.all([capture.waitReady(), apply.waitReady()]);
+    await seedAccounts(fp.a, schema);
+    await waitUntil('accounts on the destination', async () => (await fp.b.query(`SELECT count(*) AS n FROM ${schema}.accounts`)).rows[0].n === '20', 60_000);
+    const watch = await watchBank(cfg, fp.dst, schema);
+    const load = await startTransfers(cfg, schema, 2, 10);
+    fp.defer(() => Promise.all([load.stop(), watch.stop()]));
+
+    /** Transfers keep committing on the source and keep arriving on the destination. */
+    const flowing = async (what: string): Promise<void> => {
+      const before = load.committed();
+      await waitUntil(`transfers committing after ${what}`, async () => load.committed() >= before + 20, 90_000, 100);
+      const src = await waitUntil(`source readable after ${what}`, async () => {
+        await fp.reconnect();
+        return Number((await fp.a.query(`SELECT count(*) AS n FROM ${schema}.ledger`)).rows[0].n);
+      }, 60_000, 500);
+      await waitUntil(`destination catching up after ${what}`, async () => Number((await fp.b.query(`SELECT count(*) AS n FROM ${schema}.ledger`)).rows[0].n) >= src, 120_000, 200)
+        .catch((err: Error) => { throw new Error(`${err.message}\n${capture.tail(3000)}\n${apply.tail(3000)}`); });
+    };
+    const bounce = async (service: ServiceName, how: 'graceful' | 'crash', downMs: number): Promise<void> => {
+      await stopService(s, service, how);
+      await new Promise((r) => setTimeout(r, downMs));
+      await startService(s, service);
+    };
+
+    await flowing('start');
+    // 1. The source crashes (immediate mode: no checkpoint, WAL replayed at start).
+    await bounce('pg-a', 'crash', 1000);
+    await flowing('the source crashed');
+    // 2. The destination restarts while apply is writing to it.
+    await bounce('pg-b', 'graceful', 1000);
+    await flowing('the destination restarted');
+    // 3. The walsender of our slot is terminated three times.
+    for (let i = 0; i < 3; i++) {
+      const slot = slotName(cfg, fp.src);
+      const pid = await waitUntil('slot active', async () => (await fp.a.query<{ pid: number | null }>('SELECT active_pid AS pid FROM pg_replication_slots WHERE slot_name = $1', [slot])).rows[0]?.pid, 60_000, 100);
+      await fp.a.query('SELECT pg_terminate_backend($1)', [pid]);
+      await flowing(`walsender kill ${i + 1}`);
+    }
+    // 3b. Capture's control session (heartbeat, slot lag) is terminated: not an uncaught error.
+    const control = await fp.a.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [`pgbridge-capture-${fp.src}-control`]);
+    expect(control.rowCount).toBe(1);
+    await flowing('the control session was terminated');
+    // 4. The broker is killed (SIGKILL) and comes back after a few seconds.
+    await bounce('kafka', 'crash', 3000);
+    await flowing('the broker was killed');
+
+    const transfers = await load.stop();
+    const { polls, violations } = await watch.stop();
+    await fp.reconnect();
+    await waitConverged(fp, 120_000);
+    expect(transfers).toBeGreaterThan(100);
+    expect(polls).toBeGreaterThan(20);
+    expect(violations).toEqual([]);
+    // Every ledger row exactly once on the destination (a transfer applied twice would show copies > 1).
+    const copies = JSON.parse(await bankRows(fp.b, schema)).ledger.filter((r: { note: string; copies: string }) => r.note === 'transfer' && r.copies !== '1');
+    expect(copies).toEqual([]);
+    // The services never gave up: both still run the processes they started with.
+    expect([capture.running, apply.running, capture.starts, apply.starts]).toEqual([true, true, 1, 1]);
+
+    // 5. A slot dropped while capture was stopped: capture refuses to start, names the slot and the fix.
+    expect(await capture.stop()).toEqual({ code: 0, signal: null });
+    const slot = slotName(cfg, fp.src);
+    await fp.a.query('SELECT pg_drop_replication_slot($1)', [slot]);
+    capture.start();
+    const exit = await capture.waitExit(60_000);
+    expect(exit.code).toBe(1);
+    const last = capture.output().slice(capture.output().lastIndexOf(`start #${capture.starts}`));
+    expect(last).toContain(`replication slot ${slot} does not exist on cluster ${fp.src}`);
+    expect(last).toMatch(/SLOT_MISSING/);
+  }, 600_000);
+});
