@@ -5,6 +5,7 @@
 export type ErrorCode =
   | 'CONFIG_INVALID'
   | 'CONNECTION'
+  | 'STANDBY'
   | 'SLOT_MISSING'
   | 'SLOT_INVALIDATED'
   | 'SLOT_AHEAD'

@@ -14,6 +14,9 @@ import { serveHttp, type Probe } from './http.js';
 import type { Logger } from './log.js';
 import { backoff, sleep } from './retry.js';
 
+/** How often a standby instance tries to take over. */
+const STANDBY_POLL_MS = 2_000;
+
 export interface Runnable {
   run(): Promise<void>;
   stop(): Promise<void>;
@@ -108,6 +111,7 @@ export async function superviseService(opts: {
   process.on('SIGINT', () => onSignal('SIGINT'));
 
   let firstFailureAt: number | null = null;
+  let standbyLoggedAt = 0;
   let attempt = 0;
   let code = 0;
   while (!stopping) {
@@ -126,6 +130,19 @@ export async function superviseService(opts: {
         log.fatal({ err: errorMessage(err), ...details }, `${opts.name} stopped`);
         code = 1;
         break;
+      }
+      if (err instanceof PgBridgeError && err.code === 'STANDBY') {
+        // Another instance does the work: wait as its standby, without a retry window, and
+        // say so once (then every ten minutes) rather than at every attempt.
+        if (!lastState.startsWith('standby') || Date.now() - standbyLoggedAt > 600_000) {
+          log.info({ err: errorMessage(err), ...details }, `${opts.name} is on standby`);
+          standbyLoggedAt = Date.now();
+        }
+        lastState = `standby: ${errorMessage(err)}`;
+        firstFailureAt = null;
+        attempt = 0;
+        await sleep(STANDBY_POLL_MS);
+        continue;
       }
       // A run that lasted a while resets the window.
       if (Date.now() - startedAt > 60_000) {

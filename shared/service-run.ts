@@ -38,7 +38,10 @@ export abstract class ServiceRun {
   protected fail(err: Error): void {
     if (this.failure || this.stopping) return;
     this.failure = err;
-    this.log.error({ err: errorMessage(err), code: (err as { code?: string }).code }, 'run failed');
+    const code = (err as { code?: string }).code;
+    // A standby's attempt to take over is expected to fail while the other instance runs.
+    if (code === 'STANDBY') this.log.debug({ err: errorMessage(err), code }, 'run failed');
+    else this.log.error({ err: errorMessage(err), code }, 'run failed');
     void this.teardownAfterFailure().then(
       () => this.rejectDone(err),
       () => this.rejectDone(err),

@@ -186,9 +186,12 @@ export class ApplyRun extends ServiceRun {
         this.originMode = 'replication-origin';
       } catch (err) {
         const code = (err as { code?: string }).code;
-        // 55006: the origin is still held by the session of a previous apply that died; it
-        // goes away when PostgreSQL notices the dead connection: retry.
-        if (code === '55006') throw new PgBridgeError('CONNECTION', `replication origin ${origin} on ${direction.to} is still in use by another session: ${errorMessage(err)}`, { retriable: true, cause: err });
+        // 55006: the origin is held by another session: a second apply instance of this
+        // direction that is running (this one is its standby and takes over when it stops),
+        // or a previous apply that died and PostgreSQL has not noticed yet. Either way: wait.
+        if (code === '55006') {
+          throw new PgBridgeError('STANDBY', `replication origin ${origin} on ${direction.to} is held by another session (another apply of ${direction.id} running, or one that died and is not yet noticed); waiting to take over`, { retriable: true, cause: err, details: { origin } });
+        }
         if (method === 'replication-origin' || (code !== '42501' && code !== '42704')) {
           throw new PgBridgeError('CONNECTION', `cannot use replication origin ${origin} on cluster ${direction.to}: ${errorMessage(err)}${code === '42704' ? ' (run pgbridge setup)' : ''}`, { retriable: code !== '42704' && code !== '42501', cause: err });
         }

@@ -11,6 +11,7 @@ import { formatLsn } from '../../shared/lsn.js';
 import { waitUntil } from '../support/pipeline.js';
 import { readTopic } from '../support/topic.js';
 import {
+  bankRows,
   bankTables,
   faultPipeline,
   randomMoment,
@@ -130,5 +131,59 @@ describe('apply crash (child processes, real kills)', () => {
     } finally {
       await admin.disconnect();
     }
+  }, 240_000);
+
+  it('a second apply of the same direction waits as standby and takes over when the first stops (scale 1→2→1 under transfers): nothing lost or twice', async () => {
+    p = await faultPipeline('arebal', bankTables);
+    const fp = p;
+    const { schema, cfg } = fp;
+    const capture = (await fp.capture()).start();
+    const first = (await fp.apply()).start();
+    await Promise.all([capture.waitReady(), first.waitReady()]);
+    await seedAccounts(fp.a, schema);
+    await waitUntil('accounts on the destination', async () => (await fp.b.query(`SELECT count(*) AS n FROM ${schema}.accounts`)).rows[0].n === '20', 60_000);
+    const watch = await watchBank(cfg, fp.dst, schema);
+    const load = await startTransfers(cfg, schema, 2, 10);
+    fp.defer(() => Promise.all([load.stop(), watch.stop()]));
+    const ledger = async (c: typeof fp.a): Promise<number> => Number((await c.query(`SELECT count(*) AS n FROM ${schema}.ledger`)).rows[0].n);
+    /** The destination keeps up: it reaches what the source held a moment ago. */
+    const flowing = async (what: string): Promise<void> => {
+      const src = await ledger(fp.a);
+      await waitUntil(`destination catching up ${what}`, async () => (await ledger(fp.b)) >= src + 10, 60_000, 100);
+    };
+    const standbyState = async (x: typeof first): Promise<string> => {
+      const r = await fetch(`http://127.0.0.1:${x.port}/readyz`, { signal: AbortSignal.timeout(2000) });
+      return `${r.status} ${(await r.text()).trim()}`;
+    };
+
+    await flowing('with one apply');
+    // Scale to two: the second cannot take the direction's replication origin and waits.
+    const second = (await fp.apply()).start();
+    await waitUntil('second apply on standby', async () => /^503 .*standby/.test(await standbyState(second).catch(() => '')), 30_000, 200);
+    await flowing('with a standby beside the first');
+    // Scale to one: the first drains and exits; the standby takes over.
+    first.kill('SIGTERM');
+    expect(await first.waitExit(30_000), first.tail()).toEqual({ code: 0, signal: null });
+    const t0 = Date.now();
+    await second.waitReady(60_000);
+    const takeoverMs = Date.now() - t0;
+    await flowing('after the takeover');
+    // And back: the first returns as standby, the second stops, the first takes over again.
+    first.start();
+    await waitUntil('first apply on standby', async () => /^503 .*standby/.test(await standbyState(first).catch(() => '')), 30_000, 200);
+    second.kill('SIGTERM');
+    expect(await second.waitExit(30_000), second.tail()).toEqual({ code: 0, signal: null });
+    await first.waitReady(60_000);
+    await flowing('after the second takeover');
+
+    await load.stop();
+    await waitConverged(fp, 90_000);
+    const seen = await watch.stop();
+    expect(seen.violations).toEqual([]);
+    const copies = JSON.parse(await bankRows(fp.b, schema)).ledger.filter((r: { copies: string }) => r.copies !== '1');
+    expect(copies).toEqual([]);
+    // A standby is quiet: no error lines while it waited.
+    for (const x of [first, second]) expect(x.output().split('\n').filter((l) => l.includes('"level":"error"') || l.includes('"level":50'))).toEqual([]);
+    console.log(`apply 1→2→1: first takeover ${takeoverMs} ms after the active instance exited`);
   }, 240_000);
 });
