@@ -128,4 +128,39 @@ describe('server restarts under load (private clusters and broker, real restarts
     expect(last).toContain(`replication slot ${slot} does not exist on cluster ${fp.src}`);
     expect(last).toMatch(/SLOT_MISSING/);
   }, 600_000);
+
+  it('WAL retention exceeded while capture was stopped: the next start stops with SLOT_INVALIDATED and says a resync is needed', async () => {
+    const conn = stackConnections({ pg: s.pg, kafkaBrokers: [`${s.host}:${s.kafkaPort}`], registryUrl: inject('endpoints').registryUrl });
+    const q = await faultPipeline('wal', bankTables, { clusters: conn.clusters, kafka: conn.kafka });
+    const junk = `${q.schema}_junk`;
+    try {
+      const capture = (await q.capture()).start();
+      await capture.waitReady();
+      expect(await capture.stop()).toEqual({ code: 0, signal: null });
+      const slot = slotName(q.cfg, q.src);
+      // Keep at most one segment for slots, then write and checkpoint past it.
+      await q.a.query(`ALTER SYSTEM SET max_slot_wal_keep_size = '16MB'`);
+      await q.a.query('SELECT pg_reload_conf()');
+      await q.a.query(`CREATE SCHEMA ${junk}; CREATE TABLE ${junk}.t (x text)`);
+      const status = await waitUntil('slot wal_status lost', async () => {
+        await q.a.query(`INSERT INTO ${junk}.t SELECT repeat(md5(g::text), 64) FROM generate_series(1, 4000) g`);
+        await q.a.query('SELECT pg_switch_wal()');
+        await q.a.query('CHECKPOINT');
+        const r = await q.a.query<{ wal_status: string }>('SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1', [slot]);
+        return r.rows[0]?.wal_status === 'lost' ? r.rows[0].wal_status : null;
+      }, 120_000, 0);
+      expect(status).toBe('lost');
+      capture.start();
+      expect((await capture.waitExit(60_000)).code).toBe(1);
+      const last = capture.output().slice(capture.output().lastIndexOf(`start #${capture.starts}`));
+      expect(last).toMatch(/SLOT_INVALIDATED/);
+      expect(last).toContain(`replication slot ${slot} on cluster ${q.src} has lost required WAL`);
+      expect(last).toContain('resync is needed');
+    } finally {
+      await q.a.query('ALTER SYSTEM RESET max_slot_wal_keep_size').catch(() => undefined);
+      await q.a.query('SELECT pg_reload_conf()').catch(() => undefined);
+      await q.a.query(`DROP SCHEMA IF EXISTS ${junk} CASCADE`).catch(() => undefined);
+      await q.cleanup();
+    }
+  }, 240_000);
 });
