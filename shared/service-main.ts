@@ -21,6 +21,8 @@ export interface Runnable {
   run(): Promise<void>;
   stop(): Promise<void>;
   readonly ready: boolean;
+  /** The run moved data (capture: a group committed to Kafka; apply: a destination commit). */
+  readonly progressed: boolean;
 }
 
 /** True when the module at `url` is the script node was started with. */
@@ -144,8 +146,11 @@ export async function superviseService(opts: {
         await sleep(STANDBY_POLL_MS);
         continue;
       }
-      // A run that lasted a while resets the window.
-      if (Date.now() - startedAt > 60_000) {
+      // A run that moved data ended the outage, so its failure starts a new window. Without
+      // this, separate incidents minutes apart (a database restart, later a broker restart)
+      // added up to one window and stopped the service although each was short. A run that
+      // lasted a while resets it too.
+      if (run.progressed || Date.now() - startedAt > 60_000) {
         firstFailureAt = null;
         attempt = 0;
       }

@@ -10,6 +10,8 @@ import type { Logger } from './log.js';
 export abstract class ServiceRun {
   protected failure: Error | null = null;
   protected stopping = false;
+  /** Set by the subclass when data moved (see Runnable.progressed). */
+  progressed = false;
   protected readonly done: Promise<void>;
   private chain: Promise<void> = Promise.resolve();
   private resolveDone!: () => void;

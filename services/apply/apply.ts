@@ -462,6 +462,7 @@ export class ApplyRun extends ServiceRun {
     await c.query('COMMIT');
     this.log.debug({ partition: g.partition, offset: String(next), txns: g.txns, rows: g.rows, lsn: formatLsn(commitLsn) }, 'committed');
     this.group = null;
+    this.progressed = true;
     this.stored.set(g.partition, { nextOffset: next, commitLsn });
     const m = this.deps.metrics;
     m.transactions.inc(g.txns);

@@ -297,6 +297,7 @@ export class CaptureRun extends ServiceRun {
     this.lingerExpired = false;
     const end = this.groupEnd;
     await this.publisher.commit();
+    this.progressed = true;
     const m = this.deps.metrics;
     m.events.inc({ kind: 'change' }, this.groupEvents.change);
     m.events.inc({ kind: 'control' }, this.groupEvents.control);

@@ -51,7 +51,7 @@ describe('server restarts under load (private clusters and broker, real restarts
     if (dir) rmSync(dir, { recursive: true, force: true });
   }, 120_000);
 
-  it('source crash, destination restart, walsender and control session kills, a broker kill: services recover on their own, nothing lost, torn or doubled; a dropped slot stops capture with the fix', async () => {
+  it('source crash, destination restart, walsender and control session kills, a broker kill and a 35 s broker outage: services recover on their own, nothing lost, torn or doubled; a dropped slot stops capture with the fix', async () => {
     const conn = stackConnections({ pg: s.pg, kafkaBrokers: [`${s.host}:${s.kafkaPort}`], registryUrl: inject('endpoints').registryUrl });
     p = await faultPipeline('srv', bankTables, { clusters: conn.clusters, kafka: conn.kafka });
     const fp = p;
@@ -100,9 +100,12 @@ describe('server restarts under load (private clusters and broker, real restarts
     const control = await fp.a.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [`pgbridge-capture-${fp.src}-control`]);
     expect(control.rowCount).toBe(1);
     await flowing('the control session was terminated');
-    // 4. The broker is killed (SIGKILL) and comes back after a few seconds.
+    // 4. The broker is killed (SIGKILL) and comes back after a few seconds; then it stays away
+    // for longer than the clients' own retries last (kafkajs gives up after ~25 s).
     await bounce('kafka', 'crash', 3000);
     await flowing('the broker was killed');
+    await bounce('kafka', 'graceful', 35_000);
+    await flowing('the broker was away for 35 s');
 
     const transfers = await load.stop();
     const { polls, violations } = await watch.stop();
