@@ -111,6 +111,36 @@ export interface CaptureDeps {
  * run() resolves after a clean stop and rejects with the failure otherwise; a new instance
  * is made for every restart (nothing carries over but what the slot and Kafka hold).
  */
+/**
+ * INV-6, the slot ahead of our durable position: the slot has released WAL up to what was
+ * committed to the topic, so the topic must still hold it. A topic that was deleted and
+ * made again, or that ends before the last record this capture recorded as published,
+ * lost events that the slot can no longer give: stop rather than stream on from there.
+ */
+export async function checkPublished(client: pg.Client, kafka: Kafka, pipeline: string, cluster: ClusterConfig, topic: string): Promise<void> {
+  const r = await client.query<{ published_offset: string | null; published_lsn: string | null; published_at: string | null }>(
+    'SELECT published_offset::text, published_lsn::text, published_at::text FROM cdc.capture_state WHERE pipeline = $1 AND cluster = $2',
+    [pipeline, cluster.name],
+  );
+  const row = r.rows[0];
+  if (!row?.published_offset) return;
+  const admin = kafka.admin();
+  await admin.connect();
+  let end: bigint | null;
+  try {
+    const topics = await admin.listTopics();
+    end = topics.includes(topic) ? BigInt((await admin.fetchTopicOffsets(topic)).find((o) => o.partition === 0)?.high ?? '0') : null;
+  } finally {
+    await admin.disconnect().catch(() => undefined);
+  }
+  const published = BigInt(row.published_offset);
+  if (end === null || end <= published) {
+    const where = end === null ? `topic ${topic} does not exist` : `topic ${topic} ends at offset ${end}`;
+    throw new PgBridgeError('SLOT_AHEAD', `${where}, but capture of cluster ${cluster.name} had committed records to it up to offset ${published} (source commit ${row.published_lsn}, recorded ${row.published_at}): ` +
+      'the topic was deleted or recreated, and the slot has already released the WAL of those events. Resync the direction, then clear published_offset in cdc.capture_state.', { details: { topic, end: end === null ? null : String(end), published: String(published) } });
+  }
+}
+
 export class CaptureRun extends ServiceRun {
   private readonly cluster: ClusterConfig;
   private readonly slot: string;
@@ -124,6 +154,8 @@ export class CaptureRun extends ServiceRun {
   private readonly typeNames = new Map<string, string>();
   protected readonly log: Logger;
 
+  /** Offset last written to cdc.capture_state.published_offset. */
+  private recordedOffset: bigint | null = null;
   /** Highest LSN told to the slot. */
   private acked: Lsn = ZERO_LSN;
   /** End LSN of the last source transaction in the open group (published when the group commits). */
@@ -179,6 +211,7 @@ export class CaptureRun extends ServiceRun {
       this.control.on('error', (err) => this.fail(err));
       const slot = await checkSlot(this.control, this.slot, this.cluster);
       await checkSystem(this.control, this.deps.cfg.pipeline, this.cluster);
+      await checkPublished(this.control, this.deps.kafka, this.deps.cfg.pipeline, this.cluster, this.direction.topic);
       this.acked = slot.confirmedFlush;
       this.deps.metrics.ackedLsn.set(Number(this.acked));
       await this.publisher.connect();
@@ -190,7 +223,10 @@ export class CaptureRun extends ServiceRun {
       this.streaming = true;
       this.log.info({ lsn: formatLsn(this.acked) }, 'capture streaming');
       const statusMs = this.deps.cfg.capture.statusIntervalSeconds * 1000;
-      this.statusTimer = setInterval(() => void this.serial(() => this.stream.ack(this.acked)).catch((e: Error) => this.fail(e)), statusMs);
+      this.statusTimer = setInterval(() => void this.serial(async () => {
+        await this.stream.ack(this.acked);
+        await this.recordPublished();
+      }).catch((e: Error) => this.fail(e)), statusMs);
       if (this.deps.cfg.capture.heartbeatSeconds > 0) {
         this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.deps.cfg.capture.heartbeatSeconds * 1000);
         void this.heartbeat();
@@ -218,6 +254,7 @@ export class CaptureRun extends ServiceRun {
         } else if (this.groupEnd !== null) {
           await this.commitGroupAndAck(true);
         }
+        await this.recordPublished();
       });
     } catch (err) {
       this.log.error({ err: errorMessage(err) }, 'could not publish the last group on stop; it will be re-read from the slot');
@@ -311,6 +348,17 @@ export class CaptureRun extends ServiceRun {
       m.ackedLsn.set(Number(end));
       if (ack) await this.stream.ack(end);
     }
+  }
+
+  /** Notes in cdc.capture_state the last record committed to the topic (for checkPublished), when it moved. */
+  private async recordPublished(): Promise<void> {
+    const offset = this.publisher.committedOffset;
+    if (offset === null || offset === this.recordedOffset || !this.control) return;
+    await this.control.query(
+      'UPDATE cdc.capture_state SET published_offset = $3, published_lsn = $4, published_at = clock_timestamp() WHERE pipeline = $1 AND cluster = $2',
+      [this.deps.cfg.pipeline, this.deps.cluster, offset.toString(), formatLsn(this.acked)],
+    );
+    this.recordedOffset = offset;
   }
 
   /**

@@ -17,6 +17,9 @@ export class KafkaPublisher {
   private bufferBytes = 0;
   /** Messages in the open transaction (sent or buffered). */
   private inTx = 0;
+  /** Offset of the last record sent in the open transaction, and of the last one committed. */
+  private sentOffset: bigint | null = null;
+  private committed: bigint | null = null;
 
   constructor(
     private readonly kafka: Kafka,
@@ -61,7 +64,14 @@ export class KafkaPublisher {
     const messages = this.buffer.map((m) => ({ key: m.key, value: m.value, headers: m.headers }));
     this.buffer = [];
     this.bufferBytes = 0;
-    await this.tx.send({ topic: this.topic, acks: -1, messages });
+    const meta = await this.tx.send({ topic: this.topic, acks: -1, messages });
+    const base = meta.find((m) => m.topicName === this.topic)?.baseOffset;
+    if (base !== undefined) this.sentOffset = BigInt(base) + BigInt(messages.length) - 1n;
+  }
+
+  /** Offset of the last record of the last committed transaction (null before the first). */
+  get committedOffset(): bigint | null {
+    return this.committed;
   }
 
   /** Sends what is buffered and commits the Kafka transaction; on return every message is durably acked. */
@@ -70,10 +80,14 @@ export class KafkaPublisher {
     const tx = this.tx;
     this.tx = null;
     this.inTx = 0;
-    if (tx) await tx.commit();
+    if (tx) {
+      await tx.commit();
+      if (this.sentOffset !== null) this.committed = this.sentOffset;
+    }
   }
 
   async abort(): Promise<void> {
+    this.sentOffset = this.committed;
     this.buffer = [];
     this.bufferBytes = 0;
     this.inTx = 0;

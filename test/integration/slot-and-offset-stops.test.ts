@@ -157,4 +157,39 @@ describe('slot and offset positions (child processes)', () => {
     expect(tables.filter((t) => t.startsWith(`${other}.`))).toEqual([]);
     console.log(`slot ${slot} past ${w.lsn} (${(Number(w.bytes) / 1048576).toFixed(1)} MB of unpublished WAL) ${advancedMs} ms after the writes began; skipped transactions ${skipped}`);
   }, 90_000);
+
+  it('a topic deleted and made again while capture was stopped stops capture with SLOT_AHEAD (INV-6): exit 1, topic and offsets named', async () => {
+    p = await faultPipeline('slahead', (s) => [`CREATE TABLE ${s}.t (id int PRIMARY KEY, v text)`]);
+    const { a, schema, cfg, topic } = p;
+    const admin = new Kafka({ brokers: [...cfg.kafka.brokers], logLevel: logLevel.NOTHING, clientId: 'test-slot-ahead' }).admin();
+    await admin.connect();
+    p.defer(() => admin.disconnect());
+
+    const capture = (await p.capture()).start();
+    await capture.waitReady();
+    await a.query(`INSERT INTO ${schema}.t SELECT g, 'x' FROM generate_series(1, 30) g`);
+    await waitUntil('capture published the rows', async () => (await capture.metric('pgbridge_capture_events_total', { kind: 'change' })) >= 30, 30_000);
+    // A graceful stop records the last committed record; the slot has released that WAL.
+    capture.kill('SIGTERM');
+    expect(await capture.waitExit(30_000), capture.tail()).toEqual({ code: 0, signal: null });
+    const recorded = await a.query<{ published_offset: string | null }>('SELECT published_offset::text FROM cdc.capture_state WHERE pipeline = $1 AND cluster = $2', [cfg.pipeline, p.src]);
+    const published = BigInt(recorded.rows[0]?.published_offset ?? '-1');
+    expect(published).toBeGreaterThanOrEqual(29n);
+
+    // An operator deletes the topic and makes it again, empty.
+    await admin.deleteTopics({ topics: [topic] });
+    await waitUntil('topic gone', async () => !(await admin.listTopics()).includes(topic), 30_000, 200);
+    await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true });
+
+    const from = capture.output().length;
+    capture.start();
+    const exit = await capture.waitExit(60_000);
+    const out = capture.output().slice(from);
+    expect(exit, out).toEqual({ code: 1, signal: null });
+    const fatal = logLines(out).filter((l) => l.level === 'fatal');
+    expect(fatal, out).toHaveLength(1);
+    expect(fatal[0]).toMatchObject({ code: 'SLOT_AHEAD' });
+    expect(String(fatal[0]!.err)).toContain(`topic ${topic} ends at offset 0, but capture of cluster ${p.src} had committed records to it up to offset ${published}`);
+    expect(String(fatal[0]!.err)).toContain('Resync the direction');
+  });
 });
