@@ -193,11 +193,10 @@ export class RowWriter {
    */
   private match(t: TableInfo, row: Row, startAt: number): { sql: string; values: unknown[] } {
     if (t.key.length > 0) {
-      const missing = t.key.filter((k) => !(k in row));
-      if (missing.length) throw new PgBridgeError('POISON', `event for ${t.schema}.${t.table} lacks key column(s) ${missing.join(', ')}`);
+      const by = this.identity(t, row);
       return {
-        sql: t.key.map((k, i) => `x.${qi(k)} = $${startAt + i}`).join(' AND '),
-        values: t.key.map((k) => toPgParam(row[k])),
+        sql: by.map((k, i) => `x.${qi(k)} = $${startAt + i}`).join(' AND '),
+        values: by.map((k) => toPgParam(row[k])),
       };
     }
     // REPLICA IDENTITY FULL: compare the text forms (json, point and xml have no equality operator).
@@ -207,6 +206,20 @@ export class RowWriter {
       sql: `x.ctid = (SELECT y.ctid FROM ${t.qname} y WHERE ${cond} LIMIT 1 FOR UPDATE)`,
       values: cols.map((c) => toPgParam(row[c])),
     };
+  }
+
+  /**
+   * The columns that find the row of a keyed table: its primary key, or, when the event's row
+   * lacks it, a unique index of the destination whose columns the row has. That is the case of
+   * REPLICA IDENTITY USING INDEX on the source: pgoutput sends an old row with the index's
+   * columns and every other column null.
+   */
+  private identity(t: TableInfo, row: Row): readonly string[] {
+    const has = (c: string): boolean => c in row && row[c] !== null && row[c] !== undefined;
+    if (t.key.every(has)) return t.key;
+    const by = t.uniques.find((u) => u.columns?.length && u.columns.every(has))?.columns;
+    if (by) return by;
+    throw new PgBridgeError('POISON', `event for ${t.schema}.${t.table} lacks key column(s) ${t.key.filter((k) => !has(k)).join(', ')}, and no unique index of the destination table covers the columns it has (${Object.keys(row).filter(has).join(', ')})`);
   }
 
   /** Reads the destination row (locked) and who last wrote it. */
@@ -270,7 +283,7 @@ export class RowWriter {
 
   /** Fast path of update(): primary key unchanged, no conflict. Returns false to take the full path. */
   private async updateIfNoConflict(t: TableInfo, ev: ChangeEvent, where: Row, after: Row): Promise<boolean> {
-    if (t.key.length === 0 || t.key.some((k) => k in after && toPgParam(after[k])?.toString() !== toPgParam(where[k])?.toString())) return false;
+    if (t.key.length === 0 || keyMoves(t, where, after)) return false;
     const cols = this.writable(t, after, ev.unchanged);
     if (cols.length === 0) return false;
     const m = this.match(t, where, cols.length + 1);
@@ -399,7 +412,7 @@ export class RowWriter {
 
   /** UPDATE that may change the primary key; a new key held by another row is update_exists. */
   private async updateMoving(t: TableInfo, ev: ChangeEvent, cur: Existing, where: Row, after: Row, conflicts: ConflictRecord[]): Promise<number> {
-    const moves = t.key.length > 0 && t.key.some((k) => k in after && toPgParam(after[k])?.toString() !== toPgParam(where[k])?.toString());
+    const moves = t.key.length > 0 && keyMoves(t, where, after);
     if (moves) {
       const taken = await this.existing(t, after);
       // A key whose text changes but whose value does not (numeric 1.0 → 1.00, citext case)
@@ -435,7 +448,7 @@ export class RowWriter {
   private async conflict(t: TableInfo, ev: ChangeEvent, kind: ConflictKind, cur: Existing | null, keyRow: Row): Promise<ConflictRecord> {
     const policy = policyFor(this.cfg, t.schema, t.table);
     const resolution = resolve(kind, policy, this.incoming(ev), cur?.stamp ?? null);
-    const key = t.key.length ? Object.fromEntries(t.key.map((k) => [k, rowToJson({ v: keyRow[k] })!.v])) : rowToJson(keyRow);
+    const key = t.key.length ? Object.fromEntries(this.identity(t, keyRow).map((k) => [k, rowToJson({ v: keyRow[k] })!.v])) : rowToJson(keyRow);
     const where = `${ev.pos.topic}/${ev.pos.partition}@${ev.pos.offset} (source ${ev.sourceCluster} commit LSN ${formatLsn(ev.commitLsn)})`;
     if (resolution === 'fail') {
       throw new ConflictStop('CONFLICT', `${kind} on ${t.schema}.${t.table} key ${JSON.stringify(key)} at ${where}: policy "fail" stops this direction; nothing of the source transaction was applied`, {
@@ -454,4 +467,12 @@ export class RowWriter {
     );
     return { kind, resolution };
   }
+}
+
+/**
+ * Whether an update changes the primary key. An old row without the key (REPLICA IDENTITY
+ * USING INDEX: the key columns arrive null) cannot tell, and the row is found by its index.
+ */
+function keyMoves(t: TableInfo, where: Row, after: Row): boolean {
+  return t.key.some((k) => k in after && where[k] !== null && where[k] !== undefined && toPgParam(after[k])?.toString() !== toPgParam(where[k])?.toString());
 }
