@@ -16,6 +16,7 @@ import {
   faultPipeline,
   randomMoment,
   seedAccounts,
+  startBankRun,
   startTransfers,
   waitConverged,
   watchBank,
@@ -136,15 +137,8 @@ describe('apply crash (child processes, real kills)', () => {
   it('a second apply of the same direction waits as standby and takes over when the first stops (scale 1→2→1 under transfers): nothing lost or twice', async () => {
     p = await faultPipeline('arebal', bankTables);
     const fp = p;
-    const { schema, cfg } = fp;
-    const capture = (await fp.capture()).start();
-    const first = (await fp.apply()).start();
-    await Promise.all([capture.waitReady(), first.waitReady()]);
-    await seedAccounts(fp.a, schema);
-    await waitUntil('accounts on the destination', async () => (await fp.b.query(`SELECT count(*) AS n FROM ${schema}.accounts`)).rows[0].n === '20', 60_000);
-    const watch = await watchBank(cfg, fp.dst, schema);
-    const load = await startTransfers(cfg, schema, 2, 10);
-    fp.defer(() => Promise.all([load.stop(), watch.stop()]));
+    const { schema } = fp;
+    const { apply: first, watch, load } = await startBankRun(fp);
     const ledger = async (c: typeof fp.a): Promise<number> => Number((await c.query(`SELECT count(*) AS n FROM ${schema}.ledger`)).rows[0].n);
     /** The destination keeps up: it reaches what the source held a moment ago. */
     const flowing = async (what: string): Promise<void> => {

@@ -330,6 +330,29 @@ export async function watchBank(cfg: PipelineConfig, cluster: string, schema: st
   };
 }
 
+export interface BankRun {
+  readonly capture: ServiceProcess;
+  readonly apply: ServiceProcess;
+  readonly watch: BankWatch;
+  readonly load: Load;
+}
+
+/**
+ * Capture and apply started and ready, the accounts opened and arrived on the destination,
+ * the destination watched and transfers running (both stopped at cleanup at the latest).
+ */
+export async function startBankRun(p: FaultPipeline, workers = 2, pauseMs = 10): Promise<BankRun> {
+  const capture = (await p.capture()).start();
+  const apply = (await p.apply()).start();
+  await Promise.all([capture.waitReady(), apply.waitReady()]);
+  await seedAccounts(p.a, p.schema);
+  await waitUntil('accounts on the destination', async () => (await p.b.query(`SELECT count(*) AS n FROM ${p.schema}.accounts`)).rows[0].n === String(ACCOUNTS), 60_000);
+  const watch = await watchBank(p.cfg, p.dst, p.schema);
+  const load = await startTransfers(p.cfg, p.schema, workers, pauseMs);
+  p.defer(() => Promise.all([load.stop(), watch.stop()]));
+  return { capture, apply, watch, load };
+}
+
 /** The same rows on both clusters (accounts and the whole ledger, duplicates included). */
 export async function bankRows(c: pg.Client, schema: string): Promise<string> {
   const acc = await c.query(`SELECT id, balance, version FROM ${schema}.accounts ORDER BY id`);

@@ -19,10 +19,8 @@ import {
   bankRows,
   bankTables,
   faultPipeline,
-  seedAccounts,
-  startTransfers,
+  startBankRun,
   waitConverged,
-  watchBank,
   type FaultPipeline,
 } from './fault-support.js';
 
@@ -56,14 +54,7 @@ describe('server restarts under load (private clusters and broker, real restarts
     p = await faultPipeline('srv', bankTables, { clusters: conn.clusters, kafka: conn.kafka });
     const fp = p;
     const { cfg, schema } = fp;
-    const capture = (await fp.capture()).start();
-    const apply = (await fp.apply()).start();
-    await Promise.all([capture.waitReady(), apply.waitReady()]);
-    await seedAccounts(fp.a, schema);
-    await waitUntil('accounts on the destination', async () => (await fp.b.query(`SELECT count(*) AS n FROM ${schema}.accounts`)).rows[0].n === '20', 60_000);
-    const watch = await watchBank(cfg, fp.dst, schema);
-    const load = await startTransfers(cfg, schema, 2, 10);
-    fp.defer(() => Promise.all([load.stop(), watch.stop()]));
+    const { capture, apply, watch, load } = await startBankRun(fp);
 
     /** Transfers keep committing on the source and keep arriving on the destination. */
     const flowing = async (what: string): Promise<void> => {
