@@ -115,7 +115,10 @@ export class ApplyRun extends ServiceRun {
         groupId: this.groupId,
         readUncommitted: false,
         maxWaitTimeInMs: 50,
-        maxBytesPerPartition: 4 * 1024 * 1024,
+        // 1 MiB fetches (kafkajs' default): 4 MiB kept 60 MiB more of decoded batches alive for
+        // no gain (bench/stages, 1M-row transaction: peak RSS 245 → 185 MiB at the same rate).
+        // A record batch larger than this still comes whole (the broker returns at least one).
+        maxBytesPerPartition: 1024 * 1024,
         // After a crash the group waits this long before a new instance gets the partition.
         sessionTimeout: 10_000,
         heartbeatInterval: 3_000,
