@@ -98,19 +98,6 @@ export async function checkSystem(client: pg.Client, pipeline: string, cluster: 
   }
 }
 
-export interface CaptureDeps {
-  readonly cfg: PipelineConfig;
-  readonly cluster: string;
-  readonly kafka: Kafka;
-  readonly log: Logger;
-  readonly metrics: CaptureMetrics;
-}
-
-/**
- * One run of the capture: from the slot's confirmed position until stop() or a failure.
- * run() resolves after a clean stop and rejects with the failure otherwise; a new instance
- * is made for every restart (nothing carries over but what the slot and Kafka hold).
- */
 /**
  * INV-6, the slot ahead of our durable position: the slot has released WAL up to what was
  * committed to the topic, so the topic must still hold it. A topic that was deleted and
@@ -136,11 +123,24 @@ export async function checkPublished(client: pg.Client, kafka: Kafka, pipeline: 
   const published = BigInt(row.published_offset);
   if (end === null || end <= published) {
     const where = end === null ? `topic ${topic} does not exist` : `topic ${topic} ends at offset ${end}`;
-    throw new PgBridgeError('SLOT_AHEAD', `${where}, but capture of cluster ${cluster.name} had committed records to it up to offset ${published} (source commit ${row.published_lsn}, recorded ${row.published_at}): ` +
+    throw new PgBridgeError('SLOT_AHEAD', `${where}, but capture of cluster ${cluster.name} had committed records to it up to offset ${published} (recorded ${row.published_at}, slot then at ${row.published_lsn}): ` +
       'the topic was deleted or recreated, and the slot has already released the WAL of those events. Resync the direction, then clear published_offset in cdc.capture_state.', { details: { topic, end: end === null ? null : String(end), published: String(published) } });
   }
 }
 
+export interface CaptureDeps {
+  readonly cfg: PipelineConfig;
+  readonly cluster: string;
+  readonly kafka: Kafka;
+  readonly log: Logger;
+  readonly metrics: CaptureMetrics;
+}
+
+/**
+ * One run of the capture: from the slot's confirmed position until stop() or a failure.
+ * run() resolves after a clean stop and rejects with the failure otherwise; a new instance
+ * is made for every restart (nothing carries over but what the slot and Kafka hold).
+ */
 export class CaptureRun extends ServiceRun {
   private readonly cluster: ClusterConfig;
   private readonly slot: string;

@@ -211,11 +211,7 @@ export class ChangeBuilder {
     const keyIdx = chunk.key.map((k) => chunk.table.columns.findIndex((c) => c.name === k));
     for (const raw of chunk.rows) {
       if (w.keys.has(JSON.stringify(keyIdx.map((i) => raw[i] ?? null)))) continue;
-      const after: Row = {};
-      chunk.table.columns.forEach((c, i) => {
-        const v = raw[i];
-        after[c.name] = v === null || v === undefined ? null : fromPgText(kindOfType(c.typeOid), v);
-      });
+      const { row: after } = this.row(chunk.table, raw, () => `${chunk.table.schema}.${chunk.table.table} (resync chunk ${chunk.id})`, null);
       const key = keyOf(chunk.table, after);
       out.push(...this.emit({ kind: 'change', table: chunk.table, relationOid: 0, op: 'r', before: null, after, key, unchanged: [], lsn, txn: this.context(), snapshot: true, index: 0, last: false }).events);
     }
@@ -226,13 +222,15 @@ export class ChangeBuilder {
   private touch(rel: Relation, tuple: TupleValue[] | null): void {
     if (!tuple || this.windows.size === 0) return;
     const name = `${rel.schema}.${rel.table}`;
+    let key: string | null = null;
     for (const w of this.windows.values()) {
       if (w.table !== name) continue;
-      const keyCols = rel.columns.map((c, i) => ({ c, i })).filter((x) => x.c.key);
-      w.keys.add(JSON.stringify(keyCols.map((x) => {
-        const v = tuple[x.i];
-        return v === undefined || v === UNCHANGED ? null : v;
-      })));
+      key ??= JSON.stringify(rel.columns.flatMap((c, i) => {
+        if (!c.key) return [];
+        const v = tuple[i];
+        return [v === undefined || v === UNCHANGED ? null : v];
+      }));
+      w.keys.add(key);
     }
   }
 
@@ -271,7 +269,7 @@ export class ChangeBuilder {
     return this.emit({ kind: 'change', table, relationOid: rel.oid, op, before, after, key, unchanged, lsn, txn: ctx, index: 0, last: false });
   }
 
-  private row(table: TableDef, tuple: TupleValue[], where: () => string, only: 'key' | null): { row: Row; unchanged: string[] } {
+  private row(table: TableDef, tuple: readonly TupleValue[], where: () => string, only: 'key' | null): { row: Row; unchanged: string[] } {
     const row: Row = {};
     const unchanged: string[] = [];
     table.columns.forEach((col, i) => {

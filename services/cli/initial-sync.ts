@@ -256,8 +256,8 @@ export async function initialSync(cfg: PipelineConfig, log: Logger, opts: SyncOp
         // Read entirely in this run's snapshot (not continued from an earlier one)?
         const readWhole = rowsDone === 0;
         for await (const chunk of tableChunks(reader, t, def, pk, chunkRows, lastKey)) {
-          for (const [i, after] of chunk.rows.entries()) {
-            await publisher.add(await encoder.encode(snapshotRow(def, after, consistent, snapTs, fwd.from, i, i === chunk.rows.length - 1)));
+          for (const [i, raw] of chunk.rows.entries()) {
+            await publisher.add(await encoder.encode(snapshotRow(def, typedRow(def, raw), consistent, snapTs, fwd.from, i, i === chunk.rows.length - 1)));
           }
           await publisher.commit();
           rowsDone += chunk.rows.length;
@@ -300,10 +300,20 @@ function snapshotRow(def: TableDef, after: Row, lsn: Lsn, ts: bigint, origin: st
   return { kind: 'change', table: def, relationOid: 0, op: 'r', before: null, after, key, unchanged: [], lsn, snapshot: true, txn: { xid: 0, commitLsn: lsn, commitTimeUs: ts, origin }, index, last };
 }
 
+/** A row read as PostgreSQL text (in column order), typed like capture does. */
+function typedRow(def: TableDef, raw: readonly (string | null)[]): Row {
+  const after: Row = {};
+  def.columns.forEach((c, i) => {
+    const v = raw[i];
+    after[c.name] = v === null || v === undefined ? null : fromPgText(kindOfType(c.typeOid), v);
+  });
+  return after;
+}
+
 interface Chunk {
-  readonly rows: Row[];
-  /** The same rows as PostgreSQL text, in column order. */
-  readonly raw: (string | null)[][];
+  /** Rows as PostgreSQL text, in column order (resync ships them so; initial sync types them with typedRow). */
+  readonly rows: (string | null)[][];
+  /** Length of the row text. */
   readonly bytes: number;
   /** Primary key of the last row, as text (null for tables without one). */
   readonly lastKey: string[] | null;
@@ -311,7 +321,7 @@ interface Chunk {
 
 /**
  * Reads a table in primary-key order, chunk by chunk, after `startAfter`; tables without a
- * primary key are read with a cursor. Values are read as PostgreSQL text and typed like capture does.
+ * primary key are read with a cursor. Values come as PostgreSQL text.
  */
 async function* tableChunks(reader: pg.Client, t: SelectedTable, def: TableDef, pk: ColumnInfo[], chunkRows: number, startAfter: string[] | null, filter?: string): AsyncGenerator<Chunk> {
   const cols = def.columns;
@@ -334,21 +344,12 @@ async function* tableChunks(reader: pg.Client, t: SelectedTable, def: TableDef, 
         rows = (await reader.query({ text: `FETCH ${chunkRows} FROM ${cursor}`, rowMode: 'array' })).rows;
       }
       if (rows.length === 0) return;
-      let bytes = 0;
-      const out = rows.map((raw) => {
-        const after: Row = {};
-        cols.forEach((c, ci) => {
-          const v = raw[ci];
-          if (v === null || v === undefined) after[c.name] = null;
-          else {
-            bytes += v.length;
-            after[c.name] = fromPgText(kindOfType(c.typeOid), v);
-          }
-        });
-        return after;
-      });
       if (pk.length) lastKey = pk.map((_, i) => rows[rows.length - 1]![cols.length + i] as string);
-      yield { rows: out, raw: rows.map((r) => r.slice(0, cols.length)), bytes, lastKey };
+      // The key columns appended for paging are not part of the row.
+      const out = pk.length ? rows.map((r) => r.slice(0, cols.length)) : rows;
+      let bytes = 0;
+      for (const r of out) for (const v of r) bytes += v?.length ?? 0;
+      yield { rows: out, bytes, lastKey };
       if (rows.length < chunkRows) return;
     }
   } finally {
@@ -430,7 +431,7 @@ export async function resyncTable(cfg: PipelineConfig, table: string, log: Logge
       await emit(RESYNC_LOW_PREFIX, { id: cid, pipeline: cfg.pipeline, table });
       const next = await it.next();
       if (next.done) break;
-      const payload: ResyncChunk = { id: cid, pipeline: cfg.pipeline, table: def, key, rows: next.value.raw };
+      const payload: ResyncChunk = { id: cid, pipeline: cfg.pipeline, table: def, key, rows: next.value.rows };
       await emit(RESYNC_HIGH_PREFIX, payload);
       rows += next.value.rows.length;
       chunks++;

@@ -76,13 +76,13 @@ CREATE TABLE IF NOT EXISTS cdc.capture_state (
   timeline int NOT NULL,
   first_seen timestamptz NOT NULL DEFAULT clock_timestamp(),
   checked_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+  -- Last record capture committed to its topic, with the slot position then: the check that
+  -- the topic still holds what the slot has released (SLOT_AHEAD).
+  published_offset bigint,
+  published_lsn pg_lsn,
+  published_at timestamptz,
   PRIMARY KEY (pipeline, cluster)
 );
--- Last record capture committed to its topic (offset and source commit LSN): the check that
--- the topic still holds what the slot has released (SLOT_AHEAD).
-ALTER TABLE cdc.capture_state ADD COLUMN IF NOT EXISTS published_offset bigint;
-ALTER TABLE cdc.capture_state ADD COLUMN IF NOT EXISTS published_lsn pg_lsn;
-ALTER TABLE cdc.capture_state ADD COLUMN IF NOT EXISTS published_at timestamptz;
 CREATE TABLE IF NOT EXISTS cdc.table_watermarks (
   pipeline text NOT NULL,
   direction text NOT NULL,
