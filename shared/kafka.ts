@@ -52,3 +52,14 @@ export async function ensureTopics(admin: Admin, cfg: PipelineConfig, extra: rea
   if (wanted.length) await admin.createTopics({ topics: wanted, waitForLeaders: true });
   return wanted.map((t) => t.topic);
 }
+
+/**
+ * Records a read_committed consumer still has to read in a partition of a direction topic,
+ * from the stored next offset to the partition's end offset. Capture writes only in Kafka
+ * transactions, so the last offset before the end is a commit marker that no consumer
+ * receives: a caught-up apply stores end - 1, and that counts as 0.
+ */
+export function recordsBehind(end: bigint, next: bigint): number {
+  return Math.max(0, Number(end - next) - 1);
+}
+

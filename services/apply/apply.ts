@@ -9,6 +9,7 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import { clusterByName, originCluster, originName, type Direction, type PipelineConfig } from '../../shared/config.js';
 import { PgBridgeError, classifyPgError, errorMessage } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
+import { recordsBehind } from '../../shared/kafka.js';
 import { ServiceRun } from '../../shared/service-run.js';
 import { formatLsn, parseLsn, type Lsn } from '../../shared/lsn.js';
 import { connect } from '../../shared/pg.js';
@@ -35,7 +36,7 @@ export function applyMetrics(registry: Registry): ApplyMetrics {
     droppedLoopbacks: new Counter({ name: 'pgbridge_apply_dropped_loopback_events_total', help: 'Events dropped because they originated at the destination', registers: [registry] }),
     skippedDuplicates: new Counter({ name: 'pgbridge_apply_skipped_duplicate_events_total', help: 'Events at or below the stored source commit LSN (replayed), skipped', registers: [registry] }),
     deadLettered: new Counter({ name: 'pgbridge_apply_dead_lettered_total', help: 'Poison messages written to the dead-letter topic', registers: [registry] }),
-    lagOffsets: new Gauge({ name: 'pgbridge_apply_lag_offsets', help: 'Messages between the applied position and the end of the partition', labelNames: ['partition'], registers: [registry] }),
+    lagOffsets: new Gauge({ name: 'pgbridge_apply_lag_offsets', help: 'Records still to read between the applied position and the end of the partition (commit markers not counted)', labelNames: ['partition'], registers: [registry] }),
     lagSeconds: new Gauge({ name: 'pgbridge_apply_lag_seconds', help: 'Now minus the source commit time of the last applied transaction or heartbeat', registers: [registry] }),
   };
 }
@@ -277,7 +278,7 @@ export class ApplyRun extends ServiceRun {
       resolveOffset(m.offset);
       if (++n % 200 === 0) await heartbeat();
     }
-    this.deps.metrics.lagOffsets.set({ partition: String(p) }, Math.max(0, Number(BigInt(batch.highWatermark) - (this.stored.get(p)?.nextOffset ?? 0n))));
+    this.deps.metrics.lagOffsets.set({ partition: String(p) }, recordsBehind(BigInt(batch.highWatermark), this.stored.get(p)?.nextOffset ?? 0n));
     if (this.group && !this.group.inTxn) {
       const replay = await this.flushInserts();
       if (replay !== null) {

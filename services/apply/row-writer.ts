@@ -68,7 +68,12 @@ export class RowWriter {
     private readonly localCluster: string,
     /** replication origin id → cluster name, on the destination. */
     private readonly originNames: ReadonlyMap<number, string>,
-  ) {}
+  ) {
+    this.roidents = new Map([[localCluster, 0], ...[...originNames].map(([id, name]): [string, number] => [name, id])]);
+  }
+
+  /** cluster name → replication origin id on the destination (0: written locally). */
+  private readonly roidents: Map<string, number>;
 
   /** Forget cached table shapes (after DDL on the destination). */
   invalidate(): void {
@@ -270,14 +275,13 @@ export class RowWriter {
    * a two-cluster pipeline.
    */
   private noConflictSql(ev: ChangeEvent, at: number): { sql: string; values: unknown[] } {
-    let roident = -1;
-    if (ev.origin === this.localCluster) roident = 0;
-    for (const [id, name] of this.originNames) if (name === ev.origin) roident = id;
+    // An origin with no replication origin here matches no row's roident (4294967295 is never assigned).
+    const roident = this.roidents.get(ev.origin) ?? 4294967295;
     const ts = `('epoch'::timestamptz + $${at + 1}::bigint * interval '1 microsecond')`;
     return {
       sql: `(SELECT c.roident IS NOT DISTINCT FROM $${at}::oid OR c.timestamp IS NULL OR c.timestamp < ${ts} OR (c.timestamp = ${ts} AND $${at + 2}::boolean)
              FROM pg_xact_commit_timestamp_origin(x.xmin) c)`,
-      values: [String(roident < 0 ? 4294967295 : roident), ev.commitTs.toString(), ev.origin > this.localCluster],
+      values: [String(roident), ev.commitTs.toString(), ev.origin > this.localCluster],
     };
   }
 

@@ -5,6 +5,7 @@
 import { Kafka, logLevel } from 'kafkajs';
 import { metricsPort, slotName, type PipelineConfig } from '../../shared/config.js';
 import { errorMessage } from '../../shared/errors.js';
+import { recordsBehind } from '../../shared/kafka.js';
 import { withClient } from '../../shared/pg.js';
 import { readiness, scrapeMetrics } from './probe.js';
 
@@ -76,9 +77,7 @@ export async function status(cfg: PipelineConfig): Promise<DirectionStatus[]> {
         s.applied = { commitLsn: row.commit_lsn, commitTs: row.commit_ts, nextOffset: row.next_offset, updatedAt: row.updated_at };
         s.lagSeconds = row.lag === null ? null : Math.round(Number(row.lag) * 10) / 10;
         const end = ends?.get(`${d.topic}:0`);
-        // Capture writes only in Kafka transactions, so the last offset before the end is a
-        // commit marker, which no consumer receives: a caught-up apply stores end - 1.
-        if (end !== undefined) s.lagOffsets = Math.max(0, Number(end - BigInt(row.next_offset)) - 1);
+        if (end !== undefined) s.lagOffsets = recordsBehind(end, BigInt(row.next_offset));
       }
       const k = await c.query<{ n: string }>('SELECT count(*)::text AS n FROM cdc.conflicts WHERE pipeline = $1 AND direction = $2', [cfg.pipeline, d.id]);
       s.conflicts = Number(k.rows[0]?.n ?? 0);
