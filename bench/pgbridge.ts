@@ -46,16 +46,7 @@ export async function createPipeline(id: string, schema: string, opts: { setup?:
   const file = join(dir, 'pipeline.yaml');
   writeFileSync(file, stringify(input));
   const cfg = parseConfig(input, file);
-  // CREATE SCHEMA/TABLE IF NOT EXISTS of the shared cdc schema can race with a test doing the same.
-  for (let attempt = 1; opts.setup !== false; attempt++) {
-    try {
-      await setup(cfg, benchLog);
-      break;
-    } catch (err) {
-      if (attempt >= 3) throw err;
-      await sleep(500);
-    }
-  }
+  if (opts.setup !== false) await setup(cfg, benchLog);
   return { cfg, file, dir, cluster };
 }
 

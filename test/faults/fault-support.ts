@@ -17,6 +17,7 @@ import { Kafka, logLevel } from 'kafkajs';
 import type pg from 'pg';
 import { setup } from '../../services/cli/setup.js';
 import { originName, parseConfig, slotName, type PipelineConfig, type PipelineConfigInput } from '../../shared/config.js';
+import { classifyPgError } from '../../shared/errors.js';
 import { pgClient, testConfig, testLog, uniqueName, waitUntil } from '../support/pipeline.js';
 import { ServiceProcess, configInput, writeConfigFile, type ConfigFile } from '../support/processes.js';
 import { readTopic, type ReadRecord } from '../support/topic.js';
@@ -28,10 +29,7 @@ export const BANK_TOTAL = String(ACCOUNTS * OPENING_BALANCE);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** The server went away (restart, crash, terminated backend), as opposed to an error of the statement. */
-export function isConnectionLoss(err: unknown): boolean {
-  const e = err as { code?: string; message?: string };
-  return /^(57P0[123]|08)/.test(e.code ?? '') || /ECONNRESET|ECONNREFUSED|EPIPE|Connection terminated|connection is closed|not queryable/i.test(e.message ?? '');
-}
+const isConnectionLoss = (err: unknown): boolean => classifyPgError(err).connection;
 
 /** Connects again and again (every 200 ms) until it works; null once `go()` turns false. */
 async function reconnect(open: () => Promise<pg.Client>, go: () => boolean): Promise<pg.Client | null> {
@@ -39,7 +37,7 @@ async function reconnect(open: () => Promise<pg.Client>, go: () => boolean): Pro
     try {
       return await open();
     } catch (err) {
-      if (!isConnectionLoss(err) && !/starting up|shutting down|recovery/.test(String(err))) throw err;
+      if (!isConnectionLoss(err)) throw err;
       await sleep(200);
     }
   }
@@ -210,8 +208,6 @@ export async function writeSentinel(a: pg.Client, schema: string, note: string):
 
 export interface Load {
   committed(): number;
-  /** Sessions replaced after the source went away. */
-  reconnects(): number;
   /** Stops the writers; rejects with the first unexpected error. */
   stop(): Promise<number>;
 }
@@ -226,7 +222,6 @@ export async function startTransfers(cfg: PipelineConfig, schema: string, worker
   let committed = 0;
   let failure: unknown = null;
   const clients = await Promise.all(Array.from({ length: workers }, () => pgClient(cfg, cfg.clusterNames[0])));
-  let reconnects = 0;
   const loops = clients.map(async (_, w) => {
     while (running) {
       const x = 1 + Math.floor(Math.random() * ACCOUNTS);
@@ -245,7 +240,6 @@ export async function startTransfers(cfg: PipelineConfig, schema: string, worker
       } catch (err) {
         if (isConnectionLoss(err)) {
           // The source restarted: the transfer committed whole or not at all; carry on with a new session.
-          reconnects++;
           await clients[w]!.end().catch(() => undefined);
           const next = await reconnect(() => pgClient(cfg, cfg.clusterNames[0]), () => running);
           if (!next) break;
@@ -263,7 +257,6 @@ export async function startTransfers(cfg: PipelineConfig, schema: string, worker
   });
   return {
     committed: () => committed,
-    reconnects: () => reconnects,
     async stop() {
       running = false;
       await Promise.all(loops);

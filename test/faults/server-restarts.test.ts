@@ -10,8 +10,8 @@
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { stackConnections, stackSettings, type StackSettings } from '../../infra/stack/settings.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { endpointsOf, stackConnections, stackSettings, type StackSettings } from '../../infra/stack/settings.js';
 import { down, startService, stopService, up, type ServiceName } from '../../infra/stack/stack.js';
 import { slotName } from '../../shared/config.js';
 import { waitUntil } from '../support/pipeline.js';
@@ -30,6 +30,11 @@ describe('server restarts under load (private clusters and broker, real restarts
   let dir = '';
   let s: StackSettings;
   let p: FaultPipeline | null = null;
+  /** Pipeline connections to the private clusters and broker (the registry is the shared one: its port in `s` runs nothing). */
+  const privateStack = () => {
+    const { clusters, kafka } = stackConnections(endpointsOf(s));
+    return { clusters, kafka };
+  };
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'pgbridge-restarts-'));
@@ -50,8 +55,7 @@ describe('server restarts under load (private clusters and broker, real restarts
   }, 120_000);
 
   it('source crash, destination restart, walsender and control session kills, a broker kill and a 35 s broker outage: services recover on their own, nothing lost, torn or doubled; a dropped slot stops capture with the fix', async () => {
-    const conn = stackConnections({ pg: s.pg, kafkaBrokers: [`${s.host}:${s.kafkaPort}`], registryUrl: inject('endpoints').registryUrl });
-    p = await faultPipeline('srv', bankTables, { clusters: conn.clusters, kafka: conn.kafka });
+    p = await faultPipeline('srv', bankTables, privateStack());
     const fp = p;
     const { cfg, schema } = fp;
     const { capture, apply, watch, load } = await startBankRun(fp);
@@ -118,14 +122,13 @@ describe('server restarts under load (private clusters and broker, real restarts
     capture.start();
     const exit = await capture.waitExit(60_000);
     expect(exit.code).toBe(1);
-    const last = capture.output().slice(capture.output().lastIndexOf(`start #${capture.starts}`));
+    const last = capture.lastOutput();
     expect(last).toContain(`replication slot ${slot} does not exist on cluster ${fp.src}`);
     expect(last).toMatch(/SLOT_MISSING/);
   }, 600_000);
 
   it('WAL retention exceeded while capture was stopped: the next start stops with SLOT_INVALIDATED and says a resync is needed', async () => {
-    const conn = stackConnections({ pg: s.pg, kafkaBrokers: [`${s.host}:${s.kafkaPort}`], registryUrl: inject('endpoints').registryUrl });
-    const q = await faultPipeline('wal', bankTables, { clusters: conn.clusters, kafka: conn.kafka });
+    const q = await faultPipeline('wal', bankTables, privateStack());
     const junk = `${q.schema}_junk`;
     try {
       const capture = (await q.capture()).start();
@@ -146,7 +149,7 @@ describe('server restarts under load (private clusters and broker, real restarts
       expect(status).toBe('lost');
       capture.start();
       expect((await capture.waitExit(60_000)).code).toBe(1);
-      const last = capture.output().slice(capture.output().lastIndexOf(`start #${capture.starts}`));
+      const last = capture.lastOutput();
       expect(last).toMatch(/SLOT_INVALIDATED/);
       expect(last).toContain(`replication slot ${slot} on cluster ${q.src} has lost required WAL`);
       expect(last).toContain('resync is needed');

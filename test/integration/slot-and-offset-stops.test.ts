@@ -83,10 +83,9 @@ describe('slot and offset positions (child processes)', () => {
     expect(low).toBeGreaterThan(stored.next);
 
     // The next start must not skip the gap: it stops at once, without retrying.
-    const from = apply.output().length;
     apply.start();
     const exit = await apply.waitExit(60_000);
-    const out = apply.output().slice(from);
+    const out = apply.lastOutput();
     expect(exit, out).toEqual({ code: 1, signal: null });
     const message = `stored position ${topic}/0@${stored.next} is below the log start ${low}`;
     expect(out).toContain('OFFSET_BELOW_LOG_START');
@@ -181,10 +180,9 @@ describe('slot and offset positions (child processes)', () => {
     await waitUntil('topic gone', async () => !(await admin.listTopics()).includes(topic), 30_000, 200);
     await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true });
 
-    const from = capture.output().length;
     capture.start();
     const exit = await capture.waitExit(60_000);
-    const out = capture.output().slice(from);
+    const out = capture.lastOutput();
     expect(exit, out).toEqual({ code: 1, signal: null });
     const fatal = logLines(out).filter((l) => l.level === 'fatal');
     expect(fatal, out).toHaveLength(1);

@@ -78,6 +78,8 @@ export class ServiceProcess {
   private out = '';
   /** Children started so far. */
   starts = 0;
+  /** Where the output of the current child begins in `out`. */
+  private lastStartAt = 0;
 
   private constructor(
     readonly name: string,
@@ -113,6 +115,7 @@ export class ServiceProcess {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.starts++;
+    this.lastStartAt = this.out.length;
     const n = this.starts;
     this.append(`--- ${this.name} start #${n} pid ${child.pid}\n`);
     child.stdout!.on('data', (b: Buffer) => this.append(b.toString()));
@@ -189,6 +192,11 @@ export class ServiceProcess {
   /** Everything the children printed (all starts), for failure messages. */
   output(): string {
     return this.out;
+  }
+
+  /** What the current (or last) child printed. */
+  lastOutput(): string {
+    return this.out.slice(this.lastStartAt);
   }
 
   tail(chars = 6000): string {
