@@ -6,11 +6,12 @@
  * while it ran, and cdc.apply_progress points at the last applied record of the topic.
  */
 import { Kafka, logLevel } from 'kafkajs';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { formatLsn } from '../../shared/lsn.js';
 import { waitUntil } from '../support/pipeline.js';
 import { readTopic } from '../support/topic.js';
 import {
+  cleanupAfterEach,
   bankRows,
   bankTables,
   faultPipeline,
@@ -21,19 +22,14 @@ import {
   waitConverged,
   watchBank,
   writeSentinel,
-  type FaultPipeline,
+ 
 } from './fault-support.js';
 
 describe('apply crash (child processes, real kills)', () => {
-  let p: FaultPipeline | null = null;
-
-  afterEach(async () => {
-    await p?.cleanup();
-    p = null;
-  });
+  const track = cleanupAfterEach();
 
   it('SIGKILL apply 3 times under transfers (inside a destination transaction, right after COMMIT with the offset commit lost, at random): destination equal, nothing twice, total never changed, progress matches the topic', async () => {
-    p = await faultPipeline('acrash', bankTables);
+    const p = track(await faultPipeline('acrash', bankTables));
     const { a, b, schema, cfg } = p;
     const pipeline = p;
     const kafka = new Kafka({ brokers: [...cfg.kafka.brokers], logLevel: logLevel.NOTHING, clientId: 'test-apply-crash' });
@@ -135,8 +131,7 @@ describe('apply crash (child processes, real kills)', () => {
   }, 240_000);
 
   it('a second apply of the same direction waits as standby and takes over when the first stops (scale 1→2→1 under transfers): nothing lost or twice', async () => {
-    p = await faultPipeline('arebal', bankTables);
-    const fp = p;
+    const fp = track(await faultPipeline('arebal', bankTables));
     const { schema } = fp;
     const { apply: first, watch, load } = await startBankRun(fp);
     const ledger = async (c: typeof fp.a): Promise<number> => Number((await c.query(`SELECT count(*) AS n FROM ${schema}.ledger`)).rows[0].n);

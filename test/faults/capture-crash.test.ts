@@ -5,9 +5,10 @@
  * (INV-1, INV-2), and the destination equals the source with no transaction applied twice
  * (INV-3, INV-4), the bank total never having changed on the way.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { waitUntil } from '../support/pipeline.js';
 import {
+  cleanupAfterEach,
   bankTables,
   checkTopic,
   faultPipeline,
@@ -19,21 +20,16 @@ import {
   watchBank,
   watchUncommitted,
   writeSentinel,
-  type FaultPipeline,
+ 
 } from './fault-support.js';
 
 const BIG_ROWS = 200_000;
 
 describe('capture crash (child processes, real kills)', () => {
-  let p: FaultPipeline | null = null;
-
-  afterEach(async () => {
-    await p?.cleanup();
-    p = null;
-  });
+  const track = cleanupAfterEach();
 
   it('SIGKILL while a 200k-row source transaction is being published: after restart it is in the topic whole, once per copy, nothing missing', async () => {
-    p = await faultPipeline('ccbig', (s) => [...bankTables(s), `CREATE TABLE ${s}.big (id int PRIMARY KEY, v int NOT NULL)`]);
+    const p = track(await faultPipeline('ccbig', (s) => [...bankTables(s), `CREATE TABLE ${s}.big (id int PRIMARY KEY, v int NOT NULL)`]));
     const { a, schema, cfg } = p;
     const capture = await p.capture();
     capture.start();
@@ -74,7 +70,7 @@ describe('capture crash (child processes, real kills)', () => {
   });
 
   it('SIGKILL 5 times at random moments under small transactions: topic whole and complete, destination equal, bank total and versions never wrong', async () => {
-    p = await faultPipeline('cckill', bankTables);
+    const p = track(await faultPipeline('cckill', bankTables));
     const { a, b, schema, cfg } = p;
     const capture = await p.capture();
     const apply = await p.apply();
@@ -113,7 +109,7 @@ describe('capture crash (child processes, real kills)', () => {
   });
 
   it('SIGTERM under load drains and exits 0; the restart goes on with nothing lost or doubled', async () => {
-    p = await faultPipeline('ccterm', bankTables);
+    const p = track(await faultPipeline('ccterm', bankTables));
     const { a, schema, cfg } = p;
     const capture = await p.capture();
     capture.start();

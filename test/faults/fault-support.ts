@@ -14,6 +14,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
+import { afterEach } from 'vitest';
 import type pg from 'pg';
 import { setup } from '../../services/cli/setup.js';
 import { originName, parseConfig, slotName, type PipelineConfig, type PipelineConfigInput } from '../../shared/config.js';
@@ -75,6 +76,19 @@ export interface FaultPipeline {
   defer(fn: () => Promise<unknown>): void;
   /** Stops every process and drops what this pipeline created (see releaseFaultPipeline). */
   cleanup(): Promise<void>;
+}
+
+/**
+ * For a describe block whose tests each make a pipeline: returns `track`, which hands back the
+ * pipeline it is given and cleans it up after the test, passed or failed.
+ */
+export function cleanupAfterEach(): (p: FaultPipeline) => FaultPipeline {
+  let current: FaultPipeline | null = null;
+  afterEach(async () => {
+    await current?.cleanup();
+    current = null;
+  });
+  return (p) => (current = p);
 }
 
 /**

@@ -9,11 +9,11 @@
  *   pipeline does not pin the cluster's WAL; and none of those writes reach the topic.
  */
 import { Kafka, logLevel } from 'kafkajs';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { slotName } from '../../shared/config.js';
 import { uniqueName, waitUntil } from '../support/pipeline.js';
 import { changes, readTopic } from '../support/topic.js';
-import { faultPipeline, type FaultPipeline } from '../faults/fault-support.js';
+import { cleanupAfterEach, faultPipeline } from '../faults/fault-support.js';
 
 /** The JSON log lines (pino) of a service's output. */
 function logLines(out: string): Record<string, unknown>[] {
@@ -30,15 +30,10 @@ function logLines(out: string): Record<string, unknown>[] {
 }
 
 describe('slot and offset positions (child processes)', () => {
-  let p: FaultPipeline | null = null;
-
-  afterEach(async () => {
-    await p?.cleanup();
-    p = null;
-  });
+  const track = cleanupAfterEach();
 
   it('stored offset below the topic\'s log start stops apply with OFFSET_BELOW_LOG_START (INV-6): exit 1, topic/partition@offset named, nothing applied', async () => {
-    p = await faultPipeline('offlow', (s) => [`CREATE TABLE ${s}.t (id int PRIMARY KEY, v text)`]);
+    const p = track(await faultPipeline('offlow', (s) => [`CREATE TABLE ${s}.t (id int PRIMARY KEY, v text)`]));
     const { a, b, schema, cfg, topic, direction } = p;
     const admin = new Kafka({ brokers: [...cfg.kafka.brokers], logLevel: logLevel.NOTHING, clientId: 'test-offset-below' }).admin();
     await admin.connect();
@@ -107,7 +102,7 @@ describe('slot and offset positions (child processes)', () => {
   }, 90_000);
 
   it('writes to an unpublished table while the published ones are idle still advance the slot (INV-1, no heartbeat transactions)', async () => {
-    p = await faultPipeline('slotadv', (s) => [`CREATE TABLE ${s}.idle (id int PRIMARY KEY, v text)`], { capture: { heartbeatSeconds: 0 } });
+    const p = track(await faultPipeline('slotadv', (s) => [`CREATE TABLE ${s}.idle (id int PRIMARY KEY, v text)`], { capture: { heartbeatSeconds: 0 } }));
     const { a, schema, cfg, topic } = p;
     expect(cfg.capture.heartbeatSeconds).toBe(0);
     const slot = slotName(cfg, p.src);
@@ -158,7 +153,7 @@ describe('slot and offset positions (child processes)', () => {
   }, 90_000);
 
   it('a topic deleted and made again while capture was stopped stops capture with SLOT_AHEAD (INV-6): exit 1, topic and offsets named', async () => {
-    p = await faultPipeline('slahead', (s) => [`CREATE TABLE ${s}.t (id int PRIMARY KEY, v text)`]);
+    const p = track(await faultPipeline('slahead', (s) => [`CREATE TABLE ${s}.t (id int PRIMARY KEY, v text)`]));
     const { a, schema, cfg, topic } = p;
     const admin = new Kafka({ brokers: [...cfg.kafka.brokers], logLevel: logLevel.NOTHING, clientId: 'test-slot-ahead' }).admin();
     await admin.connect();
