@@ -83,7 +83,7 @@ const configSchema = z
       .default({ policy: 'last-writer-wins', tables: {} }),
     origin: z
       .object({
-        /** replication-origin (needs superuser or pg_replication_origin_* grants), message (cdc.origin marker), auto (detect at start). */
+        /** replication-origin (needs superuser or pg_replication_origin_* grants), message (origin marker rows in cdc.control), auto (detect at start). */
         method: z.enum(['auto', 'replication-origin', 'message']).default('auto'),
       })
       .strict()

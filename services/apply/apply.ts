@@ -14,7 +14,9 @@ import { ServiceRun } from '../../shared/service-run.js';
 import { formatLsn, parseLsn, type Lsn } from '../../shared/lsn.js';
 import { connect } from '../../shared/pg.js';
 import { SchemaStore } from '../../shared/registry.js';
+import { writeControl } from '../../shared/control-records.js';
 import { decodeEvent, type ApplyEvent, type ChangeEvent, type Position } from './event-decoder.js';
+import { EventGuard } from './event-guard.js';
 import { ConflictStop, RowWriter } from './row-writer.js';
 
 export interface ApplyMetrics {
@@ -24,6 +26,8 @@ export interface ApplyMetrics {
   droppedLoopbacks: Counter;
   skippedDuplicates: Counter;
   deadLettered: Counter;
+  refused: Counter;
+  unverifiedLsn: Counter;
   lagOffsets: Gauge;
   lagSeconds: Gauge;
 }
@@ -36,6 +40,8 @@ export function applyMetrics(registry: Registry): ApplyMetrics {
     droppedLoopbacks: new Counter({ name: 'pgbridge_apply_dropped_loopback_events_total', help: 'Events dropped because they originated at the destination', registers: [registry] }),
     skippedDuplicates: new Counter({ name: 'pgbridge_apply_skipped_duplicate_events_total', help: 'Events at or below the stored source commit LSN (replayed), skipped', registers: [registry] }),
     deadLettered: new Counter({ name: 'pgbridge_apply_dead_lettered_total', help: 'Poison messages written to the dead-letter topic', registers: [registry] }),
+    refused: new Counter({ name: 'pgbridge_apply_refused_total', help: 'Records refused before writing (table outside the selection, wrong source cluster, unknown op, commit LSN beyond the source)', labelNames: ['reason'], registers: [registry] }),
+    unverifiedLsn: new Counter({ name: 'pgbridge_apply_unverified_lsn_total', help: 'Records applied without the commit-LSN check because the source cluster was unreachable', registers: [registry] }),
     lagOffsets: new Gauge({ name: 'pgbridge_apply_lag_offsets', help: 'Records still to read between the applied position and the end of the partition (commit markers not counted)', labelNames: ['partition'], registers: [registry] }),
     lagSeconds: new Gauge({ name: 'pgbridge_apply_lag_seconds', help: 'Now minus the source commit time of the last applied transaction or heartbeat', registers: [registry] }),
   };
@@ -71,11 +77,11 @@ export interface ApplyDeps {
   readonly metrics: ApplyMetrics;
 }
 
-const LOOPBACK_DEFAULT_MARKER = 'cdc.origin';
 
 export class ApplyRun extends ServiceRun {
   protected readonly log: Logger;
   private readonly store: SchemaStore;
+  private readonly guard: EventGuard;
   private client: pg.Client | null = null;
   private writer: RowWriter | null = null;
   private consumer: Consumer | null = null;
@@ -99,6 +105,7 @@ export class ApplyRun extends ServiceRun {
     const d = deps.direction;
     this.log = deps.log.child({ direction: d.id, topic: d.topic });
     this.store = new SchemaStore(deps.cfg.registry.url, (what, attempt, err) => this.log.warn({ attempt, err: errorMessage(err) }, `registry: ${what} failed, retrying`), deps.cfg.retry.otherMinutes * 60_000);
+    this.guard = new EventGuard(deps.cfg, d, this.log, () => deps.metrics.unverifiedLsn.inc());
   }
 
   get ready(): boolean {
@@ -172,6 +179,7 @@ export class ApplyRun extends ServiceRun {
     this.dlq = null;
     await this.client?.end().catch(() => undefined);
     this.client = null;
+    await this.guard.close();
   }
 
   /** Destination session: replica role (no user triggers or FK actions), origin, progress. */
@@ -199,7 +207,7 @@ export class ApplyRun extends ServiceRun {
         if (method === 'replication-origin' || (code !== '42501' && code !== '42704')) {
           throw new PgBridgeError('CONNECTION', `cannot use replication origin ${origin} on cluster ${direction.to}: ${errorMessage(err)}${code === '42704' ? ' (run pgbridge setup)' : ''}`, { retriable: code !== '42704' && code !== '42501', cause: err });
         }
-        this.log.warn({ err: errorMessage(err) }, `replication origins unavailable; marking transactions with the ${LOOPBACK_DEFAULT_MARKER} message instead`);
+        this.log.warn({ err: errorMessage(err) }, 'replication origins unavailable; marking transactions with an origin control record (cdc.control) instead');
         this.originMode = 'message';
       }
     } else {
@@ -321,6 +329,14 @@ export class ApplyRun extends ServiceRun {
       this.deps.metrics.skippedDuplicates.inc();
       return null;
     }
+    const refusal = await this.guard.refuse(ev);
+    if (refusal) {
+      this.deps.metrics.refused.inc({ reason: refusal.reason });
+      await this.poison(m, pos, new PgBridgeError('POISON', `refused: ${refusal.message}`));
+      // Its LSN and time are not taken: a forged position must not move the stored one.
+      this.advance(pos, ev.last, null, null);
+      return null;
+    }
     await this.beginGroup(pos);
     const g = this.group!;
     if (ev.origin === this.deps.direction.to) {
@@ -407,7 +423,7 @@ export class ApplyRun extends ServiceRun {
     await this.client!.query('BEGIN');
     if (this.originMode === 'message') {
       // INV-5 fallback: the marker must come first in the transaction, before any row.
-      await this.client!.query(`SELECT pg_logical_emit_message(true, '${LOOPBACK_DEFAULT_MARKER}', $1)`, [this.deps.direction.from]);
+      await writeControl(this.client!, this.deps.cfg.pipeline, 'origin', this.deps.direction.from);
     }
     const g = this.group ?? this.newGroup(pos);
     g.open = true;

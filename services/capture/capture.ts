@@ -13,7 +13,9 @@ import { formatLsn, parseLsn, ZERO_LSN, type Lsn } from '../../shared/lsn.js';
 import { clientConfig, connect } from '../../shared/pg.js';
 import { SchemaStore } from '../../shared/registry.js';
 import { EventEncoder } from './avro-encoder.js';
-import { ChangeBuilder, type CaptureEvent, type TransactionEnd } from './change-builder.js';
+import { ChangeBuilder, type CaptureEvent, type IgnoredReason, type TransactionEnd } from './change-builder.js';
+import { isControlTable } from '../../shared/control-records.js';
+import { isSelected } from '../../shared/selection.js';
 import { KafkaPublisher } from './kafka-publisher.js';
 import type { PgoutputMessage } from './pgoutput-decoder.js';
 import { ReplicationStream } from './replication-stream.js';
@@ -28,6 +30,7 @@ export interface CaptureMetrics {
   skippedTransactions: Counter;
   ackedLsn: Gauge;
   slotLagBytes: Gauge;
+  ignoredControl: Counter;
 }
 
 export function captureMetrics(registry: Registry): CaptureMetrics {
@@ -38,6 +41,7 @@ export function captureMetrics(registry: Registry): CaptureMetrics {
     skippedTransactions: new Counter({ name: 'pgbridge_capture_skipped_transactions_total', help: 'Source transactions not published (written by apply from another cluster, or empty)', labelNames: ['reason'], registers: [registry] }),
     ackedLsn: new Gauge({ name: 'pgbridge_capture_acked_lsn', help: 'Last LSN acknowledged to the slot (as a number)', registers: [registry] }),
     slotLagBytes: new Gauge({ name: 'pgbridge_capture_slot_lag_bytes', help: 'WAL bytes between the current WAL position and the slot confirmed_flush_lsn', registers: [registry] }),
+    ignoredControl: new Counter({ name: 'pgbridge_capture_ignored_control_total', help: 'Control inputs not obeyed: logical messages (forgeable), malformed or unselected control records', labelNames: ['reason'], registers: [registry] }),
   };
 }
 
@@ -192,11 +196,25 @@ export class CaptureRun extends ServiceRun {
       typeName: (oid, mod) => this.typeNames.get(`${oid}:${mod}`) ?? String(oid),
       isHeartbeatTable: (s, t) => `${s}.${t}` === heartbeat,
       pipeline: cfg.pipeline,
+      isControlTable,
+      obeyOriginRecords: cfg.origin.method !== 'replication-origin',
+      isSelected: (s, t) => isSelected(cfg, s, t),
+      onIgnored: (reason, detail) => this.ignored(reason, detail),
     });
   }
 
   get ready(): boolean {
     return this.streaming && !this.failure;
+  }
+
+  /** Reasons already logged: an ignored control input is logged once per reason and counted always. */
+  private readonly ignoredLogged = new Set<IgnoredReason>();
+
+  private ignored(reason: IgnoredReason, detail: string): void {
+    this.deps.metrics.ignoredControl.inc({ reason });
+    if (this.ignoredLogged.has(reason)) return;
+    this.ignoredLogged.add(reason);
+    this.log.warn({ reason, detail }, 'control input ignored (counted in pgbridge_capture_ignored_control_total; logged once per reason)');
   }
 
   get ackedLsn(): Lsn {

@@ -6,6 +6,7 @@
 import { fromPgText, kindOfType, type AvroValue, type TableDef } from '../../shared/avro.js';
 import { PgBridgeError, errorMessage } from '../../shared/errors.js';
 import { formatLsn, type Lsn } from '../../shared/lsn.js';
+import { splitTableName } from '../../shared/selection.js';
 import { UNCHANGED, type PgoutputMessage, type Relation, type TupleValue } from './pgoutput-decoder.js';
 
 export type Row = Record<string, AvroValue>;
@@ -67,15 +68,30 @@ export interface BuilderOptions {
   readonly isHeartbeatTable: (schema: string, table: string) => boolean;
   /** Pipeline name: the heartbeat rows of other pipelines are not ours to publish. */
   readonly pipeline: string;
+  /** The table of control records (cdc.control): the only control input capture obeys. */
+  readonly isControlTable: (schema: string, table: string) => boolean;
+  /** Obey `origin` control records (apply's loop marker). False in replication-origin mode. */
+  readonly obeyOriginRecords: boolean;
+  /** The selection: a resync chunk for any other table is refused. */
+  readonly isSelected: (schema: string, table: string) => boolean;
+  /** A control input that was not obeyed (forged message, malformed record): counted and logged, never fatal. */
+  readonly onIgnored: (reason: IgnoredReason, detail: string) => void;
 }
 
-export const ORIGIN_MESSAGE_PREFIX = 'cdc.origin';
-export const BARRIER_MESSAGE_PREFIX = 'cdc.barrier';
-/** Resync chunk watermarks (pgbridge resync): low opens a window, high carries the chunk read inside it. */
-export const RESYNC_LOW_PREFIX = 'cdc.resync.low';
-export const RESYNC_HIGH_PREFIX = 'cdc.resync.high';
+export type IgnoredReason = 'logical-message' | 'malformed' | 'origin-not-obeyed' | 'unselected-table' | 'unknown-kind' | 'window-evicted' | 'window-unknown';
 
-/** Payload of a high watermark: the chunk the resync read between its low and high watermarks. */
+/** Open resync windows kept at most; the oldest goes first (its chunk is then refused and the resync retries it). */
+export const MAX_RESYNC_WINDOWS = 64;
+
+/** Payload of a low watermark (control record kind resync.low): opens a window. */
+export interface ResyncWindow {
+  readonly id: string;
+  readonly pipeline: string;
+  /** schema.table */
+  readonly table: string;
+}
+
+/** Payload of a high watermark (kind resync.high): the chunk the resync read between its low and high watermarks. */
 export interface ResyncChunk {
   readonly id: string;
   readonly pipeline: string;
@@ -120,25 +136,10 @@ export class ChangeBuilder {
         return { events: [], end: null };
       case 'type':
         return { events: [], end: null };
-      case 'message': {
-        if (!msg.transactional) return { events: [], end: null };
-        this.requireTxn('message');
-        if (msg.prefix === ORIGIN_MESSAGE_PREFIX) {
-          // Fallback loop marker written by apply when it cannot use replication origins (INV-5).
-          this.txn!.origin = msg.content.toString('utf8');
-          return { events: [], end: null };
-        }
-        if (msg.prefix === BARRIER_MESSAGE_PREFIX) {
-          return this.emit({ kind: 'control', control: 'barrier', id: msg.content.toString('utf8'), payload: null, lsn, txn: this.context(), index: 0, last: false });
-        }
-        if (msg.prefix === RESYNC_LOW_PREFIX) {
-          const w = JSON.parse(msg.content.toString('utf8')) as { id: string; pipeline: string; table: string };
-          if (w.pipeline === this.opts.pipeline) this.windows.set(w.id, { table: w.table, keys: new Set() });
-          return { events: [], end: null };
-        }
-        if (msg.prefix === RESYNC_HIGH_PREFIX) return this.resyncChunk(JSON.parse(msg.content.toString('utf8')) as ResyncChunk, lsn);
+      case 'message':
+        // Logical messages are executable by every login: never obeyed (control records are rows).
+        if (msg.prefix.startsWith('cdc.')) this.opts.onIgnored('logical-message', `logical message with prefix ${msg.prefix} at LSN ${formatLsn(lsn)}`);
         return { events: [], end: null };
-      }
       case 'insert':
       case 'update':
       case 'delete':
@@ -206,7 +207,9 @@ export class ChangeBuilder {
   private resyncChunk(chunk: ResyncChunk, lsn: Lsn): { events: CaptureEvent[]; end: null } {
     const w = this.windows.get(chunk.id);
     this.windows.delete(chunk.id);
-    if (!w) return { events: [], end: null }; // low watermark not seen (before our start): the resync retries that chunk
+    // Low watermark not seen (before our start, or evicted): the resync retries that chunk.
+    if (!w) return this.ignore('window-unknown', `resync chunk ${chunk.id} without an open window`);
+    if (w.table !== `${chunk.table.schema}.${chunk.table.table}`) return this.ignore('malformed', `resync chunk ${chunk.id} names ${chunk.table.schema}.${chunk.table.table}, its window ${w.table}`);
     const out: CaptureEvent[] = [];
     const keyIdx = chunk.key.map((k) => chunk.table.columns.findIndex((c) => c.name === k));
     for (const raw of chunk.rows) {
@@ -216,6 +219,62 @@ export class ChangeBuilder {
       out.push(...this.emit({ kind: 'change', table: chunk.table, relationOid: 0, op: 'r', before: null, after, key, unchanged: [], lsn, txn: this.context(), snapshot: true, index: 0, last: false }).events);
     }
     return { events: out, end: null };
+  }
+
+  private ignore(reason: IgnoredReason, detail: string): { events: CaptureEvent[]; end: null } {
+    this.opts.onIgnored(reason, detail);
+    return { events: [], end: null };
+  }
+
+  /**
+   * A row of cdc.control (inserted by pgbridge's roles only): the loop marker, a drain barrier
+   * or a resync watermark, at its place in commit order. Records of other pipelines are not
+   * ours; anything malformed is ignored, never fatal (it would fail again after every restart
+   * while the slot pins WAL).
+   */
+  private controlRecord(rel: Relation, tuple: readonly TupleValue[], lsn: Lsn): { events: CaptureEvent[]; end: null } {
+    const col = (name: string): string | null => {
+      const v = tuple[rel.columns.findIndex((c) => c.name === name)];
+      return typeof v === 'string' ? v : null;
+    };
+    const pipeline = col('pipeline');
+    const kind = col('kind');
+    const payload = col('payload');
+    const where = `control record ${kind ?? '?'} at LSN ${formatLsn(lsn)}`;
+    if (pipeline === null || kind === null || payload === null) return this.ignore('malformed', `${where}: pipeline, kind or payload missing`);
+    if (pipeline !== this.opts.pipeline) return { events: [], end: null };
+    switch (kind) {
+      case 'origin': {
+        // Apply's loop marker when it cannot use replication origins: first in its transaction.
+        if (!this.opts.obeyOriginRecords) return this.ignore('origin-not-obeyed', `${where}: origin.method is replication-origin`);
+        if (this.txn!.count > 0 || this.ctx) return this.ignore('malformed', `${where}: not first in its transaction`);
+        this.txn!.origin = this.opts.originCluster(payload);
+        return { events: [], end: null };
+      }
+      case 'barrier':
+        return this.emit({ kind: 'control', control: 'barrier', id: payload, payload: null, lsn, txn: this.context(), index: 0, last: false });
+      case 'resync.low': {
+        const w = parseJson(payload) as Partial<ResyncWindow> | null;
+        if (!w || typeof w.id !== 'string' || typeof w.table !== 'string' || w.pipeline !== this.opts.pipeline) return this.ignore('malformed', `${where}: not a resync window`);
+        const [schema, table] = splitTableName(w.table);
+        if (!this.opts.isSelected(schema, table)) return this.ignore('unselected-table', `${where}: table ${w.table} is not in the selection`);
+        if (this.windows.size >= MAX_RESYNC_WINDOWS) {
+          const oldest = this.windows.keys().next().value!;
+          this.windows.delete(oldest);
+          this.opts.onIgnored('window-evicted', `resync window ${oldest} closed: more than ${MAX_RESYNC_WINDOWS} open`);
+        }
+        this.windows.set(w.id, { table: w.table, keys: new Set() });
+        return { events: [], end: null };
+      }
+      case 'resync.high': {
+        const c = parseJson(payload) as ResyncChunk | null;
+        if (!isResyncChunk(c) || c.pipeline !== this.opts.pipeline) return this.ignore('malformed', `${where}: not a resync chunk`);
+        if (!this.opts.isSelected(c.table.schema, c.table.table)) return this.ignore('unselected-table', `${where}: table ${c.table.schema}.${c.table.table} is not in the selection`);
+        return this.resyncChunk(c, lsn);
+      }
+      default:
+        return this.ignore('unknown-kind', `${where}: unknown kind`);
+    }
   }
 
   /** Notes a changed key for every open resync window of this table. */
@@ -239,6 +298,9 @@ export class ChangeBuilder {
     if (this.windows.size) {
       this.touch(rel, msg.tag === 'insert' ? msg.newTuple : msg.tag === 'update' ? msg.newTuple : msg.oldTuple);
       if (msg.tag === 'update' && msg.oldTuple) this.touch(rel, msg.oldTuple);
+    }
+    if (this.opts.isControlTable(rel.schema, rel.table)) {
+      return msg.tag === 'delete' ? { events: [], end: null } : this.controlRecord(rel, msg.newTuple, lsn);
     }
     if (this.opts.isHeartbeatTable(rel.schema, rel.table)) {
       if (msg.tag === 'delete') return { events: [], end: null };
@@ -319,4 +381,24 @@ function keyOf(table: TableDef, row: Row | null): Row | null {
   const key: Row = {};
   for (const c of keyCols) key[c.name] = row[c.name] ?? null;
   return key;
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
+
+/** Shape check of a resync chunk: every field capture reads, so a bad one is refused before it is used. */
+function isResyncChunk(c: unknown): c is ResyncChunk {
+  if (!c || typeof c !== 'object') return false;
+  const x = c as Partial<ResyncChunk>;
+  const t = x.table;
+  if (typeof x.id !== 'string' || typeof x.pipeline !== 'string' || !t || typeof t.schema !== 'string' || typeof t.table !== 'string') return false;
+  if (!Array.isArray(t.columns) || !t.columns.every((col) => col && typeof col.name === 'string' && typeof col.typeOid === 'number' && typeof col.typeName === 'string')) return false;
+  const width = t.columns.length;
+  if (!Array.isArray(x.key) || !x.key.every((k) => t.columns.some((col) => col.name === k))) return false;
+  return Array.isArray(x.rows) && x.rows.every((r) => Array.isArray(r) && r.length === width && r.every((v) => v === null || typeof v === 'string'));
 }

@@ -1,18 +1,18 @@
 /**
- * Drain barrier: a marker written into the WAL of each source (transactional logical message
- * cdc.barrier) and awaited in cdc.barriers of each destination. When it returns, every change
+ * Drain barrier: a marker written into the WAL of each source (a `barrier` control record in
+ * cdc.control) and awaited in cdc.barriers of each destination. When it returns, every change
  * committed on either side before the call has been applied on the other side.
  */
 import { randomUUID } from 'node:crypto';
 import type { PipelineConfig } from '../../shared/config.js';
 import { PgBridgeError } from '../../shared/errors.js';
 import { withClient } from '../../shared/pg.js';
-import { BARRIER_MESSAGE_PREFIX } from '../capture/change-builder.js';
+import { writeControl } from '../../shared/control-records.js';
 
 export async function drainBarrier(cfg: PipelineConfig, timeoutMs = 120_000, onWait?: (pending: string[]) => void): Promise<string> {
   const id = `barrier-${randomUUID()}`;
   for (const c of cfg.clusterNames) {
-    await withClient(cfg.clusters[c]!, 'pgbridge-barrier', (client) => client.query(`SELECT pg_logical_emit_message(true, '${BARRIER_MESSAGE_PREFIX}', $1)`, [id]));
+    await withClient(cfg.clusters[c]!, 'pgbridge-barrier', (client) => writeControl(client, cfg.pipeline, 'barrier', id));
   }
   const deadline = Date.now() + timeoutMs;
   let pending = cfg.directions.map((d) => d.id);

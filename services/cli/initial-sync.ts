@@ -29,7 +29,8 @@ import { formatLsn, parseLsn, type Lsn } from '../../shared/lsn.js';
 import { clientConfig, connect, qi, qt } from '../../shared/pg.js';
 import { SchemaStore } from '../../shared/registry.js';
 import { EventEncoder } from '../capture/avro-encoder.js';
-import { RESYNC_HIGH_PREFIX, RESYNC_LOW_PREFIX, type CaptureEvent, type ChangeEvent, type ResyncChunk, type Row } from '../capture/change-builder.js';
+import { type CaptureEvent, type ChangeEvent, type ResyncChunk, type ResyncWindow, type Row } from '../capture/change-builder.js';
+import { writeControl } from '../../shared/control-records.js';
 import { KafkaPublisher } from '../capture/kafka-publisher.js';
 import { selectedTables, setup, type SelectedTable } from './setup.js';
 
@@ -399,8 +400,8 @@ export interface ResyncReport {
 /**
  * `pgbridge resync --table s.t`: re-reads one table from a source while both directions stay
  * live, DBLog-style. For each primary-key chunk it writes a low watermark into the source's
- * WAL (transactional logical message cdc.resync.low), reads the chunk as it is now, and
- * writes a high watermark carrying the chunk (cdc.resync.high). Capture drops from the chunk
+ * WAL (control record resync.low in cdc.control), reads the chunk as it is now, and
+ * writes a high watermark carrying the chunk (resync.high). Capture drops from the chunk
  * every key that changed in the stream between the two watermarks and publishes the rest as
  * op=r events at the high watermark's place in commit order: no row older than a change can
  * overtake it, and no row deleted meanwhile comes back. Apply writes them through the normal
@@ -422,17 +423,17 @@ export async function resyncTable(cfg: PipelineConfig, table: string, log: Logge
     if (pk.length === 0) throw new PgBridgeError('CONFIG_INVALID', `table ${table} has no primary key: resync reads and matches chunks by key`);
     const key = def.columns.filter((c) => c.key).map((c) => c.name);
     const id = `${cfg.pipeline}:${Date.now().toString(36)}:${Math.random().toString(36).slice(2, 8)}`;
-    const emit = (prefix: string, payload: unknown): Promise<unknown> => reader.query('SELECT pg_logical_emit_message(true, $1, $2)', [prefix, JSON.stringify(payload)]);
+    const emit = (kind: 'resync.low' | 'resync.high', payload: ResyncWindow | ResyncChunk): Promise<void> => writeControl(reader, cfg.pipeline, kind, JSON.stringify(payload));
     let rows = 0;
     let chunks = 0;
     const it = tableChunks(reader, t, def, pk, opts.chunkRows ?? 1000, null, opts.where);
     for (;;) {
       const cid = `${id}:${chunks}`;
-      await emit(RESYNC_LOW_PREFIX, { id: cid, pipeline: cfg.pipeline, table });
+      await emit('resync.low', { id: cid, pipeline: cfg.pipeline, table });
       const next = await it.next();
       if (next.done) break;
       const payload: ResyncChunk = { id: cid, pipeline: cfg.pipeline, table: def, key, rows: next.value.rows };
-      await emit(RESYNC_HIGH_PREFIX, payload);
+      await emit('resync.high', payload);
       rows += next.value.rows.length;
       chunks++;
       opts.onProgress?.(rows);

@@ -711,7 +711,7 @@ function evaluateCluster(cfg: PipelineConfig, c: ReachableClusterFacts, add: (f:
       priv({
         level: 'warning',
         object: c.user,
-        message: `${role} cannot use replication origins (${origin}); with origin.method auto, apply into ${name} falls back to the cdc.origin marker message (loop prevention keeps working; destination commit timestamps are apply's own, not the source's)`,
+        message: `${role} cannot use replication origins (${origin}); with origin.method auto, apply into ${name} falls back to origin marker rows in cdc.control (loop prevention keeps working; destination commit timestamps are apply's own, not the source's)`,
         fix,
       });
     }

@@ -8,6 +8,8 @@ import { originName, slotName, type PipelineConfig } from '../../shared/config.j
 import { ensureTopics, kafkaClient } from '../../shared/kafka.js';
 import type { Logger } from '../../shared/log.js';
 import { qi, ql, qt, withClient } from '../../shared/pg.js';
+import { CONTROL_TABLE_SQL } from '../../shared/control-records.js';
+import { isSelected } from '../../shared/selection.js';
 
 export const HELPER_SCHEMA_SQL = `
 CREATE SCHEMA IF NOT EXISTS cdc;
@@ -91,7 +93,7 @@ CREATE TABLE IF NOT EXISTS cdc.table_watermarks (
   PRIMARY KEY (pipeline, direction, table_name)
 );
 CREATE INDEX IF NOT EXISTS conflicts_pipeline ON cdc.conflicts (pipeline, direction, detected_at);
-`;
+${CONTROL_TABLE_SQL}`;
 
 export interface SelectedTable {
   readonly schema: string;
@@ -111,22 +113,25 @@ export async function selectedTables(client: pg.Client, cfg: PipelineConfig): Pr
       ORDER BY 1, 2`,
     [cfg.selection.schemas],
   );
-  const include = new Set(cfg.selection.include);
-  const exclude = new Set(cfg.selection.exclude);
   const ri = { d: 'default', n: 'nothing', f: 'full', i: 'index' } as const;
   return r.rows
-    .filter((t) => (include.size === 0 || include.has(`${t.schema}.${t.table}`)) && !exclude.has(`${t.schema}.${t.table}`))
+    .filter((t) => isSelected(cfg, t.schema, t.table))
     .map((t) => ({ schema: t.schema, table: t.table, hasPrimaryKey: t.has_pk, replicaIdentity: ri[t.ri as keyof typeof ri] ?? 'default' }));
 }
 
-/** The publication's table list: the whole schemas when nothing is included or excluded, else the listed tables. */
+/**
+ * The publication's table list: the whole schemas when nothing is included or excluded, else
+ * the listed tables; always the helper tables capture reads (heartbeat, control records).
+ */
+const PUBLISHED_HELPERS = ['cdc.heartbeat', 'cdc.control'];
+
 async function publicationTarget(client: pg.Client, cfg: PipelineConfig): Promise<string> {
   const { include, exclude, schemas } = cfg.selection;
   if (include.length === 0 && exclude.length === 0) {
-    return `TABLES IN SCHEMA ${schemas.map(qi).join(', ')}, TABLE cdc.heartbeat`;
+    return `TABLES IN SCHEMA ${schemas.map(qi).join(', ')}, TABLE ${PUBLISHED_HELPERS.join(', ')}`;
   }
   const tables = await selectedTables(client, cfg);
-  return `TABLE ${[...tables.map((t) => qt(t.schema, t.table)), 'cdc.heartbeat'].join(', ')}`;
+  return `TABLE ${[...tables.map((t) => qt(t.schema, t.table)), ...PUBLISHED_HELPERS].join(', ')}`;
 }
 
 /**
@@ -156,6 +161,14 @@ async function setupClusterLocked(client: pg.Client, cfg: PipelineConfig, cluste
   if (pub.rowCount === 0) {
     await client.query(`CREATE PUBLICATION ${qi(slot)} FOR ${await publicationTarget(client, cfg)} WITH (publish = 'insert, update, delete, truncate')`);
     log.info({ cluster, slot }, 'publication created');
+  } else {
+    // A publication made before control records were rows: add the tables capture now reads.
+    const have = await client.query<{ t: string }>(`SELECT schemaname || '.' || tablename AS t FROM pg_publication_tables WHERE pubname = $1 AND schemaname = 'cdc'`, [slot]);
+    const missing = PUBLISHED_HELPERS.filter((t) => !have.rows.some((r) => r.t === t));
+    if (missing.length) {
+      await client.query(`ALTER PUBLICATION ${qi(slot)} ADD TABLE ${missing.join(', ')}`);
+      log.info({ cluster, slot, tables: missing }, 'publication: helper tables added');
+    }
   }
   const s = await client.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [slot]);
   if (s.rowCount === 0) {
@@ -222,7 +235,7 @@ export async function release(cfg: PipelineConfig, log: Logger, opts: { topics: 
           await c.query('DROP SCHEMA cdc CASCADE');
           dropped.push('schema cdc');
         } else {
-          for (const t of ['heartbeat', 'apply_progress', 'conflicts', 'snapshot_progress', 'barriers', 'table_watermarks', 'capture_state']) {
+          for (const t of ['heartbeat', 'apply_progress', 'conflicts', 'snapshot_progress', 'barriers', 'table_watermarks', 'capture_state', 'control']) {
             await c.query(`DELETE FROM cdc.${t} WHERE pipeline = $1`, [cfg.pipeline]);
           }
           dropped.push(`rows of pipeline ${cfg.pipeline} in schema cdc (kept for ${others.rows.map((r: { pubname: string }) => r.pubname).join(', ')})`);

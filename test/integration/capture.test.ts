@@ -3,7 +3,7 @@
  * family at its extremes, unchanged TOAST columns, transaction framing and origin tags.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type pg from 'pg';
+import pg from 'pg';
 import { CaptureRun, captureMetrics } from '../../services/capture/capture.js';
 import { setup, release } from '../../services/cli/setup.js';
 import { metricsRegistry } from '../../shared/http.js';
@@ -12,6 +12,7 @@ import { pgName, toPgParam } from '../../shared/avro.js';
 import type { PipelineConfig } from '../../shared/config.js';
 import { pgClient, testConfig, testLog, uniqueName, waitUntil } from '../support/pipeline.js';
 import { changes, readTopic } from '../support/topic.js';
+import { writeControl } from '../../shared/control-records.js';
 
 /** [column type, values as PostgreSQL text (null = SQL NULL)] */
 const TYPES: [string, (string | null)[]][] = [
@@ -149,7 +150,7 @@ describe('capture (real PostgreSQL, Kafka, registry)', () => {
 });
 
 describe('capture origin tags (real PostgreSQL, Kafka, registry)', () => {
-  it('tags a replication-origin transaction and a cdc.origin-marked one with that origin, others with the local cluster', async () => {
+  it('tags a replication-origin transaction and one marked by an origin control record with that origin, others with the local cluster', async () => {
     const schema = uniqueName('org');
     const cfg = testConfig(uniqueName('porg'), schema, { capture: { foreignOrigins: 'publish', heartbeatSeconds: 0 } });
     const a = await pgClient(cfg, 'a');
@@ -165,9 +166,9 @@ describe('capture origin tags (real PostgreSQL, Kafka, registry)', () => {
       await a.query(`SELECT pg_replication_origin_session_setup($1)`, [`cdc_${cfg.pipeline}_b`]);
       await a.query(`INSERT INTO ${schema}.t VALUES (2, 'replication origin')`);
       await a.query('SELECT pg_replication_origin_session_reset()');
-      // As apply writes when it cannot use origins: the marker message first in the transaction.
+      // As apply writes when it cannot use origins: the origin record first in the transaction.
       await a.query('BEGIN');
-      await a.query(`SELECT pg_logical_emit_message(true, 'cdc.origin', 'b')`);
+      await writeControl(a, cfg.pipeline, 'origin', 'b');
       await a.query(`INSERT INTO ${schema}.t VALUES (3, 'marker')`);
       await a.query('COMMIT');
       await a.query(`INSERT INTO ${schema}.t VALUES (4, 'local again')`);
@@ -215,3 +216,63 @@ describe('capture identity check (INV-6)', () => {
     }
   });
 });
+
+describe('forged control input (real PostgreSQL, Kafka, registry)', () => {
+  it('an ordinary login cannot steer capture: logical messages are ignored, cdc.control refuses it, capture keeps running', async () => {
+    const schema = uniqueName('forge');
+    const role = uniqueName('mallory');
+    const cfg = testConfig(uniqueName('pforge'), schema, { capture: { foreignOrigins: 'skip', heartbeatSeconds: 0 } });
+    const a = await pgClient(cfg, 'a');
+    const b = await pgClient(cfg, 'b');
+    const metrics = captureMetrics(metricsRegistry({}));
+    let run: CaptureRun | null = null;
+    let m: pg.Client | null = null;
+    try {
+      for (const c of [a, b]) await c.query(`CREATE SCHEMA ${schema}; CREATE TABLE ${schema}.t (id int PRIMARY KEY, how text); CREATE TABLE ${schema}.secret (id int PRIMARY KEY, v text)`);
+      await setup(cfg, testLog);
+      await a.query(`CREATE ROLE ${role} LOGIN; GRANT USAGE ON SCHEMA ${schema} TO ${role}; GRANT INSERT, SELECT ON ${schema}.t TO ${role}`);
+      m = new pg.Client({ host: cfg.clusters.a!.host, port: cfg.clusters.a!.port, database: cfg.clusters.a!.database, user: role });
+      await m.connect();
+      run = new CaptureRun({ cfg, cluster: 'a', kafka: kafkaClient(cfg, 'test-forge', testLog), log: testLog, metrics });
+      void run.run().catch((err: unknown) => console.error('capture run failed', err));
+      const emit = (prefix: string, content: string) => m!.query('SELECT pg_logical_emit_message(true, $1, $2)', [prefix, content]);
+      // 1. Hide a change from the other cluster with a forged loop marker.
+      await m.query('BEGIN');
+      await emit('cdc.origin', 'b');
+      await m.query(`INSERT INTO ${schema}.t VALUES (1, 'forged origin')`);
+      await m.query('COMMIT');
+      // 2. A forged barrier, 3. a forged resync window and chunk writing into a table outside the
+      // selection and into cdc, 4. malformed JSON, 5. many windows.
+      await emit('cdc.barrier', 'forged-barrier');
+      const chunk = (s: string, t: string) => JSON.stringify({ id: 'w1', pipeline: cfg.pipeline, table: { schema: s, table: t, replicaIdentity: 'default', columns: [{ name: 'id', typeOid: 23, typeMod: -1, typeName: 'integer', key: true }] }, key: ['id'], rows: [['666']] });
+      await emit('cdc.resync.low', JSON.stringify({ id: 'w1', pipeline: cfg.pipeline, table: `${schema}.t` }));
+      await emit('cdc.resync.high', chunk(schema, 't'));
+      await emit('cdc.resync.high', chunk('cdc', 'apply_progress'));
+      await emit('cdc.resync.high', '{not json');
+      for (let i = 0; i < 200; i++) await emit('cdc.resync.low', JSON.stringify({ id: `w${i}`, pipeline: cfg.pipeline, table: `${schema}.t` }));
+      // 6. The control table itself is closed to it.
+      await expect(m.query(`INSERT INTO cdc.control (pipeline, kind, payload) VALUES ($1, 'origin', 'b')`, [cfg.pipeline])).rejects.toMatchObject({ code: '42501' });
+      await m.query(`INSERT INTO ${schema}.t VALUES (2, 'after the forgeries')`);
+      const recs = await readTopic(cfg, cfg.directions[0].topic, (r) => changes(r).length >= 2);
+      // Both rows published as a's own changes; no barrier, no snapshot row, nothing for another table.
+      expect(changes(recs).map((e) => [e.source.table, e.op, e.after.id, e.origin])).toEqual([
+        ['t', 'c', 1, 'a'],
+        ['t', 'c', 2, 'a'],
+      ]);
+      expect(recs.filter((r) => !r.recordName.endsWith('.Envelope')).map((r) => (r.value as { kind: string }).kind)).not.toContain('barrier');
+      expect(run.ready).toBe(true);
+      expect(await counter(metrics.ignoredControl)).toBeGreaterThanOrEqual(205);
+    } finally {
+      await m?.end().catch(() => undefined);
+      await run?.stop();
+      await release(cfg, testLog, { topics: true }).catch(() => undefined);
+      await a.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE; DROP ROLE IF EXISTS ${role}`).catch(() => undefined);
+      await b.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch(() => undefined);
+      for (const c of [a, b]) await c.end();
+    }
+  });
+});
+
+async function counter(c: { get(): Promise<{ values: { value: number }[] }> }): Promise<number> {
+  return (await c.get()).values.reduce((s, v) => s + v.value, 0);
+}

@@ -4,13 +4,21 @@
  *   goes to the dead-letter topic with the reason while apply goes on;
  * - a value the destination rejects goes to the dead-letter topic the same way;
  * - with capture publishing foreign-origin transactions, apply drops the ones that started
- *   at its destination and counts them (the second loop-prevention layer).
+ *   at its destination and counts them (the second loop-prevention layer);
+ * - forged records (a table outside the selection, a cdc table, another source cluster, a
+ *   commit LSN the source never reached) are refused and do not move the stored position.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { Kafka, logLevel } from 'kafkajs';
 import { release, setup } from '../../services/cli/setup.js';
 import type { PipelineConfig } from '../../shared/config.js';
 import { withClient } from '../../shared/pg.js';
+import { EventEncoder } from '../../services/capture/avro-encoder.js';
+import type { ChangeEvent } from '../../services/capture/change-builder.js';
+import { KafkaPublisher } from '../../services/capture/kafka-publisher.js';
+import { kafkaClient } from '../../shared/kafka.js';
+import { lsnFromBigint, parseLsn } from '../../shared/lsn.js';
+import { SchemaStore } from '../../shared/registry.js';
 import { testConfig, testLog, uniqueName, waitUntil } from '../support/pipeline.js';
 import { counter, startServices, waitServicesReady, type Running } from '../support/services.js';
 
@@ -39,6 +47,63 @@ async function produceRaw(cfg: PipelineConfig, topic: string, value: string): Pr
   const r = await p.send({ topic, acks: -1, messages: [{ value }] });
   await p.disconnect();
   return r[0]!.baseOffset!;
+}
+
+/** Reads `n` records of the dead-letter topic: the reason and source offset of each. */
+async function readDlq(cfg: PipelineConfig, dlq: string, n: number): Promise<{ reason: string; offset: string }[]> {
+  const consumer = new Kafka({ brokers: [...cfg.kafka.brokers], logLevel: logLevel.NOTHING }).consumer({ groupId: uniqueName('dlqread') });
+  await consumer.connect();
+  await consumer.subscribe({ topic: dlq, fromBeginning: true });
+  const got: { reason: string; offset: string }[] = [];
+  await new Promise<void>((resolve) => {
+    void consumer.run({
+      eachMessage: async ({ message }) => {
+        got.push({ reason: String(message.headers!['pgbridge.dlq.reason']), offset: String(message.headers!['pgbridge.dlq.offset']) });
+        if (got.length === n) resolve();
+      },
+    });
+  });
+  await consumer.disconnect();
+  return got;
+}
+
+interface Forgery {
+  readonly schema: string;
+  readonly table: string;
+  readonly id: number;
+  /** Cluster named in source.cluster (the encoder's). */
+  readonly cluster?: string;
+  readonly commitLsn?: bigint;
+}
+
+/**
+ * Writes change records as a producer other than capture could: well-formed Avro envelopes,
+ * registered in the registry, in one Kafka transaction. Returns their offsets.
+ */
+async function forge(cfg: PipelineConfig, topic: string, forgeries: Forgery[]): Promise<string[]> {
+  const store = new SchemaStore(cfg.registry.url);
+  const publisher = new KafkaPublisher(kafkaClient(cfg, 'forger', testLog), uniqueName('forger'), topic);
+  await publisher.connect();
+  const offsets: string[] = [];
+  try {
+    for (const f of forgeries) {
+      const enc = new EventEncoder(store, topic, f.cluster ?? 'a', cfg.clusters.a!.database);
+      const table = { schema: f.schema, table: f.table, replicaIdentity: 'default' as const, columns: [
+        { name: 'id', typeOid: 23, typeMod: -1, typeName: 'integer', key: true },
+        { name: 'v', typeOid: 23, typeMod: -1, typeName: 'integer', key: false },
+      ] };
+      const lsn = lsnFromBigint(f.commitLsn ?? 0x100n);
+      const ev: ChangeEvent = { kind: 'change', table, relationOid: 1, op: 'c', before: null, after: { id: f.id, v: f.id }, key: { id: f.id }, unchanged: [], lsn, txn: { xid: 1, commitLsn: lsn, commitTimeUs: 1n, origin: f.cluster ?? 'a' }, index: 0, last: true };
+      await publisher.add(await enc.encode(ev));
+    }
+    await publisher.commit();
+    const end = publisher.committedOffset!;
+    // One record each, then the commit marker: the last record sits just before the end.
+    for (let i = forgeries.length - 1; i >= 0; i--) offsets.push(String(end - BigInt(i)));
+  } finally {
+    await publisher.disconnect();
+  }
+  return offsets;
 }
 
 async function count(cfg: PipelineConfig, cluster: string, sql: string): Promise<number> {
@@ -114,5 +179,74 @@ describe('loop-back drop (second layer)', () => {
     expect(await count(cfg, 'a', `SELECT count(*) AS n FROM ${schema}.t`)).toBe(10);
     expect(await count(cfg, 'a', `SELECT count(*) AS n FROM cdc.conflicts WHERE pipeline = '${cfg.pipeline}'`)).toBe(0);
     expect(svc.errors).toEqual([]);
+  });
+});
+
+describe('loop prevention without replication origins', () => {
+  it('marks apply\'s transactions with origin control records that capture on the destination obeys', async () => {
+    const { cfg, schema } = await pipeline({ origin: { method: 'message' }, capture: { foreignOrigins: 'skip', heartbeatSeconds: 0 } });
+    const svc = run(cfg, {});
+    await waitServicesReady(svc);
+    await withClient(cfg.clusters.a!, 'test', (cl) => cl.query(`INSERT INTO ${schema}.t SELECT g, g FROM generate_series(1, 10) g`));
+    await waitUntil('rows on b', async () => (await count(cfg, 'b', `SELECT count(*) AS n FROM ${schema}.t`)) === 10);
+    // A local change on b after apply's: b publishes it, and only it.
+    await withClient(cfg.clusters.b!, 'test', (cl) => cl.query(`INSERT INTO ${schema}.t VALUES (11, 11)`));
+    await waitUntil('row 11 on a', async () => (await count(cfg, 'a', `SELECT count(*) AS n FROM ${schema}.t WHERE id = 11`)) === 1);
+    expect(await counter(svc.captures.b!.registry, 'pgbridge_capture_events_total', { kind: 'change' })).toBe(1);
+    expect(await counter(svc.captures.b!.registry, 'pgbridge_capture_skipped_transactions_total', { reason: 'foreign-origin' })).toBeGreaterThanOrEqual(1);
+    expect(await count(cfg, 'b', `SELECT count(*) AS n FROM cdc.control`)).toBe(0);
+    expect(svc.errors).toEqual([]);
+  });
+});
+
+describe('forged records on the direction topic', () => {
+  it('are refused (outside the selection, a cdc table, another source cluster, a future commit LSN) and do not stop real changes', async () => {
+    const dlq = uniqueName('dlq');
+    // No heartbeats: nothing but the forgeries and the insert below reaches the topic.
+    const { cfg, schema } = await pipeline({ apply: { deadLetterTopic: dlq }, capture: { heartbeatSeconds: 0 } });
+    const topic = cfg.directions[0].topic;
+    // The forgeries carry a plausible commit LSN (a's current position), not an old one that
+    // apply would skip as a duplicate before looking at it; the last one an LSN a never reached.
+    const now = await withClient(cfg.clusters.a!, 'test', async (cl) => parseLsn((await cl.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l')).rows[0]!.l));
+    const future = now + (1n << 36n);
+    // A table outside the selection that apply could write, were it not refused.
+    const outside = uniqueName('outside');
+    await withClient(cfg.clusters.b!, 'test', (cl) => cl.query(`CREATE TABLE public.${outside} (id int PRIMARY KEY, v int)`));
+    cleanups.push(async () => { await withClient(cfg.clusters.b!, "test", (cl) => cl.query(`DROP TABLE IF EXISTS public.${outside}`)); });
+    const svc = run(cfg, { captures: ['a'], applies: ['a-b'] });
+    await waitServicesReady(svc);
+    const forged = await forge(cfg, topic, [
+      { schema: 'public', table: outside, id: 1, commitLsn: now },
+      { schema: 'cdc', table: 'heartbeat', id: 2, commitLsn: now },
+      { schema, table: 't', id: 3, cluster: 'b', commitLsn: now },
+      { schema, table: 't', id: 4, commitLsn: future },
+    ]);
+    // Real changes after the forgeries: a forged future LSN must not make them look applied.
+    await withClient(cfg.clusters.a!, 'test', (cl) => cl.query(`INSERT INTO ${schema}.t VALUES (10, 10)`));
+    await waitUntil('row 10 on b', async () => (await count(cfg, 'b', `SELECT count(*) AS n FROM ${schema}.t WHERE id = 10`)) === 1);
+    expect(await count(cfg, 'b', `SELECT count(*) AS n FROM ${schema}.t WHERE id IN (3, 4)`)).toBe(0);
+    const got = await readDlq(cfg, dlq, 4);
+    expect(got.map((g) => g.offset)).toEqual(forged);
+    expect(got[0]!.reason).toContain(`refused: table public.${outside} is not in the selection`);
+    expect(await count(cfg, 'b', `SELECT count(*) AS n FROM public.${outside}`)).toBe(0);
+    expect(got[1]!.reason).toMatch(/refused: table cdc\.heartbeat is not in the selection/);
+    expect(got[2]!.reason).toMatch(/refused: source\.cluster is "b"/);
+    expect(got[3]!.reason).toMatch(/refused: commit LSN .* is beyond the WAL position of cluster a/);
+    const reg = svc.applies['a-b']!.registry;
+    expect(await counter(reg, 'pgbridge_apply_refused_total', { reason: 'table' })).toBe(2);
+    expect(await counter(reg, 'pgbridge_apply_refused_total', { reason: 'lsn' })).toBe(1);
+    const stored = await withClient(cfg.clusters.b!, 'test', async (cl) => parseLsn((await cl.query<{ l: string }>('SELECT commit_lsn::text AS l FROM cdc.apply_progress WHERE pipeline = $1', [cfg.pipeline])).rows[0]!.l));
+    expect(stored < future).toBe(true);
+    expect(svc.errors).toEqual([]);
+  });
+
+  it('stop apply at a record for a table outside the selection, naming its position, when there is no dead-letter topic', async () => {
+    const { cfg } = await pipeline({ capture: { heartbeatSeconds: 0 } });
+    const topic = cfg.directions[0].topic;
+    const svc = run(cfg, { captures: [], applies: ['a-b'] });
+    await waitServicesReady(svc);
+    const [offset] = await forge(cfg, topic, [{ schema: 'cdc', table: 'apply_progress', id: 1, commitLsn: 0x100n }]);
+    await waitUntil('apply stopped', async () => svc.errors.length > 0);
+    expect(svc.errors[0]!.message).toContain(`poison message at ${topic}/0@${offset}: refused: table cdc.apply_progress is not in the selection`);
   });
 });

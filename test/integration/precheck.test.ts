@@ -304,7 +304,7 @@ describe('precheck (real PostgreSQL, Kafka, registry)', () => {
     it('without replication origins: a warning under origin.method auto (marker message fallback)', () => {
       const f = priv('a', 'cannot use replication origins');
       expect(f).toMatchObject({ level: 'warning' });
-      expect(f!.message).toContain('cdc.origin');
+      expect(f!.message).toContain('cdc.control');
       expect(f!.fix).toContain('GRANT EXECUTE ON FUNCTION pg_replication_origin_session_setup(text)');
     });
 

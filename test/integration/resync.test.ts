@@ -10,6 +10,7 @@ import { formatVerifyReport, verify } from '../../services/cli/verify.js';
 import { runWorkload } from '../../services/cli/workload.js';
 import type { PipelineConfig } from '../../shared/config.js';
 import { withClient } from '../../shared/pg.js';
+import { writeControl } from '../../shared/control-records.js';
 import { testLog, waitUntil } from '../support/pipeline.js';
 import { workloadPipeline, type Running, type WorkloadPipeline } from '../support/services.js';
 
@@ -36,11 +37,12 @@ describe('resync of one table while both directions run', () => {
       const r = await withClient(cfg.clusters.b!, 'test', (cl) => cl.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${schema}.orders WHERE id % 2 = 1`));
       return Number(r.rows[0]!.n) >= 200;
     }, 90_000);
-    // Damage b behind pgbridge's back: the cdc.origin marker makes capture b treat it as a's
-    // own change, so it is not sent back to a.
+    // Damage b behind pgbridge's back: an origin control record (only pgbridge's roles may
+    // write one; the test connects as the superuser) makes capture b treat it as a's change,
+    // so it is not sent back to a.
     const damaged = await withClient(cfg.clusters.b!, 'test', async (cl) => {
       await cl.query('BEGIN');
-      await cl.query(`SELECT pg_logical_emit_message(true, 'cdc.origin', 'a')`);
+      await writeControl(cl, cfg.pipeline, 'origin', 'a');
       const d = await cl.query(`DELETE FROM ${schema}.orders WHERE id IN (SELECT id FROM ${schema}.orders WHERE id % 2 = 1 ORDER BY id LIMIT 50)`);
       const u = await cl.query(`UPDATE ${schema}.orders SET amount = -1 WHERE id IN (SELECT id FROM ${schema}.orders WHERE id % 2 = 1 ORDER BY id DESC LIMIT 30)`);
       await cl.query('COMMIT');

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ChangeBuilder, type CaptureEvent } from '../../services/capture/change-builder.js';
+import { ChangeBuilder, MAX_RESYNC_WINDOWS, type CaptureEvent } from '../../services/capture/change-builder.js';
 import { UNCHANGED, type PgoutputMessage, type Relation } from '../../services/capture/pgoutput-decoder.js';
 import { lsnFromBigint } from '../../shared/lsn.js';
 
@@ -12,12 +12,29 @@ const hb: Relation = { oid: 2, schema: 'cdc', table: 'heartbeat', replicaIdentit
   { name: 'cluster', key: true, typeOid: 25, typeMod: -1 },
 ] };
 
-function builder(skipForeign = true): ChangeBuilder {
+const ctl: Relation = { oid: 3, schema: 'cdc', table: 'control', replicaIdentity: 'default', columns: [
+  { name: 'id', key: true, typeOid: 20, typeMod: -1 },
+  { name: 'pipeline', key: false, typeOid: 25, typeMod: -1 },
+  { name: 'kind', key: false, typeOid: 25, typeMod: -1 },
+  { name: 'payload', key: false, typeOid: 25, typeMod: -1 },
+  { name: 'written_at', key: false, typeOid: 1184, typeMod: -1 },
+] };
+
+/** A row of cdc.control as pgbridge's roles write it. */
+function control(kind: string, payload: unknown, pipeline = 'p'): PgoutputMessage {
+  return { tag: 'insert', relation: ctl, newTuple: ['1', pipeline, kind, typeof payload === 'string' ? payload : JSON.stringify(payload), '2026-01-01 00:00:00+00'] };
+}
+
+function builder(skipForeign = true, opts: { obeyOrigin?: boolean; ignored?: string[] } = {}): ChangeBuilder {
   return new ChangeBuilder({
     cluster: 'a', skipForeign, pipeline: 'p',
     originCluster: (n) => (n.startsWith('cdc_p_') ? n.slice(6) : n),
     typeName: (oid) => (oid === 23 ? 'integer' : 'text'),
     isHeartbeatTable: (s, t) => s === 'cdc' && t === 'heartbeat',
+    isControlTable: (s, t) => s === 'cdc' && t === 'control',
+    obeyOriginRecords: opts.obeyOrigin ?? true,
+    isSelected: (s) => s === 's',
+    onIgnored: (reason) => opts.ignored?.push(reason),
   });
 }
 
@@ -48,10 +65,10 @@ describe('change builder', () => {
     expect(e.kind === 'change' && [e.unchanged, e.after]).toEqual([['big'], { id: 1 }]);
   });
 
-  it('tags origins from the Origin message and the cdc.origin marker, and skips foreign ones unless told to publish', () => {
+  it('tags origins from the Origin message and the origin control record, and skips foreign ones unless told to publish', () => {
     const body = (): PgoutputMessage[] => [{ tag: 'insert', relation: rel, newTuple: ['1', 'x'] }];
     const viaOrigin: PgoutputMessage = { tag: 'origin', originLsn: lsnFromBigint(5n), name: 'cdc_p_b' };
-    const viaMarker: PgoutputMessage = { tag: 'message', transactional: true, lsn: lsnFromBigint(5n), prefix: 'cdc.origin', content: Buffer.from('b') };
+    const viaMarker = control('origin', 'b');
     const skip = builder(true);
     expect(txn(skip, [viaOrigin, ...body()])).toEqual({ events: [], skipped: true });
     expect(txn(skip, [viaMarker, ...body()], 2)).toEqual({ events: [], skipped: true });
@@ -80,22 +97,68 @@ describe('resync watermarks (DBLog-style)', () => {
     { name: 'id', typeOid: 23, typeMod: -1, typeName: 'integer', key: true },
     { name: 'big', typeOid: 25, typeMod: -1, typeName: 'text', key: false },
   ] };
-  const msg = (prefix: string, payload: unknown): PgoutputMessage => ({ tag: 'message', transactional: true, lsn: lsnFromBigint(7n), prefix, content: Buffer.from(JSON.stringify(payload)) });
 
   it('publishes the chunk at the high watermark without the keys that changed inside the window', () => {
     const b = builder();
     b.push({ tag: 'relation', relation: rel }, lsnFromBigint(1n));
-    txn(b, [msg('cdc.resync.low', { id: 'r1', pipeline: 'p', table: 's.t' })], 1);
+    txn(b, [control('resync.low', { id: 'r1', pipeline: 'p', table: 's.t' })], 1);
     txn(b, [{ tag: 'update', relation: rel, oldTuple: null, oldIsKeyOnly: false, newTuple: ['2', 'new'] }], 2);
     txn(b, [{ tag: 'delete', relation: rel, oldTuple: ['3', null], oldIsKeyOnly: true }], 3);
-    const high = txn(b, [msg('cdc.resync.high', { id: 'r1', pipeline: 'p', table: def, key: ['id'], rows: [['1', 'a'], ['2', 'old'], ['3', 'gone']] })], 4);
+    const high = txn(b, [control('resync.high', { id: 'r1', pipeline: 'p', table: def, key: ['id'], rows: [['1', 'a'], ['2', 'old'], ['3', 'gone']] })], 4);
     expect(high.events.map((e) => e.kind === 'change' && [e.op, e.after, e.snapshot, e.last])).toEqual([['r', { id: 1, big: 'a' }, true, true]]);
   });
 
   it('ignores watermarks of other pipelines and a high watermark whose low one it never saw', () => {
     const b = builder();
-    txn(b, [msg('cdc.resync.low', { id: 'r2', pipeline: 'other', table: 's.t' })], 1);
-    expect(txn(b, [msg('cdc.resync.high', { id: 'r2', pipeline: 'other', table: def, key: ['id'], rows: [['1', 'a']] })], 2).events).toEqual([]);
-    expect(txn(b, [msg('cdc.resync.high', { id: 'r3', pipeline: 'p', table: def, key: ['id'], rows: [['1', 'a']] })], 3).events).toEqual([]);
+    txn(b, [control('resync.low', { id: 'r2', pipeline: 'other', table: 's.t' }, 'other')], 1);
+    expect(txn(b, [control('resync.high', { id: 'r2', pipeline: 'other', table: def, key: ['id'], rows: [['1', 'a']] }, 'other')], 2).events).toEqual([]);
+    expect(txn(b, [control('resync.high', { id: 'r3', pipeline: 'p', table: def, key: ['id'], rows: [['1', 'a']] })], 3).events).toEqual([]);
+  });
+});
+
+describe('control input capture does not obey', () => {
+  const def = { schema: 's', table: 't', replicaIdentity: 'default' as const, columns: [{ name: 'id', typeOid: 23, typeMod: -1, typeName: 'integer', key: true }] };
+  const message = (prefix: string, content: string): PgoutputMessage => ({ tag: 'message', transactional: true, lsn: lsnFromBigint(7n), prefix, content: Buffer.from(content) });
+  const insert: PgoutputMessage = { tag: 'insert', relation: rel, newTuple: ['1', 'x'] };
+
+  it('never obeys logical messages (any login can emit them): no origin, barrier or resync from them', () => {
+    const ignored: string[] = [];
+    const b = builder(true, { ignored });
+    expect(txn(b, [message('cdc.origin', 'b'), insert]).events.map((e) => e.txn.origin)).toEqual(['a']);
+    expect(txn(b, [message('cdc.barrier', 'x')], 2).events).toEqual([]);
+    txn(b, [message('cdc.resync.low', JSON.stringify({ id: 'w', pipeline: 'p', table: 's.t' }))], 3);
+    expect(txn(b, [message('cdc.resync.high', JSON.stringify({ id: 'w', pipeline: 'p', table: def, key: ['id'], rows: [['1']] }))], 4).events).toEqual([]);
+    expect(txn(b, [message('cdc.resync.high', '{not json')], 5).events).toEqual([]);
+    expect(ignored).toEqual(['logical-message', 'logical-message', 'logical-message', 'logical-message', 'logical-message']);
+  });
+
+  it('ignores an origin record in replication-origin mode, and one that is not first in its transaction', () => {
+    const ignored: string[] = [];
+    const strict = builder(true, { obeyOrigin: false, ignored });
+    expect(txn(strict, [control('origin', 'b'), insert]).events.map((e) => e.txn.origin)).toEqual(['a']);
+    const late = builder(true, { ignored });
+    expect(txn(late, [insert, control('origin', 'b')]).events.map((e) => e.txn.origin)).toEqual(['a']);
+    expect(ignored).toEqual(['origin-not-obeyed', 'malformed']);
+  });
+
+  it('refuses malformed records and chunks for tables outside the selection, without throwing', () => {
+    const ignored: string[] = [];
+    const b = builder(true, { ignored });
+    expect(txn(b, [control('resync.high', '{not json')]).events).toEqual([]);
+    txn(b, [control('resync.low', { id: 'c1', pipeline: 'p', table: 'cdc.apply_progress' })], 2);
+    expect(txn(b, [control('resync.high', { id: 'c1', pipeline: 'p', table: { ...def, schema: 'cdc', table: 'apply_progress' }, key: ['id'], rows: [['1']] })], 3).events).toEqual([]);
+    txn(b, [control('resync.low', { id: 'c2', pipeline: 'p', table: 's.t' })], 4);
+    expect(txn(b, [control('resync.high', { id: 'c2', pipeline: 'p', table: def, key: ['id'], rows: [['1', 'extra column']] })], 5).events).toEqual([]);
+    expect(txn(b, [control('nonsense', 'x')], 6).events).toEqual([]);
+    expect(ignored).toEqual(['malformed', 'unselected-table', 'unselected-table', 'malformed', 'unknown-kind']);
+  });
+
+  it('keeps at most MAX_RESYNC_WINDOWS windows open, evicting the oldest', () => {
+    const ignored: string[] = [];
+    const b = builder(true, { ignored });
+    for (let i = 0; i <= MAX_RESYNC_WINDOWS; i++) txn(b, [control('resync.low', { id: `w${i}`, pipeline: 'p', table: 's.t' })], i + 1);
+    expect(ignored).toEqual(['window-evicted']);
+    expect(txn(b, [control('resync.high', { id: 'w0', pipeline: 'p', table: def, key: ['id'], rows: [['1']] })], 100).events).toEqual([]);
+    expect(txn(b, [control('resync.high', { id: `w${MAX_RESYNC_WINDOWS}`, pipeline: 'p', table: def, key: ['id'], rows: [['1']] })], 101).events.length).toBe(1);
   });
 });

@@ -135,7 +135,7 @@ describe('precheck evaluation', () => {
     const f = { a: { role, publicationExists: true } };
     const auto = problems(evaluateFacts(config({ selection: { schemas: ['app'], include: ['app.t'] } }), facts(f)));
     expect(auto.map((x) => [x.check, x.level])).toEqual([['privileges', 'warning']]);
-    expect(auto[0]!.message).toContain('cdc.origin');
+    expect(auto[0]!.message).toContain('cdc.control');
     expect(auto[0]!.fix).toContain('pg_replication_origin_session_setup(text)');
     const strict = problems(evaluateFacts(config({ origin: { method: 'replication-origin' } }), facts(f)));
     expect(strict.map((x) => [x.check, x.level])).toEqual([['privileges', 'error']]);

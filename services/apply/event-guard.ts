@@ -1,0 +1,112 @@
+/**
+ * What apply checks before it writes (DESIGN §3.4): a direction topic is an input that someone
+ * other than capture may be able to write, so a record must name a table of the selection
+ * (never cdc, pg_catalog, information_schema, pg_toast), carry a known op, come from the
+ * direction's source cluster, and carry a commit LSN the source has actually reached. A forged
+ * LSN far ahead would otherwise make the duplicate skip (INV-4) drop every real transaction
+ * after it. A refused record is poison: dead-letter topic or a stop naming its position.
+ */
+import type pg from 'pg';
+import { clusterByName, type Direction, type PipelineConfig } from '../../shared/config.js';
+import { errorMessage } from '../../shared/errors.js';
+import type { Logger } from '../../shared/log.js';
+import { formatLsn, parseLsn, type Lsn } from '../../shared/lsn.js';
+import { connect } from '../../shared/pg.js';
+import { isSelected, splitTableName } from '../../shared/selection.js';
+import type { ApplyEvent } from './event-decoder.js';
+
+export type RefusalReason = 'source-cluster' | 'op' | 'table' | 'lsn';
+
+export interface Refusal {
+  readonly reason: RefusalReason;
+  readonly message: string;
+}
+
+const OPS = new Set(['c', 'u', 'd', 'r', 't']);
+/** After a failed look at the source, wait this long before the next one. */
+const SOURCE_RETRY_MS = 5_000;
+
+export class EventGuard {
+  /** Highest WAL position the source was seen at: every LSN at or below it is plausible. */
+  private ceiling = 0n as Lsn;
+  private source: pg.Client | null = null;
+  private lastFailure = 0;
+  private unverifiedLogged = false;
+
+  constructor(
+    private readonly cfg: PipelineConfig,
+    private readonly direction: Direction,
+    private readonly log: Logger,
+    /** Called for every record let through without an LSN check (source unreachable). */
+    private readonly onUnverified: () => void = () => undefined,
+  ) {}
+
+  /** Null when the event may be applied, else why not. */
+  async refuse(ev: ApplyEvent): Promise<Refusal | null> {
+    const d = this.direction;
+    if (ev.sourceCluster !== d.from) {
+      return { reason: 'source-cluster', message: `source.cluster is "${ev.sourceCluster}", but topic ${d.topic} carries the changes of cluster "${d.from}"` };
+    }
+    let lsn = ev.commitLsn;
+    if (ev.kind === 'change') {
+      if (!OPS.has(ev.op)) return { reason: 'op', message: `unknown op "${ev.op}"` };
+      if (!isSelected(this.cfg, ev.schema, ev.table)) return { reason: 'table', message: `table ${ev.schema}.${ev.table} is not in the selection of pipeline ${this.cfg.pipeline}` };
+    } else if (ev.control === 'watermark') {
+      // A watermark makes apply skip a table's changes below an LSN: same checks as a change.
+      const [schema, table] = splitTableName(ev.id ?? '');
+      if (!isSelected(this.cfg, schema, table)) return { reason: 'table', message: `watermark for table ${ev.id ?? '(none)'}, which is not in the selection of pipeline ${this.cfg.pipeline}` };
+      let w: Lsn;
+      try {
+        w = parseLsn(ev.payload ?? '');
+      } catch {
+        return { reason: 'lsn', message: `watermark for ${ev.id} carries "${ev.payload}", not an LSN` };
+      }
+      if (w > lsn) lsn = w;
+    }
+    if (lsn > this.ceiling && !(await this.reached(lsn))) {
+      return { reason: 'lsn', message: `commit LSN ${formatLsn(lsn)} is beyond the WAL position of cluster ${d.from} (${formatLsn(this.ceiling)})` };
+    }
+    return null;
+  }
+
+  /**
+   * Whether the source has reached `lsn`. Looks at the source only when an LSN passes the
+   * highest one seen there (about once per group while streaming, once for a whole backlog).
+   * When the source cannot be reached, apply keeps draining (a lost source is when the topic
+   * matters most): the record passes unverified, counted, and the check resumes once it is back.
+   */
+  private async reached(lsn: Lsn): Promise<boolean> {
+    if (Date.now() - this.lastFailure < SOURCE_RETRY_MS) return this.unverified();
+    try {
+      if (!this.source) {
+        const c = await connect(clusterByName(this.cfg, this.direction.from), `pgbridge-apply-${this.direction.id}-guard`);
+        c.on('error', () => {
+          if (this.source === c) this.source = null;
+        });
+        this.source = c;
+      }
+      const r = await this.source.query<{ lsn: string }>('SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text AS lsn');
+      const now = parseLsn(r.rows[0]!.lsn);
+      if (now > this.ceiling) this.ceiling = now;
+      this.unverifiedLogged = false;
+      return lsn <= this.ceiling;
+    } catch (err) {
+      this.lastFailure = Date.now();
+      await this.source?.end().catch(() => undefined);
+      this.source = null;
+      if (!this.unverifiedLogged) this.log.warn({ err: errorMessage(err), cluster: this.direction.from }, 'cannot reach the source to check commit LSNs; applying unverified until it is back');
+      this.unverifiedLogged = true;
+      return this.unverified();
+    }
+  }
+
+  private unverified(): boolean {
+    this.onUnverified();
+    return true;
+  }
+
+  async close(): Promise<void> {
+    await this.source?.end().catch(() => undefined);
+    this.source = null;
+  }
+}
