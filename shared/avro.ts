@@ -84,10 +84,10 @@ export function fromPgText(kind: AvroKind, text: string): AvroValue {
     case 'boolean':
       if (text === 't' || text === 'true') return true;
       if (text === 'f' || text === 'false') return false;
-      throw new Error(`not a boolean: ${JSON.stringify(text)}`);
+      throw new Error(`not a boolean (${text.length} characters)`);
     case 'int': {
       const n = Number(text);
-      if (!Number.isInteger(n)) throw new Error(`not an integer: ${JSON.stringify(text)}`);
+      if (!Number.isInteger(n)) throw new Error(`not an integer (${text.length} characters)`);
       return n;
     }
     case 'long':
@@ -95,7 +95,7 @@ export function fromPgText(kind: AvroKind, text: string): AvroValue {
     case 'float':
     case 'double': {
       const n = Number(text);
-      if (Number.isNaN(n) && text !== 'NaN') throw new Error(`not a float: ${JSON.stringify(text)}`);
+      if (Number.isNaN(n) && text !== 'NaN') throw new Error(`not a float (${text.length} characters)`);
       return n;
     }
     case 'bytes':

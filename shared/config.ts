@@ -4,11 +4,14 @@
  * key and default; keep the two in step.
  */
 import { readFileSync } from 'node:fs';
-import { parse as parseYaml } from 'yaml';
+import { isMap, isScalar, isSeq, parseDocument, type Node } from 'yaml';
 import { z } from 'zod';
 import { PgBridgeError } from './errors.js';
 
 const ident = z.string().regex(/^[a-z][a-z0-9_]{0,30}$/, 'lower-case letters, digits and _, starting with a letter, at most 31 characters');
+
+/** A PEM file named in the config (CA, certificate, key); read when a connection is made. */
+const pemFile = z.string().min(1);
 
 const clusterSchema = z
   .object({
@@ -20,6 +23,23 @@ const clusterSchema = z
     password: z.string().optional(),
     /** Name of an environment variable holding the password. */
     passwordEnv: z.string().optional(),
+    /** libpq's sslmode (disable, require, verify-ca, verify-full) for every connection to this cluster. */
+    sslMode: z.enum(['disable', 'require', 'verify-ca', 'verify-full']).default('disable'),
+    /** CA certificate(s) that signed the server certificate (libpq sslrootcert). */
+    sslRootCert: pemFile.optional(),
+    /** Client certificate and its key (libpq sslcert, sslkey). */
+    sslCert: pemFile.optional(),
+    sslKey: pemFile.optional(),
+  })
+  .strict();
+
+const tlsSchema = z
+  .object({
+    /** CA certificate(s) to verify the server with; default: Node's built-in CAs. */
+    caFile: pemFile.optional(),
+    /** Client certificate and key (mutual TLS). */
+    certFile: pemFile.optional(),
+    keyFile: pemFile.optional(),
   })
   .strict();
 
@@ -54,7 +74,16 @@ const configSchema = z
         requestTimeoutMs: z.number().int().min(100).default(30000),
       })
       .strict(),
-    registry: z.object({ url: z.string().url() }).strict(),
+    registry: z
+      .object({
+        url: z.string().url(),
+        /** HTTP basic auth (also accepted as user:password@ in the URL). */
+        username: z.string().min(1).optional(),
+        password: z.string().optional(),
+        passwordEnv: z.string().optional(),
+      })
+      .merge(tlsSchema)
+      .strict(),
     topics: z
       .object({
         /** Topic name pattern; {pipeline}, {from} and {to} are replaced. */
@@ -128,6 +157,8 @@ const configSchema = z
 export type PipelineConfigInput = z.input<typeof configSchema>;
 type Parsed = z.output<typeof configSchema>;
 
+export type SslMode = 'disable' | 'require' | 'verify-ca' | 'verify-full';
+
 export interface ClusterConfig {
   readonly name: string;
   readonly host: string;
@@ -135,6 +166,24 @@ export interface ClusterConfig {
   readonly database: string;
   readonly user: string;
   readonly password: string | undefined;
+  readonly sslMode: SslMode;
+  readonly sslRootCert?: string;
+  readonly sslCert?: string;
+  readonly sslKey?: string;
+}
+
+/** TLS files (paths) for Kafka or the registry; read when a connection is made. */
+export interface TlsFiles {
+  readonly caFile?: string;
+  readonly certFile?: string;
+  readonly keyFile?: string;
+}
+
+export interface RegistryConfig extends TlsFiles {
+  /** Base URL without credentials (safe to print). */
+  readonly url: string;
+  readonly username?: string;
+  readonly password?: string;
 }
 
 export interface Direction {
@@ -146,8 +195,9 @@ export interface Direction {
   readonly forward: boolean;
 }
 
-export type PipelineConfig = Readonly<Omit<Parsed, 'clusters'>> & {
+export type PipelineConfig = Readonly<Omit<Parsed, 'clusters' | 'registry'>> & {
   readonly clusters: Readonly<Record<string, ClusterConfig>>;
+  readonly registry: RegistryConfig;
   readonly clusterNames: readonly [string, string];
   readonly directions: readonly [Direction, Direction];
 };
@@ -178,15 +228,26 @@ export function parseConfig(input: unknown, where = 'config', env: NodeJS.Proces
   const names = Object.keys(c.clusters) as [string, string];
   const problems: string[] = [];
   const clusters: Record<string, ClusterConfig> = {};
+  /** password, or the variable passwordEnv names (which wins). */
+  const secret = (key: string, o: { password?: string; passwordEnv?: string }): string | undefined => {
+    if (!o.passwordEnv) return o.password;
+    const v = env[o.passwordEnv];
+    if (v === undefined) problems.push(`${where}: ${key}.passwordEnv: environment variable ${o.passwordEnv} is not set`);
+    return v;
+  };
+  const pair = (key: string, cert: string | undefined, keyFile: string | undefined, names: [string, string]): void => {
+    if (!!cert !== !!keyFile) problems.push(`${where}: ${key}: ${names[0]} and ${names[1]} go together (a client certificate and its key)`);
+  };
   for (const name of names) {
     const cc = c.clusters[name]!;
-    let password = cc.password;
-    if (cc.passwordEnv) {
-      password = env[cc.passwordEnv];
-      if (password === undefined) problems.push(`${where}: clusters.${name}.passwordEnv: environment variable ${cc.passwordEnv} is not set`);
-    }
-    clusters[name] = { name, host: cc.host, port: cc.port, database: cc.database, user: cc.user, password };
+    const password = secret(`clusters.${name}`, cc);
+    pair(`clusters.${name}`, cc.sslCert, cc.sslKey, ['sslCert', 'sslKey']);
+    if (cc.sslMode === 'disable' && (cc.sslRootCert || cc.sslCert)) problems.push(`${where}: clusters.${name}: sslRootCert/sslCert are set but sslMode is disable`);
+    const { passwordEnv: _pe, password: _pw, ...rest } = cc;
+    clusters[name] = { name, ...rest, password };
   }
+  const registry = registryConfig(c.registry, secret('registry', c.registry));
+  pair('registry', registry.certFile, registry.keyFile, ['certFile', 'keyFile']);
   const fwd = c.forward ?? { from: names[0], to: names[1] };
   for (const k of ['from', 'to'] as const) {
     if (!names.includes(fwd[k])) problems.push(`${where}: forward.${k}: "${fwd[k]}" is not one of the clusters (${names.join(', ')})`);
@@ -208,10 +269,69 @@ export function parseConfig(input: unknown, where = 'config', env: NodeJS.Proces
   const topic = (from: string, to: string): string => c.topics.pattern.replaceAll('{pipeline}', c.pipeline).replaceAll('{from}', from).replaceAll('{to}', to);
   const dir = (from: string, to: string, forward: boolean): Direction => ({ id: `${from}-${to}`, from, to, topic: topic(from, to), forward });
   const directions: [Direction, Direction] = [dir(fwd.from, fwd.to, true), dir(fwd.to, fwd.from, false)];
-  return deepFreeze({ ...c, clusters, clusterNames: [fwd.from, fwd.to] as [string, string], directions });
+  return deepFreeze({ ...c, clusters, registry, clusterNames: [fwd.from, fwd.to] as [string, string], directions });
 }
 
-/** Reads and validates a YAML config file; `${VAR}` in the text is replaced from the environment. */
+/** Credentials in the URL (`https://user:pass@host/…`) move to username and password; the key wins over the URL. */
+function registryConfig(r: Parsed['registry'], password: string | undefined): RegistryConfig {
+  const u = new URL(r.url);
+  const username = r.username ?? (u.username ? decodeURIComponent(u.username) : undefined);
+  const pw = password ?? (u.password ? decodeURIComponent(u.password) : undefined);
+  u.username = '';
+  u.password = '';
+  const url = u.toString().replace(/\/$/, '');
+  return {
+    url,
+    ...(username === undefined ? {} : { username }),
+    ...(pw === undefined ? {} : { password: pw }),
+    ...(r.caFile ? { caFile: r.caFile } : {}),
+    ...(r.certFile ? { certFile: r.certFile } : {}),
+    ...(r.keyFile ? { keyFile: r.keyFile } : {}),
+  };
+}
+
+const PLACEHOLDER = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
+const WHOLE_PLACEHOLDER = /^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$/;
+
+/**
+ * Replaces `${NAME}` in the string values of a parsed YAML document (never in keys,
+ * comments or the raw text): a value can hold `: `, ` #`, quotes or new lines without
+ * changing the structure of the file, and a YAML error can never quote a secret. An
+ * unquoted value that is one placeholder and nothing else takes the type its text has
+ * (`port: ${PG_PORT}` is a number, `true`/`false` a boolean); everything else is a string.
+ */
+function substitute(node: Node | null, path: string, env: NodeJS.ProcessEnv, missing: Map<string, string[]>): void {
+  if (isMap(node)) {
+    for (const pair of node.items) {
+      const key = isScalar(pair.key) ? String(pair.key.value) : '?';
+      substitute(pair.value as Node | null, path ? `${path}.${key}` : key, env, missing);
+    }
+  } else if (isSeq(node)) {
+    node.items.forEach((item, i) => substitute(item as Node | null, `${path}[${i}]`, env, missing));
+  } else if (isScalar(node) && typeof node.value === 'string' && node.value.includes('${')) {
+    const text = node.value;
+    let unset = false;
+    const value = text.replace(PLACEHOLDER, (_, name: string) => {
+      const v = env[name];
+      if (v === undefined) {
+        unset = true;
+        missing.set(name, [...(missing.get(name) ?? []), path]);
+      }
+      return v ?? '';
+    });
+    if (unset) return;
+    const whole = node.type === 'PLAIN' && WHOLE_PLACEHOLDER.test(text);
+    if (whole && /^-?\d+(\.\d+)?$/.test(value)) node.value = Number(value);
+    else if (whole && (value === 'true' || value === 'false')) node.value = value === 'true';
+    else node.value = value;
+  }
+}
+
+/**
+ * Reads and validates a YAML config file; `${VAR}` in its values is replaced from the
+ * environment after parsing (see substitute). Error messages name files, keys and
+ * variables, never a value that came from the environment.
+ */
 export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): PipelineConfig {
   let text: string;
   try {
@@ -219,20 +339,15 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): 
   } catch (err) {
     throw new PgBridgeError('CONFIG_INVALID', `${file}: cannot read: ${(err as Error).message}`);
   }
-  const missing: string[] = [];
-  const expanded = text.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, name: string) => {
-    const v = env[name];
-    if (v === undefined) missing.push(name);
-    return v ?? '';
-  });
-  if (missing.length) throw new PgBridgeError('CONFIG_INVALID', `${file}: environment variable(s) not set: ${missing.join(', ')}`);
-  let doc: unknown;
-  try {
-    doc = parseYaml(expanded);
-  } catch (err) {
-    throw new PgBridgeError('CONFIG_INVALID', `${file}: not valid YAML: ${(err as Error).message}`);
+  const doc = parseDocument(text, { prettyErrors: true });
+  if (doc.errors.length) throw new PgBridgeError('CONFIG_INVALID', `${file}: not valid YAML: ${doc.errors[0]!.message}`);
+  const missing = new Map<string, string[]>();
+  substitute(doc.contents as Node | null, '', env, missing);
+  if (missing.size) {
+    const list = [...missing].map(([name, paths]) => `${name} (${paths.join(', ')})`).join(', ');
+    throw new PgBridgeError('CONFIG_INVALID', `${file}: environment variable(s) not set: ${list}`);
   }
-  return parseConfig(doc, file, env);
+  return parseConfig(doc.toJS(), file, env);
 }
 
 export function directionById(cfg: PipelineConfig, id: string): Direction {

@@ -25,13 +25,16 @@ export class PgBridgeError extends Error {
   readonly code: ErrorCode;
   readonly retriable: boolean;
   readonly details: Readonly<Record<string, unknown>>;
+  /** Row values (keys, columns) that help find the cause: logged at debug level only, never in the message. */
+  readonly sensitive: Readonly<Record<string, unknown>>;
 
-  constructor(code: ErrorCode, message: string, opts: { retriable?: boolean; details?: Record<string, unknown>; cause?: unknown } = {}) {
+  constructor(code: ErrorCode, message: string, opts: { retriable?: boolean; details?: Record<string, unknown>; sensitive?: Record<string, unknown>; cause?: unknown } = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'PgBridgeError';
     this.code = code;
     this.retriable = opts.retriable ?? false;
     this.details = Object.freeze({ ...(opts.details ?? {}) });
+    this.sensitive = Object.freeze({ ...(opts.sensitive ?? {}) });
   }
 }
 
@@ -66,10 +69,23 @@ export function classifyPgError(err: unknown): { retriable: boolean; connection:
   return { retriable: false, connection: false, sqlstate: undefined };
 }
 
+/**
+ * The text of an error for messages, logs, /readyz and status: never row values. A
+ * PostgreSQL error's `detail` (`Key (id)=(42) already exists`, `Failing row contains (…)`)
+ * is left out, and a data exception (SQLSTATE class 22) loses the value it quotes at the end
+ * (`invalid input syntax for type integer: "…"`). errorDetail has what is left out, for
+ * debug-level logs.
+ */
 export function errorMessage(err: unknown): string {
   if (err instanceof Error) {
-    const pgErr = err as PgLikeError & Error;
-    return pgErr.detail ? `${err.message} (${pgErr.detail})` : err.message;
+    const code = (err as PgLikeError).code;
+    if (typeof code === 'string' && /^22[0-9A-Z]{3}$/.test(code)) return err.message.replace(/: "(?:[^"]|"")*"$/, ': "…"');
+    return err.message;
   }
   return String(err);
+}
+
+/** A PostgreSQL error's detail (it may hold row values): for debug-level logs only. */
+export function errorDetail(err: unknown): string | undefined {
+  return (err as PgLikeError | undefined)?.detail;
 }

@@ -19,3 +19,16 @@ export function createLogger(service: string, level: string = process.env.PGBRID
     },
   });
 }
+
+/** A URL with its password replaced by `***` (a user name stays): for every message and log line. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (!u.password) return url;
+    u.password = '***';
+    return u.toString();
+  } catch {
+    // Not a URL: hide anything between "//" and an "@".
+    return url.replace(/\/\/[^/@]*@/, '//***@');
+  }
+}

@@ -3,8 +3,11 @@
  * hex bytea, and every value returned as PostgreSQL's text (no Date, no JSON.parse, no
  * float parse): exactness is kept by never converting.
  */
+import { readFileSync } from 'node:fs';
+import { checkServerIdentity, type ConnectionOptions } from 'node:tls';
 import pg from 'pg';
 import type { ClusterConfig } from './config.js';
+import { PgBridgeError } from './errors.js';
 
 export type PgClient = pg.Client;
 
@@ -20,8 +23,52 @@ export const RAW_TYPES = {
   getTypeParser: ((oid: number, format?: string) => (format === 'binary' ? rawBinary : oid === BOOL_OID ? bool : rawText)) as unknown as pg.CustomTypesConfig['getTypeParser'],
 };
 
+/** Reads a PEM file named by a config key; a missing file is a config error naming the key. */
+export function readPem(key: string, file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new PgBridgeError('CONFIG_INVALID', `${key}: cannot read ${file}: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * node-postgres TLS options for libpq's sslmode: `require` encrypts without checking the
+ * server; `verify-ca` checks that the certificate chains to sslRootCert (Node's CAs without
+ * it); `verify-full` also checks that it names the configured host (for an IP address, its
+ * IP subject alternative name).
+ */
+export function sslOptions(c: ClusterConfig): false | ConnectionOptions {
+  if (c.sslMode === 'disable') return false;
+  const key = `clusters.${c.name}`;
+  const files: ConnectionOptions = {
+    ...(c.sslRootCert ? { ca: readPem(`${key}.sslRootCert`, c.sslRootCert) } : {}),
+    ...(c.sslCert ? { cert: readPem(`${key}.sslCert`, c.sslCert) } : {}),
+    ...(c.sslKey ? { key: readPem(`${key}.sslKey`, c.sslKey) } : {}),
+  };
+  if (c.sslMode === 'require') return { ...files, rejectUnauthorized: false };
+  if (c.sslMode === 'verify-ca') return { ...files, rejectUnauthorized: true, checkServerIdentity: () => undefined };
+  return { ...files, rejectUnauthorized: true, checkServerIdentity: (_servername, cert) => checkServerIdentity(c.host, cert) };
+}
+
+/** libpq environment for pg_dump and psql: the same server, role, password and TLS settings. */
+export function libpqEnv(c: ClusterConfig): NodeJS.ProcessEnv {
+  return {
+    PGHOST: c.host,
+    PGPORT: String(c.port),
+    PGUSER: c.user,
+    PGDATABASE: c.database,
+    PGSSLMODE: c.sslMode,
+    ...(c.password ? { PGPASSWORD: c.password } : {}),
+    ...(c.sslRootCert ? { PGSSLROOTCERT: c.sslRootCert } : {}),
+    ...(c.sslCert ? { PGSSLCERT: c.sslCert } : {}),
+    ...(c.sslKey ? { PGSSLKEY: c.sslKey } : {}),
+  };
+}
+
 export function clientConfig(c: ClusterConfig, applicationName: string): pg.ClientConfig {
   return {
+    ssl: sslOptions(c),
     host: c.host,
     port: c.port,
     database: c.database,

@@ -5,8 +5,13 @@
  */
 import { SchemaRegistry, SchemaType } from '@kafkajs/confluent-schema-registry';
 import type avro from 'avsc';
+import { Agent as HttpAgent, request as httpRequest } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { AVRO_OPTIONS, wireSchemaId } from './avro.js';
+import type { RegistryConfig } from './config.js';
 import { PgBridgeError, errorMessage } from './errors.js';
+import { redactUrl } from './log.js';
+import { readPem } from './pg.js';
 import { backoff, sleep } from './retry.js';
 
 export interface DecodedRecord {
@@ -24,16 +29,60 @@ function statusOf(err: unknown): number | undefined {
   return (err as ErrorWithStatus | undefined)?.status;
 }
 
+/**
+ * The HTTP agent for the registry: for https, with registry.caFile (else Node's CAs) and the
+ * client certificate when one is configured.
+ */
+export function registryAgent(r: RegistryConfig): HttpAgent {
+  if (!r.url.startsWith('https:')) return new HttpAgent({ keepAlive: true });
+  return new HttpsAgent({
+    keepAlive: true,
+    ...(r.caFile ? { ca: readPem('registry.caFile', r.caFile) } : {}),
+    ...(r.certFile ? { cert: readPem('registry.certFile', r.certFile) } : {}),
+    ...(r.keyFile ? { key: readPem('registry.keyFile', r.keyFile) } : {}),
+  });
+}
+
+/** Authorization header value for registry.username/password (HTTP basic), if set. */
+function basicAuth(r: RegistryConfig): string | undefined {
+  if (r.username === undefined) return undefined;
+  return `Basic ${Buffer.from(`${r.username}:${r.password ?? ''}`).toString('base64')}`;
+}
+
+/**
+ * GET <registry.url><path> with the registry's TLS settings and credentials: the status, or
+ * a rejection with the network or TLS error. For precheck; the body is read and dropped.
+ */
+export function registryGet(r: RegistryConfig, path: string, timeoutMs: number): Promise<number> {
+  const url = new URL(`${r.url}${path}`);
+  const agent = registryAgent(r);
+  const auth = basicAuth(r);
+  const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
+  return new Promise<number>((resolve, reject) => {
+    const req = send(url, { agent, timeout: timeoutMs, headers: { accept: 'application/vnd.schemaregistry.v1+json, application/json', ...(auth ? { authorization: auth } : {}) } }, (res) => {
+      res.resume();
+      res.once('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.once('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    req.once('error', reject);
+    req.end();
+  }).finally(() => agent.destroy());
+}
+
 export class SchemaStore {
   private readonly client: SchemaRegistry;
   private readonly registered = new Map<string, number>();
+  /** The registry's base URL (never with credentials). */
+  readonly url: string;
 
   constructor(
-    readonly url: string,
+    registry: RegistryConfig,
     private readonly onRetry: (what: string, attempt: number, err: unknown) => void = () => undefined,
     private readonly maxWaitMs = 10 * 60_000,
   ) {
-    this.client = new SchemaRegistry({ host: url, retry: { retries: 0 } }, { [SchemaType.AVRO]: AVRO_OPTIONS as never });
+    this.url = registry.url;
+    const auth = registry.username === undefined ? {} : { auth: { username: registry.username, password: registry.password ?? '' } };
+    this.client = new SchemaRegistry({ host: registry.url, retry: { retries: 0 }, agent: registryAgent(registry), ...auth }, { [SchemaType.AVRO]: AVRO_OPTIONS as never });
   }
 
   /** Registers (or finds) a schema under a subject. Retries while the registry is unreachable. */
@@ -65,7 +114,7 @@ export class SchemaStore {
   /** Writer schema of an id, with BigInt longs. Unknown id → SCHEMA_UNKNOWN after retries. */
   async schema(id: number): Promise<avro.Type> {
     return this.retrying(`fetch schema id ${id}`, () => this.client.getSchema(id) as Promise<unknown> as Promise<avro.Type>, (err) => {
-      if (statusOf(err) === 404) throw new PgBridgeError('SCHEMA_UNKNOWN', `schema id ${id} is not in the registry at ${this.url}`, { details: { schemaId: id }, cause: err });
+      if (statusOf(err) === 404) throw new PgBridgeError('SCHEMA_UNKNOWN', `schema id ${id} is not in the registry at ${redactUrl(this.url)}`, { details: { schemaId: id }, cause: err });
     });
   }
 
@@ -93,9 +142,9 @@ export class SchemaStore {
         const network = /ECONNREFUSED|ECONNRESET|socket hang up|ETIMEDOUT|EAI_AGAIN|fetch failed|network/i.test(errorMessage(err));
         const transient = network || (status !== undefined && (status >= 500 || status === 408 || status === 429));
         const permanent = !transient;
-        if (permanent) throw new PgBridgeError('REGISTRY', `${what}: registry at ${this.url} refused: ${errorMessage(err)}`, { cause: err, details: { status } });
+        if (permanent) throw new PgBridgeError('REGISTRY', `${what}: registry at ${redactUrl(this.url)} refused: ${errorMessage(err)}`, { cause: err, details: { status } });
         if (Date.now() - started > this.maxWaitMs) {
-          throw new PgBridgeError('REGISTRY', `${what}: registry at ${this.url} unreachable for ${Math.round((Date.now() - started) / 1000)} s: ${errorMessage(err)}`, { retriable: true, cause: err });
+          throw new PgBridgeError('REGISTRY', `${what}: registry at ${redactUrl(this.url)} unreachable for ${Math.round((Date.now() - started) / 1000)} s: ${errorMessage(err)}`, { retriable: true, cause: err });
         }
         this.onRetry(what, attempt, err);
         await sleep(backoff(attempt));

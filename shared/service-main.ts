@@ -9,7 +9,7 @@ import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import type { Registry } from 'prom-client';
 import { loadConfig, type PipelineConfig } from './config.js';
-import { PgBridgeError, classifyPgError, errorMessage } from './errors.js';
+import { PgBridgeError, classifyPgError, errorDetail, errorMessage } from './errors.js';
 import { serveHttp, type Probe } from './http.js';
 import type { Logger } from './log.js';
 import { backoff, sleep } from './retry.js';
@@ -45,10 +45,31 @@ export function argValue(argv: readonly string[], name: string): string | undefi
   return eq?.slice(name.length + 1);
 }
 
+/** --metrics-port (or PGBRIDGE_METRICS_PORT) when given, else `fallback`; anything but a port 0–65535 is a config error. */
+export function metricsPortArg(argv: readonly string[], fallback: number): number {
+  const raw = argValue(argv, '--metrics-port') ?? process.env.PGBRIDGE_METRICS_PORT;
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (raw.trim() === '' || !Number.isInteger(n) || n < 0 || n > 65535) throw new PgBridgeError('CONFIG_INVALID', `--metrics-port / PGBRIDGE_METRICS_PORT: expected a port from 0 to 65535, got ${JSON.stringify(raw)}`);
+  return n;
+}
+
 export function configFromArgs(argv: readonly string[]): PipelineConfig {
   const file = argValue(argv, '--config') ?? process.env.PGBRIDGE_CONFIG;
   if (!file) throw new PgBridgeError('CONFIG_INVALID', 'no config: pass --config <file.yaml> or set PGBRIDGE_CONFIG');
   return loadConfig(file);
+}
+
+/**
+ * Row values behind an error (a PostgreSQL detail such as `Key (id)=(7) already exists`, the
+ * key of a conflict) at debug level only: messages, /readyz and higher levels never carry them.
+ */
+export function logRowValues(log: Logger, err: unknown): void {
+  const cause = (err as { cause?: unknown })?.cause;
+  const detail = errorDetail(err) ?? errorDetail(cause);
+  const sensitive = err instanceof PgBridgeError ? err.sensitive : {};
+  if (detail === undefined && Object.keys(sensitive).length === 0) return;
+  log.debug({ ...sensitive, ...(detail === undefined ? {} : { detail }) }, 'row values of the error above');
 }
 
 /** Kafka and network errors that go away when the other side comes back. */
@@ -130,6 +151,7 @@ export async function superviseService(opts: {
       if (!isRetriable(err)) {
         lastState = `stopped: ${errorMessage(err)}`;
         log.fatal({ err: errorMessage(err), ...details }, `${opts.name} stopped`);
+        logRowValues(log, err);
         code = 1;
         break;
       }
@@ -166,6 +188,7 @@ export async function superviseService(opts: {
       lastState = `retrying: ${errorMessage(err)}`;
       const wait = backoff(attempt, 500, 15_000);
       log.warn({ err: errorMessage(err), ...details, attempt, retryInMs: wait }, `${opts.name} failed, restarting`);
+      logRowValues(log, err);
       await sleep(wait);
     }
   }

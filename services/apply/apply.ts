@@ -104,7 +104,7 @@ export class ApplyRun extends ServiceRun {
     super();
     const d = deps.direction;
     this.log = deps.log.child({ direction: d.id, topic: d.topic });
-    this.store = new SchemaStore(deps.cfg.registry.url, (what, attempt, err) => this.log.warn({ attempt, err: errorMessage(err) }, `registry: ${what} failed, retrying`), deps.cfg.retry.otherMinutes * 60_000);
+    this.store = new SchemaStore(deps.cfg.registry, (what, attempt, err) => this.log.warn({ attempt, err: errorMessage(err) }, `registry: ${what} failed, retrying`), deps.cfg.retry.otherMinutes * 60_000);
     this.guard = new EventGuard(deps.cfg, d, this.log, () => deps.metrics.unverifiedLsn.inc());
   }
 

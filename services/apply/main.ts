@@ -6,7 +6,7 @@ import { errorMessage } from '../../shared/errors.js';
 import { metricsRegistry } from '../../shared/http.js';
 import { kafkaClient } from '../../shared/kafka.js';
 import { createLogger } from '../../shared/log.js';
-import { argValue, configFromArgs, isMainModule, superviseService } from '../../shared/service-main.js';
+import { argValue, metricsPortArg, configFromArgs, isMainModule, superviseService } from '../../shared/service-main.js';
 import { ApplyRun, applyMetrics } from './apply.js';
 
 export async function main(argv: readonly string[]): Promise<number> {
@@ -17,14 +17,13 @@ export async function main(argv: readonly string[]): Promise<number> {
     const registry = metricsRegistry({ service: 'apply', pipeline: cfg.pipeline, direction: direction.id });
     const metrics = applyMetrics(registry);
     const kafka = kafkaClient(cfg, `apply-${direction.id}`, log);
-    const portArg = argValue(argv, '--metrics-port') ?? process.env.PGBRIDGE_METRICS_PORT;
     return await superviseService({
       name: `apply-${direction.id}`,
       cfg,
       log: log.child({ direction: direction.id }),
       registry,
       metricsHost: process.env.PGBRIDGE_METRICS_HOST ?? cfg.metrics.host,
-      metricsPort: portArg !== undefined ? Number(portArg) : metricsPort(cfg, { apply: direction.id }),
+      metricsPort: metricsPortArg(argv, metricsPort(cfg, { apply: direction.id })),
       make: () => new ApplyRun({ cfg, direction, kafka, log, metrics }),
     });
   } catch (err) {

@@ -455,8 +455,10 @@ export class RowWriter {
     const key = t.key.length ? Object.fromEntries(this.identity(t, keyRow).map((k) => [k, rowToJson({ v: keyRow[k] })!.v])) : rowToJson(keyRow);
     const where = `${ev.pos.topic}/${ev.pos.partition}@${ev.pos.offset} (source ${ev.sourceCluster} commit LSN ${formatLsn(ev.commitLsn)})`;
     if (resolution === 'fail') {
-      throw new ConflictStop('CONFLICT', `${kind} on ${t.schema}.${t.table} key ${JSON.stringify(key)} at ${where}: policy "fail" stops this direction; nothing of the source transaction was applied`, {
-        details: { table: `${t.schema}.${t.table}`, key, kind, topic: ev.pos.topic, partition: ev.pos.partition, offset: String(ev.pos.offset) },
+      // The key is a row value: at debug level only (PGBRIDGE_LOG_LEVEL=debug), never in the message.
+      throw new ConflictStop('CONFLICT', `${kind} on ${t.schema}.${t.table} at ${where}: policy "fail" stops this direction; nothing of the source transaction was applied`, {
+        details: { table: `${t.schema}.${t.table}`, kind, topic: ev.pos.topic, partition: ev.pos.partition, offset: String(ev.pos.offset) },
+        sensitive: { key },
       });
     }
     const incoming = rowToJson(ev.after ?? ev.before);

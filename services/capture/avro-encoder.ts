@@ -90,7 +90,9 @@ export class EventEncoder {
       value = wireEncode(c.valueId, c.valueType.toBuffer(envelope));
       if (c.keyType && c.keyId !== null && ev.key) key = wireEncode(c.keyId, c.keyType.toBuffer(toRecord(t, ev.key, true)));
     } catch (err) {
-      throw new PgBridgeError('ENCODE', `cannot encode a change of ${t.schema}.${t.table} at LSN ${formatLsn(ev.lsn)}: ${errorMessage(err)}`, {
+      // avsc quotes the value it refused (`invalid "int": …`): a row value, so the message keeps the type only.
+      const reason = errorMessage(err).replace(/^(invalid "[^"]*"):.*$/s, '$1 value');
+      throw new PgBridgeError('ENCODE', `cannot encode a change of ${t.schema}.${t.table} at LSN ${formatLsn(ev.lsn)}: ${reason}`, {
         details: { table: `${t.schema}.${t.table}`, lsn: formatLsn(ev.lsn) },
       });
     }

@@ -183,7 +183,7 @@ export class CaptureRun extends ServiceRun {
     this.slot = slotName(cfg, cluster);
     this.direction = outgoing(cfg, cluster);
     this.log = deps.log.child({ cluster, slot: this.slot, topic: this.direction.topic });
-    this.store = new SchemaStore(cfg.registry.url, (what, attempt, err) => this.log.warn({ attempt, err: errorMessage(err) }, `registry: ${what} failed, retrying`), cfg.retry.otherMinutes * 60_000);
+    this.store = new SchemaStore(cfg.registry, (what, attempt, err) => this.log.warn({ attempt, err: errorMessage(err) }, `registry: ${what} failed, retrying`), cfg.retry.otherMinutes * 60_000);
     this.encoder = new EventEncoder(this.store, this.direction.topic, cluster, this.cluster.database);
     this.publisher = new KafkaPublisher(deps.kafka, `pgbridge-${cfg.pipeline}-capture-${cluster}`, this.direction.topic);
     this.stream = new ReplicationStream(clientConfig(this.cluster, `pgbridge-capture-${cluster}`), this.slot, this.slot);

@@ -6,7 +6,7 @@ import { errorMessage } from '../../shared/errors.js';
 import { metricsRegistry } from '../../shared/http.js';
 import { kafkaClient } from '../../shared/kafka.js';
 import { createLogger } from '../../shared/log.js';
-import { argValue, configFromArgs, isMainModule, superviseService } from '../../shared/service-main.js';
+import { argValue, metricsPortArg, configFromArgs, isMainModule, superviseService } from '../../shared/service-main.js';
 import { CaptureRun, captureMetrics } from './capture.js';
 
 export async function main(argv: readonly string[]): Promise<number> {
@@ -21,14 +21,13 @@ export async function main(argv: readonly string[]): Promise<number> {
     const registry = metricsRegistry({ service: 'capture', pipeline: cfg.pipeline, cluster });
     const metrics = captureMetrics(registry);
     const kafka = kafkaClient(cfg, `capture-${cluster}`, log);
-    const portArg = argValue(argv, '--metrics-port') ?? process.env.PGBRIDGE_METRICS_PORT;
     return await superviseService({
       name: `capture-${cluster}`,
       cfg,
       log: log.child({ cluster }),
       registry,
       metricsHost: process.env.PGBRIDGE_METRICS_HOST ?? cfg.metrics.host,
-      metricsPort: portArg !== undefined ? Number(portArg) : metricsPort(cfg, { capture: cluster }),
+      metricsPort: metricsPortArg(argv, metricsPort(cfg, { capture: cluster })),
       make: () => new CaptureRun({ cfg, cluster, kafka, log, metrics }),
     });
   } catch (err) {

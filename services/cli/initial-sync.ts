@@ -26,7 +26,7 @@ import { PgBridgeError, errorMessage } from '../../shared/errors.js';
 import { kafkaClient } from '../../shared/kafka.js';
 import type { Logger } from '../../shared/log.js';
 import { formatLsn, parseLsn, type Lsn } from '../../shared/lsn.js';
-import { clientConfig, connect, qi, qt } from '../../shared/pg.js';
+import { clientConfig, connect, libpqEnv, qi, qt } from '../../shared/pg.js';
 import { SchemaStore } from '../../shared/registry.js';
 import { EventEncoder } from '../capture/avro-encoder.js';
 import { type CaptureEvent, type ChangeEvent, type ResyncChunk, type ResyncWindow, type Row } from '../capture/change-builder.js';
@@ -80,10 +80,6 @@ function runTool(cmd: string, args: string[], env: NodeJS.ProcessEnv, input?: No
   });
 }
 
-function libpqEnv(c: PipelineConfig['clusters'][string]): NodeJS.ProcessEnv {
-  return { PGHOST: c.host, PGPORT: String(c.port), PGUSER: c.user, PGDATABASE: c.database, ...(c.password ? { PGPASSWORD: c.password } : {}) };
-}
-
 /** Schema sync: tables, keys, defaults, sequences, indexes, views, functions, triggers of the selected schemas. */
 export async function syncSchema(cfg: PipelineConfig, existing: 'error' | 'ignore', log: Logger): Promise<{ created: string[]; skipped: string[] }> {
   const fwd = cfg.directions[0];
@@ -96,18 +92,18 @@ export async function syncSchema(cfg: PipelineConfig, existing: 'error' | 'ignor
   if (clash.length && existing === 'error') {
     throw new PgBridgeError('PRECHECK', `destination ${fwd.to} already has ${clash.length} selected table(s): ${clash.slice(0, 10).join(', ')}${clash.length > 10 ? ', …' : ''}. Use --existing-tables ignore to keep them and go on, or drop them.`);
   }
-  const args = ['--schema-only', '--no-owner', '--no-privileges', '--no-publications', '--no-subscriptions', ...cfg.selection.schemas.flatMap((s) => ['-n', s])];
+  // Names as exact pg_dump patterns (double-quoted: no wildcard, case kept), and
+  // --strict-names: a schema that matches nothing is an error, not an empty dump.
+  const args = ['--schema-only', '--no-owner', '--no-privileges', '--no-publications', '--no-subscriptions', '--strict-names', ...cfg.selection.schemas.flatMap((s) => ['-n', qi(s)])];
+  if (cfg.selection.include.length || cfg.selection.exclude.length) {
+    // Tables the selection leaves out are left out of the dump (never dropped on the destination).
+    const wanted = new Set(tables.map((t) => `${t.schema}.${t.table}`));
+    const all = await withPg(src, (c) => c.query<{ s: string; t: string }>(`SELECT n.nspname AS s, c.relname AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r','p') AND NOT c.relispartition AND n.nspname = ANY($1)`, [cfg.selection.schemas]));
+    for (const r of all.rows) if (!wanted.has(`${r.s}.${r.t}`)) args.push('-T', qt(r.s, r.t));
+  }
   const dump = await runTool(pgTool('pg_dump'), args, libpqEnv(src));
   if (dump.code !== 0) throw new PgBridgeError('INTERNAL', `pg_dump of ${fwd.from} failed: ${dump.stderr.trim()}`);
-  // Keep only what the selection names: excluded tables are filtered out of the dump by name.
-  const excluded = new Set(cfg.selection.exclude);
-  let sql = dump.stdout;
-  if (cfg.selection.include.length || excluded.size) {
-    const wanted = new Set(tables.map((t) => `${t.schema}.${t.table}`));
-    const all = await withPg(src, (c) => c.query<{ n: string }>(`SELECT n.nspname || '.' || c.relname AS n FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r','p') AND n.nspname = ANY($1)`, [cfg.selection.schemas]));
-    const drop = all.rows.map((r) => r.n).filter((n) => !wanted.has(n));
-    if (drop.length) sql += `\n${drop.map((n) => `DROP TABLE IF EXISTS ${n.split('.').map(qi).join('.')} CASCADE;`).join('\n')}\n`;
-  }
+  const sql = dump.stdout;
   const psqlArgs = ['-X', '-q', ...(existing === 'error' ? ['-v', 'ON_ERROR_STOP=1'] : [])];
   const { Readable } = await import('node:stream');
   const restore = await runTool(pgTool('psql'), psqlArgs, libpqEnv(dst), Readable.from([sql]));
@@ -209,7 +205,7 @@ export async function initialSync(cfg: PipelineConfig, log: Logger, opts: SyncOp
       log.warn({ done: progress.rows[0]!.done, of: progress.rows[0]!.n }, 'resuming an interrupted initial sync after its last finished chunk, in a fresh snapshot');
     }
     const reader = await connect(src, 'pgbridge-sync-reader');
-    const store = new SchemaStore(cfg.registry.url);
+    const store = new SchemaStore(cfg.registry);
     const encoder = new EventEncoder(store, fwd.topic, fwd.from, src.database);
     const publisher = new KafkaPublisher(kafkaClient(cfg, `sync-${fwd.from}`, log), `pgbridge-${cfg.pipeline}-snapshot-${fwd.from}`, fwd.topic);
     await publisher.connect();
@@ -340,7 +336,8 @@ async function* tableChunks(reader: pg.Client, t: SelectedTable, def: TableDef, 
         const order = pk.map((k) => `x.${qi(k.name)}`).join(', ');
         const where = `WHERE ${rowFilter}${lastKey ? ` AND (${order}) > (${pk.map((k, i) => `$${i + 1}::${k.typeName}`).join(', ')})` : ''}`;
         const keySel = pk.map((k) => `x.${qi(k.name)}::text`).join(', ');
-        rows = (await reader.query({ text: `SELECT ${selectX}, ${keySel} FROM ${qt(t.schema, t.table)} x ${where} ORDER BY ${order} LIMIT ${chunkRows}`, values: lastKey ?? [], rowMode: 'array' })).rows;
+        // Extended protocol always: a `filter` (resync --where) can hold one expression, never a second statement.
+        rows = (await reader.query({ text: `SELECT ${selectX}, ${keySel} FROM ${qt(t.schema, t.table)} x ${where} ORDER BY ${order} LIMIT ${chunkRows}`, values: lastKey ?? [], rowMode: 'array', queryMode: 'extended' } as pg.QueryConfig)).rows;
       } else {
         rows = (await reader.query({ text: `FETCH ${chunkRows} FROM ${cursor}`, rowMode: 'array' })).rows;
       }
@@ -430,7 +427,10 @@ export async function resyncTable(cfg: PipelineConfig, table: string, log: Logge
     for (;;) {
       const cid = `${id}:${chunks}`;
       await emit('resync.low', { id: cid, pipeline: cfg.pipeline, table });
+      // Each chunk is read in a read-only transaction: a --where condition cannot write.
+      await reader.query('BEGIN TRANSACTION READ ONLY');
       const next = await it.next();
+      await reader.query('COMMIT');
       if (next.done) break;
       const payload: ResyncChunk = { id: cid, pipeline: cfg.pipeline, table: def, key, rows: next.value.rows };
       await emit('resync.high', payload);

@@ -3,7 +3,7 @@
  * pgbridge command line. Every command takes --config <pipeline.yaml> (or PGBRIDGE_CONFIG).
  * Exit codes: 0 success, 1 failure or differences found, 2 usage error.
  */
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { loadConfig, type PipelineConfig } from '../../shared/config.js';
 import { PgBridgeError, errorMessage } from '../../shared/errors.js';
 import { createLogger } from '../../shared/log.js';
@@ -15,6 +15,22 @@ function config(opts: { config?: string }): { file: string; cfg: PipelineConfig 
   return { file, cfg: loadConfig(file) };
 }
 
+/**
+ * Parser of a numeric option: a number of the given kind within [min, max], else a usage
+ * error naming the option (`--chunk-rows 0` used to sync nothing and succeed).
+ */
+function numberOption(kind: 'integer' | 'number', min: number, max = Number.MAX_SAFE_INTEGER): (raw: string) => number {
+  return (raw) => {
+    const n = Number(raw);
+    const ok = raw.trim() !== '' && Number.isFinite(n) && (kind === 'number' || Number.isInteger(n)) && n >= min && n <= max;
+    if (!ok) throw new InvalidArgumentError(`expected ${kind === 'integer' ? 'a whole number' : 'a number'} ${max === Number.MAX_SAFE_INTEGER ? `of at least ${min}` : `from ${min} to ${max}`}`);
+    return n;
+  };
+}
+const count = numberOption('integer', 1);
+const rate = numberOption('number', Number.MIN_VALUE);
+const port = numberOption('integer', 0, 65535);
+
 export function program(): Command {
   const p = new Command('pgbridge')
     .description('Two-way PostgreSQL synchronization through Kafka')
@@ -24,7 +40,12 @@ export function program(): Command {
 
   withConfig(p.command('check-config').description('validate the config file and print it with defaults filled in')).action((o) => {
     const { cfg } = config(o);
-    const redacted = { ...cfg, clusters: Object.fromEntries(Object.entries(cfg.clusters).map(([k, v]) => [k, { ...v, password: v.password ? '[redacted]' : undefined }])) };
+    const hide = (v: string | undefined): string | undefined => (v === undefined ? undefined : '[redacted]');
+    const redacted = {
+      ...cfg,
+      clusters: Object.fromEntries(Object.entries(cfg.clusters).map(([k, v]) => [k, { ...v, password: hide(v.password) }])),
+      registry: { ...cfg.registry, password: hide(cfg.registry.password) },
+    };
     console.log(JSON.stringify(redacted, null, 2));
   });
 
@@ -46,9 +67,9 @@ export function program(): Command {
   });
 
   withConfig(p.command('sync').description('initial sync of the forward direction: schema, then full data in PK chunks (resumable), before streaming'))
-    .option('--chunk-rows <n>', 'rows per chunk (one Kafka transaction each)', '10000')
-    .option('--max-rows-per-second <n>', 'throttle: rows per second')
-    .option('--max-mb-per-second <n>', 'throttle: megabytes of row text per second')
+    .option('--chunk-rows <n>', 'rows per chunk (one Kafka transaction each)', count, 10000)
+    .option('--max-rows-per-second <n>', 'throttle: rows per second', rate)
+    .option('--max-mb-per-second <n>', 'throttle: megabytes of row text per second', rate)
     .addOption(new Option('--existing-tables <mode>', 'destination tables that already exist').choices(['error', 'ignore']).default('error'))
     .option('--no-schema', 'skip schema sync (tables already exist on the destination)')
     .action(async (o) => {
@@ -57,9 +78,9 @@ export function program(): Command {
       const tty = process.stdout.isTTY;
       let lastPrint = 0;
       const report = await initialSync(cfg, createLogger('cli', 'warn'), {
-        chunkRows: Number(o.chunkRows),
-        maxRowsPerSecond: o.maxRowsPerSecond ? Number(o.maxRowsPerSecond) : undefined,
-        maxMegabytesPerSecond: o.maxMbPerSecond ? Number(o.maxMbPerSecond) : undefined,
+        chunkRows: o.chunkRows,
+        maxRowsPerSecond: o.maxRowsPerSecond,
+        maxMegabytesPerSecond: o.maxMbPerSecond,
         existingTables: o.existingTables,
         schema: o.schema,
         onProgress: (pr) => {
@@ -76,7 +97,7 @@ export function program(): Command {
   withConfig(p.command('resync').description('re-read one table from a source while both directions run, through the normal apply path'))
     .requiredOption('--table <schema.table>', 'table to re-read')
     .option('--from <cluster>', 'source cluster (default: the forward direction\'s source)')
-    .option('--chunk-rows <n>', 'rows per chunk (one pair of watermarks each)', '1000')
+    .option('--chunk-rows <n>', 'rows per chunk (one pair of watermarks each)', count, 1000)
     .option('--where <sql>', 'only rows matching this condition (SQL on the table, read on the source)')
     .action(async (o) => {
       const { cfg } = config(o);
@@ -84,7 +105,7 @@ export function program(): Command {
       const r = await resyncTable(cfg, o.table, createLogger('cli', 'warn'), {
         from: o.from,
         where: o.where,
-        chunkRows: Number(o.chunkRows),
+        chunkRows: o.chunkRows,
         onProgress: (n) => process.stdout.isTTY && process.stdout.write(`\r\x1b[K${o.table}: ${n} rows`),
       });
       if (process.stdout.isTTY) process.stdout.write('\r\x1b[K');
@@ -93,18 +114,18 @@ export function program(): Command {
 
   withConfig(p.command('capture').description('run the capture service of one cluster'))
     .requiredOption('--cluster <name>', 'cluster to capture')
-    .option('--metrics-port <port>', 'port of /healthz, /readyz, /metrics')
+    .option('--metrics-port <port>', 'port of /healthz, /readyz, /metrics', port)
     .action(async (o) => {
       const { main } = await import('../capture/main.js');
-      process.exitCode = await main(['--config', config(o).file, '--cluster', o.cluster, ...(o.metricsPort ? ['--metrics-port', o.metricsPort] : [])]);
+      process.exitCode = await main(['--config', config(o).file, '--cluster', o.cluster, ...(o.metricsPort !== undefined ? ['--metrics-port', String(o.metricsPort)] : [])]);
     });
 
   withConfig(p.command('apply').description('run the apply service of one direction'))
     .requiredOption('--direction <from-to>', 'direction, e.g. a-b')
-    .option('--metrics-port <port>', 'port of /healthz, /readyz, /metrics')
+    .option('--metrics-port <port>', 'port of /healthz, /readyz, /metrics', port)
     .action(async (o) => {
       const { main } = await import('../apply/main.js');
-      process.exitCode = await main(['--config', config(o).file, '--direction', o.direction, ...(o.metricsPort ? ['--metrics-port', o.metricsPort] : [])]);
+      process.exitCode = await main(['--config', config(o).file, '--direction', o.direction, ...(o.metricsPort !== undefined ? ['--metrics-port', String(o.metricsPort)] : [])]);
     });
 
   withConfig(p.command('run').description('run all four services of the pipeline on this machine, with a live status line')).action(async (o) => {
@@ -124,21 +145,21 @@ export function program(): Command {
     });
 
   withConfig(p.command('barrier').description('wait until everything committed on both clusters so far has been applied on the other'))
-    .option('--timeout <seconds>', 'give up after this long', '120')
+    .option('--timeout <seconds>', 'give up after this long', numberOption('number', 1), 120)
     .action(async (o) => {
       const { cfg } = config(o);
       const { drainBarrier } = await import('./barrier.js');
-      const id = await drainBarrier(cfg, Number(o.timeout) * 1000);
+      const id = await drainBarrier(cfg, o.timeout * 1000);
       console.log(`drained: barrier ${id} applied in ${cfg.directions.map((d) => d.id).join(' and ')}`);
     });
 
   withConfig(p.command('verify').description('compare every selected table between the clusters (bucketed checksums); exit 1 when they differ'))
-    .option('--buckets <n>', 'buckets per table', '64')
+    .option('--buckets <n>', 'buckets per table', numberOption('integer', 1, 1_000_000), 64)
     .option('--table <schema.table...>', 'only these tables')
     .action(async (o) => {
       const { cfg } = config(o);
       const { verify, formatVerifyReport } = await import('./verify.js');
-      const report = await verify(cfg, { buckets: Number(o.buckets), tables: o.table });
+      const report = await verify(cfg, { buckets: o.buckets, tables: o.table });
       console.log(formatVerifyReport(report));
       process.exitCode = report.equal ? 0 : 1;
     });

@@ -7,11 +7,12 @@
 import type { ConfigResourceTypes } from 'kafkajs';
 import { connect as tcpConnect } from 'node:net';
 import type pg from 'pg';
-import { originName, policyFor, slotName, type ClusterConfig, type PipelineConfig } from '../../shared/config.js';
+import { originName, policyFor, slotName, type ClusterConfig, type PipelineConfig, type RegistryConfig } from '../../shared/config.js';
 import { errorMessage } from '../../shared/errors.js';
 import { kafkaClient } from '../../shared/kafka.js';
 import { createLogger, type Logger } from '../../shared/log.js';
 import { qi, qt, withClient } from '../../shared/pg.js';
+import { registryGet } from '../../shared/registry.js';
 import { selectedTables } from './setup.js';
 
 export type FindingLevel = 'error' | 'warning' | 'ok';
@@ -56,6 +57,7 @@ export const CHECKS = [
   'kafka_transactions',
   'kafka_topics',
   'registry',
+  'encryption',
 ] as const;
 export type CheckName = (typeof CHECKS)[number];
 
@@ -100,6 +102,8 @@ export interface ReachableClusterFacts {
   readonly user: string;
   readonly serverVersion: string;
   readonly serverVersionNum: number;
+  /** TLS protocol of this session (pg_stat_ssl), null when not encrypted; undefined when not known. */
+  readonly tls?: string | null;
   readonly walLevel: string;
   readonly trackCommitTimestamp: boolean;
   readonly maxReplicationSlots: number;
@@ -191,7 +195,7 @@ export async function gatherFacts(cfg: PipelineConfig, opts: PrecheckOptions = {
   const [clusters, kafka, registry] = await Promise.all([
     Promise.all(cfg.clusterNames.map((name) => gatherCluster(cfg, cfg.clusters[name]!, name === forwardTo))),
     gatherKafka(cfg, log, timeoutMs),
-    gatherRegistry(cfg.registry.url, timeoutMs),
+    gatherRegistry(cfg.registry, timeoutMs),
   ]);
   return { clusters: Object.fromEntries(clusters.map((c) => [c.name, c])), kafka, registry };
 }
@@ -217,6 +221,7 @@ async function gatherCluster(cfg: PipelineConfig, c: ClusterConfig, countRows: b
                   (SELECT count(*) FROM pg_stat_replication) AS senders,
                   (SELECT active::text FROM pg_replication_slots WHERE slot_name = $1) AS own_slot_active,
                   r.rolsuper AS superuser, r.rolreplication AS replication,
+                  (SELECT CASE WHEN ssl THEN version END FROM pg_stat_ssl WHERE pid = pg_backend_pid()) AS tls,
                   has_database_privilege(current_database(), 'CREATE') AS can_create,
                   EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'cdc') AS cdc_schema,
                   EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1) AS publication,
@@ -253,6 +258,7 @@ async function gatherCluster(cfg: PipelineConfig, c: ClusterConfig, countRows: b
         ...base,
         serverVersion: s.version ?? '',
         serverVersionNum: versionNum,
+        tls: s.tls ?? null,
         walLevel: s.wal_level ?? '',
         trackCommitTimestamp: bool(s.tct),
         maxReplicationSlots: num(s.max_slots),
@@ -503,15 +509,13 @@ async function gatherKafka(cfg: PipelineConfig, log: Logger, timeoutMs: number):
   }
 }
 
-async function gatherRegistry(url: string, timeoutMs: number): Promise<RegistryFacts> {
-  const subjects = `${url.replace(/\/+$/, '')}/subjects`;
+async function gatherRegistry(registry: RegistryConfig, timeoutMs: number): Promise<RegistryFacts> {
+  // registry.url never holds credentials (config moves them to username/password).
+  const subjects = `${registry.url}/subjects`;
   try {
-    const r = await fetch(subjects, { signal: AbortSignal.timeout(timeoutMs), headers: { accept: 'application/vnd.schemaregistry.v1+json, application/json' } });
-    await r.arrayBuffer().catch(() => undefined);
-    return { url: subjects, status: r.status };
+    return { url: subjects, status: await registryGet(registry, '/subjects', timeoutMs) };
   } catch (err) {
-    const cause = (err as { cause?: unknown }).cause;
-    return { url: subjects, reason: cause ? `${errorMessage(err)}: ${errorMessage(cause)}` : errorMessage(err) };
+    return { url: subjects, reason: errorMessage(err) };
   }
 }
 
@@ -611,7 +615,41 @@ export function evaluateFacts(cfg: PipelineConfig, facts: PrecheckFacts, opts: P
   if (from?.reachable && to?.reachable && !from.tablesError && !to.tablesError) evaluatePair(cfg, from, to, opts.existingTables ?? 'error', add);
   evaluateKafka(cfg, facts.kafka, add);
   evaluateRegistry(facts.registry, add);
+  evaluateEncryption(cfg, facts, add);
   return out;
+}
+
+const isLoopback = (host: string): boolean => host === 'localhost' || host === '::1' || /^127\./.test(host);
+
+/**
+ * Whether each connection is encrypted: PostgreSQL as the server reports the session
+ * (pg_stat_ssl), the registry as configured (they were reached with those
+ * settings). Plain text to a host other than loopback is a warning.
+ */
+function evaluateEncryption(cfg: PipelineConfig, facts: PrecheckFacts, add: (f: Finding) => void): void {
+  const report = (cluster: string, object: string, encrypted: boolean, message: string, fix: string): void => {
+    const host = object.replace(/^\w+:\/\//, '').replace(/[:/].*$/, '');
+    if (encrypted || isLoopback(host)) add({ level: 'ok', check: 'encryption', cluster, object, message });
+    else add({ level: 'warning', check: 'encryption', cluster, object, message, fix });
+  };
+  for (const name of cfg.clusterNames) {
+    const c = facts.clusters[name];
+    if (!c?.reachable || c.tls === undefined) continue;
+    const mode = cfg.clusters[name]!.sslMode;
+    const message = c.tls
+      ? `cluster ${at(c)}: encrypted (${c.tls}, sslMode ${mode}${mode === 'require' ? ': the server certificate is not checked' : ''})`
+      : `cluster ${at(c)}: not encrypted (sslMode ${mode})`;
+    report(name, `${c.host}:${c.port}`, !!c.tls, message, `set clusters.${name}.sslMode: verify-full and sslRootCert (docs/configuration.md)`);
+  }
+  if (facts.kafka.reachable) {
+    report('kafka', cfg.kafka.brokers[0]!, false, `Kafka at ${facts.kafka.brokers}: PLAINTEXT, not encrypted`, 'Kafka TLS and SASL are not configurable yet');
+  }
+  if (facts.registry.status !== undefined) {
+    const r = cfg.registry;
+    const tls = r.url.startsWith('https:');
+    const message = `schema registry at ${r.url}: ${tls ? 'HTTPS' : 'HTTP, not encrypted'}${r.username !== undefined ? `, basic auth as ${r.username}` : ''}`;
+    report('registry', r.url, tls, message, 'use an https:// registry.url (and registry.caFile) (docs/configuration.md)');
+  }
 }
 
 function evaluateCluster(cfg: PipelineConfig, c: ReachableClusterFacts, add: (f: Finding) => void): void {
@@ -1067,6 +1105,7 @@ const TITLES: Record<CheckName, string> = {
   kafka_transactions: 'Kafka transactions',
   kafka_topics: 'Kafka topics',
   registry: 'Schema registry',
+  encryption: 'Encryption',
 };
 
 const TAG: Record<FindingLevel, string> = { error: 'ERROR', warning: 'WARN ', ok: 'ok   ' };

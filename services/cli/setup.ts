@@ -6,13 +6,35 @@
 import type pg from 'pg';
 import { originName, slotName, type PipelineConfig } from '../../shared/config.js';
 import { ensureTopics, kafkaClient } from '../../shared/kafka.js';
+import { PgBridgeError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
 import { qi, ql, qt, withClient } from '../../shared/pg.js';
 import { CONTROL_TABLE_SQL } from '../../shared/control-records.js';
 import { isSelected } from '../../shared/selection.js';
 
+/**
+ * The comment that marks a `cdc` schema as made by pgbridge setup: release drops only a
+ * schema that carries it (and that the pipeline's role owns), never a `cdc` schema of
+ * someone else's.
+ */
+export const HELPER_SCHEMA_MARK = 'pgbridge helper schema: created by pgbridge setup, dropped by pgbridge release with the last pipeline';
+
+/** The helper schema's state on a cluster: missing, ours (marked), or someone else's. */
+async function helperSchemaState(c: pg.Client): Promise<{ exists: boolean; marked: boolean; ownedByUs: boolean; owner: string; ourTables: boolean }> {
+  const r = await c.query<{ marked: boolean; owned: boolean; owner: string; ours: boolean }>(
+    `SELECT obj_description(n.oid, 'pg_namespace') = $1 AS marked,
+            n.nspowner = (SELECT oid FROM pg_roles WHERE rolname = current_user) AS owned,
+            pg_get_userbyid(n.nspowner) AS owner,
+            to_regclass('cdc.apply_progress') IS NOT NULL AS ours
+       FROM pg_namespace n WHERE n.nspname = 'cdc'`,
+    [HELPER_SCHEMA_MARK],
+  );
+  const row = r.rows[0];
+  const t = (v: unknown): boolean => v === true || v === 't';
+  return row ? { exists: true, marked: t(row.marked), ownedByUs: t(row.owned), owner: row.owner, ourTables: t(row.ours) } : { exists: false, marked: false, ownedByUs: false, owner: '', ourTables: false };
+}
+
 export const HELPER_SCHEMA_SQL = `
-CREATE SCHEMA IF NOT EXISTS cdc;
 CREATE TABLE IF NOT EXISTS cdc.heartbeat (
   pipeline text NOT NULL,
   cluster text NOT NULL,
@@ -155,6 +177,19 @@ export function setupCluster(client: pg.Client, cfg: PipelineConfig, cluster: st
 }
 
 async function setupClusterLocked(client: pg.Client, cfg: PipelineConfig, cluster: string, log: Logger): Promise<void> {
+  const helper = await helperSchemaState(client);
+  if (!helper.exists) {
+    await client.query('CREATE SCHEMA cdc');
+    await client.query(`COMMENT ON SCHEMA cdc IS ${ql(HELPER_SCHEMA_MARK)}`);
+    log.info({ cluster }, 'helper schema cdc created');
+  } else if (!helper.marked) {
+    // Made by a setup from before the mark (it holds our tables): adopt it. Anything else
+    // named cdc belongs to someone else, and pgbridge neither writes into it nor drops it.
+    if (!helper.ourTables) {
+      throw new PgBridgeError('PRECHECK', `cluster ${cluster} already has a schema "cdc" (owner ${helper.owner}) that pgbridge setup did not create; pgbridge keeps its helper tables there: rename that schema, or use a database without it`);
+    }
+    if (helper.ownedByUs) await client.query(`COMMENT ON SCHEMA cdc IS ${ql(HELPER_SCHEMA_MARK)}`);
+  }
   await client.query(HELPER_SCHEMA_SQL);
   const slot = slotName(cfg, cluster);
   const pub = await client.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [slot]);
@@ -227,18 +262,24 @@ export async function release(cfg: PipelineConfig, log: Logger, opts: { topics: 
           dropped.push(`origin ${origin}`);
         }
       }
-      const h = await c.query(`SELECT 1 FROM pg_namespace WHERE nspname = 'cdc'`);
-      if (h.rowCount) {
-        // The helper schema is shared by every pipeline on the cluster: it goes only with the last one.
+      const h = await helperSchemaState(c);
+      if (h.exists) {
+        // The helper schema is shared by every pipeline on the cluster: it goes only with the
+        // last one, and only when pgbridge made it (marked) and this role owns it.
         const others = await c.query(`SELECT pubname FROM pg_publication WHERE pubname LIKE 'cdc\\_%' AND pubname <> $1`, [slot]);
-        if (others.rowCount === 0) {
+        if (others.rowCount === 0 && h.marked && h.ownedByUs) {
           await c.query('DROP SCHEMA cdc CASCADE');
           dropped.push('schema cdc');
+        } else if (!h.ourTables) {
+          log.warn({ cluster: name, owner: h.owner }, 'schema cdc was not created by pgbridge setup: left as it is');
         } else {
           for (const t of ['heartbeat', 'apply_progress', 'conflicts', 'snapshot_progress', 'barriers', 'table_watermarks', 'capture_state', 'control']) {
             await c.query(`DELETE FROM cdc.${t} WHERE pipeline = $1`, [cfg.pipeline]);
           }
-          dropped.push(`rows of pipeline ${cfg.pipeline} in schema cdc (kept for ${others.rows.map((r: { pubname: string }) => r.pubname).join(', ')})`);
+          const why = others.rowCount
+            ? `kept for ${others.rows.map((r: { pubname: string }) => r.pubname).join(', ')}`
+            : `kept: ${h.marked ? `owned by ${h.owner}, not by ${cfg.clusters[name]!.user}` : 'pgbridge setup did not create it (no pgbridge comment)'}`;
+          dropped.push(`rows of pipeline ${cfg.pipeline} in schema cdc (${why})`);
         }
       }
     }));

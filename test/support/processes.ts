@@ -28,10 +28,8 @@ process.once('exit', () => {
 export function configInput(cfg: PipelineConfig): PipelineConfigInput {
   const { clusters, clusterNames: _names, directions: _dirs, ...rest } = cfg;
   const files: PipelineConfigInput['clusters'] = {};
-  for (const [name, c] of Object.entries(clusters)) {
-    files[name] = { host: c.host, port: c.port, database: c.database, user: c.user, ...(c.password !== undefined ? { password: c.password } : {}) };
-  }
-  // JSON round trip drops undefined optionals (forward, deadLetterTopic) and unfreezes.
+  for (const [name, { name: _n, ...c }] of Object.entries(clusters)) files[name] = c;
+  // JSON round trip drops undefined optionals (forward, deadLetterTopic, password) and unfreezes.
   return JSON.parse(JSON.stringify({ ...rest, clusters: files })) as PipelineConfigInput;
 }
 

@@ -12,7 +12,7 @@ export interface ReadRecord extends DecodedRecord {
 /** Reads from the start until `until(records)` holds, then returns everything read. */
 export async function readTopic(cfg: PipelineConfig, topic: string, until: (records: ReadRecord[]) => boolean, timeoutMs = 60_000): Promise<ReadRecord[]> {
   const kafka = new Kafka({ brokers: [...cfg.kafka.brokers], logLevel: logLevel.NOTHING, clientId: 'test-reader' });
-  const store = new SchemaStore(cfg.registry.url);
+  const store = new SchemaStore(cfg.registry);
   const consumer = kafka.consumer({ groupId: `test-reader-${topic}-${Date.now()}`, readUncommitted: false });
   const out: ReadRecord[] = [];
   await consumer.connect();

@@ -20,8 +20,9 @@ function config(over: Partial<PipelineConfigInput> = {}): PipelineConfig {
   return parseConfig({
     pipeline: 'p',
     clusters: { a: { host: 'ha', port: 5001 }, b: { host: 'hb', port: 5002 } },
-    kafka: { brokers: ['k:9092'] },
-    registry: { url: 'http://r:8081' },
+    // Loopback Kafka and an encrypted registry: the other tests look at one problem each.
+    kafka: { brokers: ['127.0.0.1:9092'] },
+    registry: { url: 'https://r:8081' },
     selection: { schemas: ['app'] },
     ...over,
   });
@@ -210,6 +211,22 @@ describe('precheck evaluation', () => {
       '  WARN  cluster a (h:1): table "s"."t" has no primary key',
       'precheck: 2 error(s), 1 warning(s)',
     ]);
+  });
+
+  it('encryption: each connection says whether it is encrypted; plain text to a remote host is a warning, to loopback not', () => {
+    const plain = config({ kafka: { brokers: ['k:9092'] }, registry: { url: 'http://r:8081', username: 'u', password: 'pw' } });
+    const f = facts({ a: { tls: 'TLSv1.3' }, b: { tls: null } });
+    const enc = evaluateFacts(plain, f).filter((x) => x.check === 'encryption');
+    expect(enc.map((x) => [x.cluster, x.level])).toEqual([['a', 'ok'], ['b', 'warning'], ['kafka', 'warning'], ['registry', 'warning']]);
+    expect(enc[0]!.message).toContain('encrypted (TLSv1.3, sslMode disable');
+    expect(enc[1]!.fix).toContain('clusters.b.sslMode');
+    expect(enc[2]!.message).toContain('PLAINTEXT, not encrypted');
+    expect(enc[3]!.message).toBe('schema registry at http://r:8081: HTTP, not encrypted, basic auth as u');
+    const k = evaluateFacts(config(), facts()).filter((x) => x.check === 'encryption' && x.cluster === 'registry');
+    expect(k.map((x) => x.message)).toEqual(['schema registry at https://r:8081: HTTPS']);
+    const local = config({ clusters: { a: { host: '127.0.0.1' }, b: { host: 'localhost' } } });
+    const l = evaluateFacts(local, facts({ a: { host: '127.0.0.1', tls: null }, b: { host: 'localhost', tls: null } })).filter((x) => x.check === 'encryption' && x.cluster !== 'kafka' && x.cluster !== 'registry');
+    expect(l.map((x) => x.level)).toEqual(['ok', 'ok']);
   });
 });
 
