@@ -26,7 +26,7 @@ export class PgBridgeError extends Error {
   readonly retriable: boolean;
   readonly details: Readonly<Record<string, unknown>>;
   /** Row values (keys, columns) that help find the cause: logged at debug level only, never in the message. */
-  readonly sensitive: Readonly<Record<string, unknown>>;
+  declare readonly sensitive: Readonly<Record<string, unknown>>;
 
   constructor(code: ErrorCode, message: string, opts: { retriable?: boolean; details?: Record<string, unknown>; sensitive?: Record<string, unknown>; cause?: unknown } = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
@@ -34,7 +34,8 @@ export class PgBridgeError extends Error {
     this.code = code;
     this.retriable = opts.retriable ?? false;
     this.details = Object.freeze({ ...(opts.details ?? {}) });
-    this.sensitive = Object.freeze({ ...(opts.sensitive ?? {}) });
+    // Not enumerable: loggers that serialize the whole error (kafkajs logs what eachBatch threw) leave it out.
+    Object.defineProperty(this, 'sensitive', { value: Object.freeze({ ...(opts.sensitive ?? {}) }), enumerable: false });
   }
 }
 
