@@ -81,7 +81,7 @@ interface Forgery {
  * registered in the registry, in one Kafka transaction. Returns their offsets.
  */
 async function forge(cfg: PipelineConfig, topic: string, forgeries: Forgery[]): Promise<string[]> {
-  const store = new SchemaStore(cfg.registry.url);
+  const store = new SchemaStore(cfg.registry);
   const publisher = new KafkaPublisher(kafkaClient(cfg, 'forger', testLog), uniqueName('forger'), topic);
   await publisher.connect();
   const offsets: string[] = [];
