@@ -164,15 +164,14 @@ export function watchPublished(p: BridgePipeline, from: readonly Side[], n: numb
   let at: number | null = null;
   let running = true;
   const loop = (async () => {
-    await admin.connect();
     try {
       while (running && at === null) {
-        const ends = await Promise.all(topics.map(async (t) => (await admin.fetchTopicOffsets(t)).reduce((sum, o) => sum + Number(o.high), 0)));
+        const ends = await Promise.all(topics.map(async (t) => (await admin.topicOffsets(t)).reduce((sum, o) => sum + Number(o.high), 0)));
         if (ends.every((e) => e >= n)) at = (performance.now() - t0) / 1000;
         else await sleep(100);
       }
     } finally {
-      await admin.disconnect();
+      await admin.close();
     }
   })().catch(() => undefined);
   return {
@@ -192,11 +191,10 @@ export function watchPublished(p: BridgePipeline, from: readonly Side[], n: numb
 export async function releasePipeline(p: BridgePipeline): Promise<void> {
   await release(p.cfg, benchLog, { topics: true });
   const admin = kafkaClient(p.cfg, 'bench-release', benchLog).admin();
-  await admin.connect();
   try {
     await admin.deleteGroups(p.cfg.directions.map((d) => `pgbridge-${p.cfg.pipeline}-apply-${d.id}`)).catch(() => undefined);
   } finally {
-    await admin.disconnect();
+    await admin.close();
   }
   await deleteSubjects(p.cfg.registry.url, p.cfg.directions.map((d) => `${d.topic}-`));
   rmSync(p.dir, { recursive: true, force: true });

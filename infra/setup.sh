@@ -8,4 +8,6 @@ if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
   npm ci --no-audit --no-fund --loglevel=error
   cp package-lock.json "$stamp"
 fi
-npx tsc -p tsconfig.json
+export PATH="$PWD/node_modules/.bin:$PATH"
+echo "setup: node $(node -v)" >&2
+tsc -p tsconfig.json

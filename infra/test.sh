@@ -3,9 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash infra/setup.sh
+# The project's Node (the `node` dev dependency, Node 24) before the machine's.
+export PATH="$PWD/node_modules/.bin:$PATH"
 # Type-check the tests and benchmarks too (the build covers only what ships).
-npx tsc -p tsconfig.test.json
+tsc -p tsconfig.test.json
 if [ "${PGBRIDGE_STACK:-local}" != "containers" ]; then
   node dist/infra/stack/cli.js up
 fi
-exec npx vitest run "$@"
+exec vitest run "$@"

@@ -11,6 +11,7 @@ import type { Registry } from 'prom-client';
 import { loadConfig, type PipelineConfig } from './config.js';
 import { PgBridgeError, classifyPgError, errorDetail, errorMessage } from './errors.js';
 import { serveHttp, type Probe } from './http.js';
+import { isKafkaConnectionError, isKafkaError, isKafkaFenced } from './kafka.js';
 import type { Logger } from './log.js';
 import { backoff, sleep } from './retry.js';
 
@@ -75,21 +76,16 @@ export function logRowValues(log: Logger, err: unknown): void {
 /** Kafka and network errors that go away when the other side comes back. */
 export function isConnectionError(err: unknown): boolean {
   if (err instanceof PgBridgeError) return err.retriable && (err.code === 'CONNECTION' || err.code === 'REGISTRY');
-  const name = (err as { name?: string })?.name ?? '';
-  if (/KafkaJSConnectionError|KafkaJSNumberOfRetriesExceeded|KafkaJSRequestTimeoutError|KafkaJSBrokerNotFound|KafkaJSConnectionClosedError|KafkaJSNonRetriableError/.test(name)) {
-    const cause = (err as { cause?: { name?: string } }).cause;
-    return name !== 'KafkaJSNonRetriableError' || /Connection|Timeout|NumberOfRetries/.test(cause?.name ?? '');
-  }
+  if (isKafkaConnectionError(err)) return true;
   return classifyPgError(err).connection;
 }
 
 export function isRetriable(err: unknown): boolean {
   if (err instanceof PgBridgeError) return err.retriable;
   if (isConnectionError(err)) return true;
-  const name = (err as { name?: string })?.name ?? '';
   // A run restarts from durable positions (slot, progress row), so any Kafka failure may be
   // retried, except being fenced: another instance with our transactional id has taken over.
-  if (/^KafkaJS/.test(name)) return !/ProducerFenced|InvalidProducerEpoch|fenced/i.test(`${name} ${errorMessage(err)}`);
+  if (isKafkaError(err)) return !isKafkaFenced(err);
   if (/replication stream ended/.test(errorMessage(err))) return true;
   return classifyPgError(err).retriable;
 }

@@ -135,14 +135,12 @@ function kafka(network: StartedNetwork, hostPort: number): GenericContainer {
 }
 
 async function kafkaFromHost(brokers: readonly string[]): Promise<boolean> {
-  const { Kafka, logLevel } = await import('kafkajs');
-  const admin = new Kafka({ brokers: [...brokers], logLevel: logLevel.NOTHING, retry: { retries: 0 }, connectionTimeout: 1500 }).admin();
+  const { KafkaClient } = await import('../../shared/kafka.js');
+  const admin = new KafkaClient({ brokers: brokers, clientId: 'pgbridge-stack', connectTimeoutMs: 1500 }).admin({ retries: 0 });
   try {
-    await admin.connect();
-    const d = await admin.describeCluster();
-    return d.brokers.length > 0;
+    return (await admin.brokers()).length > 0;
   } finally {
-    await admin.disconnect().catch(() => undefined);
+    await admin.close();
   }
 }
 

@@ -278,14 +278,12 @@ function startDetached(js: JavaService, args: string[]): number {
 
 async function kafkaAnswers(s: StackSettings): Promise<boolean> {
   // A metadata round trip through the real client, not just an open port.
-  const { Kafka, logLevel } = await import('kafkajs');
-  const admin = new Kafka({ brokers: [`${s.host}:${s.kafkaPort}`], logLevel: logLevel.NOTHING, retry: { retries: 0 }, connectionTimeout: 1500 }).admin();
+  const { KafkaClient } = await import('../../shared/kafka.js');
+  const admin = new KafkaClient({ brokers: [`${s.host}:${s.kafkaPort}`], clientId: 'pgbridge-stack', connectTimeoutMs: 1500 }).admin({ retries: 0 });
   try {
-    await admin.connect();
-    const d = await admin.describeCluster();
-    return d.brokers.length > 0;
+    return (await admin.brokers()).length > 0;
   } finally {
-    await admin.disconnect().catch(() => undefined);
+    await admin.close();
   }
 }
 

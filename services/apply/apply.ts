@@ -3,13 +3,12 @@
  * destination transaction per group of whole source transactions) → checkpoint (progress
  * row in the same transaction, Kafka offset commit after COMMIT).
  */
-import type { Consumer, EachBatchPayload, Kafka, KafkaMessage, Producer } from 'kafkajs';
 import type pg from 'pg';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { clusterByName, originCluster, originName, type Direction, type PipelineConfig } from '../../shared/config.js';
 import { PgBridgeError, classifyPgError, errorMessage } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
-import { recordsBehind } from '../../shared/kafka.js';
+import { recordsBehind, type ConsumedBatch, type ConsumedMessage, type GroupConsumer, type KafkaClient, type PlainProducer, type TopicOffsets } from '../../shared/kafka.js';
 import { ServiceRun } from '../../shared/service-run.js';
 import { formatLsn, parseLsn, type Lsn } from '../../shared/lsn.js';
 import { connect } from '../../shared/pg.js';
@@ -72,7 +71,7 @@ interface Group {
 export interface ApplyDeps {
   readonly cfg: PipelineConfig;
   readonly direction: Direction;
-  readonly kafka: Kafka;
+  readonly kafka: KafkaClient;
   readonly log: Logger;
   readonly metrics: ApplyMetrics;
 }
@@ -84,8 +83,8 @@ export class ApplyRun extends ServiceRun {
   private readonly guard: EventGuard;
   private client: pg.Client | null = null;
   private writer: RowWriter | null = null;
-  private consumer: Consumer | null = null;
-  private dlq: Producer | null = null;
+  private consumer: GroupConsumer | null = null;
+  private dlq: PlainProducer | null = null;
   private originMode: 'replication-origin' | 'message' = 'replication-origin';
   private readonly stored = new Map<number, Stored>();
   /** Inserts waiting to go out as one statement (same table, same columns), all in the open group. */
@@ -119,35 +118,28 @@ export class ApplyRun extends ServiceRun {
   async run(): Promise<void> {
     try {
       await this.open();
-      const consumer = this.deps.kafka.consumer({
+      const consumer = this.deps.kafka.groupConsumer({
         groupId: this.groupId,
-        readUncommitted: false,
-        maxWaitTimeInMs: 50,
-        // 1 MiB fetches (kafkajs' default): 4 MiB kept 60 MiB more of decoded batches alive for
-        // no gain (bench/stages, 1M-row transaction: peak RSS 245 → 185 MiB at the same rate).
+        topic: this.deps.direction.topic,
+        // Holding the replication origin makes this the one apply of the direction, so a
+        // fixed member id is safe: a restart after a crash takes the partitions over at once
+        // instead of waiting for the dead member's session to expire.
+        ...(this.originMode === 'replication-origin' ? { groupInstanceId: this.groupId } : {}),
+        readCommitted: true,
+        maxWaitMs: 50,
+        // 1 MiB fetches: 4 MiB kept 60 MiB more of decoded batches alive for no gain
+        // (bench/stages, 1M-row transaction: peak RSS 245 → 185 MiB at the same rate).
         // A record batch larger than this still comes whole (the broker returns at least one).
         maxBytesPerPartition: 1024 * 1024,
-        // After a crash the group waits this long before a new instance gets the partition.
-        sessionTimeout: 10_000,
-        heartbeatInterval: 3_000,
-        allowAutoTopicCreation: false,
+        // After a crash without a restart, the group waits this long before another member gets the partition.
+        sessionTimeoutMs: 10_000,
+        heartbeatIntervalMs: 3_000,
       });
       this.consumer = consumer;
-      consumer.on(consumer.events.GROUP_JOIN, (e) => {
-        const assigned = (e.payload.memberAssignment[this.deps.direction.topic] ?? []) as number[];
-        void this.serial(() => this.onAssign(assigned)).catch((err: Error) => this.fail(err));
-      });
-      consumer.on(consumer.events.CRASH, (e) => {
-        const err = e.payload.error as Error;
-        if (!e.payload.restart) this.fail(err);
-      });
-      await consumer.connect();
-      await consumer.subscribe({ topic: this.deps.direction.topic, fromBeginning: true });
-      await consumer.run({
-        autoCommit: false,
-        eachBatchAutoResolve: false,
-        partitionsConsumedConcurrently: 1,
-        eachBatch: (payload) => this.serial(() => this.onBatch(payload)),
+      await consumer.start({
+        onAssign: (partitions, offsets) => this.serialValue(() => this.onAssign(partitions, offsets)),
+        onBatch: (batch) => this.serial(() => this.onBatch(batch)),
+        onError: (err) => this.fail(err),
       });
       this.consuming = true;
       this.log.info({ originMode: this.originMode, groupId: this.groupId }, 'apply consuming');
@@ -157,9 +149,19 @@ export class ApplyRun extends ServiceRun {
     return this.done;
   }
 
+  /** serial() for a step that returns a value. */
+  private async serialValue<T>(fn: () => Promise<T>): Promise<T> {
+    let out: T | undefined;
+    await this.serial(async () => {
+      out = await fn();
+    });
+    if (this.failure) throw this.failure;
+    return out as T;
+  }
+
   protected async drain(): Promise<void> {
     this.consuming = false;
-    // consumer.stop() waits for the batch in flight; a group at a transaction boundary is
+    // stop() waits for the batch in flight; a group at a transaction boundary is
     // committed at the end of its batch, one inside a source transaction is rolled back.
     await this.consumer?.stop().catch(() => undefined);
     await this.serial(() => this.rollbackGroup()).catch(() => undefined);
@@ -173,9 +175,9 @@ export class ApplyRun extends ServiceRun {
   }
 
   private async close(): Promise<void> {
-    await this.consumer?.disconnect().catch(() => undefined);
+    await this.consumer?.close().catch(() => undefined);
     this.consumer = null;
-    await this.dlq?.disconnect().catch(() => undefined);
+    await this.dlq?.close().catch(() => undefined);
     this.dlq = null;
     await this.client?.end().catch(() => undefined);
     this.client = null;
@@ -231,66 +233,53 @@ export class ApplyRun extends ServiceRun {
     const w = await client.query<{ table_name: string; lsn: string }>('SELECT table_name, lsn::text FROM cdc.table_watermarks WHERE pipeline = $1 AND direction = $2', [cfg.pipeline, direction.id]);
     for (const row of w.rows) this.watermarks.set(row.table_name, parseLsn(row.lsn));
     if (cfg.apply.deadLetterTopic) {
-      this.dlq = this.deps.kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
-      await this.dlq.connect();
+      this.dlq = this.deps.kafka.producer();
     }
   }
 
-  /** On every assignment: roll back a group in flight and seek to the stored positions (INV-3, INV-6). */
-  private async onAssign(partitions: number[]): Promise<void> {
+  /** On every assignment: roll back a group in flight and read from the stored positions (INV-3, INV-6). */
+  private async onAssign(partitions: number[], offsets: readonly TopicOffsets[]): Promise<Map<number, bigint>> {
     await this.rollbackGroup();
-    if (!this.consumer) return;
     const topic = this.deps.direction.topic;
-    const admin = this.deps.kafka.admin();
-    await admin.connect();
-    try {
-      const offsets = await admin.fetchTopicOffsets(topic);
-      for (const p of partitions) {
-        const s = this.stored.get(p);
-        const low = BigInt(offsets.find((o) => o.partition === p)?.low ?? '0');
-        if (s && s.nextOffset < low) {
-          throw new PgBridgeError('OFFSET_BELOW_LOG_START', `stored position ${topic}/${p}@${s.nextOffset} is below the log start ${low}: events were deleted by retention before they were applied. Resync this direction.`);
-        }
-        if (s) this.consumer.seek({ topic, partition: p, offset: s.nextOffset.toString() });
+    const from = new Map<number, bigint>();
+    for (const p of partitions) {
+      const s = this.stored.get(p);
+      const low = offsets.find((o) => o.partition === p)?.low ?? 0n;
+      if (s && s.nextOffset < low) {
+        throw new PgBridgeError('OFFSET_BELOW_LOG_START', `stored position ${topic}/${p}@${s.nextOffset} is below the log start ${low}: events were deleted by retention before they were applied. Resync this direction.`);
       }
-    } finally {
-      await admin.disconnect();
+      if (s) from.set(p, s.nextOffset);
     }
     this.log.info({ partitions, positions: partitions.map((p) => this.stored.get(p)?.nextOffset.toString() ?? 'start') }, 'partitions assigned');
+    return from;
   }
 
-  private async onBatch({ batch, resolveOffset, heartbeat, isRunning, isStale }: EachBatchPayload): Promise<void> {
+  private async onBatch(batch: ConsumedBatch): Promise<void> {
     const p = batch.partition;
     const pos0 = { topic: batch.topic, partition: p };
-    this.log.debug({ partition: p, offset: batch.firstOffset(), count: batch.messages.length }, 'batch');
-    let n = 0;
+    this.log.debug({ partition: p, offset: String(batch.messages[0]?.offset), count: batch.messages.length }, 'batch');
     for (const m of batch.messages) {
-      if (!isRunning() || isStale()) {
+      if (batch.isStale()) {
         await this.rollbackGroup();
         return;
       }
-      const off = BigInt(m.offset);
+      const off = m.offset;
       const s = this.stored.get(p);
       // Already applied (the stored position wins over Kafka's committed offset): INV-3.
-      if ((s && off < s.nextOffset) || (this.group && off <= this.group.lastOffset)) {
-        resolveOffset(m.offset);
-        continue;
-      }
+      if ((s && off < s.nextOffset) || (this.group && off <= this.group.lastOffset)) continue;
       const replay = await this.handle(m, { ...pos0, offset: off });
       if (replay !== null) {
         // A destination rejection sent to the dead-letter topic: the group was rolled back;
         // read it again from its start without the rejected message.
-        this.consumer!.seek({ topic: batch.topic, partition: p, offset: replay.toString() });
+        this.consumer!.seek(p, replay);
         return;
       }
-      resolveOffset(m.offset);
-      if (++n % 200 === 0) await heartbeat();
     }
-    this.deps.metrics.lagOffsets.set({ partition: String(p) }, recordsBehind(BigInt(batch.highWatermark), this.stored.get(p)?.nextOffset ?? 0n));
+    this.deps.metrics.lagOffsets.set({ partition: String(p) }, recordsBehind(batch.highWatermark, this.stored.get(p)?.nextOffset ?? 0n));
     if (this.group && !this.group.inTxn) {
       const replay = await this.flushInserts();
       if (replay !== null) {
-        this.consumer!.seek({ topic: batch.topic, partition: p, offset: replay.toString() });
+        this.consumer!.seek(p, replay);
         return;
       }
       await this.commitGroup();
@@ -298,7 +287,7 @@ export class ApplyRun extends ServiceRun {
   }
 
   /** Returns an offset to replay from when the group had to be rolled back, else null. */
-  private async handle(m: KafkaMessage, pos: Position): Promise<bigint | null> {
+  private async handle(m: ConsumedMessage, pos: Position): Promise<bigint | null> {
     const key = `${pos.partition}:${pos.offset}`;
     if (this.skip.has(key)) {
       this.skip.delete(key);
@@ -492,7 +481,7 @@ export class ApplyRun extends ServiceRun {
     const ts = g.heartbeatTs ?? g.lastCommitTs;
     if (ts !== null) m.lagSeconds.set(Math.max(0, Date.now() / 1000 - Number(ts) / 1e6));
     // Advisory only, so not awaited: the stored position above is what restarts use (INV-3).
-    void this.consumer?.commitOffsets([{ topic: this.deps.direction.topic, partition: g.partition, offset: next.toString() }]).catch((err: unknown) => {
+    void this.consumer?.commit(g.partition, next).catch((err: unknown) => {
       this.log.warn({ err: errorMessage(err) }, 'Kafka offset commit failed (the stored position is authoritative)');
     });
   }
@@ -506,7 +495,7 @@ export class ApplyRun extends ServiceRun {
   }
 
   /** A change the destination refused. Conflict stops and retriable errors propagate; the rest is poison. */
-  private async rejected(m: KafkaMessage, pos: Position, ev: ApplyEvent, err: unknown): Promise<bigint | null> {
+  private async rejected(m: ConsumedMessage, pos: Position, ev: ApplyEvent, err: unknown): Promise<bigint | null> {
     if (err instanceof ConflictStop) throw err;
     const cls = classifyPgError(err);
     if (cls.retriable) throw err;
@@ -520,7 +509,7 @@ export class ApplyRun extends ServiceRun {
   }
 
   /** Poison: to the dead-letter topic when configured, else stop with the exact position. */
-  private async poison(m: KafkaMessage, pos: Position, err: PgBridgeError): Promise<void> {
+  private async poison(m: ConsumedMessage, pos: Position, err: PgBridgeError): Promise<void> {
     const where = `${pos.topic}/${pos.partition}@${pos.offset}`;
     const dlq = this.deps.cfg.apply.deadLetterTopic;
     if (!dlq || !this.dlq) {
@@ -528,22 +517,18 @@ export class ApplyRun extends ServiceRun {
         details: { topic: pos.topic, partition: pos.partition, offset: String(pos.offset), reason: err.message },
       });
     }
-    await this.dlq.send({
-      topic: dlq,
-      acks: -1,
-      messages: [{
+    await this.dlq.send(dlq, [{
         key: m.key,
-        value: m.value,
+        value: m.value ?? Buffer.alloc(0),
         headers: {
-          ...(m.headers ?? {}),
+          ...m.headers,
           'pgbridge.dlq.reason': err.message,
           'pgbridge.dlq.topic': pos.topic,
           'pgbridge.dlq.partition': String(pos.partition),
           'pgbridge.dlq.offset': String(pos.offset),
           'pgbridge.dlq.direction': this.deps.direction.id,
         },
-      }],
-    });
+      }]);
     this.deps.metrics.deadLettered.inc();
     this.log.error({ topic: pos.topic, partition: pos.partition, offset: String(pos.offset), reason: err.message, deadLetterTopic: dlq }, 'poison message sent to the dead-letter topic');
   }

@@ -2,7 +2,6 @@
  * capture-<cluster>: stream (slot) → decode (pgoutput → events) → encode (Avro) → publish
  * (Kafka transaction) → checkpoint (slot ack). Wired here; each stage lives in its own file.
  */
-import type { Kafka } from 'kafkajs';
 import type pg from 'pg';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { clusterByName, originCluster, slotName, type ClusterConfig, type Direction, type PipelineConfig } from '../../shared/config.js';
@@ -10,6 +9,7 @@ import { PgBridgeError, errorMessage } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
 import { ServiceRun } from '../../shared/service-run.js';
 import { formatLsn, parseLsn, ZERO_LSN, type Lsn } from '../../shared/lsn.js';
+import type { KafkaClient } from '../../shared/kafka.js';
 import { clientConfig, connect } from '../../shared/pg.js';
 import { SchemaStore } from '../../shared/registry.js';
 import { EventEncoder } from './avro-encoder.js';
@@ -108,7 +108,7 @@ export async function checkSystem(client: pg.Client, pipeline: string, cluster: 
  * made again, or that ends before the last record this capture recorded as published,
  * lost events that the slot can no longer give: stop rather than stream on from there.
  */
-export async function checkPublished(client: pg.Client, kafka: Kafka, pipeline: string, cluster: ClusterConfig, topic: string): Promise<void> {
+export async function checkPublished(client: pg.Client, kafka: KafkaClient, pipeline: string, cluster: ClusterConfig, topic: string): Promise<void> {
   const r = await client.query<{ published_offset: string | null; published_lsn: string | null; published_at: string | null }>(
     'SELECT published_offset::text, published_lsn::text, published_at::text FROM cdc.capture_state WHERE pipeline = $1 AND cluster = $2',
     [pipeline, cluster.name],
@@ -116,13 +116,12 @@ export async function checkPublished(client: pg.Client, kafka: Kafka, pipeline: 
   const row = r.rows[0];
   if (!row?.published_offset) return;
   const admin = kafka.admin();
-  await admin.connect();
   let end: bigint | null;
   try {
     const topics = await admin.listTopics();
-    end = topics.includes(topic) ? BigInt((await admin.fetchTopicOffsets(topic)).find((o) => o.partition === 0)?.high ?? '0') : null;
+    end = topics.includes(topic) ? ((await admin.topicOffsets(topic)).find((o) => o.partition === 0)?.high ?? 0n) : null;
   } finally {
-    await admin.disconnect().catch(() => undefined);
+    await admin.close();
   }
   const published = BigInt(row.published_offset);
   if (end === null || end <= published) {
@@ -135,7 +134,7 @@ export async function checkPublished(client: pg.Client, kafka: Kafka, pipeline: 
 export interface CaptureDeps {
   readonly cfg: PipelineConfig;
   readonly cluster: string;
-  readonly kafka: Kafka;
+  readonly kafka: KafkaClient;
   readonly log: Logger;
   readonly metrics: CaptureMetrics;
 }

@@ -4,15 +4,14 @@
  * read_committed consumers all at once or not at all. Messages are sent in chunks while the
  * group is open, so a huge source transaction never sits in memory (INV-7).
  */
-import type { Kafka, Producer, Transaction } from 'kafkajs';
+import type { KafkaClient, TransactionalProducer } from '../../shared/kafka.js';
 import type { OutMessage } from './avro-encoder.js';
 
 const CHUNK = 500;
 const CHUNK_BYTES = 4 * 1024 * 1024;
 
 export class KafkaPublisher {
-  private producer: Producer | null = null;
-  private tx: Transaction | null = null;
+  private producer: TransactionalProducer | null = null;
   private buffer: OutMessage[] = [];
   private bufferBytes = 0;
   /** Messages in the open transaction (sent or buffered). */
@@ -22,7 +21,7 @@ export class KafkaPublisher {
   private committed: bigint | null = null;
 
   constructor(
-    private readonly kafka: Kafka,
+    private readonly kafka: KafkaClient,
     private readonly transactionalId: string,
     private readonly topic: string,
     /** Kafka transaction timeout: a source transaction must be published within it. */
@@ -30,19 +29,9 @@ export class KafkaPublisher {
   ) {}
 
   async connect(): Promise<void> {
-    this.producer = this.kafka.producer({
-      idempotent: true,
-      maxInFlightRequests: 1,
-      transactionalId: this.transactionalId,
-      transactionTimeout: this.transactionTimeoutMs,
-      allowAutoTopicCreation: false,
-      // Right after a commit the broker may answer the next transaction's first request with
-      // CONCURRENT_TRANSACTIONS while it writes the markers; kafkajs' default first retry
-      // waits ~300 ms, which dominated latency. Retry quickly and often instead.
-      retry: { initialRetryTime: 10, maxRetryTime: 2_000, retries: 20 },
-    });
-    // connect() runs InitProducerId: it fences an older instance with the same transactional
-    // id and aborts whatever transaction it left open (crash recovery).
+    this.producer = this.kafka.transactionalProducer(this.transactionalId, this.transactionTimeoutMs);
+    // The first transaction's InitProducerId fences an older instance with the same
+    // transactional id and aborts whatever transaction it left open (crash recovery).
     await this.producer.connect();
   }
 
@@ -60,13 +49,11 @@ export class KafkaPublisher {
   private async flush(): Promise<void> {
     if (this.buffer.length === 0) return;
     if (!this.producer) throw new Error('publisher not connected');
-    this.tx ??= await this.producer.transaction();
-    const messages = this.buffer.map((m) => ({ key: m.key, value: m.value, headers: m.headers }));
+    const messages = this.buffer;
     this.buffer = [];
     this.bufferBytes = 0;
-    const meta = await this.tx.send({ topic: this.topic, acks: -1, messages });
-    const base = meta.find((m) => m.topicName === this.topic)?.baseOffset;
-    if (base !== undefined) this.sentOffset = BigInt(base) + BigInt(messages.length) - 1n;
+    const last = await this.producer.send(this.topic, messages);
+    if (last !== null) this.sentOffset = last;
   }
 
   /** Offset of the last record of the last committed transaction (null before the first). */
@@ -77,11 +64,9 @@ export class KafkaPublisher {
   /** Sends what is buffered and commits the Kafka transaction; on return every message is durably acked. */
   async commit(): Promise<void> {
     await this.flush();
-    const tx = this.tx;
-    this.tx = null;
     this.inTx = 0;
-    if (tx) {
-      await tx.commit();
+    if (this.producer?.open) {
+      await this.producer.commit();
       if (this.sentOffset !== null) this.committed = this.sentOffset;
     }
   }
@@ -91,14 +76,12 @@ export class KafkaPublisher {
     this.buffer = [];
     this.bufferBytes = 0;
     this.inTx = 0;
-    const tx = this.tx;
-    this.tx = null;
-    if (tx) await tx.abort().catch(() => undefined);
+    await this.producer?.abort().catch(() => undefined);
   }
 
   async disconnect(): Promise<void> {
     await this.abort();
-    await this.producer?.disconnect().catch(() => undefined);
+    await this.producer?.close();
     this.producer = null;
   }
 }

@@ -4,7 +4,6 @@
  * becomes a fact) → evaluateFacts (pure, unit-tested over hand-made facts). Every finding is
  * reported, never only the first; the caller decides what an error means (the CLI exits 1).
  */
-import type { ConfigResourceTypes } from 'kafkajs';
 import { connect as tcpConnect } from 'node:net';
 import type pg from 'pg';
 import { originName, policyFor, slotName, type ClusterConfig, type PipelineConfig, type RegistryConfig } from '../../shared/config.js';
@@ -32,7 +31,7 @@ export interface Finding {
 export interface PrecheckOptions {
   /** DTS "Processing Mode of Conflicting Tables": error = "precheck and report errors" (default), ignore = warn and proceed. */
   readonly existingTables?: 'error' | 'ignore';
-  /** kafkajs' own log lines go here; default: errors only (failures become findings anyway). */
+  /** The Kafka client's log lines go here; default: errors only (failures become findings anyway). */
   readonly log?: Logger;
   /** Time allowed for Kafka and the registry to answer; default 10 s. */
   readonly timeoutMs?: number;
@@ -390,10 +389,6 @@ async function gatherTables(client: pg.Client, cfg: PipelineConfig, countRows: b
   return out;
 }
 
-// Kafka protocol resource types (DescribeConfigs); kafkajs' enum is not an ESM named export.
-const TOPIC_RESOURCE = 2 as ConfigResourceTypes;
-const BROKER_RESOURCE = 4 as ConfigResourceTypes;
-
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const t = new Promise<never>((_, reject) => {
@@ -421,40 +416,29 @@ function probeTcp(hostPort: string, timeoutMs: number): Promise<string | null> {
 
 async function gatherKafka(cfg: PipelineConfig, log: Logger, timeoutMs: number): Promise<KafkaFacts> {
   const brokers = cfg.kafka.brokers.join(',');
-  // A plain TCP probe first: it names the socket error (kafkajs would only time out here)
-  // and spares kafkajs' background reconnect loop when no broker listens at all.
+  // A plain TCP probe first: it names the socket error (the client would only time out here)
+  // and spares its reconnect attempts when no broker listens at all.
   const probes = await Promise.all(cfg.kafka.brokers.map((b) => probeTcp(b, timeoutMs)));
   if (probes.every((p) => p !== null)) return { reachable: false, brokers, reason: probes.map((p, i) => `${cfg.kafka.brokers[i]}: ${p}`).join('; ') };
-  const admin = kafkaClient(cfg, 'precheck', log).admin({ retry: { retries: 0 } });
-  // kafkajs retries the connection with the client's own policy (tens of seconds); the
-  // precheck gives it a short window and reports the broker as unreachable after that.
-  const connecting = admin.connect();
-  connecting.catch(() => undefined);
+  const admin = kafkaClient(cfg, 'precheck', log).admin({ retries: 0 });
   try {
-    let cluster: { brokers: { nodeId: number }[] };
+    let brokerIds: number[];
     try {
-      await withTimeout(connecting, timeoutMs, 'connect');
-      cluster = await withTimeout(admin.describeCluster(), timeoutMs, 'describeCluster');
+      brokerIds = await withTimeout(admin.brokers(), timeoutMs, 'metadata');
     } catch (err) {
       return { reachable: false, brokers, reason: errorMessage(err) };
     }
     let txRf: number | undefined;
     let txMinIsr: number | undefined;
-    const first = cluster.brokers[0];
-    if (first) {
+    const first = brokerIds[0];
+    if (first !== undefined) {
       try {
-        const r = await withTimeout(
-          admin.describeConfigs({
-            includeSynonyms: false,
-            resources: [{ type: BROKER_RESOURCE, name: String(first.nodeId), configNames: ['transaction.state.log.replication.factor', 'transaction.state.log.min.isr'] }],
-          }),
-          timeoutMs,
-          'describeConfigs',
-        );
-        for (const e of r.resources[0]?.configEntries ?? []) {
-          if (e.configName === 'transaction.state.log.replication.factor') txRf = Number(e.configValue);
-          if (e.configName === 'transaction.state.log.min.isr') txMinIsr = Number(e.configValue);
-        }
+        const r = await withTimeout(admin.describeConfigs('broker', [String(first)], ['transaction.state.log.replication.factor', 'transaction.state.log.min.isr']), timeoutMs, 'describeConfigs');
+        const c = r.get(String(first));
+        const rf = c?.get('transaction.state.log.replication.factor');
+        const isr = c?.get('transaction.state.log.min.isr');
+        if (rf != null) txRf = Number(rf);
+        if (isr != null) txMinIsr = Number(isr);
       } catch {
         // Not every broker lets a client read its config (ACLs); the check then says nothing.
       }
@@ -465,28 +449,18 @@ async function gatherKafka(cfg: PipelineConfig, log: Logger, timeoutMs: number):
     try {
       const existing = new Set(await withTimeout(admin.listTopics(), timeoutMs, 'listTopics'));
       const present = names.filter((t) => existing.has(t));
-      const meta = present.length ? (await withTimeout(admin.fetchTopicMetadata({ topics: present }), timeoutMs, 'fetchTopicMetadata')).topics : [];
-      const conf = present.length
-        ? (
-            await withTimeout(
-              admin.describeConfigs({
-                includeSynonyms: false,
-                resources: present.map((name) => ({ type: TOPIC_RESOURCE, name, configNames: ['cleanup.policy', 'retention.ms', 'retention.bytes'] })),
-              }),
-              timeoutMs,
-              'describeConfigs',
-            )
-          ).resources
-        : [];
+      const meta = new Map<string, { partition: number; replicas: number }[]>();
+      for (const t of present) meta.set(t, await withTimeout(admin.topicPartitions(t), timeoutMs, 'metadata'));
+      const conf = present.length ? await withTimeout(admin.describeConfigs('topic', present, ['cleanup.policy', 'retention.ms', 'retention.bytes']), timeoutMs, 'describeConfigs') : new Map<string, Map<string, string | null>>();
       topics = names.map((name): TopicFacts => {
         if (!existing.has(name)) return { name, exists: false };
-        const m = meta.find((x) => x.name === name);
-        const entries = new Map((conf.find((x) => x.resourceName === name)?.configEntries ?? []).map((e) => [e.configName, e.configValue]));
+        const m = meta.get(name) ?? [];
+        const entries = conf.get(name) ?? new Map<string, string | null>();
         return {
           name,
           exists: true,
-          partitions: m?.partitions.length ?? 0,
-          replicationFactor: m?.partitions[0]?.replicas.length ?? 0,
+          partitions: m.length,
+          replicationFactor: m[0]?.replicas ?? 0,
           cleanupPolicy: entries.get('cleanup.policy') ?? 'delete',
           retentionMs: Number(entries.get('retention.ms') ?? '604800000'),
           retentionBytes: Number(entries.get('retention.bytes') ?? '-1'),
@@ -498,14 +472,14 @@ async function gatherKafka(cfg: PipelineConfig, log: Logger, timeoutMs: number):
     return {
       reachable: true,
       brokers,
-      brokerCount: cluster.brokers.length,
+      brokerCount: brokerIds.length,
       ...(txRf === undefined ? {} : { transactionStateLogReplicationFactor: txRf }),
       ...(txMinIsr === undefined ? {} : { transactionStateLogMinIsr: txMinIsr }),
       topics,
       ...(topicsError === undefined ? {} : { topicsError }),
     };
   } finally {
-    await admin.disconnect().catch(() => undefined);
+    await admin.close();
   }
 }
 

@@ -222,12 +222,11 @@ export async function setup(cfg: PipelineConfig, log: Logger): Promise<void> {
     await withClient(cfg.clusters[name]!, 'pgbridge-setup', (c) => setupCluster(c, cfg, name, log));
   }
   const admin = kafkaClient(cfg, 'setup', log).admin();
-  await admin.connect();
   try {
     const created = await ensureTopics(admin, cfg, cfg.apply.deadLetterTopic ? [cfg.apply.deadLetterTopic] : []);
     for (const t of created) log.info({ topic: t }, 'topic created');
   } finally {
-    await admin.disconnect();
+    await admin.close();
   }
 }
 
@@ -288,14 +287,13 @@ export async function release(cfg: PipelineConfig, log: Logger, opts: { topics: 
   }
   if (opts.topics) {
     const admin = kafkaClient(cfg, 'release', log).admin();
-    await admin.connect();
     try {
       const existing = new Set(await admin.listTopics());
       const topics = cfg.directions.map((d) => d.topic).filter((t) => existing.has(t));
-      if (topics.length) await admin.deleteTopics({ topics });
+      if (topics.length) await admin.deleteTopics(topics);
       reports.push({ cluster: 'kafka', dropped: topics.map((t) => `topic ${t}`) });
     } finally {
-      await admin.disconnect();
+      await admin.close();
     }
   }
   return reports;

@@ -2,10 +2,9 @@
  * `pgbridge status`: per direction, what an operator checks first: is it moving, how far
  * behind, how much WAL the source keeps for it, conflicts and loop-backs.
  */
-import { Kafka, logLevel } from 'kafkajs';
 import { metricsPort, slotName, type PipelineConfig } from '../../shared/config.js';
 import { errorMessage } from '../../shared/errors.js';
-import { recordsBehind } from '../../shared/kafka.js';
+import { KafkaClient, recordsBehind } from '../../shared/kafka.js';
 import { withClient } from '../../shared/pg.js';
 import { readiness, scrapeMetrics } from './probe.js';
 
@@ -24,20 +23,18 @@ export interface DirectionStatus {
 }
 
 export async function status(cfg: PipelineConfig): Promise<DirectionStatus[]> {
-  const kafka = new Kafka({ brokers: [...cfg.kafka.brokers], logLevel: logLevel.NOTHING, clientId: 'pgbridge-status', connectionTimeout: 2000, retry: { retries: 1 } });
-  const admin = kafka.admin();
+  const admin = new KafkaClient({ brokers: cfg.kafka.brokers, clientId: 'pgbridge-status', connectTimeoutMs: 2000 }).admin({ retries: 1 });
   let ends: Map<string, bigint> | null = null;
   try {
-    await admin.connect();
     ends = new Map();
     for (const d of cfg.directions) {
-      const o = await admin.fetchTopicOffsets(d.topic).catch(() => []);
-      for (const p of o) ends.set(`${d.topic}:${p.partition}`, BigInt(p.high));
+      const o = await admin.topicOffsets(d.topic).catch(() => []);
+      for (const p of o) ends.set(`${d.topic}:${p.partition}`, p.high);
     }
   } catch {
     ends = null;
   } finally {
-    await admin.disconnect().catch(() => undefined);
+    await admin.close();
   }
   const out: DirectionStatus[] = [];
   for (const d of cfg.directions) {

@@ -5,7 +5,7 @@
  * applied twice or partly (INV-3, INV-4), the bank total on the destination never changed
  * while it ran, and cdc.apply_progress points at the last applied record of the topic.
  */
-import { Kafka, logLevel } from 'kafkajs';
+import { KafkaClient } from '../../shared/kafka.js';
 import { describe, expect, it } from 'vitest';
 import { formatLsn } from '../../shared/lsn.js';
 import { waitUntil } from '../support/pipeline.js';
@@ -32,9 +32,7 @@ describe('apply crash (child processes, real kills)', () => {
     const p = track(await faultPipeline('acrash', bankTables));
     const { a, b, schema, cfg } = p;
     const pipeline = p;
-    const kafka = new Kafka({ brokers: [...cfg.kafka.brokers], logLevel: logLevel.NOTHING, clientId: 'test-apply-crash' });
-    const admin = kafka.admin();
-    await admin.connect();
+    const admin = new KafkaClient({ brokers: cfg.kafka.brokers, clientId: 'test-apply-crash' }).admin();
     const groupId = `pgbridge-${cfg.pipeline}-apply-${p.direction}`;
     const progress = async (): Promise<{ next: bigint; lsn: string } | null> => {
       const r = await b.query<{ next_offset: string; commit_lsn: string }>('SELECT next_offset::text, commit_lsn::text FROM cdc.apply_progress WHERE direction = $1 AND partition = 0', [pipeline.direction]);
@@ -42,8 +40,7 @@ describe('apply crash (child processes, real kills)', () => {
       return row ? { next: BigInt(row.next_offset), lsn: row.commit_lsn } : null;
     };
     const groupOffset = async (): Promise<bigint> => {
-      const o = await admin.fetchOffsets({ groupId, topics: [pipeline.topic] });
-      return BigInt(o[0]?.partitions.find((x) => x.partition === 0)?.offset ?? '-1');
+      return (await admin.groupOffsets(groupId, pipeline.topic)).get(0) ?? -1n;
     };
     try {
       const capture = await p.capture();
@@ -86,10 +83,10 @@ describe('apply crash (child processes, real kills)', () => {
             // That window is a few milliseconds wide; make its outcome certain: the offset commit
             // is lost (group offset set back), as a kill just before it leaves it. The stored
             // position must win on restart (INV-3), or the ledger gets duplicate rows.
-            await waitUntil('the dead member gone from the group', async () => (await admin.describeGroups([groupId])).groups[0]?.state === 'Empty', 60_000, 250);
+            await waitUntil('the dead member gone from the group', async () => (await admin.groupState(groupId)).state === 'Empty', 60_000, 250);
             const lower = stored - 600n < committed ? stored - 600n : committed;
             const back = lower > 0n ? lower : 0n;
-            await admin.setOffsets({ groupId, topic: pipeline.topic, partitions: [{ partition: 0, offset: String(back) }] });
+            await admin.setGroupOffsets(groupId, pipeline.topic, new Map([[0, back]]));
             note += `, group offset then set back to ${back}`;
           }
           landed.push(`${when}: stored ${stored}, group ${committed}${note}`);
@@ -110,7 +107,7 @@ describe('apply crash (child processes, real kills)', () => {
       // stored position is right after the last record, with that record's commit LSN.
       capture.kill('SIGTERM');
       expect(await capture.waitExit(30_000), capture.tail()).toEqual({ code: 0, signal: null });
-      const end = BigInt((await admin.fetchTopicOffsets(p.topic)).find((o) => o.partition === 0)!.high);
+      const end = (await admin.topicOffsets(p.topic)).find((o) => o.partition === 0)!.high;
       const final = await waitUntil('apply at the end of the topic', async () => {
         const s = await progress();
         // The last offset of a transactional topic is a commit marker, not a record.
@@ -126,7 +123,7 @@ describe('apply crash (child processes, real kills)', () => {
       expect(apply.running, apply.tail()).toBe(true);
       console.log(`apply SIGKILL x3 under ${await a.query(`SELECT count(*) FROM ${schema}.ledger`).then((r) => r.rows[0].count)} source transactions:\n  ${landed.join('\n  ')}`);
     } finally {
-      await admin.disconnect();
+      await admin.close();
     }
   }, 240_000);
 

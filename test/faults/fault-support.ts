@@ -13,12 +13,12 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Kafka, logLevel } from 'kafkajs';
 import { afterEach } from 'vitest';
 import type pg from 'pg';
 import { setup } from '../../services/cli/setup.js';
 import { originName, parseConfig, slotName, type PipelineConfig, type PipelineConfigInput } from '../../shared/config.js';
 import { classifyPgError } from '../../shared/errors.js';
+import { KafkaClient, followTopic } from '../../shared/kafka.js';
 import { pgClient, testConfig, testLog, uniqueName, waitUntil } from '../support/pipeline.js';
 import { ServiceProcess, configInput, writeConfigFile, type ConfigFile } from '../support/processes.js';
 import { readTopic, type ReadRecord } from '../support/topic.js';
@@ -196,14 +196,12 @@ async function releaseFaultPipeline(cfg: PipelineConfig, clients: Record<string,
     }
     await c.query('DELETE FROM cdc.heartbeat WHERE cluster = $1', [name]);
   }
-  const admin = new Kafka({ brokers: [...cfg.kafka.brokers], logLevel: logLevel.NOTHING, clientId: 'test-cleanup' }).admin();
-  await admin.connect();
+  const admin = new KafkaClient({ brokers: cfg.kafka.brokers, clientId: 'test-cleanup' }).admin();
   try {
     const existing = new Set(await admin.listTopics());
-    const topics = cfg.directions.map((d) => d.topic).filter((t) => existing.has(t));
-    if (topics.length) await admin.deleteTopics({ topics });
+    await admin.deleteTopics(cfg.directions.map((d) => d.topic).filter((t) => existing.has(t)));
   } finally {
-    await admin.disconnect();
+    await admin.close();
   }
 }
 
@@ -469,23 +467,12 @@ export async function checkTopic(records: readonly ReadRecord[], a: pg.Client, s
  * (read_uncommitted): shows that a Kafka transaction is being filled right now.
  */
 export async function watchUncommitted(cfg: PipelineConfig, topic: string): Promise<{ count(): number; stop(): Promise<void> }> {
-  const kafka = new Kafka({ brokers: [...cfg.kafka.brokers], logLevel: logLevel.NOTHING, clientId: 'test-uncommitted' });
-  const consumer = kafka.consumer({ groupId: `test-uncommitted-${topic}-${Date.now()}`, readUncommitted: true, maxWaitTimeInMs: 50 });
   let n = 0;
-  let joined = false;
-  consumer.on(consumer.events.GROUP_JOIN, () => {
-    joined = true;
+  const f = followTopic(new KafkaClient({ brokers: cfg.kafka.brokers, clientId: 'test-uncommitted' }), topic, { readCommitted: false, maxWaitMs: 50 }, (messages) => {
+    n += messages.length;
   });
-  await consumer.connect();
-  await consumer.subscribe({ topic, fromBeginning: true });
-  await consumer.run({
-    autoCommit: false,
-    eachBatch: async ({ batch }) => {
-      n += batch.messages.length;
-    },
-  });
-  await waitUntil('uncommitted reader joined', async () => joined, 30_000);
-  return { count: () => n, stop: () => consumer.disconnect() };
+  await f.ready;
+  return { count: () => n, stop: () => f.stop() };
 }
 
 /** A random pause: when a kill lands is meant to be arbitrary, correctness never waits on it. */

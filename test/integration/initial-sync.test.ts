@@ -122,11 +122,10 @@ describe('initial sync (forward direction)', () => {
         console.log('first read', recs.length);
         const { counter } = await import('../support/services.js');
         console.log('apply rows', await counter(svc.applies['a-b']!.registry, 'pgbridge_apply_rows_total'), 'conflicts', await counter(svc.applies['a-b']!.registry, 'pgbridge_apply_conflicts_total'));
-        const { Kafka } = await import('kafkajs');
-        const admin = new Kafka({ brokers: [...cfg.kafka.brokers] }).admin();
-        await admin.connect();
-        console.log('offsets', JSON.stringify(await admin.fetchTopicOffsets(cfg.directions[0].topic)));
-        await admin.disconnect();
+        const { KafkaClient } = await import('../../shared/kafka.js');
+        const admin = new KafkaClient({ brokers: cfg.kafka.brokers, clientId: 'test-debug' }).admin();
+        console.log('offsets', (await admin.topicOffsets(cfg.directions[0].topic)).map((o) => `${o.partition}: ${o.low}..${o.high}`).join(', '));
+        await admin.close();
         const n = await withClient(cfg.clusters.b!, 'test', (cl) => cl.query(`SELECT kind, resolution, count(*) FROM cdc.conflicts GROUP BY 1, 2`));
         console.log('conflicts on b', JSON.stringify(n.rows));
         for (const t of v.tables.filter((x) => !x.equal)) {

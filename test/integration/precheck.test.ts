@@ -44,11 +44,10 @@ describe('precheck (real PostgreSQL, Kafka, registry)', () => {
     await b?.end();
     if (topics.length) {
       const admin = kafkaClient(testConfig(uniqueName('pc'), 'public'), 'test-precheck', testLog).admin();
-      await admin.connect();
       const existing = new Set(await admin.listTopics());
       const gone = topics.filter((t) => existing.has(t));
-      if (gone.length) await admin.deleteTopics({ topics: gone });
-      await admin.disconnect();
+      if (gone.length) await admin.deleteTopics(gone);
+      await admin.close();
     }
   });
 
@@ -72,9 +71,8 @@ describe('precheck (real PostgreSQL, Kafka, registry)', () => {
     const table = 'CREATE TABLE orders (id bigint PRIMARY KEY, note text); CREATE TABLE lines (order_id bigint, n int, PRIMARY KEY (order_id, n))';
     const { cfg } = await fresh({ onA: `${table}; INSERT INTO orders VALUES (1, 'x')`, onB: table });
     const admin = kafkaClient(cfg, 'test-precheck', testLog).admin();
-    await admin.connect();
     topics.push(...(await ensureTopics(admin, cfg)));
-    await admin.disconnect();
+    await admin.close();
     const fs = await precheck(cfg);
     expect(problems(fs), formatFindings(fs)).toEqual([]);
     const checks = new Set(fs.map((f) => f.check));
@@ -244,15 +242,11 @@ describe('precheck (real PostgreSQL, Kafka, registry)', () => {
     const [fwd, rev] = cfg.directions.map((d) => d.topic) as [string, string];
     topics.push(fwd, rev);
     const admin = kafkaClient(cfg, 'test-precheck', testLog).admin();
-    await admin.connect();
-    await admin.createTopics({
-      waitForLeaders: true,
-      topics: [
-        { topic: fwd, numPartitions: 3, replicationFactor: 1, configEntries: [{ name: 'cleanup.policy', value: 'compact' }] },
-        { topic: rev, numPartitions: 1, replicationFactor: 1, configEntries: [{ name: 'retention.ms', value: '3600000' }, { name: 'retention.bytes', value: '1000000' }] },
-      ],
-    });
-    await admin.disconnect();
+    await admin.createTopics([
+      { topic: fwd, partitions: 3, replicationFactor: 1, configs: { 'cleanup.policy': 'compact' } },
+      { topic: rev, partitions: 1, replicationFactor: 1, configs: { 'retention.ms': '3600000', 'retention.bytes': '1000000' } },
+    ]);
+    await admin.close();
     const fs = await precheck(cfg);
     const t = of(fs, 'kafka_topics');
     expect(t.map((f) => [f.level, f.object, f.fix?.split(' (').at(-1)])).toEqual([

@@ -3,7 +3,7 @@
  * and is safe to run twice.
  */
 import { describe, expect, it } from 'vitest';
-import { Kafka, logLevel } from 'kafkajs';
+import { KafkaClient } from '../../shared/kafka.js';
 import { release, setup } from '../../services/cli/setup.js';
 import { originName, slotName } from '../../shared/config.js';
 import { withClient } from '../../shared/pg.js';
@@ -36,10 +36,9 @@ describe('release', () => {
         });
         expect(left).toEqual({ slots: '0', pubs: '0', origins: '0', rows: '0' });
       }
-      const admin = new Kafka({ brokers: [...cfg.kafka.brokers], logLevel: logLevel.NOTHING }).admin();
-      await admin.connect();
+      const admin = new KafkaClient({ brokers: cfg.kafka.brokers, clientId: 'test-release' }).admin();
       const topics = await admin.listTopics();
-      await admin.disconnect();
+      await admin.close();
       expect(topics.filter((t) => cfg.directions.some((d) => d.topic === t))).toEqual([]);
     } finally {
       for (const c of cfg.clusterNames) await withClient(cfg.clusters[c]!, 'test', (cl) => cl.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`));

@@ -8,7 +8,7 @@
  *   publication still moves the slot's confirmed_flush_lsn (through keepalives), so an idle
  *   pipeline does not pin the cluster's WAL; and none of those writes reach the topic.
  */
-import { Kafka, logLevel } from 'kafkajs';
+import { KafkaClient } from '../../shared/kafka.js';
 import { describe, expect, it } from 'vitest';
 import { slotName } from '../../shared/config.js';
 import { uniqueName, waitUntil } from '../support/pipeline.js';
@@ -35,9 +35,8 @@ describe('slot and offset positions (child processes)', () => {
   it('stored offset below the topic\'s log start stops apply with OFFSET_BELOW_LOG_START (INV-6): exit 1, topic/partition@offset named, nothing applied', async () => {
     const p = track(await faultPipeline('offlow', (s) => [`CREATE TABLE ${s}.t (id int PRIMARY KEY, v text)`]));
     const { a, b, schema, cfg, topic, direction } = p;
-    const admin = new Kafka({ brokers: [...cfg.kafka.brokers], logLevel: logLevel.NOTHING, clientId: 'test-offset-below' }).admin();
-    await admin.connect();
-    p.defer(() => admin.disconnect());
+    const admin = new KafkaClient({ brokers: cfg.kafka.brokers, clientId: 'test-offset-below' }).admin();
+    p.defer(() => admin.close());
     const rows = async (): Promise<number> => Number((await b.query(`SELECT count(*) AS n FROM ${schema}.t`)).rows[0].n);
     const progress = async (): Promise<{ next: bigint; lsn: string } | null> => {
       const r = await b.query<{ next_offset: string; commit_lsn: string }>(
@@ -48,8 +47,8 @@ describe('slot and offset positions (child processes)', () => {
       return row ? { next: BigInt(row.next_offset), lsn: row.commit_lsn } : null;
     };
     const partition0 = async (): Promise<{ low: bigint; high: bigint }> => {
-      const o = (await admin.fetchTopicOffsets(topic)).find((x) => x.partition === 0)!;
-      return { low: BigInt(o.low), high: BigInt(o.high) };
+      const o = (await admin.topicOffsets(topic)).find((x) => x.partition === 0)!;
+      return { low: o.low, high: o.high };
     };
 
     const capture = (await p.capture()).start();
@@ -72,7 +71,7 @@ describe('slot and offset positions (child processes)', () => {
     expect(high).toBeGreaterThan(stored.next + 50n);
 
     // Retention (here: an operator) deletes everything up to the high watermark.
-    await admin.deleteTopicRecords({ topic, partitions: [{ partition: 0, offset: high.toString() }] });
+    await admin.deleteRecords(topic, 0, high);
     const { low } = await partition0();
     expect(low).toBe(high);
     expect(low).toBeGreaterThan(stored.next);
@@ -155,9 +154,8 @@ describe('slot and offset positions (child processes)', () => {
   it('a topic deleted and made again while capture was stopped stops capture with SLOT_AHEAD (INV-6): exit 1, topic and offsets named', async () => {
     const p = track(await faultPipeline('slahead', (s) => [`CREATE TABLE ${s}.t (id int PRIMARY KEY, v text)`]));
     const { a, schema, cfg, topic } = p;
-    const admin = new Kafka({ brokers: [...cfg.kafka.brokers], logLevel: logLevel.NOTHING, clientId: 'test-slot-ahead' }).admin();
-    await admin.connect();
-    p.defer(() => admin.disconnect());
+    const admin = new KafkaClient({ brokers: cfg.kafka.brokers, clientId: 'test-slot-ahead' }).admin();
+    p.defer(() => admin.close());
 
     const capture = (await p.capture()).start();
     await capture.waitReady();
@@ -171,9 +169,9 @@ describe('slot and offset positions (child processes)', () => {
     expect(published).toBeGreaterThanOrEqual(29n);
 
     // An operator deletes the topic and makes it again, empty.
-    await admin.deleteTopics({ topics: [topic] });
+    await admin.deleteTopics([topic]);
     await waitUntil('topic gone', async () => !(await admin.listTopics()).includes(topic), 30_000, 200);
-    await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true });
+    await admin.createTopics([{ topic, partitions: 1 }]);
 
     capture.start();
     const exit = await capture.waitExit(60_000);

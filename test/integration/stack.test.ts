@@ -3,7 +3,7 @@
  */
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import pg from 'pg';
-import { Kafka, logLevel } from 'kafkajs';
+import { KafkaClient, readTopic } from '../../shared/kafka.js';
 import { SchemaRegistry, SchemaType } from '@kafkajs/confluent-schema-registry';
 import { randomUUID } from 'node:crypto';
 
@@ -16,10 +16,10 @@ function client(cluster: 'a' | 'b'): pg.Client {
 }
 
 describe('local stack (real services)', () => {
-  const kafka = new Kafka({ clientId: 'stack-test', brokers: [...ep.kafkaBrokers], logLevel: logLevel.NOTHING });
+  const kafka = new KafkaClient({ clientId: 'stack-test', brokers: ep.kafkaBrokers });
   const admin = kafka.admin();
   afterAll(async () => {
-    await admin.disconnect();
+    await admin.close();
   });
 
   it('cluster a takes a table and is set up for logical decoding with commit timestamps', async () => {
@@ -63,35 +63,44 @@ describe('local stack (real services)', () => {
     expect(fetched.name).toBe(`stacktest.${uniq}.Envelope`);
     expect(fetched.fields.map((f) => f.name)).toEqual(['id', 'note']);
 
-    await admin.connect();
-    await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true });
-    const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, transactionalId: `stack-test-${uniq}` });
+    await admin.createTopics([{ topic, partitions: 1 }]);
+    const producer = kafka.transactionalProducer(`stack-test-${uniq}`, 60_000);
     await producer.connect();
-    const tx = await producer.transaction();
-    await tx.send({ topic, acks: -1, messages: [{ key: 'k1', value: await registry.encode(id, { id: 42, note: 'héllo' }) }] });
-    await tx.commit();
-    const aborted = await producer.transaction();
-    await aborted.send({ topic, acks: -1, messages: [{ key: 'k2', value: await registry.encode(id, { id: 43, note: null }) }] });
-    await aborted.abort();
-    await producer.disconnect();
+    await producer.send(topic, [{ key: Buffer.from('k1'), value: await registry.encode(id, { id: 42, note: 'héllo' }) }]);
+    await producer.commit();
+    await producer.send(topic, [{ key: Buffer.from('k2'), value: await registry.encode(id, { id: 43, note: null }) }]);
+    await producer.abort();
+    await producer.send(topic, [{ key: Buffer.from('k3'), value: await registry.encode(id, { id: 44, note: null }) }]);
+    await producer.commit();
+    await producer.close();
 
-    const consumer = kafka.consumer({ groupId: `stack-test-${uniq}`, readUncommitted: false });
-    await consumer.connect();
-    await consumer.subscribe({ topic, fromBeginning: true });
+    // read_committed: the aborted record and the transaction markers are not delivered.
     const got: unknown[] = [];
-    await new Promise<void>((resolve, reject) => {
-      consumer.run({
-        autoCommit: false,
-        eachMessage: async ({ message }) => {
-          got.push(await fresh.decode(message.value!));
-          resolve();
-        },
-      }).catch(reject);
-    });
-    await consumer.disconnect();
-    expect(got).toHaveLength(1);
+    for (const m of await readTopic(kafka, topic)) got.push(await fresh.decode(m.value!));
+    expect(got).toHaveLength(2);
     expect(got[0]).toMatchObject({ id: 42, note: 'héllo' });
-    await admin.deleteTopics({ topics: [topic] });
+    expect(got[1]).toMatchObject({ id: 44, note: null });
+    await admin.deleteTopics([topic]);
+  });
+
+  it('a restarted transactional producer fences its predecessor: the open transaction is aborted, the zombie cannot write', async () => {
+    const topic = `stack-fence-${uniq}`;
+    await admin.createTopics([{ topic, partitions: 1 }]);
+    const zombie = kafka.transactionalProducer(`stack-fence-${uniq}`, 60_000);
+    await zombie.connect();
+    await zombie.send(topic, [{ key: null, value: Buffer.from('committed') }]);
+    await zombie.commit();
+    await zombie.send(topic, [{ key: null, value: Buffer.from('left open') }]);
+    // Same transactional id, as after a crash: InitProducerId aborts what was left open.
+    const next = kafka.transactionalProducer(`stack-fence-${uniq}`, 60_000);
+    await next.connect();
+    await next.send(topic, [{ key: null, value: Buffer.from('after restart') }]);
+    await next.commit();
+    await expect(zombie.send(topic, [{ key: null, value: Buffer.from('zombie') }]).then(() => zombie.commit())).rejects.toThrow();
+    await zombie.close();
+    await next.close();
+    expect((await readTopic(kafka, topic)).map((m) => m.value!.toString())).toEqual(['committed', 'after restart']);
+    await admin.deleteTopics([topic]);
   });
 
   it('reads a logical slot of cluster a (pgoutput) with the change in it', async () => {

@@ -15,6 +15,8 @@ declare module 'vitest' {
 let stopContainers: (() => Promise<void>) | undefined;
 
 export async function setup(project: TestProject): Promise<void> {
+  // The services under test run on this Node too (they are spawned with process.execPath).
+  console.log(`[setup] node ${process.version}`);
   if (process.env.PGBRIDGE_STACK === 'containers') {
     const { startContainers } = await import('../../infra/stack/containers.js');
     const started = await startContainers();

@@ -1,5 +1,5 @@
 /** Reads a direction topic (read_committed) and decodes every record through the registry. */
-import { Kafka, logLevel } from 'kafkajs';
+import { KafkaClient, followTopic } from '../../shared/kafka.js';
 import { SchemaStore, type DecodedRecord } from '../../shared/registry.js';
 import type { PipelineConfig } from '../../shared/config.js';
 
@@ -11,32 +11,33 @@ export interface ReadRecord extends DecodedRecord {
 
 /** Reads from the start until `until(records)` holds, then returns everything read. */
 export async function readTopic(cfg: PipelineConfig, topic: string, until: (records: ReadRecord[]) => boolean, timeoutMs = 60_000): Promise<ReadRecord[]> {
-  const kafka = new Kafka({ brokers: [...cfg.kafka.brokers], logLevel: logLevel.NOTHING, clientId: 'test-reader' });
   const store = new SchemaStore(cfg.registry);
-  const consumer = kafka.consumer({ groupId: `test-reader-${topic}-${Date.now()}`, readUncommitted: false });
   const out: ReadRecord[] = [];
-  await consumer.connect();
+  let done!: () => void;
+  const finished = new Promise<void>((r) => (done = r));
+  const f = followTopic(new KafkaClient({ brokers: cfg.kafka.brokers, clientId: 'test-reader' }), topic, { readCommitted: true }, async (messages) => {
+    if (out.length && until(out)) return;
+    for (const m of messages) {
+      const headers: Record<string, string> = {};
+      for (const [k, v] of Object.entries(m.headers)) headers[k] = v.toString();
+      out.push({ ...(await store.decode(m.value)), offset: String(m.offset), key: m.key, headers });
+      if (until(out)) {
+        done();
+        return;
+      }
+    }
+  });
+  let timer: NodeJS.Timeout | undefined;
   try {
-    await consumer.subscribe({ topic, fromBeginning: true });
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`timed out reading ${topic}: ${out.length} records so far`)), timeoutMs);
-      consumer
-        .run({
-          autoCommit: false,
-          eachMessage: async ({ message }) => {
-            const headers: Record<string, string> = {};
-            for (const [k, v] of Object.entries(message.headers ?? {})) headers[k] = String(v);
-            out.push({ ...(await store.decode(message.value)), offset: message.offset, key: message.key, headers });
-            if (until(out)) {
-              clearTimeout(timer);
-              resolve();
-            }
-          },
-        })
-        .catch(reject);
-    });
+    await Promise.race([
+      finished,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`timed out reading ${topic}: ${out.length} records so far`)), timeoutMs);
+      }),
+    ]);
   } finally {
-    await consumer.disconnect();
+    clearTimeout(timer);
+    await f.stop();
   }
   return out;
 }
