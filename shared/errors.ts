@@ -34,7 +34,7 @@ export class PgBridgeError extends Error {
     this.code = code;
     this.retriable = opts.retriable ?? false;
     this.details = Object.freeze({ ...(opts.details ?? {}) });
-    // Not enumerable: loggers that serialize the whole error (kafkajs logs what eachBatch threw) leave it out.
+    // Not enumerable: loggers that serialize the whole error leave it out.
     Object.defineProperty(this, 'sensitive', { value: Object.freeze({ ...(opts.sensitive ?? {}) }), enumerable: false });
   }
 }

@@ -96,7 +96,7 @@ describe('server restarts under load (private clusters and broker, real restarts
     expect(control.rowCount).toBe(1);
     await flowing('the control session was terminated');
     // 4. The broker is killed (SIGKILL) and comes back after a few seconds; then it stays away
-    // for longer than the clients' own retries last (kafkajs gives up after ~25 s).
+    // for longer than the clients' own retries last (the Kafka client gives up after about 30 s).
     await bounce('kafka', 'crash', 3000);
     await flowing('the broker was killed');
     await bounce('kafka', 'graceful', 35_000);

@@ -9,14 +9,13 @@
  *   commit LSN the source never reached) are refused and do not move the stored position.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { KafkaClient, readTopic } from '../../shared/kafka.js';
+import { KafkaClient, kafkaClient, readTopic } from '../../shared/kafka.js';
 import { release, setup } from '../../services/cli/setup.js';
 import type { PipelineConfig } from '../../shared/config.js';
 import { withClient } from '../../shared/pg.js';
 import { EventEncoder } from '../../services/capture/avro-encoder.js';
 import type { ChangeEvent } from '../../services/capture/change-builder.js';
 import { KafkaPublisher } from '../../services/capture/kafka-publisher.js';
-import { kafkaClient } from '../../shared/kafka.js';
 import { lsnFromBigint, parseLsn } from '../../shared/lsn.js';
 import { SchemaStore } from '../../shared/registry.js';
 import { testConfig, testLog, uniqueName, waitUntil } from '../support/pipeline.js';
@@ -54,19 +53,12 @@ async function produceRaw(cfg: PipelineConfig, topic: string, value: string): Pr
 
 /** Reads `n` records of the dead-letter topic: the reason and source offset of each. */
 async function readDlq(cfg: PipelineConfig, dlq: string, n: number): Promise<{ reason: string; offset: string }[]> {
-  const consumer = new Kafka({ brokers: [...cfg.kafka.brokers], logLevel: logLevel.NOTHING }).consumer({ groupId: uniqueName('dlqread') });
-  await consumer.connect();
-  await consumer.subscribe({ topic: dlq, fromBeginning: true });
-  const got: { reason: string; offset: string }[] = [];
-  await new Promise<void>((resolve) => {
-    void consumer.run({
-      eachMessage: async ({ message }) => {
-        got.push({ reason: String(message.headers!['pgbridge.dlq.reason']), offset: String(message.headers!['pgbridge.dlq.offset']) });
-        if (got.length === n) resolve();
-      },
-    });
+  const kafka = new KafkaClient({ brokers: cfg.kafka.brokers, clientId: 'test-dlq' });
+  let got: { reason: string; offset: string }[] = [];
+  await waitUntil(`${n} records in the dead-letter topic`, async () => {
+    got = (await readTopic(kafka, dlq)).map((m) => ({ reason: String(m.headers['pgbridge.dlq.reason']), offset: String(m.headers['pgbridge.dlq.offset']) }));
+    return got.length >= n;
   });
-  await consumer.disconnect();
   return got;
 }
 
