@@ -10,6 +10,15 @@ import { PgBridgeError } from './errors.js';
 
 const ident = z.string().regex(/^[a-z][a-z0-9_]{0,30}$/, 'lower-case letters, digits and _, starting with a letter, at most 31 characters');
 
+/** Another role for one service's connections to a cluster (least privilege: pgbridge grants). */
+const roleSchema = z
+  .object({
+    user: z.string().min(1),
+    password: z.string().optional(),
+    passwordEnv: z.string().optional(),
+  })
+  .strict();
+
 /** A PEM file named in the config (CA, certificate, key); read when a connection is made. */
 const pemFile = z.string().min(1);
 
@@ -30,6 +39,10 @@ const clusterSchema = z
     /** Client certificate and its key (libpq sslcert, sslkey). */
     sslCert: pemFile.optional(),
     sslKey: pemFile.optional(),
+    /** The role capture of this cluster connects as (default: user). */
+    capture: roleSchema.optional(),
+    /** The role apply into this cluster connects as (default: user). */
+    apply: roleSchema.optional(),
   })
   .strict();
 
@@ -170,6 +183,13 @@ export interface ClusterConfig {
   readonly sslRootCert?: string;
   readonly sslCert?: string;
   readonly sslKey?: string;
+  /** Roles of the services, when they differ from `user` (see serviceConnection). */
+  readonly roles?: { readonly capture?: RoleLogin; readonly apply?: RoleLogin };
+}
+
+export interface RoleLogin {
+  readonly user: string;
+  readonly password: string | undefined;
 }
 
 /** TLS files (paths) for Kafka or the registry; read when a connection is made. */
@@ -243,8 +263,11 @@ export function parseConfig(input: unknown, where = 'config', env: NodeJS.Proces
     const password = secret(`clusters.${name}`, cc);
     pair(`clusters.${name}`, cc.sslCert, cc.sslKey, ['sslCert', 'sslKey']);
     if (cc.sslMode === 'disable' && (cc.sslRootCert || cc.sslCert)) problems.push(`${where}: clusters.${name}: sslRootCert/sslCert are set but sslMode is disable`);
-    const { passwordEnv: _pe, password: _pw, ...rest } = cc;
-    clusters[name] = { name, ...rest, password };
+    const { passwordEnv: _pe, password: _pw, capture, apply, ...rest } = cc;
+    const login = (service: 'capture' | 'apply', r: z.output<typeof roleSchema> | undefined): RoleLogin | undefined =>
+      r && { user: r.user, password: secret(`clusters.${name}.${service}`, r) };
+    const roles = capture || apply ? { roles: { ...(capture ? { capture: login('capture', capture) } : {}), ...(apply ? { apply: login('apply', apply) } : {}) } } : {};
+    clusters[name] = { name, ...rest, password, ...roles };
   }
   const registry = registryConfig(c.registry, secret('registry', c.registry));
   pair('registry', registry.certFile, registry.keyFile, ['certFile', 'keyFile']);
@@ -360,6 +383,16 @@ export function clusterByName(cfg: PipelineConfig, name: string): ClusterConfig 
   const c = cfg.clusters[name];
   if (!c) throw new PgBridgeError('CONFIG_INVALID', `no cluster "${name}"; this pipeline has ${cfg.clusterNames.join(' and ')}`);
   return c;
+}
+
+/**
+ * The connection settings a service uses for a cluster: capture of that cluster and apply
+ * into it log in as clusters.<name>.capture / .apply when set (least privilege), everything
+ * else (setup, sync, the CLI) as `user`.
+ */
+export function serviceConnection(c: ClusterConfig, service: 'capture' | 'apply'): ClusterConfig {
+  const role = c.roles?.[service];
+  return role ? { ...c, user: role.user, password: role.password } : c;
 }
 
 export function policyFor(cfg: PipelineConfig, schema: string, table: string): ConflictPolicy {

@@ -5,7 +5,7 @@
  */
 import type pg from 'pg';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { clusterByName, originCluster, originName, type Direction, type PipelineConfig } from '../../shared/config.js';
+import { clusterByName, originCluster, serviceConnection, originName, type Direction, type PipelineConfig } from '../../shared/config.js';
 import { PgBridgeError, classifyPgError, errorMessage } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
 import { recordsBehind, type ConsumedBatch, type ConsumedMessage, type GroupConsumer, type KafkaClient, type PlainProducer, type TopicOffsets } from '../../shared/kafka.js';
@@ -187,7 +187,7 @@ export class ApplyRun extends ServiceRun {
   /** Destination session: replica role (no user triggers or FK actions), origin, progress. */
   private async open(): Promise<void> {
     const { cfg, direction } = this.deps;
-    const dest = clusterByName(cfg, direction.to);
+    const dest = serviceConnection(clusterByName(cfg, direction.to), 'apply');
     const client = await connect(dest, `pgbridge-apply-${direction.id}`);
     this.client = client;
     client.on('error', (err) => this.fail(err));

@@ -7,7 +7,7 @@
  * after it. A refused record is poison: dead-letter topic or a stop naming its position.
  */
 import type pg from 'pg';
-import { clusterByName, type Direction, type PipelineConfig } from '../../shared/config.js';
+import { clusterByName, serviceConnection, type Direction, type PipelineConfig } from '../../shared/config.js';
 import { errorMessage } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
 import { formatLsn, parseLsn, type Lsn } from '../../shared/lsn.js';
@@ -79,7 +79,8 @@ export class EventGuard {
     if (Date.now() - this.lastFailure < SOURCE_RETRY_MS) return this.unverified();
     try {
       if (!this.source) {
-        const c = await connect(clusterByName(this.cfg, this.direction.from), `pgbridge-apply-${this.direction.id}-guard`);
+        // The apply role of the source cluster (clusters.<from>.apply) is enough: it reads the WAL position only.
+        const c = await connect(serviceConnection(clusterByName(this.cfg, this.direction.from), 'apply'), `pgbridge-apply-${this.direction.id}-guard`);
         c.on('error', () => {
           if (this.source === c) this.source = null;
         });

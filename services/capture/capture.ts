@@ -4,7 +4,7 @@
  */
 import type pg from 'pg';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { clusterByName, originCluster, slotName, type ClusterConfig, type Direction, type PipelineConfig } from '../../shared/config.js';
+import { clusterByName, originCluster, serviceConnection, slotName, type ClusterConfig, type Direction, type PipelineConfig } from '../../shared/config.js';
 import { PgBridgeError, errorMessage } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
 import { ServiceRun } from '../../shared/service-run.js';
@@ -178,7 +178,7 @@ export class CaptureRun extends ServiceRun {
   constructor(private readonly deps: CaptureDeps) {
     super();
     const { cfg, cluster } = deps;
-    this.cluster = clusterByName(cfg, cluster);
+    this.cluster = serviceConnection(clusterByName(cfg, cluster), 'capture');
     this.slot = slotName(cfg, cluster);
     this.direction = outgoing(cfg, cluster);
     this.log = deps.log.child({ cluster, slot: this.slot, topic: this.direction.topic });

@@ -43,7 +43,11 @@ export function program(): Command {
     const hide = (v: string | undefined): string | undefined => (v === undefined ? undefined : '[redacted]');
     const redacted = {
       ...cfg,
-      clusters: Object.fromEntries(Object.entries(cfg.clusters).map(([k, v]) => [k, { ...v, password: hide(v.password) }])),
+      clusters: Object.fromEntries(Object.entries(cfg.clusters).map(([k, v]) => [k, {
+        ...v,
+        password: hide(v.password),
+        roles: v.roles && Object.fromEntries(Object.entries(v.roles).map(([svc, r]) => [svc, { ...r, password: hide(r.password) }])),
+      }])),
       registry: { ...cfg.registry, password: hide(cfg.registry.password) },
     };
     console.log(JSON.stringify(redacted, null, 2));
@@ -162,6 +166,14 @@ export function program(): Command {
       const report = await verify(cfg, { buckets: o.buckets, tables: o.table });
       console.log(formatVerifyReport(report));
       process.exitCode = report.equal ? 0 : 1;
+    });
+
+  withConfig(p.command('grants').description('print the SQL that creates least-privilege capture and apply roles on each cluster (run it after setup)'))
+    .option('--cluster <name>', 'only this cluster')
+    .action(async (o) => {
+      const { cfg } = config(o);
+      const { grants } = await import('./grants.js');
+      for (const g of await grants(cfg, o.cluster)) process.stdout.write(g.script);
     });
 
   withConfig(p.command('release').description('drop slots, publications, origins and the helper schema on both clusters (safe to run twice)'))

@@ -28,7 +28,7 @@ process.once('exit', () => {
 export function configInput(cfg: PipelineConfig): PipelineConfigInput {
   const { clusters, clusterNames: _names, directions: _dirs, ...rest } = cfg;
   const files: PipelineConfigInput['clusters'] = {};
-  for (const [name, { name: _n, ...c }] of Object.entries(clusters)) files[name] = c;
+  for (const [name, { name: _n, roles, ...c }] of Object.entries(clusters)) files[name] = { ...c, ...roles };
   // JSON round trip drops undefined optionals (forward, deadLetterTopic, password) and unfreezes.
   return JSON.parse(JSON.stringify({ ...rest, clusters: files })) as PipelineConfigInput;
 }
