@@ -26,6 +26,16 @@ function hwmMib(pid: number | undefined): number {
   }
 }
 
+/** CPU seconds (user + system) a live process has used so far. */
+function cpuSeconds(pid: number | undefined): number {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
 async function main(): Promise<void> {
   const n = Number(process.argv[2] ?? 50_000);
   const per = Number(process.argv[3] ?? 1);
@@ -71,6 +81,7 @@ async function main(): Promise<void> {
       await new Promise((r) => setTimeout(r, 50));
     }
     const capS = (Date.now() - t0) / 1000;
+    const capCpu = cpuSeconds(cap.pid);
     await stop(cap);
     t0 = Date.now();
     const app = start('apply/main.js', ['--direction', 'a-b']);
@@ -82,9 +93,11 @@ async function main(): Promise<void> {
       await new Promise((r) => setTimeout(r, 50));
     }
     const appS = (Date.now() - t0) / 1000;
+    const appCpu = cpuSeconds(app.pid);
     await stop(app);
-    console.log(`rows ${n} (${per} per transaction): capture alone ${capS.toFixed(2)} s = ${Math.round(n / capS)} rows/s, peak RSS ${capPeak} MiB; ` +
-      `apply alone from the filled topic ${appS.toFixed(2)} s = ${Math.round(n / appS)} rows/s, peak RSS ${appPeak} MiB (both include process start)`);
+    const us = (cpu: number): string => `${((cpu * 1e6) / n).toFixed(1)} µs CPU/row`;
+    console.log(`rows ${n} (${per} per transaction): capture alone ${capS.toFixed(2)} s = ${Math.round(n / capS)} rows/s, ${us(capCpu)}, peak RSS ${capPeak} MiB; ` +
+      `apply alone from the filled topic ${appS.toFixed(2)} s = ${Math.round(n / appS)} rows/s, ${us(appCpu)}, peak RSS ${appPeak} MiB (both include process start; CPU of the node process only)`);
   } finally {
     await release(cfg, log, { topics: true }).catch(() => undefined);
     for (const c of [a, b]) await withClient(c, 'stages', (cl) => cl.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)).catch(() => undefined);

@@ -21,6 +21,7 @@ import { ConflictStop, RowWriter } from './row-writer.js';
 export interface ApplyMetrics {
   transactions: Counter;
   rows: Counter;
+  setRows: Counter;
   conflicts: Counter;
   droppedLoopbacks: Counter;
   skippedDuplicates: Counter;
@@ -35,6 +36,7 @@ export function applyMetrics(registry: Registry): ApplyMetrics {
   return {
     transactions: new Counter({ name: 'pgbridge_apply_transactions_total', help: 'Source transactions applied', registers: [registry] }),
     rows: new Counter({ name: 'pgbridge_apply_rows_total', help: 'Rows written to the destination', registers: [registry] }),
+    setRows: new Counter({ name: 'pgbridge_apply_set_rows_total', help: 'Rows written by set-based statements (one statement per batch of one table, op and column set); the rest of pgbridge_apply_rows_total went one by one', registers: [registry] }),
     conflicts: new Counter({ name: 'pgbridge_apply_conflicts_total', help: 'Conflicts detected, by kind and resolution', labelNames: ['kind', 'resolution'], registers: [registry] }),
     droppedLoopbacks: new Counter({ name: 'pgbridge_apply_dropped_loopback_events_total', help: 'Events dropped because they originated at the destination', registers: [registry] }),
     skippedDuplicates: new Counter({ name: 'pgbridge_apply_skipped_duplicate_events_total', help: 'Events at or below the stored source commit LSN (replayed), skipped', registers: [registry] }),
@@ -61,6 +63,7 @@ interface Group {
   inTxn: boolean;
   txns: number;
   rows: number;
+  setRows: number;
   lastCommitLsn: Lsn | null;
   lastCommitTs: bigint | null;
   heartbeatTs: bigint | null;
@@ -77,6 +80,9 @@ export interface ApplyDeps {
 }
 
 
+/** Most changes written by one set-based statement (parameters are one array per column, so this bounds memory, not parameter count). */
+const BATCH_ROWS = 5000;
+
 export class ApplyRun extends ServiceRun {
   protected readonly log: Logger;
   private readonly store: SchemaStore;
@@ -87,9 +93,10 @@ export class ApplyRun extends ServiceRun {
   private dlq: PlainProducer | null = null;
   private originMode: 'replication-origin' | 'message' = 'replication-origin';
   private readonly stored = new Map<number, Stored>();
-  /** Inserts waiting to go out as one statement (same table, same columns), all in the open group. */
+  /** Changes waiting to go out as one set-based statement (same table, op and columns; distinct keys), all in the open group. */
   private pending: ChangeEvent[] = [];
   private pendingShape = '';
+  private readonly pendingKeys = new Set<string>();
   /** After a failed batch, events up to this offset are written one by one. */
   private unbatchedUntil = -1n;
   /** schema.table → changes committed before this LSN are already in the initial-sync snapshot of the table. */
@@ -277,7 +284,7 @@ export class ApplyRun extends ServiceRun {
     }
     this.deps.metrics.lagOffsets.set({ partition: String(p) }, recordsBehind(batch.highWatermark, this.stored.get(p)?.nextOffset ?? 0n));
     if (this.group && !this.group.inTxn) {
-      const replay = await this.flushInserts();
+      const replay = await this.flushBatch();
       if (replay !== null) {
         this.consumer!.seek(p, replay);
         return;
@@ -328,27 +335,30 @@ export class ApplyRun extends ServiceRun {
     }
     await this.beginGroup(pos);
     const g = this.group!;
+    let batch: { shape: string; key: string } | null = null;
     if (ev.origin === this.deps.direction.to) {
       // INV-5: it started at the destination; applying it again would loop.
       g.dropped++;
     } else if (ev.kind === 'change' && !ev.snapshot && ev.commitLsn < (this.watermarks.get(`${ev.schema}.${ev.table}`) ?? 0n)) {
       // The table was read by the initial sync in a snapshot taken after this change.
       this.deps.metrics.skippedDuplicates.inc();
-    } else if (ev.kind === 'change' && pos.offset > this.unbatchedUntil && (await this.writer!.batchable(ev))) {
-      // Consecutive inserts into one table with the same columns go out as one statement.
-      const shape = `${ev.schema}.${ev.table}\n${Object.keys(ev.after!).join(',')}`;
-      if (this.pending.length && this.pendingShape !== shape) {
-        const replay = await this.flushInserts();
+    } else if (ev.kind === 'change' && pos.offset > this.unbatchedUntil && (batch = await this.writer!.batchShape(ev))) {
+      // Set-based apply: consecutive changes of one shape go out as one statement. A key seen
+      // again in the batch is a sequence point (its changes must land in order), as is any
+      // event that is not batchable (below).
+      if (this.pending.length && (this.pendingShape !== batch.shape || this.pendingKeys.has(batch.key))) {
+        const replay = await this.flushBatch();
         if (replay !== null) return replay;
       }
       this.pending.push(ev);
-      this.pendingShape = shape;
-      if (this.pending.length >= Math.max(1, Math.min(500, Math.floor(60_000 / Object.keys(ev.after!).length)))) {
-        const replay = await this.flushInserts();
+      this.pendingShape = batch.shape;
+      this.pendingKeys.add(batch.key);
+      if (this.pending.length >= BATCH_ROWS) {
+        const replay = await this.flushBatch();
         if (replay !== null) return replay;
       }
     } else if (ev.kind === 'change') {
-      const replay = await this.flushInserts();
+      const replay = await this.flushBatch();
       if (replay !== null) return replay;
       try {
         const r = await this.writer!.write(ev);
@@ -358,7 +368,7 @@ export class ApplyRun extends ServiceRun {
         return this.rejected(m, pos, ev, err);
       }
     } else if (ev.control === 'barrier' && ev.id) {
-      const replay = await this.flushInserts();
+      const replay = await this.flushBatch();
       if (replay !== null) return replay;
       await this.client!.query(
         'INSERT INTO cdc.barriers (pipeline, direction, id, source_commit_lsn) VALUES ($1, $2, $3, $4::pg_lsn) ON CONFLICT DO NOTHING',
@@ -381,7 +391,7 @@ export class ApplyRun extends ServiceRun {
     this.advance(pos, ev.last, snapshotRow ? null : ev.commitLsn, snapshotRow ? null : ev.commitTs);
     const b = this.deps.cfg.apply.batch;
     if (!g.inTxn && (g.txns >= b.maxTransactions || g.rows + this.pending.length >= b.maxRows)) {
-      const replay = await this.flushInserts();
+      const replay = await this.flushBatch();
       if (replay !== null) return replay;
       await this.commitGroup();
     }
@@ -404,7 +414,7 @@ export class ApplyRun extends ServiceRun {
   }
 
   private newGroup(pos: Position): Group {
-    return { open: false, partition: pos.partition, startOffset: pos.offset, lastOffset: pos.offset - 1n, inTxn: false, txns: 0, rows: 0, lastCommitLsn: null, lastCommitTs: null, heartbeatTs: null, conflicts: [], dropped: 0 };
+    return { open: false, partition: pos.partition, startOffset: pos.offset, lastOffset: pos.offset - 1n, inTxn: false, txns: 0, rows: 0, setRows: 0, lastCommitLsn: null, lastCommitTs: null, heartbeatTs: null, conflicts: [], dropped: 0 };
   }
 
   private async beginGroup(pos: Position): Promise<void> {
@@ -420,26 +430,28 @@ export class ApplyRun extends ServiceRun {
   }
 
   /**
-   * Writes the buffered inserts. When the statement fails, the group is rolled back and
+   * Writes the buffered batch (set-based). When the statement fails, the group is rolled back and
    * replayed from its start one row at a time up to the last buffered offset, so the row at
    * fault is found and handled (dead letter or stop) like any other. Returns that replay
    * offset, or null.
    */
-  private async flushInserts(): Promise<bigint | null> {
+  private async flushBatch(): Promise<bigint | null> {
     const evs = this.pending;
     if (!evs.length) return null;
     this.pending = [];
     this.pendingShape = '';
+    this.pendingKeys.clear();
     try {
-      const r = await this.writer!.insertMany(evs);
+      const r = await this.writer!.writeMany(evs);
       this.group!.rows += r.rows;
+      this.group!.setRows += r.setRows ?? 0;
       for (const c of r.conflicts) this.group!.conflicts.push(c);
       return null;
     } catch (err) {
       if (err instanceof ConflictStop || classifyPgError(err).retriable) throw err;
       const start = this.group?.startOffset ?? evs[0]!.pos.offset;
       this.unbatchedUntil = evs[evs.length - 1]!.pos.offset;
-      this.log.warn({ err: errorMessage(err), offset: String(start) }, 'a batched insert failed; replaying the group row by row');
+      this.log.warn({ err: errorMessage(err), offset: String(start) }, 'a set-based write failed; replaying the group row by row');
       await this.rollbackGroup();
       return start;
     }
@@ -449,8 +461,8 @@ export class ApplyRun extends ServiceRun {
   private async commitGroup(): Promise<void> {
     const g = this.group;
     if (!g) return;
-    const replay = await this.flushInserts();
-    if (replay !== null) throw new PgBridgeError('INTERNAL', `batched insert failed at commit; replay from ${replay}`, { retriable: true });
+    const replay = await this.flushBatch();
+    if (replay !== null) throw new PgBridgeError('INTERNAL', `set-based write failed at commit; replay from ${replay}`, { retriable: true });
     const c = this.client!;
     const prev = this.stored.get(g.partition);
     const next = g.lastOffset + 1n;
@@ -476,6 +488,7 @@ export class ApplyRun extends ServiceRun {
     const m = this.deps.metrics;
     m.transactions.inc(g.txns);
     m.rows.inc(g.rows);
+    m.setRows.inc(g.setRows);
     if (g.dropped) m.droppedLoopbacks.inc(g.dropped);
     for (const cf of g.conflicts) m.conflicts.inc({ kind: cf.kind, resolution: cf.resolution });
     const ts = g.heartbeatTs ?? g.lastCommitTs;
@@ -491,6 +504,7 @@ export class ApplyRun extends ServiceRun {
     this.group = null;
     this.pending = [];
     this.pendingShape = '';
+    this.pendingKeys.clear();
     if (g?.open && this.client) await this.client.query('ROLLBACK').catch(() => undefined);
   }
 

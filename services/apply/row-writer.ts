@@ -52,6 +52,8 @@ export interface ConflictRecord {
 export interface WriteResult {
   readonly rows: number;
   readonly conflicts: ConflictRecord[];
+  /** Of `rows`, those written by a set-based statement (the rest went one by one). */
+  readonly setRows?: number;
 }
 
 /** Thrown by a `fail` policy: the direction stops, nothing of the transaction is applied. */
@@ -311,49 +313,128 @@ export class RowWriter {
     return r.rowCount ?? 0;
   }
 
-  /** True when inserts into this table may be batched (a primary key tells which rows went in). */
-  async batchable(ev: ChangeEvent): Promise<boolean> {
-    if (ev.op !== 'c' && ev.op !== 'r') return false;
+  /**
+   * The batch an event can join: events of one shape (table, op, written columns) go to the
+   * destination as one set-based statement (writeMany). Null when the event must be written
+   * alone: no primary key, a key column whose text form does not tell equal values apart,
+   * an update that moves the key or touches a table with other unique indexes (their checks
+   * would see the rows in statement order, not in source order), a missing key.
+   */
+  async batchShape(ev: ChangeEvent): Promise<{ shape: string; key: string } | null> {
     const t = await this.info(ev.schema, ev.table);
-    return t.key.length > 0 && Object.keys(ev.after ?? {}).every((c) => t.columns.has(c));
+    if (t.key.length === 0 || !t.key.every((k) => CANONICAL_KEY_TYPE.test(t.columns.get(k)?.type ?? ''))) return null;
+    const row = ev.op === 'd' ? ev.before : ev.op === 'u' ? ev.before ?? ev.after : ev.after;
+    if (!row || !t.key.every((k) => row[k] !== null && row[k] !== undefined)) return null;
+    if ([ev.before, ev.after].some((r) => r && Object.keys(r).some((c) => !t.columns.has(c)))) return null;
+    let cols: string[] = [];
+    if (ev.op === 'c' || ev.op === 'r') {
+      cols = this.writable(t, ev.after!, []);
+    } else if (ev.op === 'u') {
+      if (!ev.after || t.uniques.length > 0 || keyMoves(t, row, ev.after)) return null;
+      cols = this.writable(t, ev.after, ev.unchanged);
+      if (cols.length === 0) return null;
+    } else if (ev.op !== 'd') {
+      return null;
+    }
+    return { shape: `${ev.op}\n${t.qname}\n${cols.join(',')}`, key: JSON.stringify(t.key.map((k) => textOf(row[k]))) };
   }
 
   /**
-   * Inserts many rows of one table in one statement. Rows that a unique key refused are not
-   * returned by it: each of those goes through the single-row path, which classifies and
-   * resolves the conflict exactly as if it had come alone. Same result as one write() each.
+   * Writes a batch of one shape (see batchShape; keys distinct) with one statement whose
+   * parameters are one text array per column, after which every row it did not touch goes
+   * through the single-row path (write), which classifies and resolves the conflict exactly
+   * as if the event had come alone:
+   * - insert: `INSERT … SELECT … FROM unnest(…) ON CONFLICT DO NOTHING`; rows a unique key refused;
+   * - update, delete: `UPDATE … FROM unnest(…)` / `DELETE … USING unnest(…)` with the same
+   *   no-conflict condition as the single-row fast path, per row (each event has its own
+   *   origin and commit time); rows that are missing or were last written by another origin.
    */
-  async insertMany(evs: readonly ChangeEvent[]): Promise<WriteResult> {
-    const t = await this.info(evs[0]!.schema, evs[0]!.table);
-    const cols = this.writable(t, evs[0]!.after!, []);
-    const values: unknown[] = [];
-    const tuples = evs.map((ev) => `(${cols.map((c) => {
-      values.push(toPgParam(ev.after![c]));
-      return `$${values.length}`;
-    }).join(', ')})`);
-    const keyText = t.key.map((k) => `${qi(k)}::text`).join(', ');
-    const r = await this.client.query({ text: `INSERT INTO ${t.qname} (${cols.map(qi).join(', ')}) VALUES ${tuples.join(', ')} ON CONFLICT DO NOTHING RETURNING ${keyText}`, values, rowMode: 'array' });
-    // Compare keys as the destination prints them (its own text form of each key column).
-    const inserted = new Set((r.rows as string[][]).map((row) => JSON.stringify(row)));
-    let rows = inserted.size;
+  async writeMany(evs: readonly ChangeEvent[]): Promise<WriteResult> {
+    const first = evs[0]!;
+    const t = await this.info(first.schema, first.table);
+    const done = first.op === 'd' ? await this.deleteSet(t, evs) : first.op === 'u' ? await this.updateSet(t, evs) : await this.insertSet(t, evs);
+    let rows = done.size;
     const conflicts: ConflictRecord[] = [];
-    const keyOf = async (ev: ChangeEvent): Promise<string> => {
-      const k = await this.client.query({ text: `SELECT ${t.key.map((k2, i) => `($${i + 1}::${t.columns.get(k2)!.type})::text`).join(', ')}`, values: t.key.map((k2) => toPgParam(ev.after![k2])), rowMode: 'array' });
-      return JSON.stringify(k.rows[0]);
-    };
-    if (inserted.size < evs.length) {
-      for (const ev of evs) {
-        const k = await keyOf(ev);
-        if (inserted.has(k)) {
-          inserted.delete(k); // a second copy of the same key in the batch is a conflict
-          continue;
-        }
+    if (done.size < evs.length) {
+      for (const [i, ev] of evs.entries()) {
+        if (done.has(i + 1)) continue;
         const w = await this.write(ev);
         rows += w.rows;
         conflicts.push(...w.conflicts);
       }
     }
-    return { rows, conflicts };
+    return { rows, conflicts, setRows: done.size };
+  }
+
+  /** One text[] parameter per column: text forms, cast to the column type in SQL. */
+  private columnArrays(evs: readonly ChangeEvent[], cols: readonly string[], rowOf: (ev: ChangeEvent) => Row): (string | null)[][] {
+    const arrays = cols.map(() => new Array<string | null>(evs.length));
+    for (let r = 0; r < evs.length; r++) {
+      const row = rowOf(evs[r]!);
+      for (let c = 0; c < cols.length; c++) arrays[c]![r] = textOf(row[cols[c]!]);
+    }
+    return arrays;
+  }
+
+  /** The no-conflict condition of noConflictSql, per row of `v` (columns ro, ts, tie). */
+  private noConflictArrays(evs: readonly ChangeEvent[]): { sql: string; arrays: string[][] } {
+    const ro: string[] = [];
+    const ts: string[] = [];
+    const tie: string[] = [];
+    for (const ev of evs) {
+      ro.push(String(this.roidents.get(ev.origin) ?? 4294967295));
+      ts.push(ev.commitTs.toString());
+      tie.push(ev.origin > this.localCluster ? 't' : 'f');
+    }
+    const when = `('epoch'::timestamptz + v.pgb_ts::bigint * interval '1 microsecond')`;
+    return {
+      sql: `(SELECT c.roident IS NOT DISTINCT FROM v.pgb_ro::oid OR c.timestamp IS NULL OR c.timestamp < ${when} OR (c.timestamp = ${when} AND v.pgb_tie::boolean)
+             FROM pg_xact_commit_timestamp_origin(x.xmin) c)`,
+      arrays: [ro, ts, tie],
+    };
+  }
+
+  /** Ordinals (1-based) of the rows inserted. */
+  private async insertSet(t: TableInfo, evs: readonly ChangeEvent[]): Promise<Set<number>> {
+    const cols = this.writable(t, evs[0]!.after!, []);
+    const names = cols.map((_, i) => `c${i}`);
+    const typed = (c: string, i: number): string => `v.c${i}::${t.columns.get(c)!.type}`;
+    const keyJoin = t.key.map((k) => `ins.${qi(k)} = ${typed(k, cols.indexOf(k))}`).join(' AND ');
+    const text = `WITH v AS (SELECT * FROM unnest(${cols.map((_, i) => `$${i + 1}::text[]`).join(', ')}) WITH ORDINALITY AS v(${names.join(', ')}, n)),
+      ins AS (INSERT INTO ${t.qname} (${cols.map(qi).join(', ')}) SELECT ${cols.map(typed).join(', ')} FROM v ORDER BY v.n ON CONFLICT DO NOTHING RETURNING ${t.key.map(qi).join(', ')})
+      SELECT v.n::int AS n FROM ins JOIN v ON ${keyJoin}`;
+    const r = await this.q(text, this.columnArrays(evs, cols, (ev) => ev.after!));
+    return new Set(r.rows.map((x: { n: string | number }) => Number(x.n)));
+  }
+
+  /** Ordinals of the rows updated (present and last written without conflict). */
+  private async updateSet(t: TableInfo, evs: readonly ChangeEvent[]): Promise<Set<number>> {
+    const first = evs[0]!;
+    const cols = this.writable(t, first.after!, first.unchanged);
+    const keys = [...t.key];
+    const nc = this.noConflictArrays(evs);
+    const names = [...cols.map((_, i) => `c${i}`), ...keys.map((_, i) => `k${i}`), 'pgb_ro', 'pgb_ts', 'pgb_tie'];
+    const params = [...this.columnArrays(evs, cols, (ev) => ev.after!), ...this.columnArrays(evs, keys, (ev) => ev.before ?? ev.after!), ...nc.arrays];
+    const text = `UPDATE ${t.qname} x SET ${cols.map((c, i) => `${qi(c)} = v.c${i}::${t.columns.get(c)!.type}`).join(', ')}
+      FROM unnest(${params.map((_, i) => `$${i + 1}::text[]`).join(', ')}) WITH ORDINALITY AS v(${names.join(', ')}, n)
+      WHERE ${keys.map((k, i) => `x.${qi(k)} = v.k${i}::${t.columns.get(k)!.type}`).join(' AND ')} AND ${nc.sql}
+      RETURNING v.n::int AS n`;
+    const r = await this.q(text, params);
+    return new Set(r.rows.map((x: { n: string | number }) => Number(x.n)));
+  }
+
+  /** Ordinals of the rows deleted. */
+  private async deleteSet(t: TableInfo, evs: readonly ChangeEvent[]): Promise<Set<number>> {
+    const keys = [...t.key];
+    const nc = this.noConflictArrays(evs);
+    const names = [...keys.map((_, i) => `k${i}`), 'pgb_ro', 'pgb_ts', 'pgb_tie'];
+    const params = [...this.columnArrays(evs, keys, (ev) => ev.before!), ...nc.arrays];
+    const text = `DELETE FROM ${t.qname} x
+      USING unnest(${params.map((_, i) => `$${i + 1}::text[]`).join(', ')}) WITH ORDINALITY AS v(${names.join(', ')}, n)
+      WHERE ${keys.map((k, i) => `x.${qi(k)} = v.k${i}::${t.columns.get(k)!.type}`).join(' AND ')} AND ${nc.sql}
+      RETURNING v.n::int AS n`;
+    const r = await this.q(text, params);
+    return new Set(r.rows.map((x: { n: string | number }) => Number(x.n)));
   }
 
   private async insert(t: TableInfo, ev: ChangeEvent): Promise<WriteResult> {
@@ -473,6 +554,19 @@ export class RowWriter {
     );
     return { kind, resolution };
   }
+}
+
+/**
+ * Key column types whose text form is canonical (equal values print alike), so a batch can
+ * tell two events of one key apart from two keys. numeric (1.0 and 1.00), citext, floats
+ * (-0 and 0) and the rest go one event at a time.
+ */
+const CANONICAL_KEY_TYPE = /^(smallint|integer|bigint|text|character varying(\(\d+\))?|uuid|date|timestamp(\(\d\))? (with|without) time zone|bytea|oid|boolean)$/;
+
+/** Text form of a value for a text[] parameter (bytea as \x hex, as PostgreSQL reads it). */
+function textOf(value: unknown): string | null {
+  const p = toPgParam(value);
+  return Buffer.isBuffer(p) ? `\\x${p.toString('hex')}` : p;
 }
 
 /**

@@ -48,7 +48,8 @@ describe('resync of one table while both directions run', () => {
       await cl.query('COMMIT');
       return (d.rowCount ?? 0) + (u.rowCount ?? 0);
     });
-    expect(damaged).toBe(80);
+    // 50 deletes and 30 updates, less any row that apply a→b changed between the subquery and the write.
+    expect(damaged).toBeGreaterThan(70);
     // Only the rows a owns (odd ids): b deletes its own rows meanwhile, and a row b deleted
     // before a heard of it would come back (see resyncTable).
     const report = await resyncTable(cfg, `${schema}.orders`, testLog, { chunkRows: 500, where: 'id % 2 = 1' }).finally(() => { resyncDone = Date.now(); });
