@@ -249,6 +249,15 @@ export function controlSchema(): Record<string, unknown> {
 
 export const CONTROL_RECORD_NAME = `${NAMESPACE}.Control`;
 
+let chunkCache: Record<string, unknown> | undefined;
+/** Initial-sync snapshot chunks (rows in COPY text format): schemas/snapshot-chunk.avsc */
+export function snapshotChunkSchema(): Record<string, unknown> {
+  chunkCache ??= JSON.parse(readFileSync(join(schemasDir(), 'snapshot-chunk.avsc'), 'utf8')) as Record<string, unknown>;
+  return chunkCache;
+}
+
+export const SNAPSHOT_CHUNK_RECORD_NAME = `${NAMESPACE}.SnapshotChunk`;
+
 /** Subject under TopicRecordNameStrategy: <topic>-<record full name>. */
 export function subjectFor(topic: string, schema: Record<string, unknown>): string {
   return `${topic}-${schema.name as string}`;

@@ -149,6 +149,15 @@ const configSchema = z
       })
       .strict()
       .default({ batch: { maxTransactions: 500, maxRows: 5000, lingerMs: 20 } }),
+    sync: z
+      .object({
+        /** Parallel readers of the initial sync (one source connection and one Kafka producer each). */
+        workers: z.number().int().min(1).max(32).default(2),
+        /** What the initial sync publishes: snapshot chunk records (apply loads them with COPY) or one op=r event per row. */
+        events: z.enum(['chunks', 'rows']).default('chunks'),
+      })
+      .strict()
+      .default({ workers: 2, events: 'chunks' }),
     retry: z
       .object({
         connectionMinutes: z.number().min(0).default(720),

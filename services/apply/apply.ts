@@ -14,7 +14,8 @@ import { formatLsn, parseLsn, type Lsn } from '../../shared/lsn.js';
 import { connect } from '../../shared/pg.js';
 import { SchemaStore } from '../../shared/registry.js';
 import { writeControl } from '../../shared/control-records.js';
-import { decodeEvent, type ApplyEvent, type ChangeEvent, type Position } from './event-decoder.js';
+import { ChunkLoader, snapshotRowOf, type SnapshotChunkEvent } from './chunk-loader.js';
+import { decodeRecord, type ApplyEvent, type ChangeEvent, type Position } from './event-decoder.js';
 import { EventGuard } from './event-guard.js';
 import { ConflictStop, RowWriter } from './row-writer.js';
 
@@ -89,6 +90,7 @@ export class ApplyRun extends ServiceRun {
   private readonly guard: EventGuard;
   private client: pg.Client | null = null;
   private writer: RowWriter | null = null;
+  private chunks: ChunkLoader | null = null;
   private consumer: GroupConsumer | null = null;
   private dlq: PlainProducer | null = null;
   private originMode: 'replication-origin' | 'message' = 'replication-origin';
@@ -229,6 +231,7 @@ export class ApplyRun extends ServiceRun {
       if (cluster) names.set(Number(o.id), cluster);
     }
     this.writer = new RowWriter(client, cfg, direction.id, direction.to, names);
+    this.chunks = new ChunkLoader(client, cfg, direction, this.writer);
     // The session returns every value as text (RAW_TYPES): partition is "0", not 0.
     const p = await client.query<{ partition: string; next_offset: string; commit_lsn: string }>(
       'SELECT partition, next_offset::text, commit_lsn::text FROM cdc.apply_progress WHERE pipeline = $1 AND direction = $2',
@@ -301,9 +304,9 @@ export class ApplyRun extends ServiceRun {
       this.advance(pos, m.headers?.['pgbridge.txn_last']?.toString() !== '0', null, null);
       return null;
     }
-    let ev: ApplyEvent;
+    let ev: ApplyEvent | SnapshotChunkEvent;
     try {
-      ev = await decodeEvent(this.store, m.value, pos);
+      ev = await decodeRecord(this.store, m.value, pos);
     } catch (err) {
       if (err instanceof PgBridgeError && (err.code === 'POISON' || err.code === 'SCHEMA_UNKNOWN')) {
         await this.poison(m, pos, err);
@@ -313,6 +316,7 @@ export class ApplyRun extends ServiceRun {
       }
       throw err;
     }
+    if (ev.kind === 'chunk') return this.handleChunk(m, pos, ev);
     const s = this.stored.get(pos.partition);
     this.log.trace({ offset: String(pos.offset), kind: ev.kind, op: ev.kind === 'change' ? ev.op : ev.control, table: ev.kind === 'change' ? `${ev.schema}.${ev.table}` : undefined, lsn: formatLsn(ev.commitLsn), origin: ev.origin, last: ev.last }, 'event');
     // Initial-sync rows (op r) all carry the slot's consistent point: they are deduplicated by offset only.
@@ -395,6 +399,39 @@ export class ApplyRun extends ServiceRun {
       if (replay !== null) return replay;
       await this.commitGroup();
     }
+    return null;
+  }
+
+  // ---- snapshot chunks (initial sync): loaded by ChunkLoader, deduplicated by offset only
+
+  /** A snapshot chunk is a transaction of its own; it does not move the stored source position. */
+  private async handleChunk(m: ConsumedMessage, pos: Position, ev: SnapshotChunkEvent): Promise<bigint | null> {
+    // The checks of a snapshot row (op r) of its table.
+    const refusal = await this.guard.refuse(snapshotRowOf(ev, null));
+    if (refusal) {
+      this.deps.metrics.refused.inc({ reason: refusal.reason });
+      await this.poison(m, pos, new PgBridgeError('POISON', `refused: ${refusal.message}`));
+      this.advance(pos, true, null, null);
+      return null;
+    }
+    await this.beginGroup(pos);
+    const g = this.group!;
+    if (ev.origin === this.deps.direction.to) {
+      g.dropped++;
+    } else {
+      const replay = await this.flushInserts();
+      if (replay !== null) return replay;
+      try {
+        const r = await this.chunks!.load(ev);
+        g.rows += r.rows;
+        for (const c of r.conflicts) g.conflicts.push(c);
+      } catch (err) {
+        return this.rejected(m, pos, ev, err);
+      }
+    }
+    this.advance(pos, true, null, null);
+    const b = this.deps.cfg.apply.batch;
+    if (g.txns >= b.maxTransactions || g.rows >= b.maxRows) await this.commitGroup();
     return null;
   }
 
@@ -509,13 +546,13 @@ export class ApplyRun extends ServiceRun {
   }
 
   /** A change the destination refused. Conflict stops and retriable errors propagate; the rest is poison. */
-  private async rejected(m: ConsumedMessage, pos: Position, ev: ApplyEvent, err: unknown): Promise<bigint | null> {
+  private async rejected(m: ConsumedMessage, pos: Position, ev: ApplyEvent | SnapshotChunkEvent, err: unknown): Promise<bigint | null> {
     if (err instanceof ConflictStop) throw err;
     const cls = classifyPgError(err);
     if (cls.retriable) throw err;
     const start = this.group?.startOffset ?? pos.offset;
     await this.rollbackGroup();
-    const what = ev.kind === 'change' ? `${ev.op} on ${ev.schema}.${ev.table}` : ev.control;
+    const what = ev.kind === 'change' ? `${ev.op} on ${ev.schema}.${ev.table}` : ev.kind === 'chunk' ? `snapshot chunk of ${ev.schema}.${ev.table}` : ev.control;
     const reason = `destination ${this.deps.direction.to} rejected ${what}${cls.sqlstate ? ` (SQLSTATE ${cls.sqlstate})` : ''}: ${errorMessage(err)}`;
     await this.poison(m, pos, new PgBridgeError('DESTINATION_REJECTED', reason, { cause: err }));
     this.skip.add(`${pos.partition}:${pos.offset}`);

@@ -2,10 +2,11 @@
  * Kafka message → apply event. Row records come back keyed by PostgreSQL column names;
  * values stay as decoded (BigInt, Buffer, text) until the writer turns them into params.
  */
-import { CONTROL_RECORD_NAME, pgName } from '../../shared/avro.js';
+import { CONTROL_RECORD_NAME, SNAPSHOT_CHUNK_RECORD_NAME, pgName } from '../../shared/avro.js';
 import { PgBridgeError } from '../../shared/errors.js';
 import { lsnFromBigint, type Lsn } from '../../shared/lsn.js';
 import type { SchemaStore } from '../../shared/registry.js';
+import type { SnapshotChunkEvent } from './chunk-loader.js';
 
 export type Row = Record<string, unknown>;
 
@@ -53,9 +54,35 @@ function rowOf(rec: unknown): Row | null {
   return out;
 }
 
+/** Like decodeEvent, and snapshot chunk records (initial sync) as well. */
+export async function decodeRecord(store: SchemaStore, value: Buffer | null, pos: Position): Promise<ApplyEvent | SnapshotChunkEvent> {
+  const rec = await store.decode(value);
+  if (rec.recordName !== SNAPSHOT_CHUNK_RECORD_NAME) return eventOf(rec.recordName, rec.schemaId, rec.value as Record<string, any>, pos);
+  const v = rec.value as Record<string, any>;
+  return {
+    kind: 'chunk',
+    pos,
+    sourceCluster: v.cluster,
+    origin: v.origin,
+    commitLsn: lsnFromBigint(v.lsn),
+    commitTs: v.commitTs,
+    schema: v.schema,
+    table: v.table,
+    columns: v.columns,
+    format: v.format,
+    rows: Number(v.rows),
+    data: v.data,
+    snapshot: v.snapshot,
+  };
+}
+
 export async function decodeEvent(store: SchemaStore, value: Buffer | null, pos: Position): Promise<ApplyEvent> {
   const rec = await store.decode(value);
-  const v = rec.value as Record<string, any>;
+  return eventOf(rec.recordName, rec.schemaId, rec.value as Record<string, any>, pos);
+}
+
+function eventOf(recordName: string, schemaId: number, v: Record<string, any>, pos: Position): ApplyEvent {
+  const rec = { recordName, schemaId };
   if (rec.recordName === CONTROL_RECORD_NAME) {
     return {
       kind: 'control',

@@ -9,6 +9,8 @@ import type { OutMessage } from './avro-encoder.js';
 
 const CHUNK = 500;
 const CHUNK_BYTES = 4 * 1024 * 1024;
+/** One send is one record batch, which the broker's message.max.bytes (1 MiB by default) bounds: large records go out alone. */
+const BATCH_BYTES = 1000 * 1000;
 
 export class KafkaPublisher {
   private producer: TransactionalProducer | null = null;
@@ -40,10 +42,12 @@ export class KafkaPublisher {
   }
 
   async add(msg: OutMessage): Promise<void> {
+    const size = msg.value.length + (msg.key?.length ?? 0);
+    if (this.buffer.length && size > BATCH_BYTES / 8 && this.bufferBytes + size > BATCH_BYTES) await this.flush();
     this.buffer.push(msg);
     this.inTx++;
-    this.bufferBytes += msg.value.length + (msg.key?.length ?? 0);
-    if (this.buffer.length >= CHUNK || this.bufferBytes >= CHUNK_BYTES) await this.flush();
+    this.bufferBytes += size;
+    if (this.buffer.length >= CHUNK || this.bufferBytes >= CHUNK_BYTES || (size > BATCH_BYTES / 8 && this.bufferBytes >= BATCH_BYTES / 2)) await this.flush();
   }
 
   private async flush(): Promise<void> {

@@ -70,8 +70,10 @@ export function program(): Command {
     console.log(`pipeline ${cfg.pipeline} is set up on ${cfg.clusterNames.join(' and ')}; topics ${cfg.directions.map((d) => d.topic).join(', ')}`);
   });
 
-  withConfig(p.command('sync').description('initial sync of the forward direction: schema, then full data in PK chunks (resumable), before streaming'))
-    .option('--chunk-rows <n>', 'rows per chunk (one Kafka transaction each)', count, 10000)
+  withConfig(p.command('sync').description('initial sync of the forward direction: schema, then full data in key ranges read in parallel (resumable), before streaming'))
+    .option('--chunk-rows <n>', 'rows per range (one Kafka transaction each, the unit of resume)', count, 100000)
+    .option('--workers <n>', 'parallel readers (default: sync.workers of the config)', count)
+    .addOption(new Option('--events <kind>', 'what goes into the topic: snapshot chunk records (apply loads them with COPY) or one op=r event per row (default: sync.events of the config)').choices(['chunks', 'rows']))
     .option('--max-rows-per-second <n>', 'throttle: rows per second', rate)
     .option('--max-mb-per-second <n>', 'throttle: megabytes of row text per second', rate)
     .addOption(new Option('--existing-tables <mode>', 'destination tables that already exist').choices(['error', 'ignore']).default('error'))
@@ -83,6 +85,8 @@ export function program(): Command {
       let lastPrint = 0;
       const report = await initialSync(cfg, createLogger('cli', 'warn'), {
         chunkRows: o.chunkRows,
+        workers: o.workers,
+        events: o.events,
         maxRowsPerSecond: o.maxRowsPerSecond,
         maxMegabytesPerSecond: o.maxMbPerSecond,
         existingTables: o.existingTables,

@@ -85,6 +85,28 @@ CREATE TABLE IF NOT EXISTS cdc.snapshot_progress (
   updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
   PRIMARY KEY (pipeline, table_name)
 );
+-- Key (or block) ranges of the initial sync: planned once, each marked done after Kafka has it.
+CREATE TABLE IF NOT EXISTS cdc.snapshot_ranges (
+  pipeline text NOT NULL,
+  table_name text NOT NULL,
+  range_no int NOT NULL,
+  lower_bound jsonb,
+  upper_bound jsonb,
+  rows_done bigint NOT NULL DEFAULT 0,
+  bytes_done bigint NOT NULL DEFAULT 0,
+  done boolean NOT NULL DEFAULT false,
+  updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+  PRIMARY KEY (pipeline, table_name, range_no)
+);
+-- Destination tables that were empty when apply loaded the first snapshot chunk of a sync.
+CREATE TABLE IF NOT EXISTS cdc.snapshot_loads (
+  pipeline text NOT NULL,
+  direction text NOT NULL,
+  table_name text NOT NULL,
+  snapshot text NOT NULL,
+  was_empty boolean NOT NULL,
+  PRIMARY KEY (pipeline, direction, table_name, snapshot)
+);
 CREATE TABLE IF NOT EXISTS cdc.barriers (
   pipeline text NOT NULL,
   direction text NOT NULL,
@@ -272,7 +294,7 @@ export async function release(cfg: PipelineConfig, log: Logger, opts: { topics: 
         } else if (!h.ourTables) {
           log.warn({ cluster: name, owner: h.owner }, 'schema cdc was not created by pgbridge setup: left as it is');
         } else {
-          for (const t of ['heartbeat', 'apply_progress', 'conflicts', 'snapshot_progress', 'barriers', 'table_watermarks', 'capture_state', 'control']) {
+          for (const t of ['heartbeat', 'apply_progress', 'conflicts', 'snapshot_progress', 'snapshot_ranges', 'snapshot_loads', 'barriers', 'table_watermarks', 'capture_state', 'control']) {
             await c.query(`DELETE FROM cdc.${t} WHERE pipeline = $1`, [cfg.pipeline]);
           }
           const why = others.rowCount

@@ -1,0 +1,168 @@
+/**
+ * Loads snapshot chunk records (pgbridge.SnapshotChunk, rows in COPY text format) into the
+ * destination, inside apply's open transaction (so the progress row commits with the rows:
+ * a chunk is applied once, even after a crash between COPY and COMMIT).
+ *
+ * - A table that was empty when apply loaded the first chunk of this sync (recorded in
+ *   cdc.snapshot_loads in the same transaction): straight `COPY … FROM STDIN`. Should a
+ *   key already be there (a range published twice by a sync killed between Kafka's commit
+ *   and its own progress row), the COPY is rolled back to a savepoint and the chunk takes
+ *   the path below.
+ * - Otherwise: COPY into a temporary staging table, one set-based `INSERT … ON CONFLICT DO
+ *   NOTHING` for the new keys, then the existing keys under the conflict policy as an
+ *   initial-sync row (op r) is treated: `ignore` keeps the destination row, `overwrite` and
+ *   `fail` take the source row (one UPDATE … FROM), `last-writer-wins` and rows refused by
+ *   another unique key go through the row writer one by one, exactly as op=r events would.
+ */
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
+import { policyFor, type Direction, type PipelineConfig } from '../../shared/config.js';
+import { PgBridgeError } from '../../shared/errors.js';
+import type { Lsn } from '../../shared/lsn.js';
+import { qi, qt } from '../../shared/pg.js';
+import { isSelected } from '../../shared/selection.js';
+import { COPY_TEXT_FORMAT } from '../snapshot/chunk-record.js';
+import type { ChangeEvent, Position } from './event-decoder.js';
+import type { ConflictRecord, RowWriter, WriteResult } from './row-writer.js';
+
+/** A decoded snapshot chunk record. */
+export interface SnapshotChunkEvent {
+  readonly kind: 'chunk';
+  readonly pos: Position;
+  readonly sourceCluster: string;
+  readonly origin: string;
+  readonly commitLsn: Lsn;
+  readonly commitTs: bigint;
+  readonly schema: string;
+  readonly table: string;
+  readonly columns: readonly { readonly name: string; readonly type: string; readonly key: boolean }[];
+  readonly format: string;
+  readonly rows: number;
+  readonly data: Buffer;
+  readonly snapshot: string;
+}
+
+/** A row of a chunk as the op=r change event it stands for (after null: the chunk as a whole, for the checks). */
+export function snapshotRowOf(ev: SnapshotChunkEvent, after: Record<string, string | null> | null): ChangeEvent {
+  return {
+    kind: 'change', pos: ev.pos, sourceCluster: ev.sourceCluster, origin: ev.origin, commitLsn: ev.commitLsn, commitTs: ev.commitTs, last: true,
+    schema: ev.schema, table: ev.table, op: 'r', before: null, after, unchanged: [], snapshot: true,
+  };
+}
+
+export class ChunkLoader {
+  constructor(
+    private readonly client: pg.Client,
+    private readonly cfg: PipelineConfig,
+    private readonly direction: Direction,
+    private readonly writer: RowWriter,
+  ) {}
+
+  async load(ev: SnapshotChunkEvent): Promise<WriteResult> {
+    const name = `${ev.schema}.${ev.table}`;
+    if (!isSelected(this.cfg, ev.schema, ev.table)) {
+      throw new PgBridgeError('DESTINATION_REJECTED', `snapshot chunk for ${name}, which is not a table of pipeline ${this.cfg.pipeline}'s selection: refused`);
+    }
+    if (ev.format !== COPY_TEXT_FORMAT) throw new PgBridgeError('POISON', `snapshot chunk for ${name} in format ${JSON.stringify(ev.format)}; this apply reads ${COPY_TEXT_FORMAT}`);
+    if (ev.rows === 0) return { rows: 0, conflicts: [] };
+    const target = qt(ev.schema, ev.table);
+    const cols = ev.columns.map((c) => qi(c.name)).join(', ');
+    if (await this.wasEmpty(ev, target)) {
+      await this.client.query('SAVEPOINT pgbridge_chunk');
+      try {
+        const n = await this.copyIn(`COPY ${target} (${cols}) FROM STDIN`, ev.data);
+        await this.client.query('RELEASE SAVEPOINT pgbridge_chunk');
+        return { rows: n, conflicts: [] };
+      } catch (err) {
+        if ((err as { code?: string }).code !== '23505') throw err;
+        await this.client.query('ROLLBACK TO SAVEPOINT pgbridge_chunk');
+        await this.client.query('RELEASE SAVEPOINT pgbridge_chunk');
+      }
+    }
+    return this.merge(ev, target, cols);
+  }
+
+  /** Empty when the first chunk of this sync reached it? Decided once per sync and table, in the transaction that loads that chunk. */
+  private async wasEmpty(ev: SnapshotChunkEvent, target: string): Promise<boolean> {
+    const r = await this.client.query<{ was_empty: boolean }>(
+      `WITH ins AS (
+         INSERT INTO cdc.snapshot_loads (pipeline, direction, table_name, snapshot, was_empty)
+         SELECT $1, $2, $3, $4, NOT EXISTS (SELECT 1 FROM ${target})
+         ON CONFLICT DO NOTHING RETURNING was_empty)
+       SELECT was_empty FROM ins
+       UNION ALL SELECT was_empty FROM cdc.snapshot_loads WHERE pipeline = $1 AND direction = $2 AND table_name = $3 AND snapshot = $4`,
+      [this.cfg.pipeline, this.direction.id, `${ev.schema}.${ev.table}`, ev.snapshot],
+    );
+    return r.rows[0]?.was_empty === true;
+  }
+
+  private async copyIn(sql: string, data: Buffer): Promise<number> {
+    const stream = this.client.query(copyFrom(sql));
+    await pipeline(Readable.from([data]), stream);
+    return stream.rowCount;
+  }
+
+  private async merge(ev: SnapshotChunkEvent, target: string, cols: string): Promise<WriteResult> {
+    const c = this.client;
+    const stage = 'pgbridge_chunk_stage';
+    await c.query(`DROP TABLE IF EXISTS pg_temp.${stage}`);
+    await c.query(`CREATE TEMP TABLE ${stage} ON COMMIT DROP AS SELECT ${cols} FROM ${target} WITH NO DATA`);
+    await this.copyIn(`COPY pg_temp.${stage} (${cols}) FROM STDIN`, ev.data);
+    const key = await this.primaryKey(ev.schema, ev.table);
+    if (key.length === 0) {
+      // Rows without a key are inserted, as op=r events of such a table are.
+      const r = await c.query(`INSERT INTO ${target} (${cols}) SELECT ${cols} FROM pg_temp.${stage}`);
+      return { rows: r.rowCount ?? 0, conflicts: [] };
+    }
+    const k = key.map(qi);
+    const on = k.map((x) => `s.${x} = x.${x}`).join(' AND ');
+    // New keys: one statement; what it inserted leaves the staging table.
+    const ins = await c.query(
+      `WITH ins AS (INSERT INTO ${target} (${cols}) SELECT ${cols} FROM pg_temp.${stage} ON CONFLICT DO NOTHING RETURNING ${k.join(', ')})
+       DELETE FROM pg_temp.${stage} s USING ins x WHERE ${on}`,
+    );
+    let rows = ins.rowCount ?? 0;
+    if (rows === ev.rows) return { rows, conflicts: [] };
+    const policy = policyFor(this.cfg, ev.schema, ev.table);
+    if (policy === 'ignore') {
+      // The destination row stays (an initial-sync row over an existing one is not a conflict).
+      await c.query(`DELETE FROM pg_temp.${stage} s USING ${target} x WHERE ${on}`);
+    } else if (policy === 'overwrite' || policy === 'fail') {
+      await c.query('SAVEPOINT pgbridge_chunk');
+      try {
+        const set = ev.columns.filter((col) => !key.includes(col.name)).map((col) => `${qi(col.name)} = s.${qi(col.name)}`);
+        if (set.length) {
+          const up = await c.query(`UPDATE ${target} x SET ${set.join(', ')} FROM pg_temp.${stage} s WHERE ${on}`);
+          rows += up.rowCount ?? 0;
+        }
+        await c.query(`DELETE FROM pg_temp.${stage} s USING ${target} x WHERE ${on}`);
+        await c.query('RELEASE SAVEPOINT pgbridge_chunk');
+      } catch (err) {
+        // Another unique key refused an update: leave all of them to the row writer.
+        if ((err as { code?: string }).code !== '23505') throw err;
+        await c.query('ROLLBACK TO SAVEPOINT pgbridge_chunk');
+        await c.query('RELEASE SAVEPOINT pgbridge_chunk');
+      }
+    }
+    // What is left (last-writer-wins, other unique keys) goes row by row, as op=r events would.
+    const left = await c.query<Record<string, string | null>>(`SELECT ${ev.columns.map((col) => `${qi(col.name)}::text AS ${qi(col.name)}`).join(', ')} FROM pg_temp.${stage}`);
+    const conflicts: ConflictRecord[] = [];
+    for (const after of left.rows) {
+      const w = await this.writer.write(snapshotRowOf(ev, after));
+      rows += w.rows;
+      conflicts.push(...w.conflicts);
+    }
+    return { rows, conflicts };
+  }
+
+  private async primaryKey(schema: string, table: string): Promise<string[]> {
+    const r = await this.client.query<{ name: string }>(
+      `SELECT a.attname AS name FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+        WHERE i.indrelid = $1::regclass AND i.indisprimary ORDER BY array_position(i.indkey::int2[], a.attnum)`,
+      [qt(schema, table)],
+    );
+    return r.rows.map((x) => x.name);
+  }
+}
