@@ -18,6 +18,8 @@ import { endpoint, endpoints, sleep, type Side } from './env.js';
 import { stackConnections } from '../infra/stack/settings.js';
 
 const distRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
+/** PGBRIDGE_CPU_PROF=dir: every spawned pgbridge process writes a V8 CPU profile there. */
+const profileArgs = (): string[] => (process.env.PGBRIDGE_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PGBRIDGE_CPU_PROF}`] : []);
 export const benchLog = createLogger('bench', process.env.PGBRIDGE_LOG_LEVEL ?? 'warn');
 
 export interface BridgePipeline {
@@ -92,7 +94,7 @@ export class Services {
     }
   }
 
-  peakMib(kind: 'capture' | 'apply'): number {
+  peakMib(kind: 'capture' | 'apply' | 'sync'): number {
     const kib = Math.max(0, ...this.list.filter((s) => s.name.startsWith(kind)).map((s) => s.peakKib));
     return kib / 1024;
   }
@@ -142,7 +144,7 @@ export function startServices(p: BridgePipeline, which: Which): Services {
   const list = specs.map((s): Service => {
     const logFile = join(p.dir, `${s.name}.log`);
     const fd = openSync(logFile, 'a');
-    const child = spawn(process.execPath, [join(distRoot, 'services', s.script), '--config', p.file, ...s.args, '--metrics-port', '0'], {
+    const child = spawn(process.execPath, [...profileArgs(), join(distRoot, 'services', s.script), '--config', p.file, ...s.args, '--metrics-port', '0'], {
       stdio: ['ignore', fd, fd],
       env: { ...process.env, PGBRIDGE_LOG_LEVEL: process.env.PGBRIDGE_BENCH_SERVICE_LOG_LEVEL ?? 'warn' },
     });
@@ -151,6 +153,19 @@ export function startServices(p: BridgePipeline, which: Which): Services {
     return { name: s.name, child, logFile, exited, peakKib: 0 };
   });
   return new Services(list);
+}
+
+/** Spawns `pgbridge sync --config … <args>` as its own process (its peak RSS is sampled like a service's). */
+export function startSync(p: BridgePipeline, args: readonly string[]): Services {
+  const logFile = join(p.dir, 'sync.log');
+  const fd = openSync(logFile, 'a');
+  const child = spawn(process.execPath, [...profileArgs(), join(distRoot, 'services', 'cli', 'main.js'), 'sync', '--config', p.file, ...args], {
+    stdio: ['ignore', fd, fd],
+    env: { ...process.env, PGBRIDGE_LOG_LEVEL: process.env.PGBRIDGE_BENCH_SERVICE_LOG_LEVEL ?? 'warn' },
+  });
+  closeSync(fd);
+  const exited = new Promise<number>((resolve) => child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 : 1))));
+  return new Services([{ name: 'sync', child, logFile, exited, peakKib: 0 }]);
 }
 
 /**

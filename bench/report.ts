@@ -94,8 +94,9 @@ function memoryTable(res: BenchResults): string {
 }
 
 function fullSyncTable(f: FullSyncResult): string {
-  return table(['method', 'rows', 'seconds', 'rows/s', 'ratio to pg_dump'], f.runs.map((r) => [
+  return table(['method', 'rows', 'seconds', 'rows/s', 'ratio to pg_dump', 'ratio to COPY pipe', 'peak MiB sync / apply'], f.runs.map((r) => [
     r.method, num(f.rows), r.seconds !== undefined ? num(r.seconds, 2) : '-', r.rowsPerSec !== undefined ? num(r.rowsPerSec) : (r.note ?? '-'), r.ratio !== undefined ? num(r.ratio, 2) : '-',
+    r.ratioToCopy !== undefined ? num(r.ratioToCopy, 2) : '-', r.syncMib !== undefined ? `${r.syncMib} / ${r.applyMib}` : '-',
   ]));
 }
 

@@ -7,8 +7,7 @@ import { spawn } from 'node:child_process';
 import { since, uniqueId, withBoth, db, endpoint, scalar, type Db, type Side } from './env.js';
 import { percentile, ratio, waitForRows, type Expectation } from './measure.js';
 import { awaitLauncher, createLink, dropLink, enableLinks, type NativeLink } from './native.js';
-import { createPipeline, releasePipeline, startServices, watchPublished, benchLog, type BridgePipeline, type Services } from './pgbridge.js';
-import { initialSync } from '../services/cli/initial-sync.js';
+import { createPipeline, releasePipeline, startServices, startSync, watchPublished, benchLog, type BridgePipeline, type Services } from './pgbridge.js';
 import {
   arrivalTimes, createLatencyTable, createThroughputTables, dropSchema, qname, rowsPerTransaction,
   sourceCommitTimes, writeBacklog, writePaced, writeWarmupRow, type Shape,
@@ -70,12 +69,19 @@ export interface CopyRun {
   readonly rowsPerSec?: number;
   /** rows/s ÷ rows/s of pg_dump | psql. */
   readonly ratio?: number;
+  /** rows/s ÷ rows/s of the COPY TO STDOUT | COPY FROM STDIN pipe. */
+  readonly ratioToCopy?: number;
+  /** pgbridge only: peak RSS (VmHWM) of the sync process and of apply, MiB. */
+  readonly syncMib?: number;
+  readonly applyMib?: number;
   readonly note?: string;
 }
 
 export interface FullSyncResult {
   readonly rows: number;
   readonly runs: readonly CopyRun[];
+  /** pgbridge's full sync (snapshot chunks, the default) ÷ the COPY-to-COPY pipe, same run. */
+  readonly ratioToCopy: number | null;
 }
 
 export function isFailed<T extends object>(x: T | Failed): x is Failed {
@@ -288,42 +294,65 @@ export async function fullSync(n: number): Promise<FullSyncResult> {
       // COPY TO STDOUT | COPY FROM STDIN into the pre-created table (index maintained while loading).
       await createThroughputTables(b, schema, ['t_a']);
       await timed('COPY TO STDOUT | COPY FROM STDIN', `psql -X -q -v ON_ERROR_STOP=1 ${libpqArgs('a')} -c 'COPY ${qname(schema, 't_a')} TO STDOUT' | psql -X -q -v ON_ERROR_STOP=1 ${libpqArgs('b')} -c 'COPY ${qname(schema, 't_a')} FROM STDIN'`);
-      await dropSchema(b, schema);
-      runs.push(await pgbridgeFullSync(id, schema, n, count));
+      for (const events of ['chunks', 'rows'] as const) {
+        if (events === 'rows' && n > 200_000) continue; // one op=r event per row: minutes for millions of rows
+        await dropSchema(b, schema);
+        runs.push(await pgbridgeFullSync(id, schema, n, count, events));
+      }
     } finally {
       await dropSchema(a, schema).catch(() => undefined);
       await dropSchema(b, schema).catch(() => undefined);
     }
   });
   const base = runs.find((r) => r.method.startsWith('pg_dump'))?.rowsPerSec;
-  const withRatio = runs.map((r) => (r.rowsPerSec !== undefined && base ? { ...r, ratio: r.rowsPerSec / base } : r));
-  return { rows: n, runs: withRatio };
+  const copy = runs.find((r) => r.method.startsWith('COPY'))?.rowsPerSec;
+  const withRatio = runs.map((r) => (r.rowsPerSec !== undefined ? { ...r, ...(base ? { ratio: r.rowsPerSec / base } : {}), ...(copy ? { ratioToCopy: r.rowsPerSec / copy } : {}) } : r));
+  return { rows: n, runs: withRatio, ratioToCopy: withRatio.find((r) => r.method.startsWith('pgbridge') && r.method.includes('chunks'))?.ratioToCopy ?? null };
 }
 
-/** pgbridge sync (schema + data into Kafka), then apply a→b until b holds all n rows. */
-async function pgbridgeFullSync(id: string, schema: string, n: number, count: () => Promise<number>): Promise<CopyRun> {
-  const method = 'pgbridge initial sync (via Kafka)';
+/**
+ * `pgbridge sync` (schema, then the data into Kafka) as its own process, with apply a→b
+ * started as soon as the sync has set the pipeline up, loading while the sync reads; timed
+ * until b holds all n rows.
+ */
+async function pgbridgeFullSync(id: string, schema: string, n: number, count: () => Promise<number>, events: 'chunks' | 'rows'): Promise<CopyRun> {
+  const method = `pgbridge sync --events ${events} (via Kafka)`;
   // No setup here: the sync makes the schema on b first, then sets the pipeline up.
-  const p = await createPipeline(`fs_${id}`, schema, { setup: false });
+  const p = await createPipeline(`fs_${events[0]}${id}`, schema, { setup: false });
   const cfg = p.cfg;
+  let sync: Services | null = null;
   let services: Services | null = null;
+  const a = await db('a');
   try {
     const t0 = performance.now();
-    const report = await initialSync(cfg, benchLog, { chunkRows: 20_000 });
-    const published = since(t0);
-    services = startServices(p, { captures: [], applies: ['a-b'] });
+    sync = startSync(p, ['--events', events]);
+    let synced: number | null = null;
     for (;;) {
-      services.check();
-      if ((await count().catch(() => 0)) >= n) break;
+      sync.sample();
+      if (sync.list[0]!.child.exitCode !== null || sync.list[0]!.child.signalCode !== null) {
+        synced ??= since(t0);
+        if (sync.list[0]!.child.exitCode !== 0) sync.check();
+      }
+      if (!services && (await scalar<boolean>(a, 'SELECT EXISTS (SELECT 1 FROM cdc.snapshot_progress WHERE pipeline = $1)', [cfg.pipeline]).catch(() => false))) {
+        services = startServices(p, { captures: [], applies: ['a-b'] });
+      }
+      services?.check();
+      if (services && (await count().catch(() => 0)) >= n) break;
       await new Promise((r) => setTimeout(r, 100));
     }
     const s = since(t0);
-    const mb = report.bytes / 1024 / 1024;
-    return { method, seconds: s, rowsPerSec: n / s, note: `${(mb / s).toFixed(1)} MB/s of row text; in Kafka after ${published.toFixed(2)} s; apply peak ${services.peakMib('apply')} MiB` };
+    await sync.list[0]!.exited;
+    sync.sample();
+    synced ??= since(t0);
+    const syncMib = Math.round(sync.peakMib('sync'));
+    const applyMib = Math.round(services!.peakMib('apply'));
+    return { method, seconds: s, rowsPerSec: n / s, syncMib, applyMib, note: `sync done after ${synced.toFixed(2)} s; peak RSS sync ${syncMib} MiB, apply ${applyMib} MiB` };
   } catch (err) {
     process.stderr.write(`bench: ${method} failed: ${errorText(err)}\n`);
     return { method, note: `failed: ${errorText(err).split('\n')[0]}` };
   } finally {
+    await a.end().catch(() => undefined);
+    await sync?.stop();
     await services?.stop();
     await releasePipeline(p).catch(() => undefined);
   }
