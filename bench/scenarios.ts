@@ -295,7 +295,7 @@ export async function fullSync(n: number): Promise<FullSyncResult> {
       await createThroughputTables(b, schema, ['t_a']);
       await timed('COPY TO STDOUT | COPY FROM STDIN', `psql -X -q -v ON_ERROR_STOP=1 ${libpqArgs('a')} -c 'COPY ${qname(schema, 't_a')} TO STDOUT' | psql -X -q -v ON_ERROR_STOP=1 ${libpqArgs('b')} -c 'COPY ${qname(schema, 't_a')} FROM STDIN'`);
       for (const events of ['chunks', 'rows'] as const) {
-        if (events === 'rows' && n > 200_000) continue; // one op=r event per row: minutes for millions of rows
+        if (events === 'rows' && n > 1_000_000) continue; // one op=r event per row: minutes for millions of rows
         await dropSchema(b, schema);
         runs.push(await pgbridgeFullSync(id, schema, n, count, events));
       }
