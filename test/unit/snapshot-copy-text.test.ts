@@ -1,7 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { selectedForApply } from '../../services/apply/chunk-loader.js';
 import { LineChunker, formatCopyLine, parseCopyText } from '../../services/snapshot/copy-text.js';
-import { parseConfig } from '../../shared/config.js';
 
 const rows: (string | null)[][] = [
   ['1', 'plain', null],
@@ -43,23 +41,5 @@ describe('COPY text format', () => {
     const c = new LineChunker(100, 100);
     c.push(Buffer.from('1\tx\n2\t'));
     expect(() => c.end()).toThrow(/inside a row/);
-  });
-});
-
-describe('chunk loader selection check', () => {
-  const cfg = parseConfig({
-    pipeline: 'p',
-    clusters: { a: { host: 'h', port: 1, database: 'd', user: 'u' }, b: { host: 'h', port: 2, database: 'd', user: 'u' } },
-    kafka: { brokers: ['k:1'] },
-    registry: { url: 'http://r' },
-    selection: { schemas: ['app', 'cdc'], exclude: ['app.secret'] },
-  });
-  it('accepts tables of the selection and refuses the rest, helper and system schemas always', () => {
-    expect(selectedForApply(cfg, 'app', 'orders')).toBe(true);
-    expect(selectedForApply(cfg, 'app', 'secret')).toBe(false);
-    expect(selectedForApply(cfg, 'other', 'orders')).toBe(false);
-    expect(selectedForApply(cfg, 'cdc', 'apply_progress')).toBe(false);
-    expect(selectedForApply(cfg, 'pg_catalog', 'pg_class')).toBe(false);
-    expect(selectedForApply(cfg, 'information_schema', 'tables')).toBe(false);
   });
 });
