@@ -419,7 +419,7 @@ export class ApplyRun extends ServiceRun {
     if (ev.origin === this.deps.direction.to) {
       g.dropped++;
     } else {
-      const replay = await this.flushInserts();
+      const replay = await this.flushBatch();
       if (replay !== null) return replay;
       try {
         const r = await this.chunks!.load(ev);
