@@ -46,6 +46,15 @@ const clusterSchema = z
   })
   .strict();
 
+const saslSchema = z
+  .object({
+    mechanism: z.enum(['plain', 'scram-sha-256', 'scram-sha-512']),
+    username: z.string().min(1),
+    password: z.string().optional(),
+    passwordEnv: z.string().optional(),
+  })
+  .strict();
+
 const tlsSchema = z
   .object({
     /** CA certificate(s) to verify the server with; default: Node's built-in CAs. */
@@ -85,6 +94,9 @@ const configSchema = z
         clientId: z.string().default('pgbridge'),
         connectionTimeoutMs: z.number().int().min(100).default(3000),
         requestTimeoutMs: z.number().int().min(100).default(30000),
+        /** TLS towards the brokers: `true` (Node's CAs) or the files to use. */
+        ssl: z.union([z.boolean(), tlsSchema]).default(false),
+        sasl: saslSchema.optional(),
       })
       .strict(),
     registry: z
@@ -208,6 +220,14 @@ export interface TlsFiles {
   readonly keyFile?: string;
 }
 
+export type SaslMechanism = 'plain' | 'scram-sha-256' | 'scram-sha-512';
+
+export interface KafkaSecurity {
+  /** null: plaintext. */
+  readonly ssl: TlsFiles | null;
+  readonly sasl: { readonly mechanism: SaslMechanism; readonly username: string; readonly password: string } | null;
+}
+
 export interface RegistryConfig extends TlsFiles {
   /** Base URL without credentials (safe to print). */
   readonly url: string;
@@ -224,8 +244,9 @@ export interface Direction {
   readonly forward: boolean;
 }
 
-export type PipelineConfig = Readonly<Omit<Parsed, 'clusters' | 'registry'>> & {
+export type PipelineConfig = Readonly<Omit<Parsed, 'clusters' | 'kafka' | 'registry'>> & {
   readonly clusters: Readonly<Record<string, ClusterConfig>>;
+  readonly kafka: Readonly<Omit<Parsed['kafka'], 'ssl' | 'sasl'>> & KafkaSecurity;
   readonly registry: RegistryConfig;
   readonly clusterNames: readonly [string, string];
   readonly directions: readonly [Direction, Direction];
@@ -278,6 +299,14 @@ export function parseConfig(input: unknown, where = 'config', env: NodeJS.Proces
     const roles = capture || apply ? { roles: { ...(capture ? { capture: login('capture', capture) } : {}), ...(apply ? { apply: login('apply', apply) } : {}) } } : {};
     clusters[name] = { name, ...rest, password, ...roles };
   }
+  const { ssl, sasl, ...kafkaRest } = c.kafka;
+  if (typeof ssl === 'object') pair('kafka.ssl', ssl.certFile, ssl.keyFile, ['certFile', 'keyFile']);
+  if (sasl && sasl.password === undefined && !sasl.passwordEnv) problems.push(`${where}: kafka.sasl: password or passwordEnv is needed`);
+  const kafka: PipelineConfig['kafka'] = {
+    ...kafkaRest,
+    ssl: ssl === false ? null : ssl === true ? {} : ssl,
+    sasl: sasl ? { mechanism: sasl.mechanism, username: sasl.username, password: secret('kafka.sasl', sasl) ?? '' } : null,
+  };
   const registry = registryConfig(c.registry, secret('registry', c.registry));
   pair('registry', registry.certFile, registry.keyFile, ['certFile', 'keyFile']);
   const fwd = c.forward ?? { from: names[0], to: names[1] };
@@ -301,7 +330,7 @@ export function parseConfig(input: unknown, where = 'config', env: NodeJS.Proces
   const topic = (from: string, to: string): string => c.topics.pattern.replaceAll('{pipeline}', c.pipeline).replaceAll('{from}', from).replaceAll('{to}', to);
   const dir = (from: string, to: string, forward: boolean): Direction => ({ id: `${from}-${to}`, from, to, topic: topic(from, to), forward });
   const directions: [Direction, Direction] = [dir(fwd.from, fwd.to, true), dir(fwd.to, fwd.from, false)];
-  return deepFreeze({ ...c, clusters, registry, clusterNames: [fwd.from, fwd.to] as [string, string], directions });
+  return deepFreeze({ ...c, clusters, kafka, registry, clusterNames: [fwd.from, fwd.to] as [string, string], directions });
 }
 
 /** Credentials in the URL (`https://user:pass@host/…`) move to username and password; the key wins over the URL. */

@@ -10,6 +10,7 @@
  * - KafkaAdmin: topics, offsets, groups, configs.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls';
 import {
   Admin,
   Consumer,
@@ -27,13 +28,18 @@ type FetchResponse = fetchV17.FetchResponse;
 type Transaction = Awaited<ReturnType<Producer['beginTransaction']>>;
 import type { PipelineConfig } from './config.js';
 import type { Logger } from './log.js';
+import { readPem } from './tls-files.js';
 
-/** Where the brokers are and how to reach them (TLS and SASL options go here too). */
+/** Where the brokers are and how to reach them. */
 export interface KafkaConnection {
   readonly brokers: readonly string[];
   readonly clientId: string;
   readonly connectTimeoutMs?: number;
   readonly requestTimeoutMs?: number;
+  /** TLS towards the brokers (kafka.ssl); absent: plaintext. */
+  readonly tls?: TlsConnectionOptions;
+  /** SASL authentication (kafka.sasl). */
+  readonly sasl?: { readonly mechanism: 'PLAIN' | 'SCRAM-SHA-256' | 'SCRAM-SHA-512'; readonly username: string; readonly password: string };
 }
 
 export type HeaderValues = Readonly<Record<string, Buffer | string>>;
@@ -66,11 +72,34 @@ export interface TopicOffsets {
 const IS_CONTROL = 0x20;
 const IS_TRANSACTIONAL = 0x10;
 
+/**
+ * The connection settings of the pipeline's Kafka: brokers, timeouts, and kafka.ssl (CA,
+ * client certificate; the broker certificate is always verified) and kafka.sasl (PLAIN,
+ * SCRAM-SHA-256, SCRAM-SHA-512).
+ */
+export function kafkaConnection(cfg: PipelineConfig, clientId: string): KafkaConnection {
+  const { ssl, sasl } = cfg.kafka;
+  return {
+    brokers: cfg.kafka.brokers,
+    clientId,
+    connectTimeoutMs: cfg.kafka.connectionTimeoutMs,
+    requestTimeoutMs: cfg.kafka.requestTimeoutMs,
+    ...(ssl
+      ? {
+          tls: {
+            rejectUnauthorized: true,
+            ...(ssl.caFile ? { ca: readPem('kafka.ssl.caFile', ssl.caFile) } : {}),
+            ...(ssl.certFile ? { cert: readPem('kafka.ssl.certFile', ssl.certFile) } : {}),
+            ...(ssl.keyFile ? { key: readPem('kafka.ssl.keyFile', ssl.keyFile) } : {}),
+          },
+        }
+      : {}),
+    ...(sasl ? { sasl: { mechanism: sasl.mechanism.toUpperCase() as 'PLAIN' | 'SCRAM-SHA-256' | 'SCRAM-SHA-512', username: sasl.username, password: sasl.password } } : {}),
+  };
+}
+
 export function kafkaClient(cfg: PipelineConfig, clientId: string, log: Logger): KafkaClient {
-  return new KafkaClient(
-    { brokers: cfg.kafka.brokers, clientId: `${cfg.kafka.clientId}-${clientId}`, connectTimeoutMs: cfg.kafka.connectionTimeoutMs, requestTimeoutMs: cfg.kafka.requestTimeoutMs },
-    log,
-  );
+  return new KafkaClient(kafkaConnection(cfg, `${cfg.kafka.clientId}-${clientId}`), log);
 }
 
 /** Protocol error names (e.g. PRODUCER_FENCED) anywhere in an error's chain. */
@@ -120,7 +149,7 @@ export class KafkaClient {
   ) {}
 
   /** Options every client of this connection shares. */
-  base(suffix: string, retries = 8): { clientId: string; bootstrapBrokers: string[]; connectTimeout: number; requestTimeout: number; retries: number; retryDelay: typeof retryDelay } {
+  base(suffix: string, retries = 8): { clientId: string; bootstrapBrokers: string[]; connectTimeout: number; requestTimeout: number; retries: number; retryDelay: typeof retryDelay; tls?: TlsConnectionOptions; sasl?: KafkaConnection['sasl'] } {
     const c = this.connection;
     return {
       clientId: suffix ? `${c.clientId}-${suffix}` : c.clientId,
@@ -129,6 +158,8 @@ export class KafkaClient {
       requestTimeout: c.requestTimeoutMs ?? 30_000,
       retries,
       retryDelay,
+      ...(c.tls ? { tls: c.tls } : {}),
+      ...(c.sasl ? { sasl: { ...c.sasl } } : {}),
     };
   }
 

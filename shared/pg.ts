@@ -3,11 +3,10 @@
  * hex bytea, and every value returned as PostgreSQL's text (no Date, no JSON.parse, no
  * float parse): exactness is kept by never converting.
  */
-import { readFileSync } from 'node:fs';
 import { checkServerIdentity, type ConnectionOptions } from 'node:tls';
 import pg from 'pg';
 import type { ClusterConfig } from './config.js';
-import { PgBridgeError } from './errors.js';
+import { readPem } from './tls-files.js';
 
 export type PgClient = pg.Client;
 
@@ -22,15 +21,6 @@ const BOOL_OID = 16;
 export const RAW_TYPES = {
   getTypeParser: ((oid: number, format?: string) => (format === 'binary' ? rawBinary : oid === BOOL_OID ? bool : rawText)) as unknown as pg.CustomTypesConfig['getTypeParser'],
 };
-
-/** Reads a PEM file named by a config key; a missing file is a config error naming the key. */
-export function readPem(key: string, file: string): string {
-  try {
-    return readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new PgBridgeError('CONFIG_INVALID', `${key}: cannot read ${file}: ${(err as Error).message}`);
-  }
-}
 
 /**
  * node-postgres TLS options for libpq's sslmode: `require` encrypts without checking the

@@ -11,7 +11,7 @@ import { AVRO_OPTIONS, wireSchemaId } from './avro.js';
 import type { RegistryConfig } from './config.js';
 import { PgBridgeError, errorMessage } from './errors.js';
 import { redactUrl } from './log.js';
-import { readPem } from './pg.js';
+import { readPem } from './tls-files.js';
 import { backoff, sleep } from './retry.js';
 
 export interface DecodedRecord {

@@ -1,8 +1,9 @@
 /**
  * infra/stack command line: up [service…] | down [service…] | restart <service> [--crash] | status | reset | env
+ * `--secure` with any of them: the TLS stack (own ports and folder, see StackSettings.secure).
  * Run through the `infra/stack/stack` script, which installs and builds first.
  */
-import { endpointsOf, stackSettings } from './settings.js';
+import { endpointsOf, secureFiles, stackSettings } from './settings.js';
 import { down, formatStatus, reset, SERVICES, startService, status, stopService, up, type ServiceName } from './stack.js';
 
 function services(args: string[]): ServiceName[] {
@@ -15,7 +16,7 @@ function services(args: string[]): ServiceName[] {
 
 async function main(argv: string[]): Promise<number> {
   const cmd = argv[0] ?? 'status';
-  const s = stackSettings();
+  const s = stackSettings(argv.includes('--secure') ? { ...process.env, PGBRIDGE_STACK_SECURE: '1' } : process.env);
   const say = (line: string): void => console.log(line);
   switch (cmd) {
     case 'up':
@@ -27,6 +28,11 @@ async function main(argv: string[]): Promise<number> {
       console.log(`  postgres b  postgresql://${ep.pg.b.user}@${ep.pg.b.host}:${ep.pg.b.port}/${ep.pg.b.database}`);
       console.log(`  kafka       ${ep.kafkaBrokers.join(',')}`);
       console.log(`  registry    ${ep.registryUrl}`);
+      if (s.secure) {
+        const f = secureFiles(s);
+        console.log(`  tls         PostgreSQL: TLS only, client certificate (sslMode verify-full, sslRootCert ${f.caCert}, sslCert ${f.clientCert}, sslKey ${f.clientKey})`);
+        console.log(`              Kafka: SASL_SSL, user ${f.kafkaUser} (SCRAM-SHA-256, SCRAM-SHA-512, PLAIN), password in ${f.kafkaPasswordFile}, CA ${f.caCert}`);
+      }
       return 0;
     }
     case 'down':

@@ -31,6 +31,46 @@ export interface StackSettings {
   readonly cacheDir: string;
   readonly kafkaHeapMb: number;
   readonly registryHeapMb: number;
+  /**
+   * The TLS variant (`stack up --secure`, PGBRIDGE_STACK_SECURE=1): PostgreSQL accepts only
+   * TLS connections with a client certificate, Kafka listens with SASL_SSL (SCRAM and PLAIN)
+   * and keeps a PLAINTEXT listener on kafkaInternalPort for the broker itself and the registry.
+   * Certificates are made at `up` in `<stateDir>/tls`.
+   */
+  readonly secure: boolean;
+  readonly kafkaInternalPort: number;
+}
+
+/** Files of the secure stack: the CA, the client certificate (CN postgres) and the Kafka SASL user. */
+export interface SecureFiles {
+  readonly dir: string;
+  readonly caCert: string;
+  readonly caKey: string;
+  readonly serverCert: string;
+  readonly serverKey: string;
+  readonly clientCert: string;
+  readonly clientKey: string;
+  /** PEM key and certificate of the broker (Kafka's PEM keystore). */
+  readonly kafkaKeystore: string;
+  /** The SASL user's password (SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN), made at the first `up`. */
+  readonly kafkaPasswordFile: string;
+  readonly kafkaUser: string;
+}
+
+export function secureFiles(s: StackSettings): SecureFiles {
+  const dir = join(s.stateDir, 'tls');
+  return {
+    dir,
+    caCert: join(dir, 'ca.crt'),
+    caKey: join(dir, 'ca.key'),
+    serverCert: join(dir, 'server.crt'),
+    serverKey: join(dir, 'server.key'),
+    clientCert: join(dir, 'client.crt'),
+    clientKey: join(dir, 'client.key'),
+    kafkaKeystore: join(dir, 'kafka-keystore.pem'),
+    kafkaPasswordFile: join(dir, 'kafka-password'),
+    kafkaUser: 'pgbridge',
+  };
 }
 
 export interface StackEndpoints {
@@ -76,12 +116,19 @@ export function stackSettings(env: NodeJS.ProcessEnv = process.env, cwd: string 
   const host = '127.0.0.1';
   // Defaults sit below Linux's ephemeral range (32768-60999): a port in it can be taken for a
   // moment by any outgoing connection's local end, and the server would then fail to bind.
-  const pgA = port(env, 'PGBRIDGE_PG_A_PORT', 15432);
-  const pgB = port(env, 'PGBRIDGE_PG_B_PORT', 15433);
-  const kafkaPort = port(env, 'PGBRIDGE_KAFKA_PORT', 19092);
+  // The secure stack has ports and a folder of its own: it runs beside the default one.
+  const secure = env.PGBRIDGE_STACK_SECURE === '1';
+  const shift = secure ? 100 : 0;
+  const pgA = port(env, 'PGBRIDGE_PG_A_PORT', 15432 + shift);
+  const pgB = port(env, 'PGBRIDGE_PG_B_PORT', 15433 + shift);
+  const kafkaPort = port(env, 'PGBRIDGE_KAFKA_PORT', 19092 + shift);
   const kafkaControllerPort = port(env, 'PGBRIDGE_KAFKA_CONTROLLER_PORT', kafkaPort + 1);
-  const registryPort = port(env, 'PGBRIDGE_REGISTRY_PORT', 18081);
-  const all = { PGBRIDGE_PG_A_PORT: pgA, PGBRIDGE_PG_B_PORT: pgB, PGBRIDGE_KAFKA_PORT: kafkaPort, PGBRIDGE_KAFKA_CONTROLLER_PORT: kafkaControllerPort, PGBRIDGE_REGISTRY_PORT: registryPort };
+  const registryPort = port(env, 'PGBRIDGE_REGISTRY_PORT', 18081 + shift);
+  const kafkaInternalPort = port(env, 'PGBRIDGE_KAFKA_INTERNAL_PORT', kafkaPort + 2);
+  const all = {
+    PGBRIDGE_PG_A_PORT: pgA, PGBRIDGE_PG_B_PORT: pgB, PGBRIDGE_KAFKA_PORT: kafkaPort, PGBRIDGE_KAFKA_CONTROLLER_PORT: kafkaControllerPort, PGBRIDGE_REGISTRY_PORT: registryPort,
+    ...(secure ? { PGBRIDGE_KAFKA_INTERNAL_PORT: kafkaInternalPort } : {}),
+  };
   const seen = new Map<number, string>();
   for (const [name, p] of Object.entries(all)) {
     const other = seen.get(p);
@@ -97,10 +144,12 @@ export function stackSettings(env: NodeJS.ProcessEnv = process.env, cwd: string 
     kafkaPort,
     kafkaControllerPort,
     registryPort,
-    stateDir: resolve(cwd, env.PGBRIDGE_STACK_DIR || '.stack'),
+    stateDir: resolve(cwd, env.PGBRIDGE_STACK_DIR || (secure ? '.stack-secure' : '.stack')),
     cacheDir: resolve(env.PGBRIDGE_CACHE_DIR || join(cacheBase, 'pgbridge')),
     kafkaHeapMb: positive(env, 'PGBRIDGE_KAFKA_HEAP_MB', 512),
     registryHeapMb: positive(env, 'PGBRIDGE_REGISTRY_HEAP_MB', 320),
+    secure,
+    kafkaInternalPort,
   });
 }
 
@@ -125,9 +174,11 @@ export function stackConnections(ep: StackEndpoints, database?: string) {
   };
 }
 
-/** Lines appended to postgresql.conf of each cluster. */
-export function postgresConf(ep: PgEndpoint): string {
+/** Lines appended to postgresql.conf of each cluster (secure: TLS with the files setup copies into the data folder). */
+export function postgresConf(ep: PgEndpoint, secure = false): string {
+  const tls = secure ? ['ssl = on', "ssl_cert_file = 'server.crt'", "ssl_key_file = 'server.key'", "ssl_ca_file = 'root.crt'", "ssl_min_protocol_version = 'TLSv1.2'"] : [];
   return [
+    ...tls,
     '# written by pgbridge infra/stack',
     `listen_addresses = '${ep.host}'`,
     `port = ${ep.port}`,
@@ -147,18 +198,55 @@ export function postgresConf(ep: PgEndpoint): string {
   ].join('\n');
 }
 
-/** server.properties of the single-node KRaft broker. */
-export function kafkaServerProperties(s: StackSettings, dataDir: string): string {
+/**
+ * pg_hba.conf of the secure clusters: TLS only, and the client certificate is the
+ * authentication (its CN is the role; the certificates made at `up` are for postgres).
+ */
+export const SECURE_PG_HBA = [
+  '# written by pgbridge infra/stack (secure): TLS with a client certificate, nothing else',
+  'hostssl all all 127.0.0.1/32 cert',
+  'hostssl replication all 127.0.0.1/32 cert',
+  '',
+].join('\n');
+
+/** Lines of the secure broker: SASL_SSL for clients, PLAINTEXT on kafkaInternalPort for the broker itself. */
+function kafkaSecureProperties(s: StackSettings, password: string): string[] {
+  const f = secureFiles(s);
+  const scram = 'org.apache.kafka.common.security.scram.ScramLoginModule required;';
+  return [
+    `listeners=SASL_SSL://${s.host}:${s.kafkaPort},INTERNAL://${s.host}:${s.kafkaInternalPort},CONTROLLER://${s.host}:${s.kafkaControllerPort}`,
+    `advertised.listeners=SASL_SSL://${s.host}:${s.kafkaPort},INTERNAL://${s.host}:${s.kafkaInternalPort}`,
+    'controller.listener.names=CONTROLLER',
+    'inter.broker.listener.name=INTERNAL',
+    'listener.security.protocol.map=SASL_SSL:SASL_SSL,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT',
+    'sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN',
+    `listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=${scram}`,
+    `listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=${scram}`,
+    `listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_${f.kafkaUser}="${password}";`,
+    'ssl.keystore.type=PEM',
+    `ssl.keystore.location=${f.kafkaKeystore}`,
+    'ssl.truststore.type=PEM',
+    `ssl.truststore.location=${f.caCert}`,
+  ];
+}
+
+/** server.properties of the single-node KRaft broker (secure: with the SASL user's password). */
+export function kafkaServerProperties(s: StackSettings, dataDir: string, password = ''): string {
+  const listeners = s.secure
+    ? kafkaSecureProperties(s, password)
+    : [
+        `listeners=PLAINTEXT://${s.host}:${s.kafkaPort},CONTROLLER://${s.host}:${s.kafkaControllerPort}`,
+        `advertised.listeners=PLAINTEXT://${s.host}:${s.kafkaPort}`,
+        'controller.listener.names=CONTROLLER',
+        'inter.broker.listener.name=PLAINTEXT',
+        'listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT',
+      ];
   return [
     '# written by pgbridge infra/stack',
     'process.roles=broker,controller',
     'node.id=1',
     `controller.quorum.voters=1@${s.host}:${s.kafkaControllerPort}`,
-    `listeners=PLAINTEXT://${s.host}:${s.kafkaPort},CONTROLLER://${s.host}:${s.kafkaControllerPort}`,
-    `advertised.listeners=PLAINTEXT://${s.host}:${s.kafkaPort}`,
-    'controller.listener.names=CONTROLLER',
-    'inter.broker.listener.name=PLAINTEXT',
-    'listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT',
+    ...listeners,
     `log.dirs=${dataDir}`,
     'num.partitions=1',
     'offsets.topic.replication.factor=1',

@@ -7,7 +7,8 @@
  * shows the tail of its log.
  */
 import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync, chownSync, appendFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync, chownSync, appendFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +19,8 @@ import {
   endpointsOf,
   kafkaServerProperties,
   postgresConf,
+  secureFiles,
+  SECURE_PG_HBA,
   type ClusterName,
   type StackEndpoints,
   type StackSettings,
@@ -121,6 +124,54 @@ function readPid(file: string): number | null {
   }
 }
 
+// ---------------------------------------------------------------- TLS (secure stack)
+
+function openssl(args: string[]): void {
+  const r = spawnSync('openssl', args, { encoding: 'utf8' });
+  if (r.error) throw new StackError('stack', `cannot run openssl: ${r.error.message}`);
+  if (r.status !== 0) throw new StackError('stack', `openssl ${args[0]} failed: ${r.stderr}`);
+}
+
+/**
+ * Makes, once per stack folder, a CA, a server certificate for 127.0.0.1 and localhost, a
+ * client certificate for the role postgres, the broker's PEM keystore and the Kafka SASL
+ * user's password. Keys are 0600.
+ */
+export function ensureCertificates(s: StackSettings, say: Say = () => undefined): void {
+  const f = secureFiles(s);
+  if (existsSync(join(f.dir, '.complete'))) return;
+  mkdirSync(f.dir, { recursive: true, mode: 0o755 });
+  const days = '3650';
+  openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', f.caKey, '-out', f.caCert, '-days', days, '-subj', '/CN=pgbridge local stack CA']);
+  const sign = (name: string, cn: string, ext: string): void => {
+    const csr = join(f.dir, `${name}.csr`);
+    const extFile = join(f.dir, `${name}.ext`);
+    writeFileSync(extFile, `${ext}\n`);
+    openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(f.dir, `${name}.key`), '-out', csr, '-subj', `/CN=${cn}`]);
+    openssl(['x509', '-req', '-in', csr, '-CA', f.caCert, '-CAkey', f.caKey, '-CAcreateserial', '-out', join(f.dir, `${name}.crt`), '-days', days, '-extfile', extFile]);
+    rmSync(csr);
+    rmSync(extFile);
+  };
+  sign('server', 'localhost', 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth');
+  sign('client', 'postgres', 'extendedKeyUsage=clientAuth');
+  writeFileSync(f.kafkaKeystore, readFileSync(f.serverKey, 'utf8') + readFileSync(f.serverCert, 'utf8'), { mode: 0o600 });
+  writeFileSync(f.kafkaPasswordFile, `${randomBytes(18).toString('hex')}\n`, { mode: 0o600 });
+  for (const key of [f.caKey, f.serverKey, f.clientKey]) chmodSync(key, 0o600);
+  writeFileSync(join(f.dir, '.complete'), `${new Date().toISOString()}\n`);
+  say(`tls: CA, server (127.0.0.1, localhost) and client (postgres) certificates in ${f.dir}`);
+}
+
+/** The Kafka SASL user's password of the secure stack. */
+export function secureKafkaPassword(s: StackSettings): string {
+  return readFileSync(secureFiles(s).kafkaPasswordFile, 'utf8').trim();
+}
+
+/** TLS options of a PostgreSQL client of the secure stack (verify-full, client certificate). */
+function securePgSsl(s: StackSettings): { ca: string; cert: string; key: string; rejectUnauthorized: true } {
+  const f = secureFiles(s);
+  return { ca: readFileSync(f.caCert, 'utf8'), cert: readFileSync(f.clientCert, 'utf8'), key: readFileSync(f.clientKey, 'utf8'), rejectUnauthorized: true };
+}
+
 // ---------------------------------------------------------------- PostgreSQL
 
 /** Directory holding initdb/pg_ctl of PostgreSQL 15 or newer. */
@@ -152,7 +203,7 @@ function pgPid(s: StackSettings, c: ClusterName): number | null {
 
 async function pgAnswers(s: StackSettings, c: ClusterName): Promise<boolean> {
   const ep = s.pg[c];
-  const client = new pg.Client({ host: ep.host, port: ep.port, user: ep.user, database: ep.database, connectionTimeoutMillis: 2000 });
+  const client = new pg.Client({ host: ep.host, port: ep.port, user: ep.user, database: ep.database, connectionTimeoutMillis: 2000, ...(s.secure ? { ssl: securePgSsl(s) } : {}) });
   try {
     await client.connect();
     const r = await client.query<{ wal_level: string }>('SHOW wal_level');
@@ -184,7 +235,16 @@ async function pgUp(s: StackSettings, c: ClusterName, say: Say): Promise<void> {
     say(`${service}: initdb`);
     const r = run(join(bin, 'initdb'), ['-D', data, '-U', 'postgres', '--auth=trust', '--encoding=UTF8', '--locale=C', '--no-sync'], { asPostgres: true });
     if (r.status !== 0) throw new StackError(service, `initdb failed:\n${r.stderr || r.stdout}`);
-    appendFileSync(join(data, 'postgresql.conf'), postgresConf(s.pg[c]));
+    appendFileSync(join(data, 'postgresql.conf'), postgresConf(s.pg[c], s.secure));
+    if (s.secure) {
+      // The server's files live in its data folder, owned by the server's user, key 0600.
+      const f = secureFiles(s);
+      writeFileSync(join(data, 'server.crt'), readFileSync(f.serverCert));
+      writeFileSync(join(data, 'server.key'), readFileSync(f.serverKey), { mode: 0o600 });
+      writeFileSync(join(data, 'root.crt'), readFileSync(f.caCert));
+      writeFileSync(join(data, 'pg_hba.conf'), SECURE_PG_HBA);
+      if (isRoot) for (const file of ['server.crt', 'server.key', 'root.crt', 'pg_hba.conf']) chownTree(join(data, file));
+    }
   }
   // The port on the command line wins over postgresql.conf: moving PGBRIDGE_PG_*_PORT later works.
   const r = run(join(bin, 'pg_ctl'), ['-D', data, '-l', log, '-o', `-p ${s.pg[c].port}`, '-w', '-t', '60', 'start'], { asPostgres: true });
@@ -279,7 +339,10 @@ function startDetached(js: JavaService, args: string[]): number {
 async function kafkaAnswers(s: StackSettings): Promise<boolean> {
   // A metadata round trip through the real client, not just an open port.
   const { KafkaClient } = await import('../../shared/kafka.js');
-  const admin = new KafkaClient({ brokers: [`${s.host}:${s.kafkaPort}`], clientId: 'pgbridge-stack', connectTimeoutMs: 1500 }).admin({ retries: 0 });
+  const secure = s.secure
+    ? { tls: { ca: readFileSync(secureFiles(s).caCert, 'utf8'), rejectUnauthorized: true }, sasl: { mechanism: 'SCRAM-SHA-512' as const, username: secureFiles(s).kafkaUser, password: secureKafkaPassword(s) } }
+    : {};
+  const admin = new KafkaClient({ brokers: [`${s.host}:${s.kafkaPort}`], clientId: 'pgbridge-stack', connectTimeoutMs: 1500, ...secure }).admin({ retries: 0 });
   try {
     return (await admin.brokers()).length > 0;
   } finally {
@@ -298,7 +361,7 @@ async function kafkaUp(s: StackSettings, say: Say): Promise<void> {
   const data = join(js.dir, 'data');
   mkdirSync(data, { recursive: true });
   const props = join(js.dir, 'server.properties');
-  writeFileSync(props, kafkaServerProperties(s, data));
+  writeFileSync(props, kafkaServerProperties(s, data, s.secure ? secureKafkaPassword(s) : ''), { mode: 0o600 });
   const log4j = join(js.dir, 'log4j2.yaml');
   writeFileSync(log4j, 'Configuration:\n  Appenders:\n    Console:\n      name: STDOUT\n      PatternLayout:\n        pattern: "[%d] %p %m (%c)%n"\n  Loggers:\n    Root:\n      level: WARN\n      AppenderRef:\n        - ref: STDOUT\n    Logger:\n      - name: kafka.server.KafkaRaftServer\n        level: INFO\n');
   const cp = `${libs}/*`;
@@ -306,7 +369,11 @@ async function kafkaUp(s: StackSettings, say: Say): Promise<void> {
     const id = spawnSync('java', ['-cp', cp, 'kafka.tools.StorageTool', 'random-uuid'], { encoding: 'utf8' });
     const clusterId = id.stdout.trim().split('\n').pop() ?? '';
     if (id.status !== 0 || clusterId === '') throw new StackError('kafka', `cannot make a cluster id: ${id.stderr}`);
-    const f = spawnSync('java', ['-cp', cp, 'kafka.tools.StorageTool', 'format', '-t', clusterId, '-c', props], { encoding: 'utf8' });
+    // The secure broker's SCRAM credentials live in the cluster metadata, written at format time (KRaft).
+    const scram = s.secure
+      ? ['SCRAM-SHA-256', 'SCRAM-SHA-512'].flatMap((m) => ['--add-scram', `${m}=[name=${secureFiles(s).kafkaUser},password=${secureKafkaPassword(s)}]`])
+      : [];
+    const f = spawnSync('java', ['-cp', cp, 'kafka.tools.StorageTool', 'format', '-t', clusterId, '-c', props, ...scram], { encoding: 'utf8' });
     if (f.status !== 0) throw new StackError('kafka', `formatting the storage failed: ${f.stderr || f.stdout}`);
   }
   const pid = startDetached(js, [
@@ -337,7 +404,7 @@ async function registryUp(s: StackSettings, say: Say): Promise<void> {
     `-Xmx${s.registryHeapMb}m`, '-XX:+UseSerialGC', '-Dpgbridge.stack=registry',
     `-Dquarkus.http.port=${s.registryPort}`, `-Dquarkus.http.host=${s.host}`,
     '-Dquarkus.log.level=WARN', '-Dquarkus.log.category."io.quarkus".level=INFO',
-    '-Dapicurio.storage.kind=kafkasql', `-Dapicurio.kafkasql.bootstrap.servers=${s.host}:${s.kafkaPort}`,
+    '-Dapicurio.storage.kind=kafkasql', `-Dapicurio.kafkasql.bootstrap.servers=${s.host}:${s.secure ? s.kafkaInternalPort : s.kafkaPort}`,
     '-jar', jar,
   ]);
   await waitFor('registry', 'answering', 120_000, js.log, () => registryAnswers(s), () => pidAlive(pid));
@@ -364,6 +431,7 @@ export const SERVICES: readonly ServiceName[] = ['pg-a', 'pg-b', 'kafka', 'regis
 /** Starts one service of the stack (if it is not running) and waits until it answers. */
 export async function startService(s: StackSettings, service: ServiceName, say: Say = () => undefined): Promise<void> {
   mkdirSync(s.stateDir, { recursive: true, mode: 0o755 });
+  if (s.secure) ensureCertificates(s, say);
   if (service === 'pg-a' || service === 'pg-b') await pgUp(s, service === 'pg-a' ? 'a' : 'b', say);
   else if (service === 'kafka') await kafkaUp(s, say);
   else await registryUp(s, say);

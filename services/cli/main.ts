@@ -48,6 +48,7 @@ export function program(): Command {
         password: hide(v.password),
         roles: v.roles && Object.fromEntries(Object.entries(v.roles).map(([svc, r]) => [svc, { ...r, password: hide(r.password) }])),
       }])),
+      kafka: { ...cfg.kafka, sasl: cfg.kafka.sasl && { ...cfg.kafka.sasl, password: hide(cfg.kafka.sasl.password) } },
       registry: { ...cfg.registry, password: hide(cfg.registry.password) },
     };
     console.log(JSON.stringify(redacted, null, 2));

@@ -597,7 +597,7 @@ const isLoopback = (host: string): boolean => host === 'localhost' || host === '
 
 /**
  * Whether each connection is encrypted: PostgreSQL as the server reports the session
- * (pg_stat_ssl), the registry as configured (they were reached with those
+ * (pg_stat_ssl), Kafka and the registry as configured (they were reached with those
  * settings). Plain text to a host other than loopback is a warning.
  */
 function evaluateEncryption(cfg: PipelineConfig, facts: PrecheckFacts, add: (f: Finding) => void): void {
@@ -616,7 +616,10 @@ function evaluateEncryption(cfg: PipelineConfig, facts: PrecheckFacts, add: (f: 
     report(name, `${c.host}:${c.port}`, !!c.tls, message, `set clusters.${name}.sslMode: verify-full and sslRootCert (docs/configuration.md)`);
   }
   if (facts.kafka.reachable) {
-    report('kafka', cfg.kafka.brokers[0]!, false, `Kafka at ${facts.kafka.brokers}: PLAINTEXT, not encrypted`, 'Kafka TLS and SASL are not configurable yet');
+    const { ssl, sasl } = cfg.kafka;
+    const protocol = `${sasl ? 'SASL_' : ''}${ssl ? 'SSL' : 'PLAINTEXT'}`;
+    const message = `Kafka at ${facts.kafka.brokers}: ${protocol}${sasl ? ` (${sasl.mechanism.toUpperCase()} as ${sasl.username})` : ''}${ssl ? '' : ', not encrypted'}`;
+    report('kafka', cfg.kafka.brokers[0]!, !!ssl, message, 'set kafka.ssl (and kafka.sasl) (docs/configuration.md)');
   }
   if (facts.registry.status !== undefined) {
     const r = cfg.registry;

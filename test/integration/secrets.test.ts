@@ -51,6 +51,7 @@ describe('secrets never printed', () => {
       'kafka:',
       `  brokers: ["127.0.0.1:${kafkaPort}"]`,
       '  connectionTimeoutMs: 500',
+      '  sasl: { mechanism: scram-sha-256, username: pgbridge, passwordEnv: PGB_TEST_SASL_PASSWORD }',
       'registry:',
       `  url: "http://pgbridge:\${PGB_TEST_REGISTRY_PASSWORD}@127.0.0.1:${registryPort}/apis/ccompat/v7"`,
       'retry: { connectionMinutes: 0, otherMinutes: 0 }',
@@ -66,6 +67,7 @@ describe('secrets never printed', () => {
     expect(cfg.clusters.b!.password).toBe(PG_SECRET);
     expect(cfg.registry.password).toBe(REGISTRY_SECRET);
     expect(cfg.registry.url).not.toContain(REGISTRY_SECRET);
+    expect(cfg.kafka.sasl?.password).toBe(SASL_SECRET);
     const out = run(['check-config', '--config', file], env);
     expect(out).toMatch(/^exit 0/);
     expect(out).toContain('[redacted]');

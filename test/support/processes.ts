@@ -26,11 +26,13 @@ process.once('exit', () => {
 
 /** The parsed config back in the file form shared/config.ts reads (same keys, no derived ones). */
 export function configInput(cfg: PipelineConfig): PipelineConfigInput {
-  const { clusters, clusterNames: _names, directions: _dirs, ...rest } = cfg;
+  const { clusters, clusterNames: _names, directions: _dirs, kafka, ...rest } = cfg;
   const files: PipelineConfigInput['clusters'] = {};
   for (const [name, { name: _n, roles, ...c }] of Object.entries(clusters)) files[name] = { ...c, ...roles };
+  const { ssl, sasl, ...kafkaRest } = kafka;
+  const kafkaFile = { ...kafkaRest, ssl: ssl ?? false, ...(sasl ? { sasl } : {}) };
   // JSON round trip drops undefined optionals (forward, deadLetterTopic, password) and unfreezes.
-  return JSON.parse(JSON.stringify({ ...rest, clusters: files })) as PipelineConfigInput;
+  return JSON.parse(JSON.stringify({ ...rest, kafka: kafkaFile, clusters: files })) as PipelineConfigInput;
 }
 
 export interface ConfigFile {

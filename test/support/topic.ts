@@ -1,5 +1,5 @@
 /** Reads a direction topic (read_committed) and decodes every record through the registry. */
-import { KafkaClient, followTopic } from '../../shared/kafka.js';
+import { KafkaClient, followTopic, kafkaConnection } from '../../shared/kafka.js';
 import { SchemaStore, type DecodedRecord } from '../../shared/registry.js';
 import type { PipelineConfig } from '../../shared/config.js';
 
@@ -15,7 +15,7 @@ export async function readTopic(cfg: PipelineConfig, topic: string, until: (reco
   const out: ReadRecord[] = [];
   let done!: () => void;
   const finished = new Promise<void>((r) => (done = r));
-  const f = followTopic(new KafkaClient({ brokers: cfg.kafka.brokers, clientId: 'test-reader' }), topic, { readCommitted: true }, async (messages) => {
+  const f = followTopic(new KafkaClient(kafkaConnection(cfg, 'test-reader')), topic, { readCommitted: true }, async (messages) => {
     if (out.length && until(out)) return;
     for (const m of messages) {
       const headers: Record<string, string> = {};

@@ -222,8 +222,9 @@ describe('precheck evaluation', () => {
     expect(enc[1]!.fix).toContain('clusters.b.sslMode');
     expect(enc[2]!.message).toContain('PLAINTEXT, not encrypted');
     expect(enc[3]!.message).toBe('schema registry at http://r:8081: HTTP, not encrypted, basic auth as u');
-    const k = evaluateFacts(config(), facts()).filter((x) => x.check === 'encryption' && x.cluster === 'registry');
-    expect(k.map((x) => x.message)).toEqual(['schema registry at https://r:8081: HTTPS']);
+    const secure = config({ kafka: { brokers: ['k:9092'], ssl: { caFile: 'ca.pem' }, sasl: { mechanism: 'scram-sha-512', username: 'svc', password: 'x' } } });
+    const k = evaluateFacts(secure, facts()).filter((x) => x.check === 'encryption' && x.cluster !== 'a' && x.cluster !== 'b');
+    expect(k.map((x) => [x.level, x.message])).toEqual([['ok', 'Kafka at k:9092: SASL_SSL (SCRAM-SHA-512 as svc)'], ['ok', 'schema registry at https://r:8081: HTTPS']]);
     const local = config({ clusters: { a: { host: '127.0.0.1' }, b: { host: 'localhost' } } });
     const l = evaluateFacts(local, facts({ a: { host: '127.0.0.1', tls: null }, b: { host: 'localhost', tls: null } })).filter((x) => x.check === 'encryption' && x.cluster !== 'kafka' && x.cluster !== 'registry');
     expect(l.map((x) => x.level)).toEqual(['ok', 'ok']);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { endpointsOf, kafkaServerProperties, postgresConf, stackSettings, StackSettingsError } from '../../infra/stack/settings.js';
+import { endpointsOf, kafkaServerProperties, postgresConf, SECURE_PG_HBA, stackSettings, StackSettingsError } from '../../infra/stack/settings.js';
 import { formatStatus } from '../../infra/stack/stack.js';
 
 describe('stack settings', () => {
@@ -48,6 +48,23 @@ describe('stack settings', () => {
     expect(props).toMatch(/^transaction\.state\.log\.min\.isr=1$/m);
     expect(props).toMatch(/^advertised\.listeners=PLAINTEXT:\/\/127\.0\.0\.1:19092$/m);
     expect(props).toMatch(/^log\.dirs=\/data$/m);
+  });
+
+  it('the secure stack has its own ports and folder, TLS-only PostgreSQL and a SASL_SSL broker; the default stack has neither', () => {
+    const d = stackSettings({ HOME: '/home/u' }, '/proj');
+    expect(d.secure).toBe(false);
+    expect(postgresConf(d.pg.a)).not.toMatch(/ssl/);
+    expect(kafkaServerProperties(d, '/data')).not.toMatch(/SASL|ssl\./);
+    const s = stackSettings({ HOME: '/home/u', PGBRIDGE_STACK_SECURE: '1' }, '/proj');
+    expect([s.pg.a.port, s.pg.b.port, s.kafkaPort, s.kafkaControllerPort, s.kafkaInternalPort, s.registryPort]).toEqual([15532, 15533, 19192, 19193, 19194, 18181]);
+    expect(s.stateDir).toBe('/proj/.stack-secure');
+    expect(postgresConf(s.pg.a, true)).toMatch(/^ssl = on$/m);
+    expect(SECURE_PG_HBA).toMatch(/^hostssl all all 127\.0\.0\.1\/32 cert$/m);
+    expect(SECURE_PG_HBA).not.toMatch(/^host\s/m);
+    const props = kafkaServerProperties(s, '/data', 'pw');
+    expect(props).toMatch(/^listeners=SASL_SSL:\/\/127\.0\.0\.1:19192,INTERNAL:\/\/127\.0\.0\.1:19194,CONTROLLER:\/\/127\.0\.0\.1:19193$/m);
+    expect(props).toMatch(/^sasl\.enabled\.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN$/m);
+    expect(props).toMatch(/^ssl\.keystore\.type=PEM$/m);
   });
 
   it('formats status as one aligned line per service', () => {
