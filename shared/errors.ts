@@ -81,9 +81,27 @@ export function errorMessage(err: unknown): string {
   if (err instanceof Error) {
     const code = (err as PgLikeError).code;
     if (typeof code === 'string' && /^22[0-9A-Z]{3}$/.test(code)) return err.message.replace(/: "(?:[^"]|"")*"$/, ': "…"');
+    if (typeof code === 'string' && code.startsWith('PLT_KFK')) return kafkaChain(err);
     return err.message;
   }
   return String(err);
+}
+
+/**
+ * A Kafka client error with the causes below it, which say what happened: `Cannot connect to
+ * any broker.: Connection to 127.0.0.1:9093 failed.: SASL authentication failed.` (or the TLS
+ * verification error) instead of the first line alone.
+ */
+function kafkaChain(err: Error): string {
+  const parts: string[] = [];
+  let e: unknown = err;
+  for (let depth = 0; e instanceof Error && depth < 5; depth++) {
+    const text = e.message.replace(/\.$/, '');
+    if (!parts.includes(text)) parts.push(text);
+    const inner: { errors?: unknown[]; cause?: unknown } = e as never;
+    e = inner.errors?.length ? inner.errors[0] : inner.cause;
+  }
+  return parts.join(': ');
 }
 
 /** A PostgreSQL error's detail (it may hold row values): for debug-level logs only. */
