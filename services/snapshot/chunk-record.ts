@@ -4,7 +4,7 @@
  * every other record of the direction topic.
  */
 import type avro from 'avsc';
-import { SNAPSHOT_CHUNK_RECORD_NAME, avroType, snapshotChunkSchema, subjectFor, wireEncode } from '../../shared/avro.js';
+import { SNAPSHOT_CHUNK_RECORD_NAME, avroType, snapshotChunkSchema, subjectFor } from '../../shared/avro.js';
 import { formatLsn, type Lsn } from '../../shared/lsn.js';
 import type { SchemaStore } from '../../shared/registry.js';
 import type { OutMessage } from '../capture/avro-encoder.js';
@@ -58,7 +58,7 @@ export class ChunkEncoder {
       throw err;
     });
     const { id, type } = await this.codec;
-    const value = wireEncode(id, type.toBuffer({ ...c, ts_us: BigInt(Date.now()) * 1000n }));
+    const value = encodeWire(id, type, { ...c, ts_us: BigInt(Date.now()) * 1000n }, c.data.length);
     return {
       key: null,
       value,
@@ -70,5 +70,19 @@ export class ChunkEncoder {
         'pgbridge.table': `${c.schema}.${c.table}`,
       },
     };
+  }
+}
+
+/**
+ * Confluent wire format (magic byte, schema id, Avro) written straight into one buffer sized
+ * for the data: a chunk's MiB is copied once here, not once by Avro and again for the header.
+ */
+function encodeWire(schemaId: number, type: avro.Type, value: unknown, dataBytes: number): Buffer {
+  for (let room = dataBytes + 64 * 1024; ; room *= 2) {
+    const buf = Buffer.allocUnsafe(room);
+    buf.writeUInt8(0, 0);
+    buf.writeUInt32BE(schemaId, 1);
+    const end = type.encode(value, buf, 5);
+    if (end > 0) return buf.subarray(0, end);
   }
 }

@@ -17,15 +17,31 @@ export class LineChunker {
 
   /** Adds output; returns the chunks that are full. */
   push(buf: Buffer): { data: Buffer; rows: number }[] {
-    const data = this.carry.length ? Buffer.concat([this.carry, buf]) : buf;
-    const lastNl = data.lastIndexOf(10);
-    if (lastNl < 0) {
-      this.carry = data;
-      return [];
-    }
-    this.carry = Buffer.from(data.subarray(lastNl + 1));
-    const lines = data.subarray(0, lastNl + 1);
     const out: { data: Buffer; rows: number }[] = [];
+    let from = 0;
+    if (this.carry.length) {
+      // Only the unfinished line is joined with the head of this buffer (no copy of the rest).
+      const nl = buf.indexOf(10);
+      if (nl < 0) {
+        this.carry = Buffer.concat([this.carry, buf]);
+        return out;
+      }
+      this.lines(Buffer.concat([this.carry, buf.subarray(0, nl + 1)]), out);
+      this.carry = Buffer.alloc(0);
+      from = nl + 1;
+    }
+    const lastNl = buf.lastIndexOf(10);
+    if (lastNl < from) {
+      this.carry = Buffer.from(buf.subarray(from));
+      return out;
+    }
+    if (lastNl + 1 < buf.length) this.carry = Buffer.from(buf.subarray(lastNl + 1));
+    this.lines(buf.subarray(from, lastNl + 1), out);
+    return out;
+  }
+
+  /** Whole lines: added to the current chunk, which is handed out whenever the next line does not fit. */
+  private lines(lines: Buffer, out: { data: Buffer; rows: number }[]): void {
     let pos = 0;
     let segStart = 0;
     while (pos < lines.length) {
@@ -41,7 +57,6 @@ export class LineChunker {
       pos = nl + 1;
     }
     if (pos > segStart) this.cur.push(lines.subarray(segStart, pos));
-    return out;
   }
 
   /** The last chunk at the end of the output (COPY ends every row with \n). */
