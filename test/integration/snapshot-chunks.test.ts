@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initialSync } from '../../services/cli/initial-sync.js';
 import { release } from '../../services/cli/setup.js';
 import type { PipelineConfig } from '../../shared/config.js';
-import { KafkaClient, followTopic, type ConsumedMessage } from '../../shared/kafka.js';
+import { KafkaClient, followTopic, kafkaClient, recordsBehind, type ConsumedMessage } from '../../shared/kafka.js';
 import pg from 'pg';
 import { SESSION_OPTIONS, withClient } from '../../shared/pg.js';
 import { testConfig, testLog, uniqueName, waitUntil } from '../support/pipeline.js';
@@ -135,6 +135,52 @@ describe('snapshot chunk records', () => {
       { table_name: `${schema}.types`, was_empty: true },
     ]);
   }, 300_000);
+
+  it('loads a range published twice (a sync killed after Kafka committed it, before it was recorded) without a duplicate row', async () => {
+    const s = uniqueName('dup');
+    const c = testConfig(uniqueName('pdu'), s);
+    cleanups.push(async () => {
+      await release(c, testLog, { topics: true }).catch(() => undefined);
+      for (const cl of c.clusterNames) await withClient(c.clusters[cl]!, 'test', (x) => x.query(`DROP SCHEMA IF EXISTS ${s} CASCADE`));
+    });
+    await withClient(c.clusters.a!, 'test', (x) => x.query(`CREATE SCHEMA ${s};
+      CREATE TABLE ${s}.t (id int PRIMARY KEY, v text); INSERT INTO ${s}.t SELECT g, md5(g::text) FROM generate_series(1, 20000) g;
+      CREATE TABLE ${s}.n (a int, b text); ALTER TABLE ${s}.n REPLICA IDENTITY FULL; INSERT INTO ${s}.n SELECT g % 10, 'n' FROM generate_series(1, 5000) g;
+      ANALYZE ${s}.t, ${s}.n;`));
+    const first = await initialSync(c, testLog, { chunkRows: 5000 });
+    expect(first.rows).toBe(25_000);
+    // What a SIGKILL between Kafka's commit of the last range of t and its bookkeeping leaves.
+    const undone = await withClient(c.clusters.a!, 'test', async (x) => {
+      const r = await x.query<{ rows_done: string }>(
+        `UPDATE cdc.snapshot_ranges SET done = false WHERE pipeline = $1 AND table_name = $2
+           AND range_no = (SELECT max(range_no) FROM cdc.snapshot_ranges WHERE pipeline = $1 AND table_name = $2) RETURNING rows_done::text`, [c.pipeline, `${s}.t`]);
+      await x.query('UPDATE cdc.snapshot_progress SET done = false, rows_done = rows_done - $3 WHERE pipeline = $1 AND table_name = $2', [c.pipeline, `${s}.t`, r.rows[0]!.rows_done]);
+      return Number(r.rows[0]!.rows_done);
+    });
+    expect(undone).toBeGreaterThan(0);
+    const second = await initialSync(c, testLog, { chunkRows: 5000, schema: false });
+    expect(second.resumed).toBe(true);
+    // That range again, and nothing of the finished tables.
+    expect(second.rows).toBe(undone);
+
+    const svc = startServices(c, { captures: [], applies: ['a-b'] });
+    const kafka = kafkaClient(c, 'test-offsets', testLog);
+    const admin = kafka.admin();
+    try {
+      await waitUntil('apply at the end of the topic', async () => {
+        const end = (await admin.topicOffsets(c.directions[0].topic))[0]!.high;
+        const r = await withClient(c.clusters.b!, 'test', (x) => x.query<{ next: string }>('SELECT next_offset::text AS next FROM cdc.apply_progress WHERE pipeline = $1', [c.pipeline]));
+        return r.rows[0] !== undefined && recordsBehind(end, BigInt(r.rows[0].next)) === 0;
+      }, 120_000, 200);
+      expect(svc.errors).toEqual([]);
+    } finally {
+      await admin.close();
+      await svc.stop();
+    }
+    const b = await withClient(c.clusters.b!, 'test', (x) => x.query<{ t: string; ids: string; n: string }>(
+      `SELECT (SELECT count(*) FROM ${s}.t)::text AS t, (SELECT count(DISTINCT id) FROM ${s}.t)::text AS ids, (SELECT count(*) FROM ${s}.n)::text AS n`));
+    expect(b.rows[0]).toEqual({ t: '20000', ids: '20000', n: '5000' });
+  }, 180_000);
 
   it('holds the rows/s and MB/s throttles within ±20 %', async () => {
     for (const limit of [{ maxRowsPerSecond: 8_000 }, { maxMegabytesPerSecond: 1 }]) {
