@@ -12,6 +12,7 @@ import { kafkaClient } from '../../shared/kafka.js';
 import { createLogger, type Logger } from '../../shared/log.js';
 import { qi, qt, withClient } from '../../shared/pg.js';
 import { registryGet } from '../../shared/registry.js';
+import { grantFacts, missingGrants, type Service } from './grants.js';
 import { selectedTables } from './setup.js';
 
 export type FindingLevel = 'error' | 'warning' | 'ok';
@@ -47,6 +48,7 @@ export const CHECKS = [
   'replication_slots',
   'wal_senders',
   'privileges',
+  'service_roles',
   'replica_identity',
   'track_commit_timestamp',
   'destination_tables',
@@ -126,6 +128,8 @@ export interface ReachableClusterFacts {
   /** Selected schemas that exist, and whether the user has USAGE on each. */
   readonly schemas: readonly { readonly name: string; readonly usage: boolean }[];
   readonly tables: readonly TableFacts[];
+  /** The roles clusters.<name>.capture/.apply name, and what each lacks of what `pgbridge grants` gives. */
+  readonly serviceRoles?: readonly { readonly service: Service; readonly role: string; readonly missing: readonly string[] }[];
   /** Set when the table catalog could not be read (tables is then empty). */
   readonly tablesError?: string;
 }
@@ -252,9 +256,19 @@ async function gatherCluster(cfg: PipelineConfig, c: ClusterConfig, countRows: b
       } catch (err) {
         tablesError = errorMessage(err);
       }
+      const serviceRoles: { service: Service; role: string; missing: string[] }[] = [];
+      const roles = cfg.clusters[c.name]!.roles;
+      if (roles?.capture || roles?.apply) {
+        const gf = await grantFacts(cfg, client);
+        for (const service of ['capture', 'apply'] as const) {
+          const role = roles[service]?.user;
+          if (role) serviceRoles.push({ service, role, missing: await missingGrants(client, cfg, c.name, service, role, gf) });
+        }
+      }
       return {
         reachable: true as const,
         ...base,
+        ...(serviceRoles.length ? { serviceRoles } : {}),
         serverVersion: s.version ?? '',
         serverVersionNum: versionNum,
         tls: s.tls ?? null,
@@ -717,7 +731,9 @@ function evaluateCluster(cfg: PipelineConfig, c: ReachableClusterFacts, add: (f:
   if (!r.superuser && !r.replication) {
     priv({ level: 'error', object: c.user, message: `${role} has neither REPLICATION nor superuser; capture cannot create or read the replication slot ${slot}`, fix: `ALTER ROLE ${user} WITH REPLICATION;` });
   }
-  if (cfg.origin.method !== 'message' && !r.superuser && !(r.originSessionSetup && r.originXactSetup)) {
+  // With clusters.<name>.apply set, apply logs in as that role (checked under service_roles), not as user.
+  const applyRole = !!cfg.clusters[name]?.roles?.apply;
+  if (!applyRole && cfg.origin.method !== 'message' && !r.superuser && !(r.originSessionSetup && r.originXactSetup)) {
     const fix = `GRANT EXECUTE ON FUNCTION pg_replication_origin_session_setup(text), pg_replication_origin_xact_setup(pg_lsn, timestamptz), pg_replication_origin_create(text) TO ${user};`;
     const origin = cfg.directions.filter((d) => d.to === name).map((d) => originName(cfg, d.from)).join(', ');
     if (cfg.origin.method === 'replication-origin') {
@@ -731,7 +747,7 @@ function evaluateCluster(cfg: PipelineConfig, c: ReachableClusterFacts, add: (f:
       });
     }
   }
-  if (!r.setSessionReplicationRole) {
+  if (!applyRole && !r.setSessionReplicationRole) {
     priv({
       level: 'error',
       object: c.user,
@@ -781,6 +797,13 @@ function evaluateCluster(cfg: PipelineConfig, c: ReachableClusterFacts, add: (f:
   }
   if (privilegeProblems === 0) {
     add({ level: 'ok', check: 'privileges', cluster: name, object: c.user, message: `${role} has the privileges capture and apply need${r.superuser ? ' (superuser)' : ''}` });
+  }
+
+  // Roles of the services (clusters.<name>.capture / .apply)
+  for (const sr of c.serviceRoles ?? []) {
+    const what = `${where}: role ${sr.role} (${sr.service === 'capture' ? `capture of ${name}` : `apply into ${name}`})`;
+    if (sr.missing.length === 0) add({ level: 'ok', check: 'service_roles', cluster: name, object: sr.role, message: `${what} has what ${sr.service} needs` });
+    else add({ level: 'error', check: 'service_roles', cluster: name, object: sr.role, message: `${what} lacks ${list(sr.missing)}`, fix: `pgbridge grants --cluster ${name}, run on ${name} as an administrator` });
   }
 
   // Replica identity
@@ -1073,6 +1096,7 @@ const TITLES: Record<CheckName, string> = {
   replication_slots: 'Replication slots',
   wal_senders: 'WAL senders',
   privileges: 'Privileges',
+  service_roles: 'Service roles',
   replica_identity: 'Primary key / replica identity',
   track_commit_timestamp: 'track_commit_timestamp (last-writer-wins)',
   destination_tables: 'Destination tables',

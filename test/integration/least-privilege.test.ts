@@ -59,7 +59,11 @@ describe('least privilege: capture and apply as the roles pgbridge grants create
     file?.remove();
   }, 120_000);
 
-  it('grants prints a script per cluster that makes non-superuser roles; two-way sync runs as them', async () => {
+  it('grants prints a script per cluster that makes non-superuser roles; precheck checks them; two-way sync runs as them', async () => {
+    const precheck = () => spawnSync(process.execPath, [CLI, 'precheck', '--config', file.path], { encoding: 'utf8' });
+    const before = precheck();
+    expect(before.stdout).toContain(`role ${roles.capture} (capture of a) lacks role ${roles.capture} does not exist`);
+    expect(before.stdout).toContain('fix: pgbridge grants --cluster b, run on b as an administrator');
     for (const c of cfg.clusterNames) {
       const r = spawnSync(process.execPath, [CLI, 'grants', '--config', file.path, '--cluster', c], { encoding: 'utf8' });
       expect(r.status, r.stderr).toBe(0);
@@ -72,8 +76,17 @@ describe('least privilege: capture and apply as the roles pgbridge grants create
         { rolname: roles.apply, rolsuper: false, rolreplication: false },
       ]);
     }
-    // Running the script again changes nothing and fails nothing.
-    await admin('a', spawnSync(process.execPath, [CLI, 'grants', '--config', file.path, '--cluster', 'a'], { encoding: 'utf8' }).stdout);
+    const after = precheck();
+    for (const c of cfg.clusterNames) {
+      expect(after.stdout).toContain(`role ${roles.capture} (capture of ${c}) has what capture needs`);
+      expect(after.stdout).toContain(`role ${roles.apply} (apply into ${c}) has what apply needs`);
+    }
+    // One grant taken away shows up, named.
+    await admin('b', `REVOKE INSERT ON cdc.conflicts FROM ${roles.apply}`);
+    expect(precheck().stdout).toContain(`role ${roles.apply} (apply into b) lacks INSERT on table cdc.conflicts`);
+    // Running the script again restores it, changes nothing else and fails nothing.
+    await admin('b', spawnSync(process.execPath, [CLI, 'grants', '--config', file.path, '--cluster', 'b'], { encoding: 'utf8' }).stdout);
+    expect(precheck().stdout).toContain(`role ${roles.apply} (apply into b) has what apply needs`);
 
     for (const c of cfg.clusterNames) processes.push((await ServiceProcess.capture(file, c)).start());
     for (const d of cfg.directions) processes.push((await ServiceProcess.apply(file, d.id)).start());
