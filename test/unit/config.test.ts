@@ -2,7 +2,7 @@
  * Config loading: `${VAR}` is substituted into parsed values (never the raw text), registry
  * credentials leave the URL, and TLS settings are checked where they are read.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -64,5 +64,22 @@ capture:
     const ok = parseConfig({ ...base, clusters: { a: { sslMode: 'verify-ca', sslRootCert: 'ca.pem' }, b: {} } });
     expect(ok.clusters.a).toMatchObject({ sslMode: 'verify-ca', sslRootCert: 'ca.pem' });
     expect(ok.clusters.b!.sslMode).toBe('disable');
+  });
+});
+
+describe('config: the examples in docs/configuration.md', () => {
+  it('every YAML example parses', () => {
+    const doc = readFileSync(new URL('../../docs/configuration.md', import.meta.url), 'utf8');
+    const blocks = [...doc.matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => m[1]!);
+    expect(blocks.length).toBeGreaterThanOrEqual(3);
+    const env = { PGBRIDGE_TLS: '/tls', KAFKA_PASSWORD: 'k', REGISTRY_PASSWORD: 'r', CAPTURE_A_PASSWORD: 'c', APPLY_A_PASSWORD: 'a' };
+    for (const yaml of blocks) {
+      const cfg = load(yaml, env);
+      expect(cfg.pipeline).toBe('shop');
+    }
+    const secure = load(blocks.find((b) => b.includes('verify-full'))!, env);
+    expect(secure.clusters.a).toMatchObject({ sslMode: 'verify-full', sslRootCert: '/tls/ca.crt', roles: { capture: { user: 'pgbridge_shop_capture', password: 'c' } } });
+    expect(secure.kafka).toMatchObject({ ssl: { caFile: '/tls/ca.crt' }, sasl: { mechanism: 'scram-sha-512', username: 'pgbridge', password: 'k' } });
+    expect(secure.registry).toMatchObject({ url: 'https://registry.example.com/apis/ccompat/v7', username: 'pgbridge', password: 'r' });
   });
 });
