@@ -53,6 +53,9 @@ export function snapshotRowOf(ev: SnapshotChunkEvent, after: Record<string, stri
 }
 
 export class ChunkLoader {
+  /** snapshot + table → empty when this sync's first chunk reached it (cdc.snapshot_loads). */
+  private readonly emptyAtStart = new Map<string, boolean>();
+
   constructor(
     private readonly client: pg.Client,
     private readonly cfg: PipelineConfig,
@@ -71,12 +74,11 @@ export class ChunkLoader {
     const cols = ev.columns.map((c) => qi(c.name)).join(', ');
     // The chunk's transaction commits without waiting for its WAL flush: a crash that loses it
     // loses its progress row with it, so the chunk is read again from Kafka (no fsync per chunk).
-    await this.client.query('SET LOCAL synchronous_commit = off');
     if (await this.wasEmpty(ev, target)) {
-      await this.client.query('SAVEPOINT pgbridge_chunk');
+      // One round trip before the COPY; COMMIT ends the savepoint with the transaction.
+      await this.client.query('SET LOCAL synchronous_commit = off; SAVEPOINT pgbridge_chunk');
       try {
         const n = await this.copyIn(`COPY ${target} (${cols}) FROM STDIN`, ev.data);
-        await this.client.query('RELEASE SAVEPOINT pgbridge_chunk');
         return { rows: n, conflicts: [] };
       } catch (err) {
         if ((err as { code?: string }).code !== '23505') throw err;
@@ -84,11 +86,19 @@ export class ChunkLoader {
         await this.client.query('RELEASE SAVEPOINT pgbridge_chunk');
       }
     }
+    await this.client.query('SET LOCAL synchronous_commit = off');
     return this.merge(ev, target, cols);
   }
 
-  /** Empty when the first chunk of this sync reached it? Decided once per sync and table, in the transaction that loads that chunk. */
+  /**
+   * Empty when the first chunk of this sync reached it? Decided once per sync and table, in the
+   * transaction that loads that chunk, and then remembered. (Should that transaction roll back,
+   * a restarted apply finds the table no longer empty and merges: slower, same rows.)
+   */
   private async wasEmpty(ev: SnapshotChunkEvent, target: string): Promise<boolean> {
+    const key = `${ev.snapshot}\n${target}`;
+    const known = this.emptyAtStart.get(key);
+    if (known !== undefined) return known;
     const r = await this.client.query<{ was_empty: boolean }>(
       `WITH ins AS (
          INSERT INTO cdc.snapshot_loads (pipeline, direction, table_name, snapshot, was_empty)
@@ -98,7 +108,9 @@ export class ChunkLoader {
        UNION ALL SELECT was_empty FROM cdc.snapshot_loads WHERE pipeline = $1 AND direction = $2 AND table_name = $3 AND snapshot = $4`,
       [this.cfg.pipeline, this.direction.id, `${ev.schema}.${ev.table}`, ev.snapshot],
     );
-    return r.rows[0]?.was_empty === true;
+    const empty = r.rows[0]?.was_empty === true;
+    this.emptyAtStart.set(key, empty);
+    return empty;
   }
 
   private async copyIn(sql: string, data: Buffer): Promise<number> {
