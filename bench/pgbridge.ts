@@ -14,6 +14,7 @@ import { release, setup } from '../services/cli/setup.js';
 import { parseConfig, type PipelineConfig, type PipelineConfigInput } from '../shared/config.js';
 import { kafkaClient } from '../shared/kafka.js';
 import { createLogger } from '../shared/log.js';
+import { SERVICE_NODE_ARGS } from '../shared/service-main.js';
 import { endpoint, endpoints, sleep, type Side } from './env.js';
 import { stackConnections } from '../infra/stack/settings.js';
 
@@ -144,7 +145,7 @@ export function startServices(p: BridgePipeline, which: Which): Services {
   const list = specs.map((s): Service => {
     const logFile = join(p.dir, `${s.name}.log`);
     const fd = openSync(logFile, 'a');
-    const child = spawn(process.execPath, [...profileArgs(), join(distRoot, 'services', s.script), '--config', p.file, ...s.args, '--metrics-port', '0'], {
+    const child = spawn(process.execPath, [...SERVICE_NODE_ARGS, ...profileArgs(), join(distRoot, 'services', s.script), '--config', p.file, ...s.args, '--metrics-port', '0'], {
       stdio: ['ignore', fd, fd],
       env: { ...process.env, PGBRIDGE_LOG_LEVEL: process.env.PGBRIDGE_BENCH_SERVICE_LOG_LEVEL ?? 'warn' },
     });

@@ -3,7 +3,10 @@
  * Writes the backlog on cluster a, runs capture alone until the slot has acknowledged it
  * (everything is in Kafka), then apply alone from the filled topic until b holds every row.
  * Both times include process start; peak RSS is VmHWM. Uses the local stack.
- * PGBRIDGE_CPU_PROF=<folder> writes a CPU profile of each service there.
+ * PGBRIDGE_CPU_PROF=<folder> writes a CPU profile of each service there. CPU per row is
+ * user + system time of the service process (/proc), start-up included.
+ * PGBRIDGE_STAGES_SERVICES=<dist/services of another build> runs that build's services, with
+ * the node binary PGBRIDGE_STAGES_NODE if set (A/B against an older build or runtime).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -15,8 +18,9 @@ import { release, setup } from '../services/cli/setup.js';
 import { parseConfig } from '../shared/config.js';
 import { createLogger } from '../shared/log.js';
 import { withClient } from '../shared/pg.js';
+import { SERVICE_NODE_ARGS } from '../shared/service-main.js';
 
-const services = join(dirname(fileURLToPath(import.meta.url)), '..', 'services');
+const services = process.env.PGBRIDGE_STAGES_SERVICES ?? join(dirname(fileURLToPath(import.meta.url)), '..', 'services');
 
 function hwmMib(pid: number | undefined): number {
   try {
@@ -66,7 +70,7 @@ async function main(): Promise<void> {
     // PGBRIDGE_CPU_PROF=<folder>: each service writes a V8 CPU profile there (open it in Chrome DevTools).
     const profile = process.env.PGBRIDGE_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PGBRIDGE_CPU_PROF}`] : [];
     const start = (script: string, args: string[]): ChildProcess =>
-      spawn(process.execPath, [...profile, join(services, script), '--config', file, ...args, '--metrics-port', '0'], { stdio: 'inherit', env: { ...process.env, PGBRIDGE_LOG_LEVEL: 'warn' } });
+      spawn(process.env.PGBRIDGE_STAGES_NODE ?? process.execPath, [...SERVICE_NODE_ARGS, ...profile, join(services, script), '--config', file, ...args, '--metrics-port', '0'], { stdio: 'inherit', env: { ...process.env, PGBRIDGE_LOG_LEVEL: 'warn' } });
     const stop = async (p: ChildProcess): Promise<void> => {
       p.kill('SIGTERM');
       await new Promise((r) => p.once('exit', r));

@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 // ---------------------------------------------------------------- BigInt long
 
 /** avsc's default long throws beyond ±2^53; this one reads and writes BigInt. */
-export const BigIntLong = avro.types.LongType.__with({
+const bigIntLongMethods = {
   fromBuffer: (buf: Buffer) => buf.readBigInt64LE(),
   toBuffer: (n: bigint) => {
     const buf = Buffer.alloc(8);
@@ -23,7 +23,82 @@ export const BigIntLong = avro.types.LongType.__with({
   toJSON: (n: bigint) => Number(n),
   isValid: (n: unknown) => typeof n === 'bigint',
   compare: (a: bigint, b: bigint) => (a === b ? 0 : a < b ? -1 : 1),
-});
+};
+
+interface Tap {
+  buf: Buffer;
+  pos: number;
+  writeLong(n: number): void;
+}
+
+const SAFE = 2n ** 52n;
+
+/**
+ * Writes the zigzag varint straight from the BigInt. avsc's abstract long goes through an
+ * 8-byte Buffer per value (toBuffer, then repacking), which was an allocation per long
+ * field of every event; values within ±2^52 take avsc's own number path.
+ */
+function writeBigLong(tap: Tap, val: bigint): void {
+  const n = typeof val === 'bigint' ? val : BigInt(val);
+  if (n > -SAFE && n < SAFE) {
+    tap.writeLong(Number(n));
+    return;
+  }
+  let z = n >= 0n ? n << 1n : ((-n) << 1n) - 1n;
+  const buf = tap.buf;
+  while (z > 0x7fn) {
+    buf[tap.pos++] = Number(z & 0x7fn) | 0x80;
+    z >>= 7n;
+  }
+  buf[tap.pos++] = Number(z);
+}
+
+/** Reads a zigzag varint as a BigInt, with a number fast path for the first 49 bits. */
+function readBigLong(tap: Tap): bigint {
+  const buf = tap.buf;
+  let pos = tap.pos;
+  let b = buf[pos++]!;
+  let n = b & 0x7f;
+  let mul = 128;
+  let i = 1;
+  while (b & 0x80 && i < 7) {
+    b = buf[pos++]!;
+    n += (b & 0x7f) * mul;
+    mul *= 128;
+    i++;
+  }
+  if (!(b & 0x80)) {
+    tap.pos = pos;
+    return BigInt(n % 2 ? -(n + 1) / 2 : n / 2);
+  }
+  let z = BigInt(n);
+  let shift = 49n;
+  do {
+    b = buf[pos++]!;
+    z |= BigInt(b & 0x7f) << shift;
+    shift += 7n;
+  } while (b & 0x80);
+  tap.pos = pos;
+  return z & 1n ? -((z + 1n) >> 1n) : z >> 1n;
+}
+
+function bigIntLongType(): avro.Type {
+  // avsc's LongType.__with freezes the type it makes; build the same abstract long type
+  // with the direct _write/_read above before freezing it.
+  const AbstractLong = Object.getPrototypeOf(avro.types.LongType.__with(bigIntLongMethods)).constructor as new (noUnpack: boolean) => Record<string, unknown>;
+  const t = new AbstractLong(false);
+  t._toBuffer = bigIntLongMethods.toBuffer;
+  t._fromBuffer = bigIntLongMethods.fromBuffer;
+  t._fromJSON = bigIntLongMethods.fromJSON;
+  t._toJSON = bigIntLongMethods.toJSON;
+  t._isValid = bigIntLongMethods.isValid;
+  t.compare = bigIntLongMethods.compare;
+  t._write = writeBigLong;
+  t._read = readBigLong;
+  return Object.freeze(t) as unknown as avro.Type;
+}
+
+export const BigIntLong = bigIntLongType();
 
 /** avsc options that every pgbridge Avro type is built with (also given to the registry client). */
 export const AVRO_OPTIONS = {

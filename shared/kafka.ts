@@ -386,6 +386,12 @@ async function fetchPartitions(
   return out;
 }
 
+function samePositions(a: ReadonlyMap<number, bigint>, b: ReadonlyMap<number, bigint>): boolean {
+  if (a.size !== b.size) return false;
+  for (const [p, o] of a) if (b.get(p) !== o) return false;
+  return true;
+}
+
 function readerDefaults(o: ReaderOptions): Required<ReaderOptions> {
   return { readCommitted: o.readCommitted ?? true, maxWaitMs: o.maxWaitMs ?? 100, maxBytesPerPartition: o.maxBytesPerPartition ?? 1024 * 1024 };
 }
@@ -567,6 +573,7 @@ export class GroupConsumer {
 
   private async run(h: GroupConsumerHandlers): Promise<void> {
     const admin = this.client.admin();
+    let prefetch: { gen: number; asked: Map<number, bigint>; result: Promise<Map<number, PartitionFetch>> } | null = null;
     try {
       while (this.running) {
         if (this.assignedGeneration !== this.generation) {
@@ -593,8 +600,25 @@ export class GroupConsumer {
           continue;
         }
         const gen = this.assignedGeneration;
-        const asked = new Map(this.positions);
-        const fetched = await fetchPartitions(this.consumer, this.o.topic, asked, this.opts);
+        // The next fetch goes out while the service works on this one's records; it is used
+        // only if nothing moved meanwhile (no seek, no rebalance).
+        let asked: Map<number, bigint>;
+        let fetched: Map<number, PartitionFetch>;
+        if (prefetch && prefetch.gen === gen && samePositions(prefetch.asked, this.positions)) {
+          asked = prefetch.asked;
+          fetched = await prefetch.result;
+        } else {
+          asked = new Map(this.positions);
+          fetched = await fetchPartitions(this.consumer, this.o.topic, asked, this.opts);
+        }
+        prefetch = null;
+        if ([...fetched.values()].some((f) => f.messages.length > 0)) {
+          const next = new Map(asked);
+          for (const [p, f] of fetched) if (f.errorCode === 0) next.set(p, f.next);
+          const result = fetchPartitions(this.consumer, this.o.topic, next, this.opts);
+          result.catch(() => undefined);
+          prefetch = { gen, asked: next, result };
+        }
         for (const [p, f] of fetched) {
           if (!this.running || gen !== this.generation) break;
           // A seek during the fetch wins over what this fetch read.

@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { metricsPort, type PipelineConfig } from '../../shared/config.js';
+import { SERVICE_NODE_ARGS } from '../../shared/service-main.js';
 import { scrapeMetrics } from './probe.js';
 
 const distServices = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -31,7 +32,7 @@ export function spawnServices(cfgFile: string, cfg: PipelineConfig, opts: RunOpt
   ];
   return specs.map((s) => {
     const out = opts.logFile ?? 'inherit';
-    const child = spawn(process.execPath, [join(distServices, s.script), '--config', cfgFile, ...s.args], {
+    const child = spawn(process.execPath, [...SERVICE_NODE_ARGS, join(distServices, s.script), '--config', cfgFile, ...s.args], {
       stdio: ['ignore', out, out],
       env: { ...process.env, ...opts.env },
     });
