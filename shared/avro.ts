@@ -340,6 +340,7 @@ export function subjectFor(topic: string, schema: Record<string, unknown>): stri
 
 // ---------------------------------------------------------------- Confluent wire format
 
+/** Confluent wire format: magic byte 0, the schema id, the Avro body. */
 export function wireEncode(schemaId: number, payload: Buffer): Buffer {
   const out = Buffer.allocUnsafe(5 + payload.length);
   out.writeUInt8(0, 0);

@@ -51,6 +51,9 @@ export interface ProducedMessage {
   readonly headers?: HeaderValues | ReadonlyMap<Buffer, Buffer>;
 }
 
+/** Where messages go: a fixed partition, or (undefined) the key's hash, round-robin without a key. */
+export type PartitionChoice = number | undefined;
+
 /** A consumed record (control records and aborted transactions are never delivered). */
 export interface ConsumedMessage {
   readonly topic: string;
@@ -208,12 +211,24 @@ function toHeaderMap(h: ProducedMessage['headers']): Map<Buffer, Buffer> | undef
   return m;
 }
 
-function toProduce(topic: string, msgs: readonly ProducedMessage[]): { topic: string; key?: Buffer; value: Buffer; headers?: Map<Buffer, Buffer> }[] {
-  const out = new Array<{ topic: string; key?: Buffer; value: Buffer; headers?: Map<Buffer, Buffer> }>(msgs.length);
+interface ToProduce {
+  topic: string;
+  partition?: number;
+  key?: Buffer;
+  value: Buffer;
+  headers?: Map<Buffer, Buffer>;
+}
+
+function toProduce(topic: string, msgs: readonly ProducedMessage[], partition?: PartitionChoice): ToProduce[] {
+  const out = new Array<ToProduce>(msgs.length);
   for (let i = 0; i < msgs.length; i++) {
     const m = msgs[i]!;
-    const headers = toHeaderMap(m.headers);
-    out[i] = { topic, value: m.value, ...(m.key ? { key: m.key } : {}), ...(headers ? { headers } : {}) };
+    const o: ToProduce = { topic, value: m.value };
+    // A fixed partition spares the partitioner's hash of every key.
+    if (partition !== undefined) o.partition = partition;
+    if (m.key) o.key = m.key;
+    if (m.headers) o.headers = toHeaderMap(m.headers);
+    out[i] = o;
   }
   return out;
 }
@@ -256,10 +271,10 @@ export class TransactionalProducer {
   }
 
   /** Sends inside the open transaction (begun on demand). Returns the offset of the last record written when all went to one partition, else null. */
-  async send(topic: string, messages: readonly ProducedMessage[]): Promise<bigint | null> {
+  async send(topic: string, messages: readonly ProducedMessage[], partition?: PartitionChoice): Promise<bigint | null> {
     const tx = await this.begin();
     this.sent = true;
-    const r = await tx.send({ messages: toProduce(topic, messages) as never });
+    const r = await tx.send({ messages: toProduce(topic, messages, partition) as never });
     // The client reports, per partition written, the base offset of the batch it wrote.
     const o = r.offsets ?? [];
     return o.length === 1 && o[0]!.topic === topic ? o[0]!.offset + BigInt(messages.length) - 1n : null;

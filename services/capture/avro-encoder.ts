@@ -2,19 +2,32 @@
  * Change and control events → Kafka messages in Confluent wire format. One key schema and
  * one envelope schema per table version, registered under TopicRecordNameStrategy; a new
  * column set (Relation message after ALTER TABLE) registers a new version. Ids are cached.
+ *
+ * Per message: the Confluent framing and the Avro body are written into one scratch buffer
+ * and copied out once (one allocation for the value, one for the key), and the only header,
+ * `pgbridge.txn_last`, is one of two pre-encoded maps (docs/events.md).
  */
 import type avro from 'avsc';
-import { avroName, avroType, controlSchema, envelopeSchema, keySchema, subjectFor, wireEncode, type TableDef } from '../../shared/avro.js';
+import { avroName, avroType, controlSchema, envelopeSchema, keySchema, subjectFor, type TableDef } from '../../shared/avro.js';
 import { PgBridgeError, errorMessage } from '../../shared/errors.js';
 import { formatLsn } from '../../shared/lsn.js';
+import type { ProducedMessage } from '../../shared/kafka.js';
 import type { SchemaStore } from '../../shared/registry.js';
 import type { CaptureEvent, ChangeEvent, ControlEvent, Row } from './change-builder.js';
 
 export interface OutMessage {
   readonly key: Buffer | null;
   readonly value: Buffer;
-  readonly headers: Record<string, string>;
+  readonly headers: ProducedMessage['headers'];
 }
+
+/**
+ * The one header capture sends: whether the record ends its source transaction. Everything
+ * else is in the record itself; apply reads this one only for a record it cannot decode.
+ */
+const TXN_LAST = Buffer.from('pgbridge.txn_last');
+const LAST_HEADERS: ReadonlyMap<Buffer, Buffer> = new Map([[TXN_LAST, Buffer.from('1')]]);
+const NOT_LAST_HEADERS: ReadonlyMap<Buffer, Buffer> = new Map([[TXN_LAST, Buffer.from('0')]]);
 
 interface TableCodec {
   readonly keyId: number | null;
@@ -27,6 +40,11 @@ export class EventEncoder {
   private readonly byTable = new WeakMap<TableDef, Promise<TableCodec>>();
   private readonly byFingerprint = new Map<string, Promise<TableCodec>>();
   private control: Promise<{ id: number; type: avro.Type }> | null = null;
+  /** Where messages are framed and encoded before the one copy out; grows to the largest message. */
+  private scratch = Buffer.allocUnsafe(64 * 1024);
+  /** `txn.id` of the transaction being encoded (xid:commitLsn), made once per transaction. */
+  private txnIdOf: object | null = null;
+  private txnId = '';
 
   constructor(
     private readonly store: SchemaStore,
@@ -80,15 +98,15 @@ export class EventEncoder {
         snapshot: ev.snapshot ?? false,
       },
       origin: ev.txn.origin,
-      txn: { id: `${ev.txn.xid}:${formatLsn(ev.txn.commitLsn)}`, index: BigInt(ev.index), last: ev.last },
+      txn: { id: this.txnIdFor(ev.txn), index: BigInt(ev.index), last: ev.last },
       unchanged: [...ev.unchanged],
       ts_us: BigInt(Date.now()) * 1000n,
     };
     let value: Buffer;
     let key: Buffer | null = null;
     try {
-      value = wireEncode(c.valueId, c.valueType.toBuffer(envelope));
-      if (c.keyType && c.keyId !== null && ev.key) key = wireEncode(c.keyId, c.keyType.toBuffer(toRecord(t, ev.key, true)));
+      value = this.frame(c.valueId, c.valueType, envelope);
+      if (c.keyType && c.keyId !== null && ev.key) key = this.frame(c.keyId, c.keyType, toRecord(t, ev.key, true));
     } catch (err) {
       // avsc quotes the value it refused (`invalid "int": …`): a row value, so the message keeps the type only.
       const reason = errorMessage(err).replace(/^(invalid "[^"]*"):.*$/s, '$1 value');
@@ -96,7 +114,32 @@ export class EventEncoder {
         details: { table: `${t.schema}.${t.table}`, lsn: formatLsn(ev.lsn) },
       });
     }
-    return { key, value, headers: headers(ev, `${t.schema}.${t.table}`) };
+    return { key, value, headers: ev.last ? LAST_HEADERS : NOT_LAST_HEADERS };
+  }
+
+  private txnIdFor(txn: ChangeEvent['txn']): string {
+    if (this.txnIdOf !== txn) {
+      this.txnIdOf = txn;
+      this.txnId = `${txn.xid}:${formatLsn(txn.commitLsn)}`;
+    }
+    return this.txnId;
+  }
+
+  /** Confluent wire format (magic byte 0, schema id, Avro body) in a buffer of its own. */
+  private frame(schemaId: number, type: avro.Type, value: unknown): Buffer {
+    for (;;) {
+      const buf = this.scratch;
+      const end = type.encode(value, buf, 5);
+      if (end >= 0) {
+        buf[0] = 0;
+        buf.writeUInt32BE(schemaId, 1);
+        const out = Buffer.allocUnsafe(end);
+        buf.copy(out, 0, 0, end);
+        return out;
+      }
+      // avsc returns minus the bytes missing.
+      this.scratch = Buffer.allocUnsafe(Math.max(buf.length * 2, buf.length - end));
+    }
   }
 
   private async encodeControl(ev: ControlEvent): Promise<OutMessage> {
@@ -122,20 +165,8 @@ export class EventEncoder {
       payload: ev.payload,
       ts_us: BigInt(Date.now()) * 1000n,
     };
-    return { key: null, value: wireEncode(c.id, c.type.toBuffer(rec)), headers: headers(ev, null) };
+    return { key: null, value: this.frame(c.id, c.type, rec), headers: ev.last ? LAST_HEADERS : NOT_LAST_HEADERS };
   }
-}
-
-function headers(ev: CaptureEvent, table: string | null): Record<string, string> {
-  const h: Record<string, string> = {
-    'pgbridge.kind': ev.kind === 'change' ? 'change' : ev.control,
-    'pgbridge.origin': ev.txn.origin,
-    'pgbridge.commit_lsn': formatLsn(ev.txn.commitLsn),
-    // Lets a consumer find transaction boundaries even in a record it cannot decode.
-    'pgbridge.txn_last': ev.last ? '1' : '0',
-  };
-  if (table) h['pgbridge.table'] = table;
-  return h;
 }
 
 /** Row keyed by PostgreSQL column names → Avro record keyed by Avro field names (unchanged columns are null; see `unchanged`). */

@@ -184,7 +184,8 @@ export class CaptureRun extends ServiceRun {
     this.log = deps.log.child({ cluster, slot: this.slot, topic: this.direction.topic });
     this.store = new SchemaStore(cfg.registry, (what, attempt, err) => this.log.warn({ attempt, err: errorMessage(err) }, `registry: ${what} failed, retrying`), cfg.retry.otherMinutes * 60_000);
     this.encoder = new EventEncoder(this.store, this.direction.topic, cluster, this.cluster.database);
-    this.publisher = new KafkaPublisher(deps.kafka, `pgbridge-${cfg.pipeline}-capture-${cluster}`, this.direction.topic);
+    // One partition (the default, DESIGN §2): name it rather than hash every key to find it.
+    this.publisher = new KafkaPublisher(deps.kafka, `pgbridge-${cfg.pipeline}-capture-${cluster}`, this.direction.topic, undefined, cfg.topics.partitions === 1 ? 0 : undefined);
     this.stream = new ReplicationStream(clientConfig(this.cluster, `pgbridge-capture-${cluster}`), this.slot, this.slot);
     const heartbeat = `${HEARTBEAT_SCHEMA}.${HEARTBEAT_TABLE}`;
     this.builder = new ChangeBuilder({

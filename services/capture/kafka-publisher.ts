@@ -7,8 +7,12 @@
 import type { KafkaClient, TransactionalProducer } from '../../shared/kafka.js';
 import type { OutMessage } from './avro-encoder.js';
 
-const CHUNK = 500;
-const CHUNK_BYTES = 4 * 1024 * 1024;
+/**
+ * A send goes out when this many bytes of keys and values are buffered (and at every
+ * commit): one record batch per send, well under the broker's default 1 MiB batch limit
+ * (message.max.bytes). Few large sends cost less per message than many small ones.
+ */
+const CHUNK_BYTES = 512 * 1024;
 /** One send is one record batch, which the broker's message.max.bytes (1 MiB by default) bounds: large records go out alone. */
 const BATCH_BYTES = 1000 * 1000;
 
@@ -28,6 +32,8 @@ export class KafkaPublisher {
     private readonly topic: string,
     /** Kafka transaction timeout: a source transaction must be published within it. */
     private readonly transactionTimeoutMs = 600_000,
+    /** Every message to this partition (a one-partition topic), else the producer's partitioner. */
+    private readonly partition?: number,
   ) {}
 
   async connect(): Promise<void> {
@@ -47,7 +53,7 @@ export class KafkaPublisher {
     this.buffer.push(msg);
     this.inTx++;
     this.bufferBytes += size;
-    if (this.buffer.length >= CHUNK || this.bufferBytes >= CHUNK_BYTES || (size > BATCH_BYTES / 8 && this.bufferBytes >= BATCH_BYTES / 2)) await this.flush();
+    if (this.bufferBytes >= CHUNK_BYTES || (size > BATCH_BYTES / 8 && this.bufferBytes >= BATCH_BYTES / 2)) await this.flush();
   }
 
   private async flush(): Promise<void> {
@@ -56,7 +62,7 @@ export class KafkaPublisher {
     const messages = this.buffer;
     this.buffer = [];
     this.bufferBytes = 0;
-    const last = await this.producer.send(this.topic, messages);
+    const last = await this.producer.send(this.topic, messages, this.partition);
     if (last !== null) this.sentOffset = last;
   }
 
