@@ -7,8 +7,8 @@ export interface BenchParams {
   readonly mode: 'quick' | 'full';
   readonly oneWayRows: { readonly 'single-row': number; readonly '10-row': number; readonly 'one-transaction': number };
   readonly bigTransactionRows: number;
-  readonly latencyRates: readonly number[];
-  readonly latencySeconds: number;
+  /** Latency runs: single-row transactions at a fixed rate for a time (the last one is the sustained-rate run). */
+  readonly latencyRuns: readonly { readonly rate: number; readonly seconds: number }[];
   readonly fullSyncRows: number;
 }
 
@@ -42,17 +42,21 @@ function rate(d: Drain | { error: string }): string {
   return isFailed(d) ? 'FAILED' : num(d.rowsPerSec);
 }
 
+function steady(d: Drain | { error: string }): string {
+  return isFailed(d) ? '-' : num(d.steadyRowsPerSec);
+}
+
 function seconds(d: Drain | { error: string }, k: 'seconds' | 'firstRowSec'): string {
   return isFailed(d) ? '-' : num(d[k], 2);
 }
 
 function throughputTable(rows: readonly ThroughputResult[]): string {
   return table(
-    ['backlog shape', 'rows', 'pgbridge rows/s', 'total s', '1st row s', 'in Kafka s', 'native rows/s', 'total s', '1st row s', 'ratio', 'capture MiB', 'apply MiB'],
+    ['backlog shape', 'rows', 'pgbridge rows/s', 'steady/s', 'total s', '1st row s', 'in Kafka s', 'native rows/s', 'steady/s', 'total s', '1st row s', 'ratio', 'steady ratio', 'capture MiB', 'apply MiB'],
     rows.map((r) => [
-      r.shape, num(r.totalRows), rate(r.pgbridge), seconds(r.pgbridge, 'seconds'), seconds(r.pgbridge, 'firstRowSec'),
+      r.shape, num(r.totalRows), rate(r.pgbridge), steady(r.pgbridge), seconds(r.pgbridge, 'seconds'), seconds(r.pgbridge, 'firstRowSec'),
       isFailed(r.pgbridge) ? '-' : num(r.pgbridge.publishedSec ?? undefined, 2),
-      rate(r.native), seconds(r.native, 'seconds'), seconds(r.native, 'firstRowSec'), num(r.ratio, 2),
+      rate(r.native), steady(r.native), seconds(r.native, 'seconds'), seconds(r.native, 'firstRowSec'), num(r.ratio, 2), num(r.steadyRatio, 2),
       isFailed(r.pgbridge) ? '-' : num(r.pgbridge.captureMib, 0), isFailed(r.pgbridge) ? '-' : num(r.pgbridge.applyMib, 0),
     ]),
   );
@@ -72,12 +76,13 @@ function latencyTable(rows: readonly LatencyResult[]): string {
   for (const r of rows) {
     for (const [engine, p] of [['pgbridge', r.pgbridge], ['native', r.native]] as const) {
       body.push(isFailed(p)
-        ? [`${r.rate}`, engine, 'FAILED', '-', '-', '-', '-', '-', '-']
-        : [`${r.rate}`, engine, num(p.achievedRate), num(p.p50, 1), num(p.p95, 1), num(p.p99, 1), num(p.max, 1), num(p.captureMib), num(p.applyMib)]);
+        ? [`${r.rate}`, `${r.seconds}`, engine, 'FAILED', '-', '-', '-', '-', '-', '-', '-']
+        : [`${r.rate}`, `${r.seconds}`, engine, num(p.achievedRate), num(p.p50, 1), num(p.p95, 1), num(p.p99, 1), num(p.max, 1),
+          `${p.keptUp ? 'yes' : 'NO'} (${num(p.firstQuarterP50, 0)}→${num(p.lastQuarterP50, 0)})`, num(p.captureMib), num(p.applyMib)]);
     }
-    body.push([`${r.rate}`, 'ratio', '', num(r.ratio.p50, 2), num(r.ratio.p95, 2), num(r.ratio.p99, 2), '', '', '']);
+    body.push([`${r.rate}`, `${r.seconds}`, 'ratio', '', num(r.ratio.p50, 2), num(r.ratio.p95, 2), num(r.ratio.p99, 2), '', '', '', '']);
   }
-  return table(['rate/s', 'engine', 'achieved/s', 'p50 ms', 'p95 ms', 'p99 ms', 'max ms', 'capture MiB', 'apply MiB'], body);
+  return table(['rate/s', 's', 'engine', 'achieved/s', 'p50 ms', 'p95 ms', 'p99 ms', 'max ms', 'kept up (p50 ms 1st→last quarter)', 'capture MiB', 'apply MiB'], body);
 }
 
 function memoryTable(res: BenchResults): string {

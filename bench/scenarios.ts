@@ -23,6 +23,8 @@ export interface Drain {
   readonly seconds: number;
   readonly firstRowSec: number;
   readonly rowsPerSec: number;
+  /** Steady state: rows after the first ÷ seconds from the first row visible to the last (start-up left out). */
+  readonly steadyRowsPerSec: number;
   /** pgbridge only: seconds until the topic(s) held the whole backlog (about when capture was done). */
   readonly publishedSec?: number | null;
   /** pgbridge only: peak RSS (VmHWM) of the capture and apply processes, MiB (max over both sides in two-way). */
@@ -38,8 +40,10 @@ export interface ThroughputResult {
   readonly totalRows: number;
   readonly pgbridge: Drain | Failed;
   readonly native: Drain | Failed;
-  /** pgbridge rows/s ÷ native rows/s. */
+  /** pgbridge rows/s ÷ native rows/s, start-up included. */
   readonly ratio: number;
+  /** The same for the steady state (first row visible → last row visible). */
+  readonly steadyRatio: number;
 }
 
 export interface Percentiles {
@@ -50,6 +54,15 @@ export interface Percentiles {
   /** Source commit rate the writer reached (rows/s). */
   readonly achievedRate: number;
   readonly rows: number;
+  /**
+   * Whether the destination kept up: the median latency of the last quarter of the rows (in
+   * commit order) is at most twice that of the first quarter plus 100 ms. A pipeline that
+   * falls behind shows a latency that grows with time.
+   */
+  readonly keptUp: boolean;
+  /** p50 latency of the first and of the last quarter of the rows, ms. */
+  readonly firstQuarterP50: number;
+  readonly lastQuarterP50: number;
   readonly captureMib?: number;
   readonly applyMib?: number;
 }
@@ -148,7 +161,9 @@ export async function drain(engine: Engine, n: number, shape: Shape, writers: re
       else await enableLinks(links);
       const svc = services as Services | null;
       const arrival = await waitForRows(t0, exp, drainTimeoutSec(n * writers.length), () => svc?.check()).finally(() => watch?.stop());
-      const out: Drain = { seconds: arrival.lastSec, firstRowSec: arrival.firstSec, rowsPerSec: (n * writers.length) / arrival.lastSec };
+      const total = n * writers.length;
+      const steadySec = arrival.lastSec - arrival.firstSec;
+      const out: Drain = { seconds: arrival.lastSec, firstRowSec: arrival.firstSec, rowsPerSec: total / arrival.lastSec, steadyRowsPerSec: steadySec > 0 ? (total - writers.length) / steadySec : NaN };
       if (!svc) return out;
       svc.sample();
       return { ...out, publishedSec: await watch!.stop(), captureMib: svc.peakMib('capture'), applyMib: svc.peakMib('apply') };
@@ -169,8 +184,10 @@ export async function throughput(scenario: ThroughputResult['scenario'], n: numb
   const label = `${scenario} ${shape} ${n}`;
   const pgbridge = await attempt(`pgbridge ${label}`, () => drain('pgbridge', n, shape, writers));
   const native = await attempt(`native ${label}`, () => drain('native', n, shape, writers));
-  const r = isFailed(pgbridge) || isFailed(native) ? NaN : ratio(pgbridge.rowsPerSec, native.rowsPerSec);
-  return { scenario, shape, rowsPerSide: n, totalRows: n * writers.length, pgbridge, native, ratio: r };
+  const ok = !isFailed(pgbridge) && !isFailed(native);
+  const r = ok ? ratio(pgbridge.rowsPerSec, native.rowsPerSec) : NaN;
+  const steady = ok ? ratio(pgbridge.steadyRowsPerSec, native.steadyRowsPerSec) : NaN;
+  return { scenario, shape, rowsPerSide: n, totalRows: n * writers.length, pgbridge, native, ratio: r, steadyRatio: steady };
 }
 
 /**
@@ -215,18 +232,23 @@ export async function latencyRun(engine: Engine, rate: number, seconds: number):
       await waitForRows(performance.now(), [{ dest: b, schema, table: 'lat', n, count: n + 1 }], 120, () => svc?.check());
       const commits = await sourceCommitTimes(a, schema);
       const arrivals = await arrivalTimes(b, schema);
-      const lat: number[] = [];
-      for (const [rid, c] of commits) {
+      const inOrder: number[] = [];
+      for (const [rid, c] of [...commits].sort((x, y) => x[1] - y[1])) {
         const at = arrivals.get(rid);
         if (at === undefined) throw new Error(`row ${rid} has no arrival stamp (is the ALWAYS trigger firing?)`);
-        lat.push(at - c);
+        inOrder.push(at - c);
       }
-      lat.sort((x, y) => x - y);
+      const q = Math.max(1, Math.floor(inOrder.length / 4));
+      const p50Of = (xs: number[]): number => percentile(xs.sort((x, y) => x - y), 50);
+      const firstQuarterP50 = p50Of(inOrder.slice(0, q));
+      const lastQuarterP50 = p50Of(inOrder.slice(-q));
+      const lat = [...inOrder].sort((x, y) => x - y);
       const times = [...commits.values()];
       const span = (Math.max(...times) - Math.min(...times)) / 1000;
       const out: Percentiles = {
         p50: percentile(lat, 50), p95: percentile(lat, 95), p99: percentile(lat, 99), max: lat[lat.length - 1] ?? NaN,
         achievedRate: span > 0 ? (n - 1) / span : NaN, rows: n,
+        keptUp: lastQuarterP50 <= 2 * firstQuarterP50 + 100, firstQuarterP50, lastQuarterP50,
       };
       if (!svc) return out;
       svc.sample();
