@@ -23,7 +23,11 @@ export interface Drain {
   readonly seconds: number;
   readonly firstRowSec: number;
   readonly rowsPerSec: number;
-  /** Steady state: rows after the first ÷ seconds from the first row visible to the last (start-up left out). */
+  /**
+   * Steady state: rows after the first ÷ seconds from the first row visible to the last
+   * (start-up left out). NaN when they became visible together (one source transaction
+   * commits all its rows at once), so there is no steady phase to measure.
+   */
   readonly steadyRowsPerSec: number;
   /** pgbridge only: seconds until the topic(s) held the whole backlog (about when capture was done). */
   readonly publishedSec?: number | null;
@@ -163,7 +167,7 @@ export async function drain(engine: Engine, n: number, shape: Shape, writers: re
       const arrival = await waitForRows(t0, exp, drainTimeoutSec(n * writers.length), () => svc?.check()).finally(() => watch?.stop());
       const total = n * writers.length;
       const steadySec = arrival.lastSec - arrival.firstSec;
-      const out: Drain = { seconds: arrival.lastSec, firstRowSec: arrival.firstSec, rowsPerSec: total / arrival.lastSec, steadyRowsPerSec: steadySec > 0 ? (total - writers.length) / steadySec : NaN };
+      const out: Drain = { seconds: arrival.lastSec, firstRowSec: arrival.firstSec, rowsPerSec: total / arrival.lastSec, steadyRowsPerSec: steadySec >= 0.1 ? (total - writers.length) / steadySec : NaN };
       if (!svc) return out;
       svc.sample();
       return { ...out, publishedSec: await watch!.stop(), captureMib: svc.peakMib('capture'), applyMib: svc.peakMib('apply') };

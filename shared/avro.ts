@@ -119,7 +119,8 @@ export function avroType(schema: avro.Schema): avro.Type {
 // ---------------------------------------------------------------- names
 
 const AVRO_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
-const ENCODED_PREFIX = 'pgx_';
+/** Prefix of an Avro field name that encodes a PostgreSQL name Avro cannot carry (hex of its UTF-8). */
+export const ENCODED_PREFIX = 'pgx_';
 
 /** PostgreSQL identifier → Avro name, reversibly (names Avro cannot hold are hex-encoded). */
 export function avroName(pgName: string): string {

@@ -72,6 +72,8 @@ export function registryGet(r: RegistryConfig, path: string, timeoutMs: number):
 export class SchemaStore {
   private readonly client: SchemaRegistry;
   private readonly registered = new Map<string, number>();
+  /** Writer schemas by id: an id never changes its schema, so a hit costs no registry call. */
+  private readonly types = new Map<number, avro.Type>();
   /** The registry's base URL (never with credentials). */
   readonly url: string;
 
@@ -113,16 +115,20 @@ export class SchemaStore {
 
   /** Writer schema of an id, with BigInt longs. Unknown id → SCHEMA_UNKNOWN after retries. */
   async schema(id: number): Promise<avro.Type> {
-    return this.retrying(`fetch schema id ${id}`, () => this.client.getSchema(id) as Promise<unknown> as Promise<avro.Type>, (err) => {
+    const hit = this.types.get(id);
+    if (hit) return hit;
+    const type = await this.retrying(`fetch schema id ${id}`, () => this.client.getSchema(id) as Promise<unknown> as Promise<avro.Type>, (err) => {
       if (statusOf(err) === 404) throw new PgBridgeError('SCHEMA_UNKNOWN', `schema id ${id} is not in the registry at ${redactUrl(this.url)}`, { details: { schemaId: id }, cause: err });
     });
+    this.types.set(id, type);
+    return type;
   }
 
   /** Decodes a Confluent wire-format message. Not wire format or not decodable → POISON. */
   async decode(buf: Buffer | null): Promise<DecodedRecord> {
     const id = wireSchemaId(buf);
     if (id === null) throw new PgBridgeError('POISON', 'not a Confluent Avro message (no magic byte 0 and schema id)');
-    const type = await this.schema(id);
+    const type = this.types.get(id) ?? (await this.schema(id));
     try {
       const value = type.fromBuffer(buf!.subarray(5)) as Record<string, unknown>;
       return { schemaId: id, recordName: type.name ?? '', value };

@@ -2,7 +2,7 @@
  * Kafka message → apply event. Row records come back keyed by PostgreSQL column names;
  * values stay as decoded (BigInt, Buffer, text) until the writer turns them into params.
  */
-import { CONTROL_RECORD_NAME, SNAPSHOT_CHUNK_RECORD_NAME, pgName } from '../../shared/avro.js';
+import { CONTROL_RECORD_NAME, ENCODED_PREFIX, SNAPSHOT_CHUNK_RECORD_NAME, pgName } from '../../shared/avro.js';
 import { PgBridgeError } from '../../shared/errors.js';
 import { lsnFromBigint, type Lsn } from '../../shared/lsn.js';
 import type { SchemaStore } from '../../shared/registry.js';
@@ -47,10 +47,14 @@ export interface ControlEvent extends Common {
 
 export type ApplyEvent = ChangeEvent | ControlEvent;
 
+/** The decoded record keyed by PostgreSQL column names; copied only when a name was encoded (pgx_…). */
 function rowOf(rec: unknown): Row | null {
   if (rec === null || rec === undefined) return null;
+  const r = rec as Record<string, unknown>;
+  const keys = Object.keys(r);
+  if (!keys.some((k) => k.startsWith(ENCODED_PREFIX))) return r;
   const out: Row = {};
-  for (const [k, v] of Object.entries(rec as Record<string, unknown>)) out[pgName(k)] = v;
+  for (const k of keys) out[pgName(k)] = r[k];
   return out;
 }
 
