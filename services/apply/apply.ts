@@ -17,7 +17,7 @@ import { writeControl } from '../../shared/control-records.js';
 import { ChunkLoader, snapshotRowOf, type SnapshotChunkEvent } from './chunk-loader.js';
 import { decodeRecord, type ApplyEvent, type ChangeEvent, type Position } from './event-decoder.js';
 import { EventGuard } from './event-guard.js';
-import { ConflictStop, RowWriter } from './row-writer.js';
+import { ConflictStop, RowWriter, type BatchShape } from './row-writer.js';
 
 export interface ApplyMetrics {
   transactions: Counter;
@@ -107,12 +107,15 @@ export class ApplyRun extends ServiceRun {
   /** Offsets sent to the dead-letter topic after a destination rejection, skipped on the replay of their group. */
   private readonly skip = new Set<string>();
   private consuming = false;
+  /** Per-event trace lines are built only when trace is on (the hot path pays nothing otherwise). */
+  private readonly traceEvents: boolean;
 
   constructor(private readonly deps: ApplyDeps) {
     super();
     const d = deps.direction;
     this.log = deps.log.child({ direction: d.id, topic: d.topic });
     this.store = new SchemaStore(deps.cfg.registry, (what, attempt, err) => this.log.warn({ attempt, err: errorMessage(err) }, `registry: ${what} failed, retrying`), deps.cfg.retry.otherMinutes * 60_000);
+    this.traceEvents = this.log.isLevelEnabled('trace');
     this.guard = new EventGuard(deps.cfg, d, this.log, () => deps.metrics.unverifiedLsn.inc());
   }
 
@@ -298,8 +301,8 @@ export class ApplyRun extends ServiceRun {
 
   /** Returns an offset to replay from when the group had to be rolled back, else null. */
   private async handle(m: ConsumedMessage, pos: Position): Promise<bigint | null> {
-    const key = `${pos.partition}:${pos.offset}`;
-    if (this.skip.has(key)) {
+    const key = this.skip.size ? `${pos.partition}:${pos.offset}` : '';
+    if (key && this.skip.has(key)) {
       this.skip.delete(key);
       this.advance(pos, m.headers?.['pgbridge.txn_last']?.toString() !== '0', null, null);
       return null;
@@ -318,7 +321,7 @@ export class ApplyRun extends ServiceRun {
     }
     if (ev.kind === 'chunk') return this.handleChunk(m, pos, ev);
     const s = this.stored.get(pos.partition);
-    this.log.trace({ offset: String(pos.offset), kind: ev.kind, op: ev.kind === 'change' ? ev.op : ev.control, table: ev.kind === 'change' ? `${ev.schema}.${ev.table}` : undefined, lsn: formatLsn(ev.commitLsn), origin: ev.origin, last: ev.last }, 'event');
+    if (this.traceEvents) this.log.trace({ offset: String(pos.offset), kind: ev.kind, op: ev.kind === 'change' ? ev.op : ev.control, table: ev.kind === 'change' ? `${ev.schema}.${ev.table}` : undefined, lsn: formatLsn(ev.commitLsn), origin: ev.origin, last: ev.last }, 'event');
     // Initial-sync rows (op r) all carry the slot's consistent point: they are deduplicated by offset only.
     const snapshotRow = (ev.kind === 'change' && ev.snapshot) || (ev.kind === 'control' && ev.control === 'watermark');
     // Applied already: committed (stored) or earlier in the open group (a capture replay can
@@ -329,7 +332,8 @@ export class ApplyRun extends ServiceRun {
       this.deps.metrics.skippedDuplicates.inc();
       return null;
     }
-    const refusal = await this.guard.refuse(ev);
+    let refusal = this.guard.refuse(ev);
+    if (refusal instanceof Promise) refusal = await refusal;
     if (refusal) {
       this.deps.metrics.refused.inc({ reason: refusal.reason });
       await this.poison(m, pos, new PgBridgeError('POISON', `refused: ${refusal.message}`));
@@ -337,16 +341,16 @@ export class ApplyRun extends ServiceRun {
       this.advance(pos, ev.last, null, null);
       return null;
     }
-    await this.beginGroup(pos);
+    if (!this.group?.open) await this.beginGroup(pos);
     const g = this.group!;
-    let batch: { shape: string; key: string } | null = null;
+    let batch: BatchShape | Promise<BatchShape | null> | null = null;
     if (ev.origin === this.deps.direction.to) {
       // INV-5: it started at the destination; applying it again would loop.
       g.dropped++;
-    } else if (ev.kind === 'change' && !ev.snapshot && ev.commitLsn < (this.watermarks.get(`${ev.schema}.${ev.table}`) ?? 0n)) {
+    } else if (ev.kind === 'change' && !ev.snapshot && this.watermarks.size && ev.commitLsn < (this.watermarks.get(`${ev.schema}.${ev.table}`) ?? 0n)) {
       // The table was read by the initial sync in a snapshot taken after this change.
       this.deps.metrics.skippedDuplicates.inc();
-    } else if (ev.kind === 'change' && pos.offset > this.unbatchedUntil && (batch = await this.writer!.batchShape(ev))) {
+    } else if (ev.kind === 'change' && pos.offset > this.unbatchedUntil && (batch = this.writer!.batchShape(ev)) && (batch = batch instanceof Promise ? await batch : batch)) {
       // Set-based apply: consecutive changes of one shape go out as one statement. A key seen
       // again in the batch is a sequence point (its changes must land in order), as is any
       // event that is not batchable (below).

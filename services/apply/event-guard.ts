@@ -41,8 +41,8 @@ export class EventGuard {
     private readonly onUnverified: () => void = () => undefined,
   ) {}
 
-  /** Null when the event may be applied, else why not. */
-  async refuse(ev: ApplyEvent): Promise<Refusal | null> {
+  /** Null when the event may be applied, else why not; a promise only when the source must be asked. */
+  refuse(ev: ApplyEvent): Refusal | null | Promise<Refusal | null> {
     const d = this.direction;
     if (ev.sourceCluster !== d.from) {
       return { reason: 'source-cluster', message: `source.cluster is "${ev.sourceCluster}", but topic ${d.topic} carries the changes of cluster "${d.from}"` };
@@ -63,10 +63,8 @@ export class EventGuard {
       }
       if (w > lsn) lsn = w;
     }
-    if (lsn > this.ceiling && !(await this.reached(lsn))) {
-      return { reason: 'lsn', message: `commit LSN ${formatLsn(lsn)} is beyond the WAL position of cluster ${d.from} (${formatLsn(this.ceiling)})` };
-    }
-    return null;
+    if (lsn <= this.ceiling) return null;
+    return this.reached(lsn).then((ok) => (ok ? null : { reason: 'lsn' as const, message: `commit LSN ${formatLsn(lsn)} is beyond the WAL position of cluster ${d.from} (${formatLsn(this.ceiling)})` }));
   }
 
   /**

@@ -44,6 +44,12 @@ interface Existing {
   readonly ctid: string;
 }
 
+/** Which batch an event can join (same shape) and its key within the batch. */
+export interface BatchShape {
+  readonly shape: string;
+  readonly key: string;
+}
+
 export interface ConflictRecord {
   readonly kind: ConflictKind;
   readonly resolution: Resolution;
@@ -320,8 +326,10 @@ export class RowWriter {
    * an update that moves the key or touches a table with other unique indexes (their checks
    * would see the rows in statement order, not in source order), a missing key.
    */
-  async batchShape(ev: ChangeEvent): Promise<{ shape: string; key: string } | null> {
-    const t = await this.info(ev.schema, ev.table);
+  batchShape(ev: ChangeEvent): BatchShape | null | Promise<BatchShape | null> {
+    // Synchronous once the table's shape is cached: no promise per event on the hot path.
+    const t = this.tables.get(`${ev.schema}.${ev.table}`);
+    if (!t) return this.info(ev.schema, ev.table).then(() => this.batchShape(ev));
     if (t.key.length === 0 || !t.key.every((k) => CANONICAL_KEY_TYPE.test(t.columns.get(k)?.type ?? ''))) return null;
     const row = ev.op === 'd' ? ev.before : ev.op === 'u' ? ev.before ?? ev.after : ev.after;
     if (!row || !t.key.every((k) => row[k] !== null && row[k] !== undefined)) return null;
@@ -336,7 +344,8 @@ export class RowWriter {
     } else if (ev.op !== 'd') {
       return null;
     }
-    return { shape: `${ev.op}\n${t.qname}\n${cols.join(',')}`, key: JSON.stringify(t.key.map((k) => textOf(row[k]))) };
+    const key = t.key.length === 1 ? String(textOf(row[t.key[0]!])) : JSON.stringify(t.key.map((k) => textOf(row[k])));
+    return { shape: `${ev.op}\n${t.qname}\n${cols.join(',')}`, key };
   }
 
   /**
