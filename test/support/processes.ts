@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
+import { SERVICE_NODE_ARGS } from '../../shared/service-main.js';
 import { loadConfig, type PipelineConfig, type PipelineConfigInput } from '../../shared/config.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -109,7 +110,7 @@ export class ServiceProcess {
     if (this.child) throw new Error(`${this.name} is already running (pid ${this.child.pid})`);
     const script = join(ROOT, this.args[0]!);
     if (!existsSync(script)) throw new Error(`${script} is missing: run npx tsc -p tsconfig.json first`);
-    const child = spawn(process.execPath, [script, ...this.args.slice(1), '--metrics-port', String(this.port)], {
+    const child = spawn(process.execPath, [...SERVICE_NODE_ARGS, script, ...this.args.slice(1), '--metrics-port', String(this.port)], {
       cwd: ROOT,
       env: { ...process.env, PGBRIDGE_LOG_LEVEL: 'info', ...this.env },
       stdio: ['ignore', 'pipe', 'pipe'],
