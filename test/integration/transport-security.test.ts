@@ -18,7 +18,7 @@ import { loadConfig, type PipelineConfig } from '../../shared/config.js';
 import { KafkaClient, kafkaConnection } from '../../shared/kafka.js';
 import { withClient } from '../../shared/pg.js';
 import { uniqueName, waitUntil } from '../support/pipeline.js';
-import { ServiceProcess, type ConfigFile } from '../support/processes.js';
+import { ServiceProcess, freePorts, type ConfigFile } from '../support/processes.js';
 import { startRegistryProxy, type RegistryProxy } from '../support/registry-proxy.js';
 
 const CLI = 'dist/services/cli/main.js';
@@ -53,12 +53,14 @@ describe('transport security: PostgreSQL verify-full with client certificates, K
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'pgbridge-tls-'));
     chmodSync(dir, 0o755); // initdb runs as postgres when the tests run as root
+    // Five free ports in a row, below the ephemeral range: two test runs on one machine never collide.
+    const base = await freePorts(5);
     s = stackSettings({
       ...process.env,
       PGBRIDGE_STACK_SECURE: '1',
       PGBRIDGE_STACK_DIR: join(dir, 'state'),
-      PGBRIDGE_PG_A_PORT: '16832', PGBRIDGE_PG_B_PORT: '16833',
-      PGBRIDGE_KAFKA_PORT: '29692', PGBRIDGE_KAFKA_CONTROLLER_PORT: '29693', PGBRIDGE_KAFKA_INTERNAL_PORT: '29694',
+      PGBRIDGE_PG_A_PORT: String(base), PGBRIDGE_PG_B_PORT: String(base + 1),
+      PGBRIDGE_KAFKA_PORT: String(base + 2), PGBRIDGE_KAFKA_CONTROLLER_PORT: String(base + 3), PGBRIDGE_KAFKA_INTERNAL_PORT: String(base + 4),
       PGBRIDGE_KAFKA_HEAP_MB: '384',
     });
     await up(s, () => undefined, PRIVATE);
@@ -146,8 +148,8 @@ describe('transport security: PostgreSQL verify-full with client certificates, K
     expect(proxy.counts.refused).toBe(0);
 
     const pre = await cli(['precheck']);
-    expect(pre.out).toMatch(/cluster a \(127\.0\.0\.1:16832\): encrypted \(TLSv1\.[23], sslMode verify-full\)/);
-    expect(pre.out).toMatch(/cluster b \(127\.0\.0\.1:16833\): encrypted \(TLSv1\.[23], sslMode verify-full\)/);
+    expect(pre.out).toMatch(new RegExp(`cluster a \\(127\\.0\\.0\\.1:${s.pg.a.port}\\): encrypted \\(TLSv1\\.[23], sslMode verify-full\\)`));
+    expect(pre.out).toMatch(new RegExp(`cluster b \\(127\\.0\\.0\\.1:${s.pg.b.port}\\): encrypted \\(TLSv1\\.[23], sslMode verify-full\\)`));
     expect(pre.out).toContain(`Kafka at 127.0.0.1:${s.kafkaPort}: SASL_SSL (SCRAM-SHA-512 as pgbridge)`);
     expect(pre.out).toContain(`schema registry at ${proxy.url}: HTTPS, basic auth as ${REGISTRY_USER}`);
     expect(pre.out).not.toContain('not encrypted');
@@ -158,7 +160,7 @@ describe('transport security: PostgreSQL verify-full with client certificates, K
     const pre = await cli(['precheck'], bad);
     expect(pre.code).toBe(1);
     expect(pre.out).toMatch(/schema registry: GET https:\/\/127\.0\.0\.1:\d+\/apis\/ccompat\/v7\/subjects answered HTTP 401/);
-    expect(pre.out).toMatch(/Kafka at 127\.0\.0\.1:29692 is unreachable: .*SASL authentication failed/);
+    expect(pre.out).toMatch(new RegExp(`Kafka at 127\\.0\\.0\\.1:${s.kafkaPort} is unreachable: .*SASL authentication failed`));
     for (const secret of [...Object.values(bad), env.PGB_TLS_KAFKA_PASSWORD!, REGISTRY_PASSWORD]) expect(pre.out).not.toContain(secret);
     expect(proxy.counts.refused).toBeGreaterThan(0);
   });

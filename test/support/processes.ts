@@ -64,6 +64,20 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/**
+ * The first of `n` consecutive ports that were free a moment ago, from 20000 to 29999 (below
+ * Linux's ephemeral range, where an outgoing connection could take one before the server binds).
+ */
+export async function freePorts(n: number): Promise<number> {
+  const free = (port: number) => new Promise<boolean>((res) => {
+    const srv = createServer().once('error', () => res(false)).listen(port, '127.0.0.1', () => srv.close(() => res(true)));
+  });
+  for (;;) {
+    const base = 20000 + Math.floor(Math.random() * (10000 - n));
+    if ((await Promise.all(Array.from({ length: n }, (_, i) => free(base + i)))).every(Boolean)) return base;
+  }
+}
+
 export interface Exit {
   readonly code: number | null;
   readonly signal: NodeJS.Signals | null;
