@@ -259,8 +259,13 @@ export async function initialSync(cfg: PipelineConfig, log: Logger, opts: SyncOp
     for (const t of await selectedTables(plan, cfg)) {
       const name = `${t.schema}.${t.table}`;
       const { def, pk } = await tableDef(plan, t);
-      const est = await plan.query<{ n: string; pages: string }>('SELECT GREATEST(reltuples, 0)::bigint::text AS n, (pg_relation_size(oid) / current_setting(\'block_size\')::int)::text AS pages FROM pg_class WHERE oid = $1::regclass', [qt(t.schema, t.table)]);
-      const estimate = Number(est.rows[0]!.n);
+      const est = await plan.query<{ n: string; pages: string }>('SELECT reltuples::bigint::text AS n, (pg_relation_size(oid) / current_setting(\'block_size\')::int)::text AS pages FROM pg_class WHERE oid = $1::regclass', [qt(t.schema, t.table)]);
+      let estimate = Number(est.rows[0]!.n);
+      if (estimate < 0) {
+        // Never analyzed (reltuples -1): count, or every such table would be one range.
+        const c = await plan.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${qt(t.schema, t.table)}`);
+        estimate = Number(c.rows[0]!.n);
+      }
       await control.query(
         `INSERT INTO cdc.snapshot_progress (pipeline, table_name, rows_estimate, consistent_lsn) VALUES ($4, $1, $2, $3::pg_lsn) ON CONFLICT (pipeline, table_name) DO NOTHING`,
         [name, estimate, formatLsn(consistent), cfg.pipeline],
