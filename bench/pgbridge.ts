@@ -156,11 +156,11 @@ export function startServices(p: BridgePipeline, which: Which): Services {
   return new Services(list);
 }
 
-/** Spawns `pgbridge sync --config … <args>` as its own process (its peak RSS is sampled like a service's). */
+/** Spawns `pgbridge sync --config … <args>` as its own process, started like the services (its peak RSS is sampled like theirs). */
 export function startSync(p: BridgePipeline, args: readonly string[]): Services {
   const logFile = join(p.dir, 'sync.log');
   const fd = openSync(logFile, 'a');
-  const child = spawn(process.execPath, [...profileArgs(), join(distRoot, 'services', 'cli', 'main.js'), 'sync', '--config', p.file, ...args], {
+  const child = spawn(process.execPath, [...SERVICE_NODE_ARGS, ...profileArgs(), join(distRoot, 'services', 'cli', 'main.js'), 'sync', '--config', p.file, ...args], {
     stdio: ['ignore', fd, fd],
     env: { ...process.env, PGBRIDGE_LOG_LEVEL: process.env.PGBRIDGE_BENCH_SERVICE_LOG_LEVEL ?? 'warn' },
   });
