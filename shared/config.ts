@@ -65,7 +65,8 @@ const tlsSchema = z
   })
   .strict();
 
-export const conflictPolicy = z.enum(['fail', 'ignore', 'overwrite', 'last-writer-wins']);
+/** fail is DTS's TaskFailed (missing rows are not conflicts that stop); fail-strict stops on every kind, as PostgreSQL 18 counts them. */
+export const conflictPolicy = z.enum(['fail', 'fail-strict', 'ignore', 'overwrite', 'last-writer-wins']);
 export type ConflictPolicy = z.infer<typeof conflictPolicy>;
 
 const batchSchema = z

@@ -144,7 +144,7 @@ export class ChunkLoader {
     if (policy === 'ignore') {
       // The destination row stays (an initial-sync row over an existing one is not a conflict).
       await c.query(`DELETE FROM pg_temp.${stage} s USING ${target} x WHERE ${on}`);
-    } else if (policy === 'overwrite' || policy === 'fail') {
+    } else if (policy === 'overwrite' || policy === 'fail' || policy === 'fail-strict') {
       await c.query('SAVEPOINT pgbridge_chunk');
       try {
         const set = ev.columns.filter((col) => !key.includes(col.name)).map((col) => `${qi(col.name)} = s.${qi(col.name)}`);

@@ -44,21 +44,28 @@ export function originDiffers(incoming: Stamp, existing: Stamp): boolean {
   return existing.origin !== incoming.origin && !incomingWins(incoming, existing);
 }
 
+/**
+ * The decision. Under every policy but `fail-strict`, a missing row is handled as the DTS
+ * manual documents it: `update_missing` becomes an insert (which may meet a taken key, a
+ * conflict of its own) and `delete_missing` is ignored; both are recorded. `fail-strict`
+ * stops on those too (PostgreSQL 18's view: every kind is a conflict).
+ */
 export function resolve(kind: ConflictKind, policy: ConflictPolicy, incoming: Stamp, existing: Stamp | null): Resolution {
-  if (policy === 'fail') return 'fail';
+  if (policy === 'fail-strict') return 'fail';
   switch (kind) {
     case 'update_missing':
       return 'apply_remote'; // becomes an insert (DTS behaviour)
     case 'delete_missing':
-      return 'keep_local'; // nothing to delete
+      return 'keep_local'; // nothing to delete (DTS ignores it whatever the policy)
     case 'multiple_unique_conflicts':
       // A unique key other than the primary key collides: overwriting would mean deleting
       // some other row, which no policy asks for. Kept, and recorded.
-      return 'keep_local';
+      return policy === 'fail' ? 'fail' : 'keep_local';
     case 'insert_exists':
     case 'update_exists':
     case 'update_origin_differs':
     case 'delete_origin_differs':
+      if (policy === 'fail') return 'fail';
       if (policy === 'ignore') return 'keep_local';
       if (policy === 'overwrite') return 'apply_remote';
       return existing === null || incomingWins(incoming, existing) ? 'apply_remote' : 'keep_local';

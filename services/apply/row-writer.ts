@@ -538,7 +538,7 @@ export class RowWriter {
     return { rows: await this.deleteRow(t, before), conflicts };
   }
 
-  /** Decides, records the conflict in cdc.conflicts (same transaction) and stops on `fail`. */
+  /** Decides, records the conflict in cdc.conflicts (same transaction) and stops on `fail` / `fail-strict`. */
   private async conflict(t: TableInfo, ev: ChangeEvent, kind: ConflictKind, cur: Existing | null, keyRow: Row): Promise<ConflictRecord> {
     const policy = policyFor(this.cfg, t.schema, t.table);
     const resolution = resolve(kind, policy, this.incoming(ev), cur?.stamp ?? null);
@@ -546,7 +546,7 @@ export class RowWriter {
     const where = `${ev.pos.topic}/${ev.pos.partition}@${ev.pos.offset} (source ${ev.sourceCluster} commit LSN ${formatLsn(ev.commitLsn)})`;
     if (resolution === 'fail') {
       // The key is a row value: at debug level only (PGBRIDGE_LOG_LEVEL=debug), never in the message.
-      throw new ConflictStop('CONFLICT', `${kind} on ${t.schema}.${t.table} at ${where}: policy "fail" stops this direction; nothing of the source transaction was applied`, {
+      throw new ConflictStop('CONFLICT', `${kind} on ${t.schema}.${t.table} at ${where}: policy "${policy}" stops this direction; nothing of the source transaction was applied`, {
         details: { table: `${t.schema}.${t.table}`, kind, topic: ev.pos.topic, partition: ev.pos.partition, offset: String(ev.pos.offset) },
         sensitive: { key },
       });

@@ -21,12 +21,15 @@ type Row = { id: string; v: string | null };
 const POLICY_TABLES = { t_ign: 'ignore', t_ow: 'overwrite', t_lww: 'last-writer-wins' } as const satisfies Record<string, ConflictPolicy>;
 type PolicyTable = keyof typeof POLICY_TABLES;
 
-/** `fail` cases, in source commit order: apply stops at each in turn. */
+/**
+ * `fail` cases, in source commit order: apply stops at each in turn. The missing-row kinds
+ * stop only under `fail-strict` (under `fail` DTS handles them: see the d_* tables).
+ */
 const FAIL_CASES = [
   { table: 'f_ins', kind: 'insert_exists', key: '2' },
-  { table: 'f_um', kind: 'update_missing', key: '1' },
+  { table: 'f_um', kind: 'update_missing', key: '1', policy: 'fail-strict' },
   { table: 'f_uod', kind: 'update_origin_differs', key: '1' },
-  { table: 'f_dm', kind: 'delete_missing', key: '1' },
+  { table: 'f_dm', kind: 'delete_missing', key: '1', policy: 'fail-strict' },
   { table: 'f_dod', kind: 'delete_origin_differs', key: '1' },
   { table: 'f_ue', kind: 'update_exists', key: '2' },
   { table: 'f_muc', kind: 'multiple_unique_conflicts', key: '1' },
@@ -54,7 +57,10 @@ describe('conflicts a→b (in-process capture a + apply a-b, real PostgreSQL/Kaf
           [`${schema}.t_ow`]: 'overwrite',
           [`${schema}.t_lww`]: 'last-writer-wins',
           [`${schema}.t_num`]: 'overwrite',
-          ...Object.fromEntries(FAIL_CASES.map((f) => [`${schema}.${f.table}`, relaxed.includes(f.table) ? 'overwrite' : 'fail'])),
+          ...Object.fromEntries(FAIL_CASES.map((f) => [`${schema}.${f.table}`, relaxed.includes(f.table) ? 'overwrite' : 'policy' in f ? f.policy : 'fail'])),
+          // Missing rows under fail, as DTS documents it: not a stop.
+          [`${schema}.d_um`]: 'fail',
+          [`${schema}.d_dm`]: 'fail',
         },
       },
     });
@@ -91,7 +97,7 @@ describe('conflicts a→b (in-process capture a + apply a-b, real PostgreSQL/Kaf
     cfg = config();
     a = await pgClient(cfg, 'a');
     b = await pgClient(cfg, 'b');
-    const tables = [...Object.keys(POLICY_TABLES), ...FAIL_CASES.map((f) => f.table)];
+    const tables = [...Object.keys(POLICY_TABLES), ...FAIL_CASES.map((f) => f.table), 'd_um', 'd_dm'];
     for (const c of [a, b]) {
       await c.query(`CREATE SCHEMA ${schema}`);
       for (const t of tables) await c.query(`CREATE TABLE ${schema}.${t} (id int PRIMARY KEY, v text, u int UNIQUE)`);
@@ -112,6 +118,8 @@ describe('conflicts a→b (in-process capture a + apply a-b, real PostgreSQL/Kaf
     await b.query(`INSERT INTO ${schema}.f_ins (id, v) VALUES (2, 'b2')`);
     await a.query(`INSERT INTO ${schema}.f_um (id, v) VALUES (1, 's')`);
     await a.query(`INSERT INTO ${schema}.f_dm (id, v) VALUES (1, 's')`);
+    await a.query(`INSERT INTO ${schema}.d_um (id, v) VALUES (1, 's')`);
+    await a.query(`INSERT INTO ${schema}.d_dm (id, v) VALUES (1, 's')`);
     for (const c of [a, b]) {
       await c.query(`INSERT INTO ${schema}.f_uod (id, v) VALUES (1, 's')`);
       await c.query(`INSERT INTO ${schema}.f_dod (id, v) VALUES (1, 's')`);
@@ -154,6 +162,8 @@ describe('conflicts a→b (in-process capture a + apply a-b, real PostgreSQL/Kaf
       await q(`UPDATE {T} SET v = 'a80', u = 800 WHERE id = 80`); // multiple_unique_conflicts on update
     }
     await a.query(`INSERT INTO ${schema}.t_ts VALUES (1, 'a')`);
+    await a.query(`UPDATE ${schema}.d_um SET v = 'a' WHERE id = 1`); // update_missing under fail: an insert
+    await a.query(`DELETE FROM ${schema}.d_dm WHERE id = 1`); // delete_missing under fail: ignored
     await a.query(`UPDATE ${schema}.t_num SET id = 1.00, v = 'moved' WHERE id = 1.0`);
     for (const t of Object.keys(POLICY_TABLES)) {
       await b.query(`INSERT INTO ${schema}.${t} (id, v) VALUES (11, 'b11')`);
@@ -211,6 +221,12 @@ describe('conflicts a→b (in-process capture a + apply a-b, real PostgreSQL/Kaf
       { id: '61', v: 'a61' }, { id: '62', v: 's' }, { id: '63', v: 'b63' }, { id: '64', v: 'b64' }, { id: '65', v: 'b65' },
     ]));
 
+    // fail handles missing rows as DTS does: no stop, the update inserted, the delete ignored, both recorded.
+    expect(await all(b, `SELECT id::text, v FROM ${schema}.d_um`)).toEqual([{ id: '1', v: 'a' }]);
+    expect(await all(b, `SELECT id::text FROM ${schema}.d_dm`)).toEqual([]);
+    expect(await conflictRows('d_um')).toEqual([{ id: '1', kind: 'update_missing', resolution: A, policy: 'fail', existing_v: null, incoming_v: 'a' }]);
+    expect(await conflictRows('d_dm')).toEqual([{ id: '1', kind: 'delete_missing', resolution: K, policy: 'fail', existing_v: null, incoming_v: null }]);
+
     // A key column named "timestamp": the conflict lookup must not confuse it with the commit timestamp.
     expect(await all(b, `SELECT "timestamp"::text AS k, v FROM ${schema}.t_ts`)).toEqual([{ k: '1', v: 'b' }]);
     expect(await all(b, `SELECT key->>'timestamp' AS k, kind, resolution, policy FROM cdc.conflicts WHERE table_name = $1`, [`${schema}.t_ts`]))
@@ -231,7 +247,7 @@ describe('conflicts a→b (in-process capture a + apply a-b, real PostgreSQL/Kaf
     const recorded = await all(b, `SELECT kind, resolution, count(*)::text AS n FROM cdc.conflicts WHERE table_name LIKE $1 GROUP BY 1, 2`, [`${schema}.%`]);
     expect(recorded.length).toBeGreaterThan(0);
     for (const r of recorded) expect(await counter(reg, 'pgbridge_apply_conflicts_total', { kind: r.kind!, resolution: r.resolution! }), `${r.kind}/${r.resolution}`).toBe(Number(r.n));
-    expect(await counter(reg, 'pgbridge_apply_conflicts_total')).toBe(14 * 3 + 1 + 1);
+    expect(await counter(reg, 'pgbridge_apply_conflicts_total')).toBe(14 * 3 + 1 + 1 + 2);
     expect(apply.errors).toEqual([]);
     expect(capture!.errors).toEqual([]);
     await apply.stop();

@@ -76,15 +76,22 @@ describe('originDiffers (update_origin_differs / delete_origin_differs detection
 });
 
 describe('resolve (decision table)', () => {
-  it('fail stops on every kind, with or without a destination row', () => {
+  it('fail-strict stops on every kind, with or without a destination row', () => {
     for (const k of KINDS) {
+      expect(resolve(k, 'fail-strict', fromA(2n), older), k).toBe('fail');
+      expect(resolve(k, 'fail-strict', fromA(2n), null), k).toBe('fail');
+    }
+  });
+
+  it('fail (DTS TaskFailed) stops on every kind but the missing row ones', () => {
+    for (const k of KINDS.filter((x) => x !== 'update_missing' && x !== 'delete_missing')) {
       expect(resolve(k, 'fail', fromA(2n), older), k).toBe('fail');
       expect(resolve(k, 'fail', fromA(2n), null), k).toBe('fail');
     }
   });
 
-  it('update_missing becomes an insert and delete_missing is ignored under every other policy', () => {
-    for (const p of ['ignore', 'overwrite', 'last-writer-wins'] as ConflictPolicy[]) {
+  it('update_missing becomes an insert and delete_missing is ignored under every policy but fail-strict (DTS)', () => {
+    for (const p of ['fail', 'ignore', 'overwrite', 'last-writer-wins'] as ConflictPolicy[]) {
       expect(resolve('update_missing', p, fromA(1n), null), p).toBe('apply_remote');
       expect(resolve('delete_missing', p, fromA(1n), null), p).toBe('keep_local');
     }
