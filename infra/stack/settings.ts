@@ -34,7 +34,8 @@ export interface StackSettings {
   /**
    * The TLS variant (`stack up --secure`, PGBRIDGE_STACK_SECURE=1): PostgreSQL accepts only
    * TLS connections with a client certificate, Kafka listens with SASL_SSL (SCRAM and PLAIN)
-   * and keeps a PLAINTEXT listener on kafkaInternalPort for the broker itself and the registry.
+   * and a client certificate, and keeps a PLAINTEXT listener on kafkaInternalPort for the
+   * broker itself and the registry.
    * Certificates are made at `up` in `<stateDir>/tls`.
    */
   readonly secure: boolean;
@@ -227,6 +228,8 @@ function kafkaSecureProperties(s: StackSettings, password: string): string[] {
     `ssl.keystore.location=${f.kafkaKeystore}`,
     'ssl.truststore.type=PEM',
     `ssl.truststore.location=${f.caCert}`,
+    // Clients also present a certificate signed by the stack's CA (mutual TLS), besides SASL.
+    'listener.name.sasl_ssl.ssl.client.auth=required',
   ];
 }
 

@@ -166,7 +166,7 @@ export function secureKafkaPassword(s: StackSettings): string {
   return readFileSync(secureFiles(s).kafkaPasswordFile, 'utf8').trim();
 }
 
-/** TLS options of a PostgreSQL client of the secure stack (verify-full, client certificate). */
+/** TLS options of a client of the secure stack (CA-verified server, client certificate). */
 function securePgSsl(s: StackSettings): { ca: string; cert: string; key: string; rejectUnauthorized: true } {
   const f = secureFiles(s);
   return { ca: readFileSync(f.caCert, 'utf8'), cert: readFileSync(f.clientCert, 'utf8'), key: readFileSync(f.clientKey, 'utf8'), rejectUnauthorized: true };
@@ -340,7 +340,7 @@ async function kafkaAnswers(s: StackSettings): Promise<boolean> {
   // A metadata round trip through the real client, not just an open port.
   const { KafkaClient } = await import('../../shared/kafka.js');
   const secure = s.secure
-    ? { tls: { ca: readFileSync(secureFiles(s).caCert, 'utf8'), rejectUnauthorized: true }, sasl: { mechanism: 'SCRAM-SHA-512' as const, username: secureFiles(s).kafkaUser, password: secureKafkaPassword(s) } }
+    ? { tls: securePgSsl(s), sasl: { mechanism: 'SCRAM-SHA-512' as const, username: secureFiles(s).kafkaUser, password: secureKafkaPassword(s) } }
     : {};
   const admin = new KafkaClient({ brokers: [`${s.host}:${s.kafkaPort}`], clientId: 'pgbridge-stack', connectTimeoutMs: 1500, ...secure }).admin({ retries: 0 });
   try {

@@ -16,11 +16,13 @@ export interface RegistryProxy {
   close(): Promise<void>;
 }
 
-export async function startRegistryProxy(upstreamUrl: string, tls: { cert: string; key: string }, user: string, password: string): Promise<RegistryProxy> {
+/** `tls.ca` set: clients must also present a certificate signed by it (mutual TLS). */
+export async function startRegistryProxy(upstreamUrl: string, tls: { cert: string; key: string; ca?: string }, user: string, password: string): Promise<RegistryProxy> {
   const upstream = new URL(upstreamUrl);
   const expected = `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
   const counts = { passed: 0, refused: 0 };
-  const server: Server = createServer({ cert: readFileSync(tls.cert), key: readFileSync(tls.key) }, (req, res) => {
+  const mutual = tls.ca ? { ca: readFileSync(tls.ca), requestCert: true, rejectUnauthorized: true } : {};
+  const server: Server = createServer({ cert: readFileSync(tls.cert), key: readFileSync(tls.key), ...mutual }, (req, res) => {
     if (req.headers.authorization !== expected) {
       counts.refused++;
       req.resume();
