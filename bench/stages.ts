@@ -7,6 +7,7 @@
  * user + system time of the service process (/proc), start-up included.
  * PGBRIDGE_STAGES_SERVICES=<dist/services of another build> runs that build's services, with
  * the node binary PGBRIDGE_STAGES_NODE if set (A/B against an older build or runtime).
+ * PGBRIDGE_STAGES_COMPRESSION=lz4|zstd|… sets capture.compression.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -52,7 +53,7 @@ async function main(): Promise<void> {
     ...stackConnections(ep),
     selection: { schemas: [schema] },
     metrics: { basePort: 0 },
-    capture: { heartbeatSeconds: 0 },
+    capture: { heartbeatSeconds: 0, ...(process.env.PGBRIDGE_STAGES_COMPRESSION ? { compression: process.env.PGBRIDGE_STAGES_COMPRESSION } : {}) },
   };
   const file = join(mkdtempSync(join(tmpdir(), 'pgbridge-stages-')), 'pipeline.yaml');
   writeFileSync(file, JSON.stringify(input));
@@ -70,7 +71,7 @@ async function main(): Promise<void> {
     // PGBRIDGE_CPU_PROF=<folder>: each service writes a V8 CPU profile there (open it in Chrome DevTools).
     const profile = process.env.PGBRIDGE_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PGBRIDGE_CPU_PROF}`] : [];
     const start = (script: string, args: string[]): ChildProcess =>
-      spawn(process.env.PGBRIDGE_STAGES_NODE ?? process.execPath, [...SERVICE_NODE_ARGS, ...profile, join(services, script), '--config', file, ...args, '--metrics-port', '0'], { stdio: 'inherit', env: { ...process.env, PGBRIDGE_LOG_LEVEL: 'warn' } });
+      spawn(process.env.PGBRIDGE_STAGES_NODE ?? process.execPath, [...SERVICE_NODE_ARGS, ...profile, join(services, script), '--config', file, ...args, '--metrics-port', '0'], { stdio: 'inherit', env: { ...process.env, PGBRIDGE_LOG_LEVEL: process.env.PGBRIDGE_STAGES_LOG_LEVEL ?? 'warn' } });
     const stop = async (p: ChildProcess): Promise<void> => {
       p.kill('SIGTERM');
       await new Promise((r) => p.once('exit', r));
@@ -90,18 +91,20 @@ async function main(): Promise<void> {
     t0 = Date.now();
     const app = start('apply/main.js', ['--direction', 'a-b']);
     let appPeak = 0;
+    let firstRow: number | null = null;
     for (;;) {
       appPeak = Math.max(appPeak, hwmMib(app.pid));
       const got = await withClient(b, 'stages', (cl) => cl.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${schema}.t`)).then((r) => Number(r.rows[0]!.n));
+      if (got > 0 && firstRow === null) firstRow = (Date.now() - t0) / 1000;
       if (got >= n) break;
-      await new Promise((r) => setTimeout(r, 50));
+      await new Promise((r) => setTimeout(r, firstRow === null ? 10 : 50));
     }
     const appS = (Date.now() - t0) / 1000;
     const appCpu = cpuSeconds(app.pid);
     await stop(app);
     const us = (cpu: number): string => `${((cpu * 1e6) / n).toFixed(1)} µs CPU/row`;
     console.log(`rows ${n} (${per} per transaction): capture alone ${capS.toFixed(2)} s = ${Math.round(n / capS)} rows/s, ${us(capCpu)}, peak RSS ${capPeak} MiB; ` +
-      `apply alone from the filled topic ${appS.toFixed(2)} s = ${Math.round(n / appS)} rows/s, ${us(appCpu)}, peak RSS ${appPeak} MiB (both include process start; CPU of the node process only)`);
+      `apply alone from the filled topic ${appS.toFixed(2)} s = ${Math.round(n / appS)} rows/s, ${us(appCpu)}, peak RSS ${appPeak} MiB, first row on b ${firstRow?.toFixed(2)} s after its start (both include process start; CPU of the node process only)`);
   } finally {
     await release(cfg, log, { topics: true }).catch(() => undefined);
     for (const c of [a, b]) await withClient(c, 'stages', (cl) => cl.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)).catch(() => undefined);

@@ -151,9 +151,11 @@ const configSchema = z
         batch: batchSchema.default({ maxTransactions: 500, maxRows: 5000, lingerMs: 20 }),
         /** Standby status interval towards PostgreSQL (must be below wal_sender_timeout). */
         statusIntervalSeconds: z.number().min(1).default(10),
+        /** Compression of the record batches capture produces (docs/decisions.md: none measured best here). */
+        compression: z.enum(['none', 'lz4', 'zstd', 'gzip', 'snappy']).default('none'),
       })
       .strict()
-      .default({ heartbeatSeconds: 5, foreignOrigins: 'skip', batch: { maxTransactions: 500, maxRows: 5000, lingerMs: 20 }, statusIntervalSeconds: 10 }),
+      .default({ heartbeatSeconds: 5, foreignOrigins: 'skip', batch: { maxTransactions: 500, maxRows: 5000, lingerMs: 20 }, statusIntervalSeconds: 10, compression: 'none' }),
     apply: z
       .object({
         batch: batchSchema.default({ maxTransactions: 500, maxRows: 5000, lingerMs: 20 }),

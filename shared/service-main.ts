@@ -16,7 +16,8 @@ import type { Logger } from './log.js';
 import { backoff, sleep } from './retry.js';
 
 /** How often a standby instance tries to take over. */
-const STANDBY_POLL_MS = 2_000;
+/** A standby tries the replication origin this often: the takeover after a crash waits at most this long for it. */
+const STANDBY_POLL_MS = 1_000;
 
 export interface Runnable {
   run(): Promise<void>;

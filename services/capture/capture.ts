@@ -185,7 +185,7 @@ export class CaptureRun extends ServiceRun {
     this.store = new SchemaStore(cfg.registry, (what, attempt, err) => this.log.warn({ attempt, err: errorMessage(err) }, `registry: ${what} failed, retrying`), cfg.retry.otherMinutes * 60_000);
     this.encoder = new EventEncoder(this.store, this.direction.topic, cluster, this.cluster.database);
     // One partition (the default, DESIGN §2): name it rather than hash every key to find it.
-    this.publisher = new KafkaPublisher(deps.kafka, `pgbridge-${cfg.pipeline}-capture-${cluster}`, this.direction.topic, undefined, cfg.topics.partitions === 1 ? 0 : undefined);
+    this.publisher = new KafkaPublisher(deps.kafka, `pgbridge-${cfg.pipeline}-capture-${cluster}`, this.direction.topic, undefined, cfg.topics.partitions === 1 ? 0 : undefined, cfg.capture.compression);
     this.stream = new ReplicationStream(clientConfig(this.cluster, `pgbridge-capture-${cluster}`), this.slot, this.slot);
     const heartbeat = `${HEARTBEAT_SCHEMA}.${HEARTBEAT_TABLE}`;
     this.builder = new ChangeBuilder({

@@ -4,7 +4,7 @@
  * read_committed consumers all at once or not at all. Messages are sent in chunks while the
  * group is open, so a huge source transaction never sits in memory (INV-7).
  */
-import type { KafkaClient, TransactionalProducer } from '../../shared/kafka.js';
+import type { Compression, KafkaClient, TransactionalProducer } from '../../shared/kafka.js';
 import type { OutMessage } from './avro-encoder.js';
 
 /**
@@ -34,10 +34,11 @@ export class KafkaPublisher {
     private readonly transactionTimeoutMs = 600_000,
     /** Every message to this partition (a one-partition topic), else the producer's partitioner. */
     private readonly partition?: number,
+    private readonly compression: Compression = 'none',
   ) {}
 
   async connect(): Promise<void> {
-    this.producer = this.kafka.transactionalProducer(this.transactionalId, this.transactionTimeoutMs);
+    this.producer = this.kafka.transactionalProducer(this.transactionalId, this.transactionTimeoutMs, { compression: this.compression });
     // The first transaction's InitProducerId fences an older instance with the same
     // transactional id and aborts whatever transaction it left open (crash recovery).
     await this.producer.connect();
