@@ -103,6 +103,28 @@ describe('local stack (real services)', () => {
     await admin.deleteTopics([topic]);
   });
 
+  it('read_committed drops an aborted transaction whose abort marker lies beyond the fetch that returned its records', async () => {
+    const topic = `stack-abort-${uniq}`;
+    await admin.createTopics([{ topic, partitions: 1 }]);
+    const p = kafka.transactionalProducer(`stack-abort-${uniq}`, 60_000);
+    await p.connect();
+    await p.send(topic, [{ key: null, value: Buffer.from('before') }]);
+    await p.commit();
+    // Ten record batches of ten records in one transaction, then aborted.
+    for (let i = 0; i < 10; i++) await p.send(topic, Array.from({ length: 10 }, (_, j) => ({ key: null, value: Buffer.from(`aborted ${i}.${j} ${'x'.repeat(100)}`) })));
+    await p.abort();
+    await p.send(topic, [{ key: null, value: Buffer.from('after') }]);
+    await p.commit();
+    await p.close();
+    // 1 KiB fetches: the broker returns one batch at a time, so the abort marker comes many
+    // fetches after the first aborted records.
+    const small = await readTopic(kafka, topic, { maxBytesPerPartition: 1024 });
+    expect(small.map((m) => m.value!.toString())).toEqual(['before', 'after']);
+    const uncommitted = await readTopic(kafka, topic, { readCommitted: false });
+    expect(uncommitted).toHaveLength(102);
+    await admin.deleteTopics([topic]);
+  });
+
   it('reads a logical slot of cluster a (pgoutput) with the change in it', async () => {
     const c = client('a');
     await c.connect();
