@@ -80,6 +80,12 @@ const batchSchema = z
   })
   .strict();
 
+/** Rows per second and MB per second a direction's apply may read; positive numbers. */
+const throttleLimitShape = {
+  rowsPerSecond: z.number().positive().optional(),
+  megabytesPerSecond: z.number().positive().optional(),
+};
+
 const configSchema = z
   .object({
     pipeline: ident,
@@ -161,9 +167,18 @@ const configSchema = z
         batch: batchSchema.default({ maxTransactions: 500, maxRows: 5000, lingerMs: 20 }),
         /** Topic for poison messages; unset means stop at the first one. */
         deadLetterTopic: z.string().min(1).optional(),
+        /** Incremental throttling (DTS): unset means no limit. `pgbridge throttle` overrides it while apply runs. */
+        throttle: z
+          .object({
+            ...throttleLimitShape,
+            /** Per-direction overrides, keyed by direction id (a-b). */
+            directions: z.record(z.string().regex(/^[a-z][a-z0-9_]*-[a-z][a-z0-9_]*$/, 'a direction id such as a-b'), z.object(throttleLimitShape).strict()).default({}),
+          })
+          .strict()
+          .default({ directions: {} }),
       })
       .strict()
-      .default({ batch: { maxTransactions: 500, maxRows: 5000, lingerMs: 20 } }),
+      .default({ batch: { maxTransactions: 500, maxRows: 5000, lingerMs: 20 }, throttle: { directions: {} } }),
     sync: z
       .object({
         /** Parallel readers of the initial sync (one source connection and one Kafka producer each). */

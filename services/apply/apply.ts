@@ -17,6 +17,7 @@ import { writeControl } from '../../shared/control-records.js';
 import { ChunkLoader, snapshotRowOf, type SnapshotChunkEvent } from './chunk-loader.js';
 import { decodeRecord, type ApplyEvent, type ChangeEvent, type Position } from './event-decoder.js';
 import { EventGuard } from './event-guard.js';
+import { THROTTLE_REFRESH_MS, Throttle, configuredLimit, storedLimit } from './throttle.js';
 import { ConflictStop, RowWriter, type BatchShape } from './row-writer.js';
 
 export interface ApplyMetrics {
@@ -29,6 +30,9 @@ export interface ApplyMetrics {
   deadLettered: Counter;
   refused: Counter;
   unverifiedLsn: Counter;
+  throttleRows: Gauge;
+  throttleBytes: Gauge;
+  throttledSeconds: Counter;
   lagOffsets: Gauge;
   lagSeconds: Gauge;
 }
@@ -44,6 +48,9 @@ export function applyMetrics(registry: Registry): ApplyMetrics {
     deadLettered: new Counter({ name: 'pgbridge_apply_dead_lettered_total', help: 'Poison messages written to the dead-letter topic', registers: [registry] }),
     refused: new Counter({ name: 'pgbridge_apply_refused_total', help: 'Records refused before writing (table outside the selection, wrong source cluster, unknown op, commit LSN beyond the source)', labelNames: ['reason'], registers: [registry] }),
     unverifiedLsn: new Counter({ name: 'pgbridge_apply_unverified_lsn_total', help: 'Records applied without the commit-LSN check because the source cluster was unreachable', registers: [registry] }),
+    throttleRows: new Gauge({ name: 'pgbridge_apply_throttle_rows_per_second', help: 'Throttle in force: rows per second apply may read (0: no limit)', registers: [registry] }),
+    throttleBytes: new Gauge({ name: 'pgbridge_apply_throttle_bytes_per_second', help: 'Throttle in force: message bytes per second apply may read (0: no limit)', registers: [registry] }),
+    throttledSeconds: new Counter({ name: 'pgbridge_apply_throttled_seconds_total', help: 'Time apply waited to keep to its throttle', registers: [registry] }),
     lagOffsets: new Gauge({ name: 'pgbridge_apply_lag_offsets', help: 'Records still to read between the applied position and the end of the partition (commit markers not counted)', labelNames: ['partition'], registers: [registry] }),
     lagSeconds: new Gauge({ name: 'pgbridge_apply_lag_seconds', help: 'Now minus the source commit time of the last applied transaction or heartbeat', registers: [registry] }),
   };
@@ -88,6 +95,8 @@ export class ApplyRun extends ServiceRun {
   protected readonly log: Logger;
   private readonly store: SchemaStore;
   private readonly guard: EventGuard;
+  private readonly throttle = new Throttle();
+  private throttleReadAt = 0;
   private client: pg.Client | null = null;
   private writer: RowWriter | null = null;
   private chunks: ChunkLoader | null = null;
@@ -243,6 +252,7 @@ export class ApplyRun extends ServiceRun {
       throw new PgBridgeError('CONNECTION', `cdc.apply_progress is not readable on ${direction.to} (run pgbridge setup): ${errorMessage(err)}`, { retriable: false, cause: err });
     });
     for (const row of p.rows) this.stored.set(Number(row.partition), { nextOffset: BigInt(row.next_offset), commitLsn: parseLsn(row.commit_lsn) });
+    await this.readThrottle();
     const w = await client.query<{ table_name: string; lsn: string }>('SELECT table_name, lsn::text FROM cdc.table_watermarks WHERE pipeline = $1 AND direction = $2', [cfg.pipeline, direction.id]);
     for (const row of w.rows) this.watermarks.set(row.table_name, parseLsn(row.lsn));
     if (cfg.apply.deadLetterTopic) {
@@ -271,6 +281,7 @@ export class ApplyRun extends ServiceRun {
     const p = batch.partition;
     const pos0 = { topic: batch.topic, partition: p };
     this.log.debug({ partition: p, offset: String(batch.messages[0]?.offset), count: batch.messages.length }, 'batch');
+    if (performance.now() - this.throttleReadAt > THROTTLE_REFRESH_MS) await this.readThrottle();
     for (const m of batch.messages) {
       if (batch.isStale()) {
         await this.rollbackGroup();
@@ -280,6 +291,17 @@ export class ApplyRun extends ServiceRun {
       const s = this.stored.get(p);
       // Already applied (the stored position wins over Kafka's committed offset): INV-3.
       if ((s && off < s.nextOffset) || (this.group && off <= this.group.lastOffset)) continue;
+      if (this.throttle.active) {
+        const replay = await this.throttleWait(m);
+        if (replay !== null) {
+          this.consumer!.seek(p, replay);
+          return;
+        }
+        if (batch.isStale()) {
+          await this.rollbackGroup();
+          return;
+        }
+      }
       const replay = await this.handle(m, { ...pos0, offset: off });
       if (replay !== null) {
         // A destination rejection sent to the dead-letter topic: the group was rolled back;
@@ -297,6 +319,53 @@ export class ApplyRun extends ServiceRun {
       }
       await this.commitGroup();
     }
+  }
+
+  /** The throttle in force: the one `pgbridge throttle` stored on the destination, else the pipeline file's. */
+  private async readThrottle(): Promise<void> {
+    const { cfg, direction } = this.deps;
+    this.throttleReadAt = performance.now();
+    const stored = await storedLimit(this.client!, cfg.pipeline, direction.id).catch((err: unknown) => {
+      this.log.warn({ err: errorMessage(err) }, 'cdc.apply_throttle is not readable (run pgbridge setup); using the pipeline file\'s throttle');
+      return null;
+    });
+    const limit = stored ?? configuredLimit(cfg, direction.id);
+    const before = this.throttle.current;
+    this.throttle.set(limit);
+    if (limit.rowsPerSecond !== before.rowsPerSecond || limit.bytesPerSecond !== before.bytesPerSecond) {
+      this.log.info({ rowsPerSecond: limit.rowsPerSecond, bytesPerSecond: limit.bytesPerSecond, from: limit.source }, 'throttle in force');
+    }
+    this.deps.metrics.throttleRows.set(limit.rowsPerSecond);
+    this.deps.metrics.throttleBytes.set(limit.bytesPerSecond);
+  }
+
+  /**
+   * Keeps to the throttle before reading a message. The wait is taken in steps of at least
+   * 100 ms (the debt carries over, so the average holds). A stored limit is read again every
+   * THROTTLE_REFRESH_MS here too, so a change reaches an apply that is working through a
+   * long backlog. Returns a replay offset when the group was rolled back.
+   */
+  private async throttleWait(m: ConsumedMessage): Promise<bigint | null> {
+    if (performance.now() - this.throttleReadAt > THROTTLE_REFRESH_MS) await this.readThrottle();
+    let wait = this.throttle.take(1, m.value?.length ?? 0);
+    // Waits go to transaction boundaries, where the group can commit first (rows show at the
+    // throttled pace, and no destination transaction stays open while waiting); inside a long
+    // source transaction, once a second's worth of debt has built up.
+    const atBoundary = !this.group || !this.group.inTxn;
+    if (wait < (atBoundary ? 100 : 1000)) return null;
+    if (this.group && !this.group.inTxn) {
+      const replay = await this.flushBatch();
+      if (replay !== null) return replay;
+      await this.commitGroup();
+    }
+    this.deps.metrics.throttledSeconds.inc(wait / 1000);
+    // In steps of at most 1 s, so that a stop or a lowered limit is not kept waiting.
+    while (wait > 0 && !this.stopping) {
+      const step = Math.min(wait, 1000);
+      await new Promise((r) => setTimeout(r, step));
+      wait -= step;
+    }
+    return null;
   }
 
   /** Returns an offset to replay from when the group had to be rolled back, else null. */

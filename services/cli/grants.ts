@@ -83,6 +83,7 @@ export function serviceGrants(cfg: PipelineConfig, cluster: string, service: Ser
     { why: 'conflict ids', kind: 'SEQUENCE', objects: ['cdc.conflicts_id_seq'], privileges: ['USAGE'] },
     { why: 'origin control records (origin.method message, or auto without origin privileges)', kind: 'TABLE', objects: ['cdc.control'], privileges: ['SELECT', 'INSERT', 'DELETE'] },
     { why: 'control record ids', kind: 'SEQUENCE', objects: ['cdc.control_id_seq'], privileges: ['USAGE'] },
+    { why: 'the throttle set by pgbridge throttle', kind: 'TABLE', objects: ['cdc.apply_throttle'], privileges: ['SELECT'] },
   ];
   if (f.schemas.length) grants.push({ why: 'the selected schemas', kind: 'SCHEMA', objects: f.schemas, privileges: ['USAGE'] });
   if (f.tables.length) grants.push({ why: 'the selected tables', kind: 'TABLE', objects: f.tables, privileges: ['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE'] });

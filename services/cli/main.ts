@@ -162,6 +162,26 @@ export function program(): Command {
       console.log(`drained: barrier ${id} applied in ${cfg.directions.map((d) => d.id).join(' and ')}`);
     });
 
+  withConfig(p.command('throttle').description('show the incremental throttle of each direction, or change one while apply runs (read again within 2 s)'))
+    .option('--direction <id>', 'the direction to change (a-b)')
+    .option('--rows-per-second <n>', 'rows per second apply may read', rate)
+    .option('--mb-per-second <n>', 'megabytes of messages per second apply may read', rate)
+    .option('--clear', "remove the throttle set here: the pipeline file's apply.throttle applies again")
+    .action(async (o) => {
+      const { cfg } = config(o);
+      const { formatThrottles, setThrottle, throttles } = await import('./throttle.js');
+      const change = o.clear || o.rowsPerSecond !== undefined || o.mbPerSecond !== undefined;
+      if (change) {
+        if (!o.direction) {
+          console.error('pgbridge: --direction is needed to change a throttle (a-b or b-a)');
+          process.exitCode = 2;
+          return;
+        }
+        await setThrottle(cfg, o.direction, o.clear ? null : { rowsPerSecond: o.rowsPerSecond, megabytesPerSecond: o.mbPerSecond });
+      }
+      console.log(formatThrottles(await throttles(cfg)));
+    });
+
   withConfig(p.command('verify').description('compare every selected table between the clusters (bucketed checksums); exit 1 when they differ'))
     .option('--buckets <n>', 'buckets per table', numberOption('integer', 1, 1_000_000), 64)
     .option('--table <schema.table...>', 'only these tables')

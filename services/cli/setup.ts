@@ -137,7 +137,15 @@ CREATE TABLE IF NOT EXISTS cdc.table_watermarks (
   PRIMARY KEY (pipeline, direction, table_name)
 );
 CREATE INDEX IF NOT EXISTS conflicts_pipeline ON cdc.conflicts (pipeline, direction, detected_at);
-${CONTROL_TABLE_SQL}`;
+${CONTROL_TABLE_SQL}CREATE TABLE IF NOT EXISTS cdc.apply_throttle (
+  pipeline text NOT NULL,
+  direction text NOT NULL,
+  rows_per_second double precision NOT NULL DEFAULT 0,
+  bytes_per_second double precision NOT NULL DEFAULT 0,
+  updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+  PRIMARY KEY (pipeline, direction)
+);
+`;
 
 export interface SelectedTable {
   readonly schema: string;
@@ -294,7 +302,7 @@ export async function release(cfg: PipelineConfig, log: Logger, opts: { topics: 
         } else if (!h.ourTables) {
           log.warn({ cluster: name, owner: h.owner }, 'schema cdc was not created by pgbridge setup: left as it is');
         } else {
-          for (const t of ['heartbeat', 'apply_progress', 'conflicts', 'snapshot_progress', 'snapshot_ranges', 'snapshot_loads', 'barriers', 'table_watermarks', 'capture_state', 'control']) {
+          for (const t of ['heartbeat', 'apply_progress', 'conflicts', 'snapshot_progress', 'snapshot_ranges', 'snapshot_loads', 'barriers', 'table_watermarks', 'capture_state', 'control', 'apply_throttle']) {
             await c.query(`DELETE FROM cdc.${t} WHERE pipeline = $1`, [cfg.pipeline]);
           }
           const why = others.rowCount

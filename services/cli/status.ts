@@ -7,6 +7,8 @@ import { errorMessage } from '../../shared/errors.js';
 import { KafkaClient, kafkaConnection, recordsBehind } from '../../shared/kafka.js';
 import { withClient } from '../../shared/pg.js';
 import { readiness, scrapeMetrics } from './probe.js';
+import { configuredLimit, storedLimit, type ThrottleLimit } from '../apply/throttle.js';
+import { formatLimit } from './throttle.js';
 
 export interface DirectionStatus {
   direction: string;
@@ -18,6 +20,8 @@ export interface DirectionStatus {
   lagOffsets: number | null;
   conflicts: number | null;
   droppedLoopbacks: number | null;
+  /** Incremental throttle in force for this direction's apply (pgbridge throttle, else the pipeline file). */
+  throttle: ThrottleLimit;
   services: { capture: string; apply: string };
   errors: string[];
 }
@@ -49,6 +53,7 @@ export async function status(cfg: PipelineConfig): Promise<DirectionStatus[]> {
       lagOffsets: null,
       conflicts: null,
       droppedLoopbacks: null,
+      throttle: configuredLimit(cfg, d.id),
       services: { capture: 'unknown', apply: 'unknown' },
       errors,
     };
@@ -76,6 +81,7 @@ export async function status(cfg: PipelineConfig): Promise<DirectionStatus[]> {
         const end = ends?.get(`${d.topic}:0`);
         if (end !== undefined) s.lagOffsets = recordsBehind(end, BigInt(row.next_offset));
       }
+      s.throttle = (await storedLimit(c, cfg.pipeline, d.id).catch(() => null)) ?? s.throttle;
       const k = await c.query<{ n: string }>('SELECT count(*)::text AS n FROM cdc.conflicts WHERE pipeline = $1 AND direction = $2', [cfg.pipeline, d.id]);
       s.conflicts = Number(k.rows[0]?.n ?? 0);
     }).catch((err: unknown) => errors.push(`${d.to}: ${errorMessage(err)}`));
@@ -106,7 +112,7 @@ export function formatStatus(rows: DirectionStatus[]): string {
     lines.push(`  capture ${s.services.capture}; apply ${s.services.apply}`);
     lines.push(`  slot ${s.slot.name}: ${s.slot.exists ? (s.slot.active ? 'active' : 'inactive') : 'MISSING'}, WAL retained ${bytes(s.slot.walRetainedBytes)}, unacked ${bytes(s.slot.lagBytes)}${s.slot.walStatus && s.slot.walStatus !== 'reserved' ? `, wal_status ${s.slot.walStatus}` : ''}`);
     lines.push(`  applied up to source commit ${s.applied.commitLsn ?? '-'} (${s.applied.commitTs ?? 'nothing yet'}), lag ${s.lagSeconds ?? '-'} s, ${s.lagOffsets ?? '-'} message(s)`);
-    lines.push(`  conflicts ${s.conflicts ?? '-'}, dropped loop-backs ${s.droppedLoopbacks ?? '-'}`);
+    lines.push(`  conflicts ${s.conflicts ?? '-'}, dropped loop-backs ${s.droppedLoopbacks ?? '-'}, throttle ${formatLimit(s.throttle)}`);
     for (const e of s.errors) lines.push(`  error: ${e}`);
   }
   return lines.join('\n');
