@@ -98,6 +98,18 @@ export class SchemaStore {
         const r = await this.client.register({ type: SchemaType.AVRO, schema: text }, { subject });
         return r.id;
       } catch (err) {
+        // The client refuses a subject whose compatibility level is not the one it sets at a
+        // subject's first registration (BACKWARD). A process killed between registering a
+        // subject and setting its level leaves it at the registry's default (Apicurio: NONE),
+        // and every later registration would fail (seen: SIGKILL during an initial sync).
+        // The level is the registry's business, not ours: register under the level it has.
+        const level = compatibilityMismatch(err);
+        if (level !== null) {
+          const found = await this.client.getRegistryIdBySchema(subject, { type: SchemaType.AVRO, schema: text }).catch(() => undefined);
+          if (found !== undefined) return found;
+          const r = await this.client.register({ type: SchemaType.AVRO, schema: text }, { subject, compatibility: level as never });
+          return r.id;
+        }
         // A retry after a lost response can be refused (seen with Apicurio: "Compatibility does
         // not match the configuration") although the first attempt registered this very
         // schema: look it up before calling it an error.
@@ -157,4 +169,10 @@ export class SchemaStore {
       }
     }
   }
+}
+
+/** The subject's level when the client refused a registration over a compatibility mismatch, else null. */
+function compatibilityMismatch(err: unknown): string | null {
+  if (!(err instanceof Error) || err.name !== 'ConfluentSchemaRegistryCompatibilityError') return null;
+  return /!= ([A-Z_]+)\)/.exec(err.message)?.[1] ?? null;
 }
