@@ -16,9 +16,9 @@ import { SchemaStore } from '../../shared/registry.js';
 import { writeControl } from '../../shared/control-records.js';
 import { ChunkLoader, snapshotRowOf, type SnapshotChunkEvent } from './chunk-loader.js';
 import { decodeRecord, type ApplyEvent, type ChangeEvent, type Position } from './event-decoder.js';
-import { EventGuard } from './event-guard.js';
+import { EventGuard, type Refusal } from './event-guard.js';
 import { THROTTLE_REFRESH_MS, Throttle, configuredLimit, storedLimit } from './throttle.js';
-import { ConflictStop, RowWriter, type BatchShape } from './row-writer.js';
+import { ConflictStop, RowWriter, type BatchShape, type WriteResult } from './row-writer.js';
 
 export interface ApplyMetrics {
   transactions: Counter;
@@ -281,7 +281,7 @@ export class ApplyRun extends ServiceRun {
     const p = batch.partition;
     const pos0 = { topic: batch.topic, partition: p };
     this.log.debug({ partition: p, offset: String(batch.messages[0]?.offset), count: batch.messages.length }, 'batch');
-    if (performance.now() - this.throttleReadAt > THROTTLE_REFRESH_MS) await this.readThrottle();
+    await this.refreshThrottle();
     for (const m of batch.messages) {
       if (batch.isStale()) {
         await this.rollbackGroup();
@@ -312,13 +312,14 @@ export class ApplyRun extends ServiceRun {
     }
     this.deps.metrics.lagOffsets.set({ partition: String(p) }, recordsBehind(batch.highWatermark, this.stored.get(p)?.nextOffset ?? 0n));
     if (this.group && !this.group.inTxn) {
-      const replay = await this.flushBatch();
-      if (replay !== null) {
-        this.consumer!.seek(p, replay);
-        return;
-      }
-      await this.commitGroup();
+      const replay = await this.flushAndCommit();
+      if (replay !== null) this.consumer!.seek(p, replay);
     }
+  }
+
+  /** Reads the throttle again when THROTTLE_REFRESH_MS have passed since the last read. */
+  private async refreshThrottle(): Promise<void> {
+    if (performance.now() - this.throttleReadAt > THROTTLE_REFRESH_MS) await this.readThrottle();
   }
 
   /** The throttle in force: the one `pgbridge throttle` stored on the destination, else the pipeline file's. */
@@ -346,17 +347,16 @@ export class ApplyRun extends ServiceRun {
    * long backlog. Returns a replay offset when the group was rolled back.
    */
   private async throttleWait(m: ConsumedMessage): Promise<bigint | null> {
-    if (performance.now() - this.throttleReadAt > THROTTLE_REFRESH_MS) await this.readThrottle();
+    await this.refreshThrottle();
     let wait = this.throttle.take(1, m.value?.length ?? 0);
     // Waits go to transaction boundaries, where the group can commit first (rows show at the
     // throttled pace, and no destination transaction stays open while waiting); inside a long
     // source transaction, once a second's worth of debt has built up.
-    const atBoundary = !this.group || !this.group.inTxn;
+    const atBoundary = !this.group?.inTxn;
     if (wait < (atBoundary ? 100 : 1000)) return null;
-    if (this.group && !this.group.inTxn) {
-      const replay = await this.flushBatch();
+    if (atBoundary) {
+      const replay = await this.flushAndCommit();
       if (replay !== null) return replay;
-      await this.commitGroup();
     }
     this.deps.metrics.throttledSeconds.inc(wait / 1000);
     // In steps of at most 1 s, so that a stop or a lowered limit is not kept waiting.
@@ -403,47 +403,21 @@ export class ApplyRun extends ServiceRun {
     }
     let refusal = this.guard.refuse(ev);
     if (refusal instanceof Promise) refusal = await refusal;
-    if (refusal) {
-      this.deps.metrics.refused.inc({ reason: refusal.reason });
-      await this.poison(m, pos, new PgBridgeError('POISON', `refused: ${refusal.message}`));
-      // Its LSN and time are not taken: a forged position must not move the stored one.
-      this.advance(pos, ev.last, null, null);
-      return null;
-    }
+    if (refusal) return this.refuseRecord(m, pos, refusal, ev.last);
     if (!this.group?.open) await this.beginGroup(pos);
     const g = this.group!;
-    let batch: BatchShape | Promise<BatchShape | null> | null = null;
     if (ev.origin === this.deps.direction.to) {
       // INV-5: it started at the destination; applying it again would loop.
       g.dropped++;
     } else if (ev.kind === 'change' && !ev.snapshot && this.watermarks.size && ev.commitLsn < (this.watermarks.get(`${ev.schema}.${ev.table}`) ?? 0n)) {
       // The table was read by the initial sync in a snapshot taken after this change.
       this.deps.metrics.skippedDuplicates.inc();
-    } else if (ev.kind === 'change' && pos.offset > this.unbatchedUntil && (batch = this.writer!.batchShape(ev)) && (batch = batch instanceof Promise ? await batch : batch)) {
-      // Set-based apply: consecutive changes of one shape go out as one statement. A key seen
-      // again in the batch is a sequence point (its changes must land in order), as is any
-      // event that is not batchable (below).
-      if (this.pending.length && (this.pendingShape !== batch.shape || this.pendingKeys.has(batch.key))) {
-        const replay = await this.flushBatch();
-        if (replay !== null) return replay;
-      }
-      this.pending.push(ev);
-      this.pendingShape = batch.shape;
-      this.pendingKeys.add(batch.key);
-      if (this.pending.length >= BATCH_ROWS) {
-        const replay = await this.flushBatch();
-        if (replay !== null) return replay;
-      }
     } else if (ev.kind === 'change') {
-      const replay = await this.flushBatch();
+      // The shape is known without a query once the table is cached: no promise per event then.
+      let shape = pos.offset > this.unbatchedUntil ? this.writer!.batchShape(ev) : null;
+      if (shape instanceof Promise) shape = await shape;
+      const replay = shape ? await this.addToBatch(ev, shape) : await this.writeAlone(m, pos, ev);
       if (replay !== null) return replay;
-      try {
-        const r = await this.writer!.write(ev);
-        g.rows += r.rows;
-        for (const c of r.conflicts) g.conflicts.push(c);
-      } catch (err) {
-        return this.rejected(m, pos, ev, err);
-      }
     } else if (ev.control === 'barrier' && ev.id) {
       const replay = await this.flushBatch();
       if (replay !== null) return replay;
@@ -467,11 +441,52 @@ export class ApplyRun extends ServiceRun {
     // "now" must not make streamed transactions still on their way look applied (INV-4).
     this.advance(pos, ev.last, snapshotRow ? null : ev.commitLsn, snapshotRow ? null : ev.commitTs);
     const b = this.deps.cfg.apply.batch;
-    if (!g.inTxn && (g.txns >= b.maxTransactions || g.rows + this.pending.length >= b.maxRows)) {
+    if (!g.inTxn && (g.txns >= b.maxTransactions || g.rows + this.pending.length >= b.maxRows)) return this.flushAndCommit();
+    return null;
+  }
+
+  /**
+   * Set-based apply: consecutive changes of one shape go out as one statement. A key seen
+   * again in the batch is a sequence point (its changes must land in order), as is any event
+   * that is not batchable (writeAlone).
+   */
+  private async addToBatch(ev: ChangeEvent, shape: BatchShape): Promise<bigint | null> {
+    if (this.pending.length && (this.pendingShape !== shape.shape || this.pendingKeys.has(shape.key))) {
       const replay = await this.flushBatch();
       if (replay !== null) return replay;
-      await this.commitGroup();
     }
+    this.pending.push(ev);
+    this.pendingShape = shape.shape;
+    this.pendingKeys.add(shape.key);
+    return this.pending.length >= BATCH_ROWS ? this.flushBatch() : null;
+  }
+
+  /** One change through the single-row path, after the batch before it. */
+  private async writeAlone(m: ConsumedMessage, pos: Position, ev: ChangeEvent): Promise<bigint | null> {
+    const replay = await this.flushBatch();
+    if (replay !== null) return replay;
+    try {
+      this.count(await this.writer!.write(ev));
+    } catch (err) {
+      return this.rejected(m, pos, ev, err);
+    }
+    return null;
+  }
+
+  /** Rows and conflicts of a write, into the open group. */
+  private count(r: WriteResult): void {
+    const g = this.group!;
+    g.rows += r.rows;
+    g.setRows += r.setRows ?? 0;
+    for (const c of r.conflicts) g.conflicts.push(c);
+  }
+
+  /** A record the guard refused: poison (dead letter or stop); its position is passed without its LSN. */
+  private async refuseRecord(m: ConsumedMessage, pos: Position, refusal: Refusal, last: boolean): Promise<null> {
+    this.deps.metrics.refused.inc({ reason: refusal.reason });
+    await this.poison(m, pos, new PgBridgeError('POISON', `refused: ${refusal.message}`));
+    // Its LSN and time are not taken: a forged position must not move the stored one.
+    this.advance(pos, last, null, null);
     return null;
   }
 
@@ -481,12 +496,7 @@ export class ApplyRun extends ServiceRun {
   private async handleChunk(m: ConsumedMessage, pos: Position, ev: SnapshotChunkEvent): Promise<bigint | null> {
     // The checks of a snapshot row (op r) of its table.
     const refusal = await this.guard.refuse(snapshotRowOf(ev, null));
-    if (refusal) {
-      this.deps.metrics.refused.inc({ reason: refusal.reason });
-      await this.poison(m, pos, new PgBridgeError('POISON', `refused: ${refusal.message}`));
-      this.advance(pos, true, null, null);
-      return null;
-    }
+    if (refusal) return this.refuseRecord(m, pos, refusal, true);
     await this.beginGroup(pos);
     const g = this.group!;
     if (ev.origin === this.deps.direction.to) {
@@ -495,9 +505,7 @@ export class ApplyRun extends ServiceRun {
       const replay = await this.flushBatch();
       if (replay !== null) return replay;
       try {
-        const r = await this.chunks!.load(ev);
-        g.rows += r.rows;
-        for (const c of r.conflicts) g.conflicts.push(c);
+        this.count(await this.chunks!.load(ev));
       } catch (err) {
         return this.rejected(m, pos, ev, err);
       }
@@ -552,10 +560,7 @@ export class ApplyRun extends ServiceRun {
     this.pendingShape = '';
     this.pendingKeys.clear();
     try {
-      const r = await this.writer!.writeMany(evs);
-      this.group!.rows += r.rows;
-      this.group!.setRows += r.setRows ?? 0;
-      for (const c of r.conflicts) this.group!.conflicts.push(c);
+      this.count(await this.writer!.writeMany(evs));
       return null;
     } catch (err) {
       if (err instanceof ConflictStop || classifyPgError(err).retriable) throw err;
@@ -565,6 +570,14 @@ export class ApplyRun extends ServiceRun {
       await this.rollbackGroup();
       return start;
     }
+  }
+
+  /** Writes the batch, then commits the group. A replay offset when the batch failed (the group was rolled back). */
+  private async flushAndCommit(): Promise<bigint | null> {
+    const replay = await this.flushBatch();
+    if (replay !== null) return replay;
+    await this.commitGroup();
+    return null;
   }
 
   /** INV-3: rows, progress row and origin position commit together; the Kafka offset follows. */
