@@ -28,6 +28,8 @@ interface TableInfo {
   readonly key: readonly string[];
   /** Unique indexes other than the primary key (a collision there is multiple_unique_conflicts). */
   readonly uniques: readonly UniqueIndex[];
+  /** A primary key whose columns all have canonical text forms: changes can be batched (batchShape). */
+  readonly batchableKey: boolean;
 }
 
 interface UniqueIndex {
@@ -114,7 +116,9 @@ export class RowWriter {
     const columns = new Map<string, Column>();
     for (const c of r.rows) columns.set(c.name, { name: c.name, type: c.type, generated: c.generated !== '' });
     const uniques = u.rows.map((x) => ({ name: x.name, columns: x.plain && x.cols ? (JSON.parse(x.cols) as string[]) : null }));
-    const t: TableInfo = { schema, table, qname: qt(schema, table), columns, key: r.rows.filter((c) => c.pk).map((c) => c.name), uniques };
+    const key = r.rows.filter((c) => c.pk).map((c) => c.name);
+    const batchableKey = key.length > 0 && key.every((k) => CANONICAL_KEY_TYPE.test(columns.get(k)!.type));
+    const t: TableInfo = { schema, table, qname: qt(schema, table), columns, key, uniques, batchableKey };
     this.tables.set(k, t);
     return t;
   }
@@ -283,14 +287,14 @@ export class RowWriter {
    * a two-cluster pipeline.
    */
   private noConflictSql(ev: ChangeEvent, at: number): { sql: string; values: unknown[] } {
+    const st = this.stamp(ev);
+    return { sql: noConflict(`$${at}::oid`, `$${at + 1}::bigint`, `$${at + 2}::boolean`), values: [st.roident, st.commitTs, st.tie] };
+  }
+
+  /** What the no-conflict condition compares of an event: its origin's roident here, its commit time (µs), its tie flag. */
+  private stamp(ev: ChangeEvent): { roident: string; commitTs: string; tie: boolean } {
     // An origin with no replication origin here matches no row's roident (4294967295 is never assigned).
-    const roident = this.roidents.get(ev.origin) ?? 4294967295;
-    const ts = `('epoch'::timestamptz + $${at + 1}::bigint * interval '1 microsecond')`;
-    return {
-      sql: `(SELECT c.roident IS NOT DISTINCT FROM $${at}::oid OR c.timestamp IS NULL OR c.timestamp < ${ts} OR (c.timestamp = ${ts} AND $${at + 2}::boolean)
-             FROM pg_xact_commit_timestamp_origin(x.xmin) c)`,
-      values: [String(roident), ev.commitTs.toString(), ev.origin > this.localCluster],
-    };
+    return { roident: String(this.roidents.get(ev.origin) ?? 4294967295), commitTs: ev.commitTs.toString(), tie: ev.origin > this.localCluster };
   }
 
   /** Fast path of update(): primary key unchanged, no conflict. Returns false to take the full path. */
@@ -330,7 +334,7 @@ export class RowWriter {
     // Synchronous once the table's shape is cached: no promise per event on the hot path.
     const t = this.tables.get(`${ev.schema}.${ev.table}`);
     if (!t) return this.info(ev.schema, ev.table).then(() => this.batchShape(ev));
-    if (t.key.length === 0 || !t.key.every((k) => CANONICAL_KEY_TYPE.test(t.columns.get(k)?.type ?? ''))) return null;
+    if (!t.batchableKey) return null;
     const row = ev.op === 'd' ? ev.before : ev.op === 'u' ? ev.before ?? ev.after : ev.after;
     if (!row || !t.key.every((k) => row[k] !== null && row[k] !== undefined)) return null;
     if ([ev.before, ev.after].some((r) => r && Object.keys(r).some((c) => !t.columns.has(c)))) return null;
@@ -391,16 +395,12 @@ export class RowWriter {
     const ts: string[] = [];
     const tie: string[] = [];
     for (const ev of evs) {
-      ro.push(String(this.roidents.get(ev.origin) ?? 4294967295));
-      ts.push(ev.commitTs.toString());
-      tie.push(ev.origin > this.localCluster ? 't' : 'f');
+      const st = this.stamp(ev);
+      ro.push(st.roident);
+      ts.push(st.commitTs);
+      tie.push(st.tie ? 't' : 'f');
     }
-    const when = `('epoch'::timestamptz + v.pgb_ts::bigint * interval '1 microsecond')`;
-    return {
-      sql: `(SELECT c.roident IS NOT DISTINCT FROM v.pgb_ro::oid OR c.timestamp IS NULL OR c.timestamp < ${when} OR (c.timestamp = ${when} AND v.pgb_tie::boolean)
-             FROM pg_xact_commit_timestamp_origin(x.xmin) c)`,
-      arrays: [ro, ts, tie],
-    };
+    return { sql: noConflict('v.pgb_ro::oid', 'v.pgb_ts::bigint', 'v.pgb_tie::boolean'), arrays: [ro, ts, tie] };
   }
 
   /** Ordinals (1-based) of the rows inserted. */
@@ -413,7 +413,7 @@ export class RowWriter {
       ins AS (INSERT INTO ${t.qname} (${cols.map(qi).join(', ')}) SELECT ${cols.map(typed).join(', ')} FROM v ORDER BY v.n ON CONFLICT DO NOTHING RETURNING ${t.key.map(qi).join(', ')})
       SELECT v.n::int AS n FROM ins JOIN v ON ${keyJoin}`;
     const r = await this.q(text, this.columnArrays(evs, cols, (ev) => ev.after!));
-    return new Set(r.rows.map((x: { n: string | number }) => Number(x.n)));
+    return ordinals(r);
   }
 
   /** Ordinals of the rows updated (present and last written without conflict). */
@@ -426,10 +426,10 @@ export class RowWriter {
     const params = [...this.columnArrays(evs, cols, (ev) => ev.after!), ...this.columnArrays(evs, keys, (ev) => ev.before ?? ev.after!), ...nc.arrays];
     const text = `UPDATE ${t.qname} x SET ${cols.map((c, i) => `${qi(c)} = v.c${i}::${t.columns.get(c)!.type}`).join(', ')}
       FROM unnest(${params.map((_, i) => `$${i + 1}::text[]`).join(', ')}) WITH ORDINALITY AS v(${names.join(', ')}, n)
-      WHERE ${keys.map((k, i) => `x.${qi(k)} = v.k${i}::${t.columns.get(k)!.type}`).join(' AND ')} AND ${nc.sql}
+      WHERE ${keyMatch(t, keys)} AND ${nc.sql}
       RETURNING v.n::int AS n`;
     const r = await this.q(text, params);
-    return new Set(r.rows.map((x: { n: string | number }) => Number(x.n)));
+    return ordinals(r);
   }
 
   /** Ordinals of the rows deleted. */
@@ -440,10 +440,10 @@ export class RowWriter {
     const params = [...this.columnArrays(evs, keys, (ev) => ev.before!), ...nc.arrays];
     const text = `DELETE FROM ${t.qname} x
       USING unnest(${params.map((_, i) => `$${i + 1}::text[]`).join(', ')}) WITH ORDINALITY AS v(${names.join(', ')}, n)
-      WHERE ${keys.map((k, i) => `x.${qi(k)} = v.k${i}::${t.columns.get(k)!.type}`).join(' AND ')} AND ${nc.sql}
+      WHERE ${keyMatch(t, keys)} AND ${nc.sql}
       RETURNING v.n::int AS n`;
     const r = await this.q(text, params);
-    return new Set(r.rows.map((x: { n: string | number }) => Number(x.n)));
+    return ordinals(r);
   }
 
   private async insert(t: TableInfo, ev: ChangeEvent): Promise<WriteResult> {
@@ -563,6 +563,27 @@ export class RowWriter {
     );
     return { kind, resolution };
   }
+}
+
+/**
+ * The no-conflict condition on a destination row `x`, given SQL for the incoming origin's
+ * roident (oid), commit time (µs, bigint) and tie flag (boolean): the row was last written by
+ * that origin, or before the incoming change (the same rule as originDiffers, in the database).
+ */
+function noConflict(roident: string, commitTsUs: string, tie: string): string {
+  const ts = `('epoch'::timestamptz + ${commitTsUs} * interval '1 microsecond')`;
+  return `(SELECT c.roident IS NOT DISTINCT FROM ${roident} OR c.timestamp IS NULL OR c.timestamp < ${ts} OR (c.timestamp = ${ts} AND ${tie})
+             FROM pg_xact_commit_timestamp_origin(x.xmin) c)`;
+}
+
+/** `x.<key> = v.k<i>::<type>` for each key column: a destination row against a row of the unnest. */
+function keyMatch(t: TableInfo, keys: readonly string[]): string {
+  return keys.map((k, i) => `x.${qi(k)} = v.k${i}::${t.columns.get(k)!.type}`).join(' AND ');
+}
+
+/** The ordinals (`v.n`, 1-based) a set-based statement returned. */
+function ordinals(r: pg.QueryResult): Set<number> {
+  return new Set(r.rows.map((x: { n: string | number }) => Number(x.n)));
 }
 
 /**
