@@ -387,52 +387,41 @@ async function fetchPartitions(
   const meta: ClusterMetadata = await consumer.metadata({ topics: [topic] });
   const t = meta.topics.get(topic);
   if (!t) throw new Error(`topic ${topic} not found`);
-  const byNode = new Map<number, { partition: number; currentLeaderEpoch: number; fetchOffset: bigint; lastFetchedEpoch: number; partitionMaxBytes: number }[]>();
-  for (const [partition, offset] of positions) {
+  /** One Fetch request to a leader for some partitions, each at most `maxBytes`; their records, by partition. */
+  const fetchFrom = async (node: number, partitions: readonly number[], maxBytes: number, acceptLeadingHole = false): Promise<[number, PartitionFetch][]> => {
+    const r = await consumer.fetch({
+      node,
+      topics: [{ topicId: t.id, partitions: partitions.map((partition) => ({ partition, currentLeaderEpoch: -1, fetchOffset: positions.get(partition)!, lastFetchedEpoch: -1, partitionMaxBytes: maxBytes })) }],
+      maxWaitTime: opts.maxWaitMs,
+      minBytes: 1,
+      maxBytes: maxBytes * partitions.length,
+      isolationLevel: opts.readCommitted ? FetchIsolationLevels.READ_COMMITTED : FetchIsolationLevels.READ_UNCOMMITTED,
+    });
+    const got: [number, PartitionFetch][] = [];
+    for (const rt of r.responses) {
+      for (const p of rt.partitions) {
+        const from = positions.get(p.partitionIndex);
+        if (from !== undefined && partitions.includes(p.partitionIndex)) got.push([p.partitionIndex, partitionRecords(topic, p.partitionIndex, p, from, acceptLeadingHole)]);
+      }
+    }
+    return got;
+  };
+  const leaderOf = (partition: number): number => {
     const leader = t.partitions[partition]?.leader;
     if (leader === undefined) throw new Error(`partition ${topic}/${partition} has no leader`);
-    let l = byNode.get(leader);
-    if (!l) byNode.set(leader, (l = []));
-    l.push({ partition, currentLeaderEpoch: -1, fetchOffset: offset, lastFetchedEpoch: -1, partitionMaxBytes: opts.maxBytesPerPartition });
+    return leader;
+  };
+  const byNode = new Map<number, number[]>();
+  for (const partition of positions.keys()) {
+    const leader = leaderOf(partition);
+    byNode.set(leader, [...(byNode.get(leader) ?? []), partition]);
   }
-  const out = new Map<number, PartitionFetch>();
-  await Promise.all(
-    [...byNode].map(async ([node, partitions]) => {
-      const r = await consumer.fetch({
-        node,
-        topics: [{ topicId: t.id, partitions }],
-        maxWaitTime: opts.maxWaitMs,
-        minBytes: 1,
-        maxBytes: opts.maxBytesPerPartition * partitions.length,
-        isolationLevel: opts.readCommitted ? FetchIsolationLevels.READ_COMMITTED : FetchIsolationLevels.READ_UNCOMMITTED,
-      });
-      for (const rt of r.responses) {
-        for (const p of rt.partitions) {
-          const from = positions.get(p.partitionIndex);
-          if (from === undefined) continue;
-          out.set(p.partitionIndex, partitionRecords(topic, p.partitionIndex, p, from));
-        }
-      }
-    }),
-  );
+  const out = new Map<number, PartitionFetch>((await Promise.all([...byNode].map(([node, partitions]) => fetchFrom(node, partitions, opts.maxBytesPerPartition)))).flat());
   // A response that started after the position: ask for that partition again, one batch only
   // (maxBytes 1: the broker still returns the first batch whole), and believe a hole that
   // this shows too.
   for (const [partition, f] of out) {
-    if (!f.leadingHole) continue;
-    const from = positions.get(partition)!;
-    const leader = t.partitions[partition]!.leader;
-    const r = await consumer.fetch({
-      node: leader,
-      topics: [{ topicId: t.id, partitions: [{ partition, currentLeaderEpoch: -1, fetchOffset: from, lastFetchedEpoch: -1, partitionMaxBytes: 1 }] }],
-      maxWaitTime: opts.maxWaitMs,
-      minBytes: 1,
-      maxBytes: 1,
-      isolationLevel: opts.readCommitted ? FetchIsolationLevels.READ_COMMITTED : FetchIsolationLevels.READ_UNCOMMITTED,
-    });
-    for (const rt of r.responses) {
-      for (const p of rt.partitions) if (p.partitionIndex === partition) out.set(partition, partitionRecords(topic, partition, p, from, true));
-    }
+    if (f.leadingHole) for (const [p, again] of await fetchFrom(leaderOf(partition), [partition], 1, true)) out.set(p, again);
   }
   return out;
 }
