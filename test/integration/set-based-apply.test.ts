@@ -7,40 +7,31 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type pg from 'pg';
-import { release, setup } from '../../services/cli/setup.js';
 import type { PipelineConfig } from '../../shared/config.js';
-import { pgClient, testConfig, testLog, uniqueName, waitUntil } from '../support/pipeline.js';
-import { counter, startServices, type Running } from '../support/services.js';
+import { waitUntil } from '../support/pipeline.js';
+import { counter, startServices, tablesPipeline, type Running, type TablesPipeline } from '../support/services.js';
 
 const N = 3000;
 
 describe('set-based apply a→b (real PostgreSQL, Kafka, registry)', () => {
-  const schema = uniqueName('sb');
+  let p: TablesPipeline;
   let cfg: PipelineConfig;
+  let schema: string;
   let a: pg.Client;
   let b: pg.Client;
   let svc: Running | undefined;
 
   beforeAll(async () => {
-    cfg = testConfig(uniqueName('psb'), schema, { conflicts: { policy: 'last-writer-wins', tables: {} } });
-    a = await pgClient(cfg, 'a');
-    b = await pgClient(cfg, 'b');
-    for (const c of [a, b]) {
-      await c.query(`CREATE SCHEMA ${schema};
-        CREATE TABLE ${schema}.t (id int PRIMARY KEY, v text, n int, raw bytea);
-        CREATE TABLE ${schema}.u (id uuid PRIMARY KEY, tag text NOT NULL UNIQUE, v int);
-        INSERT INTO ${schema}.t SELECT g, 'seed', g, '\\x00ff'::bytea FROM generate_series(1, ${N}) g`);
-    }
-    await setup(cfg, testLog);
+    p = await tablesPipeline('sb', (s) => `
+      CREATE TABLE ${s}.t (id int PRIMARY KEY, v text, n int, raw bytea);
+      CREATE TABLE ${s}.u (id uuid PRIMARY KEY, tag text NOT NULL UNIQUE, v int);
+      INSERT INTO ${s}.t SELECT g, 'seed', g, '\\x00ff'::bytea FROM generate_series(1, ${N}) g`, { conflicts: { policy: 'last-writer-wins', tables: {} } });
+    ({ cfg, schema, a, b } = p);
   });
 
   afterAll(async () => {
     await svc?.stop();
-    await release(cfg, testLog, { topics: true }).catch(() => undefined);
-    for (const c of [a, b]) {
-      await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch(() => undefined);
-      await c.end();
-    }
+    await p?.close();
   });
 
   it('writes large transactions in sets, resolves the conflicting rows one by one, and keeps the order of a key touched twice', async () => {

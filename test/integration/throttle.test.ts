@@ -5,34 +5,27 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type pg from 'pg';
-import { release, setup } from '../../services/cli/setup.js';
 import { setThrottle, throttles } from '../../services/cli/throttle.js';
 import type { PipelineConfig } from '../../shared/config.js';
-import { pgClient, testConfig, testLog, uniqueName, waitUntil } from '../support/pipeline.js';
-import { counter, startServices, type Running } from '../support/services.js';
+import { waitUntil } from '../support/pipeline.js';
+import { counter, startServices, tablesPipeline, type Running, type TablesPipeline } from '../support/services.js';
 
 describe('incremental throttle (real PostgreSQL, Kafka, registry)', () => {
-  const schema = uniqueName('th');
+  let p: TablesPipeline;
   let cfg: PipelineConfig;
+  let schema: string;
   let a: pg.Client;
   let b: pg.Client;
   let svc: Running | undefined;
 
   beforeAll(async () => {
-    cfg = testConfig(uniqueName('pth'), schema, { apply: { throttle: { rowsPerSecond: 300, directions: {} } } });
-    a = await pgClient(cfg, 'a');
-    b = await pgClient(cfg, 'b');
-    for (const c of [a, b]) await c.query(`CREATE SCHEMA ${schema}; CREATE TABLE ${schema}.t (id int PRIMARY KEY, v text)`);
-    await setup(cfg, testLog);
+    p = await tablesPipeline('th', (s) => `CREATE TABLE ${s}.t (id int PRIMARY KEY, v text)`, { apply: { throttle: { rowsPerSecond: 300, directions: {} } } });
+    ({ cfg, schema, a, b } = p);
   });
 
   afterAll(async () => {
     await svc?.stop();
-    await release(cfg, testLog, { topics: true }).catch(() => undefined);
-    for (const c of [a, b]) {
-      await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch(() => undefined);
-      await c.end();
-    }
+    await p?.close();
   });
 
   /** Writes rows from..to on a in transactions of 100 rows. */

@@ -9,8 +9,9 @@ import type { PipelineConfig } from '../../shared/config.js';
 import { kafkaClient } from '../../shared/kafka.js';
 import { release, setup } from '../../services/cli/setup.js';
 import { workloadSchemaSql } from '../../services/cli/workload.js';
+import type pg from 'pg';
 import { withClient } from '../../shared/pg.js';
-import { testConfig, testLog, uniqueName, waitUntil } from './pipeline.js';
+import { pgClient, testConfig, testLog, uniqueName, waitUntil } from './pipeline.js';
 
 export interface Running {
   readonly captures: Record<string, { run: CaptureRun; metrics: CaptureMetrics; registry: Registry }>;
@@ -85,6 +86,39 @@ export async function workloadPipeline(prefix: string): Promise<WorkloadPipeline
       await svc.stop();
       await release(cfg, testLog, { topics: true }).catch(() => undefined);
       for (const c of cfg.clusterNames) await withClient(cfg.clusters[c]!, 'test', (cl) => cl.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`));
+    },
+  };
+}
+
+export interface TablesPipeline {
+  readonly cfg: PipelineConfig;
+  readonly schema: string;
+  /** Clients of both clusters (pinned session, text values). */
+  readonly a: pg.Client;
+  readonly b: pg.Client;
+  /** Releases the pipeline, drops the schema on both clusters and ends the clients. */
+  close(): Promise<void>;
+}
+
+/** A pipeline over a schema of its own, made on both clusters by `ddl(schema)`, set up (slots exist: later writes are captured). */
+export async function tablesPipeline(prefix: string, ddl: (schema: string) => string, over: Parameters<typeof testConfig>[2] = {}): Promise<TablesPipeline> {
+  const schema = uniqueName(prefix);
+  const cfg = testConfig(uniqueName(`p${prefix}`), schema, over);
+  const a = await pgClient(cfg, 'a');
+  const b = await pgClient(cfg, 'b');
+  for (const c of [a, b]) await c.query(`CREATE SCHEMA ${schema}; ${ddl(schema)}`);
+  await setup(cfg, testLog);
+  return {
+    cfg,
+    schema,
+    a,
+    b,
+    async close() {
+      await release(cfg, testLog, { topics: true }).catch(() => undefined);
+      for (const c of [a, b]) {
+        await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch(() => undefined);
+        await c.end();
+      }
     },
   };
 }
