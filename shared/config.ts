@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { isMap, isScalar, isSeq, parseDocument, type Node } from 'yaml';
 import { z } from 'zod';
 import { PgBridgeError } from './errors.js';
+import { settingsProblems, tableSettingsSchema } from './table-settings.js';
 
 const ident = z.string().regex(/^[a-z][a-z0-9_]{0,30}$/, 'lower-case letters, digits and _, starting with a letter, at most 31 characters');
 
@@ -131,9 +132,11 @@ const configSchema = z
         /** Tables as schema.table; empty means every table of the selected schemas. */
         include: z.array(z.string().regex(/^[^.]+\.[^.]+$/, 'schema.table')).default([]),
         exclude: z.array(z.string().regex(/^[^.]+\.[^.]+$/, 'schema.table')).default([]),
+        /** Per-table settings (column list, row filter, operations), keyed by schema.table (shared/table-settings.ts). */
+        tables: z.record(z.string().regex(/^[^.]+\.[^.]+$/, 'schema.table'), tableSettingsSchema).default({}),
       })
       .strict()
-      .default({ schemas: ['public'], include: [], exclude: [] }),
+      .default({ schemas: ['public'], include: [], exclude: [], tables: {} }),
     conflicts: z
       .object({
         policy: conflictPolicy.default('last-writer-wins'),
@@ -334,6 +337,14 @@ export function parseConfig(input: unknown, where = 'config', env: NodeJS.Proces
   if (fwd.from === fwd.to) problems.push(`${where}: forward: from and to must differ`);
   for (const t of Object.keys(c.conflicts.tables)) {
     if (!c.selection.schemas.includes(t.split('.')[0]!)) problems.push(`${where}: conflicts.tables.${t}: schema is not in selection.schemas`);
+  }
+  for (const [t, settings] of Object.entries(c.selection.tables)) {
+    const [schema] = t.split('.');
+    const { include, exclude } = c.selection;
+    if (!c.selection.schemas.includes(schema!) || (include.length > 0 && !include.includes(t)) || exclude.includes(t)) {
+      problems.push(`${where}: selection.tables.${t}: the table is not in the selection (schemas, include, exclude)`);
+    }
+    for (const p of settingsProblems(t, settings, [`${fwd.from}-${fwd.to}`, `${fwd.to}-${fwd.from}`])) problems.push(`${where}: ${p}`);
   }
   if (!c.topics.pattern.includes('{from}') || !c.topics.pattern.includes('{to}')) problems.push(`${where}: topics.pattern: must contain {from} and {to}`);
   if (c.topics.partitions !== 1) {

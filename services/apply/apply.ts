@@ -18,6 +18,7 @@ import { ChunkLoader, snapshotRowOf, type SnapshotChunkEvent } from './chunk-loa
 import { decodeRecord, type ApplyEvent, type ChangeEvent, type Position } from './event-decoder.js';
 import { EventGuard, type Refusal } from './event-guard.js';
 import { THROTTLE_REFRESH_MS, Throttle, configuredLimit, storedLimit } from './throttle.js';
+import { operationOfOp, operationsOf, tableSettings, type Operation } from '../../shared/table-settings.js';
 import { ConflictStop, RowWriter, type BatchShape, type WriteResult } from './row-writer.js';
 
 export interface ApplyMetrics {
@@ -26,6 +27,7 @@ export interface ApplyMetrics {
   setRows: Counter;
   conflicts: Counter;
   droppedLoopbacks: Counter;
+  filteredOperations: Counter;
   skippedDuplicates: Counter;
   deadLettered: Counter;
   refused: Counter;
@@ -44,6 +46,7 @@ export function applyMetrics(registry: Registry): ApplyMetrics {
     setRows: new Counter({ name: 'pgbridge_apply_set_rows_total', help: 'Rows written by set-based statements (one statement per batch of one table, op and column set); the rest of pgbridge_apply_rows_total went one by one', registers: [registry] }),
     conflicts: new Counter({ name: 'pgbridge_apply_conflicts_total', help: 'Conflicts detected, by kind and resolution', labelNames: ['kind', 'resolution'], registers: [registry] }),
     droppedLoopbacks: new Counter({ name: 'pgbridge_apply_dropped_loopback_events_total', help: 'Events dropped because they originated at the destination', registers: [registry] }),
+    filteredOperations: new Counter({ name: 'pgbridge_apply_filtered_operations_total', help: 'Changes not applied because selection.tables.<table>.operations leaves their operation out in this direction', labelNames: ['operation'], registers: [registry] }),
     skippedDuplicates: new Counter({ name: 'pgbridge_apply_skipped_duplicate_events_total', help: 'Events at or below the stored source commit LSN (replayed), skipped', registers: [registry] }),
     deadLettered: new Counter({ name: 'pgbridge_apply_dead_lettered_total', help: 'Poison messages written to the dead-letter topic', registers: [registry] }),
     refused: new Counter({ name: 'pgbridge_apply_refused_total', help: 'Records refused before writing (table outside the selection, wrong source cluster, unknown op, commit LSN beyond the source)', labelNames: ['reason'], registers: [registry] }),
@@ -406,9 +409,12 @@ export class ApplyRun extends ServiceRun {
     if (refusal) return this.refuseRecord(m, pos, refusal, ev.last);
     if (!this.group?.open) await this.beginGroup(pos);
     const g = this.group!;
+    const filtered = ev.kind === 'change' ? this.filteredOperation(ev) : null;
     if (ev.origin === this.deps.direction.to) {
       // INV-5: it started at the destination; applying it again would loop.
       g.dropped++;
+    } else if (filtered) {
+      this.deps.metrics.filteredOperations.inc({ operation: filtered });
     } else if (ev.kind === 'change' && !ev.snapshot && this.watermarks.size && ev.commitLsn < (this.watermarks.get(`${ev.schema}.${ev.table}`) ?? 0n)) {
       // The table was read by the initial sync in a snapshot taken after this change.
       this.deps.metrics.skippedDuplicates.inc();
@@ -443,6 +449,14 @@ export class ApplyRun extends ServiceRun {
     const b = this.deps.cfg.apply.batch;
     if (!g.inTxn && (g.txns >= b.maxTransactions || g.rows + this.pending.length >= b.maxRows)) return this.flushAndCommit();
     return null;
+  }
+
+  /** The operation of a change when the table's settings leave it out in this direction (it is not applied), else null. */
+  private filteredOperation(ev: ChangeEvent): Operation | null {
+    if (ev.snapshot) return null;
+    const op = operationOfOp(ev.op);
+    const s = tableSettings(this.deps.cfg, ev.schema, ev.table);
+    return op && s?.operations && !operationsOf(s, this.deps.direction.id).includes(op) ? op : null;
   }
 
   /**

@@ -64,11 +64,13 @@ export function program(): Command {
       process.exitCode = findings.some((f) => f.level === 'error') ? 1 : 0;
     });
 
-  withConfig(p.command('setup').description('create helper schema, publications, slots, origins and topics (idempotent)')).action(async (o) => {
+  withConfig(p.command('setup').description('create helper schema, publications, slots, origins and topics, and bring existing publications in line with the selection (idempotent; prints what changed)')).action(async (o) => {
     const { cfg } = config(o);
     const { setup } = await import('./setup.js');
-    await setup(cfg, createLogger('cli'));
-    console.log(`pipeline ${cfg.pipeline} is set up on ${cfg.clusterNames.join(' and ')}; topics ${cfg.directions.map((d) => d.topic).join(', ')}`);
+    const changes = await setup(cfg, createLogger('cli'));
+    for (const c of changes) console.log(c);
+    console.log(`pipeline ${cfg.pipeline} is set up on ${cfg.clusterNames.join(' and ')}; topics ${cfg.directions.map((d) => d.topic).join(', ')}${changes.length ? '' : '; publications already matched the selection'}`);
+    if (changes.some((c) => / table .* (added|removed)/.test(c))) console.log('restart capture and apply of this pipeline so that they read the new selection');
   });
 
   withConfig(p.command('sync').description('initial sync of the forward direction: schema, then full data in key ranges read in parallel (resumable), before streaming'))

@@ -11,6 +11,7 @@ import type { Logger } from '../../shared/log.js';
 import { qi, ql, qt, withClient } from '../../shared/pg.js';
 import { CONTROL_TABLE_SQL } from '../../shared/control-records.js';
 import { isSelected } from '../../shared/selection.js';
+import { reconcilePublication } from './publication.js';
 
 /**
  * The comment that marks a `cdc` schema as made by pgbridge setup: release drops only a
@@ -172,21 +173,6 @@ export async function selectedTables(client: pg.Client, cfg: PipelineConfig): Pr
 }
 
 /**
- * The publication's table list: the whole schemas when nothing is included or excluded, else
- * the listed tables; always the helper tables capture reads (heartbeat, control records).
- */
-const PUBLISHED_HELPERS = ['cdc.heartbeat', 'cdc.control'];
-
-async function publicationTarget(client: pg.Client, cfg: PipelineConfig): Promise<string> {
-  const { include, exclude, schemas } = cfg.selection;
-  if (include.length === 0 && exclude.length === 0) {
-    return `TABLES IN SCHEMA ${schemas.map(qi).join(', ')}, TABLE ${PUBLISHED_HELPERS.join(', ')}`;
-  }
-  const tables = await selectedTables(client, cfg);
-  return `TABLE ${[...tables.map((t) => qt(t.schema, t.table)), ...PUBLISHED_HELPERS].join(', ')}`;
-}
-
-/**
  * Setup and release of any pipeline on one cluster take this session lock: the helper schema is shared,
  * and a release that decides to drop it must not interleave with a setup that is creating it
  * (seen as `schema "cdc" does not exist` when two pipelines were set up and released at once).
@@ -202,11 +188,13 @@ async function withHelperLock<T>(client: pg.Client, fn: () => Promise<T>): Promi
   }
 }
 
-export function setupCluster(client: pg.Client, cfg: PipelineConfig, cluster: string, log: Logger): Promise<void> {
+/** Sets a cluster up; returns what changed in its publication (one line each, empty when nothing did). */
+export function setupCluster(client: pg.Client, cfg: PipelineConfig, cluster: string, log: Logger): Promise<string[]> {
   return withHelperLock(client, () => setupClusterLocked(client, cfg, cluster, log));
 }
 
-async function setupClusterLocked(client: pg.Client, cfg: PipelineConfig, cluster: string, log: Logger): Promise<void> {
+async function setupClusterLocked(client: pg.Client, cfg: PipelineConfig, cluster: string, log: Logger): Promise<string[]> {
+  const changes: string[] = [];
   const helper = await helperSchemaState(client);
   if (!helper.exists) {
     await client.query('CREATE SCHEMA cdc');
@@ -222,18 +210,9 @@ async function setupClusterLocked(client: pg.Client, cfg: PipelineConfig, cluste
   }
   await client.query(HELPER_SCHEMA_SQL);
   const slot = slotName(cfg, cluster);
-  const pub = await client.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [slot]);
-  if (pub.rowCount === 0) {
-    await client.query(`CREATE PUBLICATION ${qi(slot)} FOR ${await publicationTarget(client, cfg)} WITH (publish = 'insert, update, delete, truncate')`);
-    log.info({ cluster, slot }, 'publication created');
-  } else {
-    // A publication made before control records were rows: add the tables capture now reads.
-    const have = await client.query<{ t: string }>(`SELECT schemaname || '.' || tablename AS t FROM pg_publication_tables WHERE pubname = $1 AND schemaname = 'cdc'`, [slot]);
-    const missing = PUBLISHED_HELPERS.filter((t) => !have.rows.some((r) => r.t === t));
-    if (missing.length) {
-      await client.query(`ALTER PUBLICATION ${qi(slot)} ADD TABLE ${missing.join(', ')}`);
-      log.info({ cluster, slot, tables: missing }, 'publication: helper tables added');
-    }
+  for (const change of await reconcilePublication(client, cfg, cluster, slot)) {
+    log.info({ cluster, publication: slot }, change);
+    changes.push(`cluster ${cluster}: ${change}`);
   }
   const s = await client.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [slot]);
   if (s.rowCount === 0) {
@@ -244,12 +223,18 @@ async function setupClusterLocked(client: pg.Client, cfg: PipelineConfig, cluste
     const origin = originName(cfg, d.from);
     await client.query(`SELECT pg_replication_origin_create($1) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)`, [origin]);
   }
+  return changes;
 }
 
-/** Creates everything a pipeline needs on both clusters and the Kafka topics. Idempotent. */
-export async function setup(cfg: PipelineConfig, log: Logger): Promise<void> {
+/**
+ * Creates everything a pipeline needs on both clusters and the Kafka topics, and brings an
+ * existing publication in line with the selection. Idempotent. Returns what changed in the
+ * publications (one line each; empty when they already matched).
+ */
+export async function setup(cfg: PipelineConfig, log: Logger): Promise<string[]> {
+  const changes: string[] = [];
   for (const name of cfg.clusterNames) {
-    await withClient(cfg.clusters[name]!, 'pgbridge-setup', (c) => setupCluster(c, cfg, name, log));
+    changes.push(...(await withClient(cfg.clusters[name]!, 'pgbridge-setup', (c) => setupCluster(c, cfg, name, log))));
   }
   const admin = kafkaClient(cfg, 'setup', log).admin();
   try {
@@ -258,6 +243,7 @@ export async function setup(cfg: PipelineConfig, log: Logger): Promise<void> {
   } finally {
     await admin.close();
   }
+  return changes;
 }
 
 export interface ReleaseReport {

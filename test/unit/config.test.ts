@@ -73,13 +73,64 @@ describe('config: the examples in docs/configuration.md', () => {
     const blocks = [...doc.matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => m[1]!);
     expect(blocks.length).toBeGreaterThanOrEqual(3);
     const env = { PGBRIDGE_TLS: '/tls', KAFKA_PASSWORD: 'k', REGISTRY_PASSWORD: 'r', CAPTURE_A_PASSWORD: 'c', APPLY_A_PASSWORD: 'a' };
+    const full = blocks.find((b) => b.startsWith('# pgbridge pipeline for the local stack'))!;
     for (const yaml of blocks) {
-      const cfg = load(yaml, env);
+      // A fragment (`selection:` only) is checked inside the complete example, in place of its selection.
+      const cfg = yaml.startsWith('selection:') ? load(full.replace(/^selection:\n(?: {2}.*\n)*/m, yaml), env) : load(yaml, env);
       expect(cfg.pipeline).toBe('shop');
+      if (yaml.startsWith('selection:')) expect(Object.keys(cfg.selection.tables).length).toBeGreaterThan(0);
     }
     const secure = load(blocks.find((b) => b.includes('verify-full'))!, env);
     expect(secure.clusters.a).toMatchObject({ sslMode: 'verify-full', sslRootCert: '/tls/ca.crt', roles: { capture: { user: 'pgbridge_shop_capture', password: 'c' } } });
     expect(secure.kafka).toMatchObject({ ssl: { caFile: '/tls/ca.crt' }, sasl: { mechanism: 'scram-sha-512', username: 'pgbridge', password: 'k' } });
     expect(secure.registry).toMatchObject({ url: 'https://registry.example.com/apis/ccompat/v7', username: 'pgbridge', password: 'r' });
+  });
+});
+
+describe('config: selection.tables', () => {
+  const base = { pipeline: 'p', clusters: { a: {}, b: {} }, kafka: { brokers: ['k:9092'] }, registry: { url: 'http://r:8081' } };
+  it('refuses settings for a table outside the selection, unknown directions, empty lists and both include and exclude, naming each key', () => {
+    let err: Error | null = null;
+    try {
+      parseConfig({
+        ...base,
+        selection: {
+          schemas: ['app'],
+          exclude: ['app.gone'],
+          tables: {
+            'app.gone': { operations: ['insert'] },
+            'other.t': { where: 'true' },
+            'app.t': { where: { 'a-c': 'x > 1' }, operations: { 'b-a': [] } },
+          },
+        },
+      });
+    } catch (e) {
+      err = e as Error;
+    }
+    expect(err?.message).toContain('selection.tables.app.t.operations.b-a: at least one operation');
+    parseConfig({ ...base, selection: { schemas: ['app'], tables: { 'app.t': { columns: { include: ['id'] } } } } });
+    expect(() => parseConfig({ ...base, selection: { schemas: ['app'], tables: { 'app.t': { columns: { include: ['id'], exclude: ['x'] } } } } })).toThrow(/selection\.tables\.app\.t\.columns/);
+    let err2: Error | null = null;
+    try {
+      parseConfig({ ...base, selection: { schemas: ['app'], exclude: ['app.gone'], tables: { 'app.gone': { operations: ['insert'] }, 'other.t': { where: 'true' }, 'app.t': { where: { 'a-c': 'x > 1' } } } } });
+    } catch (e) {
+      err2 = e as Error;
+    }
+    expect(err2?.message.split('\n')).toEqual([
+      'config: selection.tables.app.gone: the table is not in the selection (schemas, include, exclude)',
+      'config: selection.tables.other.t: the table is not in the selection (schemas, include, exclude)',
+      'config: selection.tables.app.t.where.a-c: not a direction of this pipeline (a-b, b-a)',
+    ]);
+  });
+
+  it('a list applies to both directions, a map only to the directions it names', async () => {
+    const { operationsOf, rowFilter, tableSettings, publishedColumns } = await import('../../shared/table-settings.js');
+    const cfg = parseConfig({ ...base, selection: { schemas: ['app'], tables: { 'app.t': { where: { 'a-b': "r = 'eu'" }, operations: { 'b-a': ['insert', 'update'] }, columns: { exclude: ['note'] } }, 'app.u': { operations: ['delete'] } } } });
+    const t = tableSettings(cfg, 'app', 't');
+    expect([rowFilter(t, 'a-b'), rowFilter(t, 'b-a')]).toEqual(["r = 'eu'", null]);
+    expect([operationsOf(t, 'a-b'), operationsOf(t, 'b-a')]).toEqual([['insert', 'update', 'delete', 'truncate'], ['insert', 'update']]);
+    expect(operationsOf(tableSettings(cfg, 'app', 'u'), 'b-a')).toEqual(['delete']);
+    expect(publishedColumns(t, ['id', 'note', 'r'])).toEqual(['id', 'r']);
+    expect(publishedColumns(tableSettings(cfg, 'app', 'none'), ['id'])).toBeNull();
   });
 });
