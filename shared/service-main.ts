@@ -7,7 +7,7 @@
 import type { Server } from 'node:http';
 import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
-import type { Registry } from 'prom-client';
+import { Gauge, type Registry } from 'prom-client';
 import { loadConfig, type PipelineConfig } from './config.js';
 import { PgBridgeError, classifyPgError, errorDetail, errorMessage } from './errors.js';
 import { serveHttp, type Probe } from './http.js';
@@ -25,6 +25,40 @@ export interface Runnable {
   readonly ready: boolean;
   /** The run moved data (capture: a group committed to Kafka; apply: a destination commit). */
   readonly progressed: boolean;
+}
+
+/** The states /readyz reports, as `pgbridge_service_state{state}` (1 for the current one). */
+const STATES = ['starting', 'ready', 'standby', 'retrying', 'stopped'] as const;
+
+/**
+ * Gauges every service exports for its supervisor (the alert rules in deploy/monitoring use
+ * them): the current state, and while failures are retried, the retry window in force and
+ * how much of it is used. Both read at scrape time.
+ */
+interface RetryView {
+  windowS: number;
+  /** First failure of the outage being retried, or null. */
+  since: number | null;
+  /** The run after the last failure ended the outage (it moved data or lasted a minute): the supervisor would reset the window. */
+  recovered(): boolean;
+}
+
+function serviceGauges(registry: Registry, probe: Probe, retry: RetryView): void {
+  new Gauge({
+    name: 'pgbridge_service_state', help: 'Current state of the service (1 for the state it is in): starting, ready, standby, retrying, stopped', labelNames: ['state'], registers: [registry],
+    collect() {
+      const now = probe.ready() ? 'ready' : probe.state().split(':')[0];
+      for (const st of STATES) this.set({ state: st }, st === now ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'pgbridge_retry_window_seconds', help: 'Length of the retry window of the failure being retried (retry.connectionMinutes or retry.otherMinutes); 0 when nothing is retried', registers: [registry],
+    collect() { this.set(retry.since === null || retry.recovered() ? 0 : retry.windowS); },
+  });
+  new Gauge({
+    name: 'pgbridge_retry_elapsed_seconds', help: 'Time since the first failure of the outage being retried; the service stops when it passes pgbridge_retry_window_seconds; 0 when nothing is retried', registers: [registry],
+    collect() { this.set(retry.since === null || retry.recovered() ? 0 : (Date.now() - retry.since) / 1000); },
+  });
 }
 
 /** True when the module at `url` is the script node was started with. */
@@ -121,6 +155,13 @@ export async function superviseService(opts: {
     ready: () => !!current?.ready,
     state: () => (current?.ready ? 'ready' : lastState),
   };
+  let runStartedAt = Date.now();
+  const retry: RetryView = {
+    windowS: 0,
+    since: null,
+    recovered: () => !!current && (current.progressed || Date.now() - runStartedAt > 60_000),
+  };
+  serviceGauges(opts.registry, probe, retry);
   let server: Server | null = null;
   try {
     server = await serveHttp(opts.metricsHost, opts.metricsPort, opts.registry, probe);
@@ -147,6 +188,7 @@ export async function superviseService(opts: {
     const run = opts.make();
     current = run;
     const startedAt = Date.now();
+    runStartedAt = startedAt;
     try {
       await run.run();
       if (stopping) break;
@@ -171,6 +213,7 @@ export async function superviseService(opts: {
         lastState = `standby: ${errorMessage(err)}`;
         firstFailureAt = null;
         attempt = 0;
+        retry.since = null;
         await sleep(STANDBY_POLL_MS);
         continue;
       }
@@ -181,10 +224,13 @@ export async function superviseService(opts: {
       if (run.progressed || Date.now() - startedAt > 60_000) {
         firstFailureAt = null;
         attempt = 0;
+        retry.since = null;
       }
       firstFailureAt ??= Date.now();
       attempt++;
       const windowMs = (isConnectionError(err) ? cfg.retry.connectionMinutes : cfg.retry.otherMinutes) * 60_000;
+      retry.windowS = windowMs / 1000;
+      retry.since = firstFailureAt;
       if (Date.now() - firstFailureAt > windowMs) {
         lastState = `stopped: ${errorMessage(err)}`;
         log.fatal({ err: errorMessage(err), ...details, retriedForMs: Date.now() - firstFailureAt }, `${opts.name} stopped: retry window of ${windowMs / 60_000} min passed`);

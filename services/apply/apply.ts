@@ -37,9 +37,12 @@ export interface ApplyMetrics {
   throttledSeconds: Counter;
   lagOffsets: Gauge;
   lagSeconds: Gauge;
+  /** The source commit time (seconds since the epoch) of what was last applied: pgbridge_apply_lag_seconds counts from it at each scrape. */
+  appliedSourceTime(seconds: number): void;
 }
 
 export function applyMetrics(registry: Registry): ApplyMetrics {
+  let sourceTime: number | null = null;
   return {
     transactions: new Counter({ name: 'pgbridge_apply_transactions_total', help: 'Source transactions applied', registers: [registry] }),
     rows: new Counter({ name: 'pgbridge_apply_rows_total', help: 'Rows written to the destination', registers: [registry] }),
@@ -55,7 +58,12 @@ export function applyMetrics(registry: Registry): ApplyMetrics {
     throttleBytes: new Gauge({ name: 'pgbridge_apply_throttle_bytes_per_second', help: 'Throttle in force: message bytes per second apply may read (0: no limit)', registers: [registry] }),
     throttledSeconds: new Counter({ name: 'pgbridge_apply_throttled_seconds_total', help: 'Time apply waited to keep to its throttle', registers: [registry] }),
     lagOffsets: new Gauge({ name: 'pgbridge_apply_lag_offsets', help: 'Records still to read between the applied position and the end of the partition (commit markers not counted)', labelNames: ['partition'], registers: [registry] }),
-    lagSeconds: new Gauge({ name: 'pgbridge_apply_lag_seconds', help: 'Now minus the source commit time of the last applied transaction or heartbeat', registers: [registry] }),
+    // Read at scrape time, so it grows while nothing is applied (capture sends a heartbeat every few seconds).
+    lagSeconds: new Gauge({
+      name: 'pgbridge_apply_lag_seconds', help: 'Now minus the source commit time of the last applied transaction or heartbeat (0 before the first)', registers: [registry],
+      collect() { if (sourceTime !== null) this.set(Math.max(0, Date.now() / 1000 - sourceTime)); },
+    }),
+    appliedSourceTime: (seconds) => { sourceTime = seconds; },
   };
 }
 
@@ -629,7 +637,7 @@ export class ApplyRun extends ServiceRun {
     if (g.dropped) m.droppedLoopbacks.inc(g.dropped);
     for (const cf of g.conflicts) m.conflicts.inc({ kind: cf.kind, resolution: cf.resolution });
     const ts = g.heartbeatTs ?? g.lastCommitTs;
-    if (ts !== null) m.lagSeconds.set(Math.max(0, Date.now() / 1000 - Number(ts) / 1e6));
+    if (ts !== null) m.appliedSourceTime(Number(ts) / 1e6);
     // Advisory only, so not awaited: the stored position above is what restarts use (INV-3).
     void this.consumer?.commit(g.partition, next).catch((err: unknown) => {
       this.log.warn({ err: errorMessage(err) }, 'Kafka offset commit failed (the stored position is authoritative)');

@@ -30,6 +30,8 @@ export interface CaptureMetrics {
   skippedTransactions: Counter;
   ackedLsn: Gauge;
   slotLagBytes: Gauge;
+  slotRetainedBytes: Gauge;
+  slotWalKeepLimitBytes: Gauge;
   ignoredControl: Counter;
 }
 
@@ -41,6 +43,8 @@ export function captureMetrics(registry: Registry): CaptureMetrics {
     skippedTransactions: new Counter({ name: 'pgbridge_capture_skipped_transactions_total', help: 'Source transactions not published (written by apply from another cluster, or empty)', labelNames: ['reason'], registers: [registry] }),
     ackedLsn: new Gauge({ name: 'pgbridge_capture_acked_lsn', help: 'Last LSN acknowledged to the slot (as a number)', registers: [registry] }),
     slotLagBytes: new Gauge({ name: 'pgbridge_capture_slot_lag_bytes', help: 'WAL bytes between the current WAL position and the slot confirmed_flush_lsn', registers: [registry] }),
+    slotRetainedBytes: new Gauge({ name: 'pgbridge_capture_slot_retained_bytes', help: 'WAL bytes the slot keeps on the server (current WAL position minus the slot restart_lsn)', registers: [registry] }),
+    slotWalKeepLimitBytes: new Gauge({ name: 'pgbridge_capture_slot_wal_keep_limit_bytes', help: 'max_slot_wal_keep_size of the source cluster in bytes (-1: no limit); past it the server invalidates the slot', registers: [registry] }),
     ignoredControl: new Counter({ name: 'pgbridge_capture_ignored_control_total', help: 'Control inputs not obeyed: logical messages (forgeable), malformed or unselected control records', labelNames: ['reason'], registers: [registry] }),
   };
 }
@@ -422,13 +426,18 @@ export class CaptureRun extends ServiceRun {
   private async measureLag(): Promise<void> {
     if (!this.control || this.failure || this.stopping) return;
     try {
-      const r = await this.control.query<{ lag: string | null }>(
-        'SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::text AS lag FROM pg_replication_slots WHERE slot_name = $1',
+      const r = await this.control.query<{ lag: string | null; retained: string | null; keep: string }>(
+        `SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::text AS lag, (pg_current_wal_lsn() - restart_lsn)::text AS retained,
+                pg_size_bytes(current_setting('max_slot_wal_keep_size'))::text AS keep
+           FROM pg_replication_slots WHERE slot_name = $1`,
         [this.slot],
       );
-      const lag = r.rows[0]?.lag;
-      if (lag !== undefined && lag !== null) this.deps.metrics.slotLagBytes.set(Number(lag));
-      else if (r.rows.length === 0) this.fail(new PgBridgeError('SLOT_MISSING', `replication slot ${this.slot} was dropped while capture ran`));
+      const row = r.rows[0];
+      const m = this.deps.metrics;
+      if (row?.lag !== undefined && row.lag !== null) m.slotLagBytes.set(Number(row.lag));
+      if (row?.retained !== undefined && row.retained !== null) m.slotRetainedBytes.set(Number(row.retained));
+      if (row) m.slotWalKeepLimitBytes.set(Number(row.keep));
+      if (r.rows.length === 0) this.fail(new PgBridgeError('SLOT_MISSING', `replication slot ${this.slot} was dropped while capture ran`));
     } catch (err) {
       this.log.debug({ err: errorMessage(err) }, 'slot lag query failed');
     }
