@@ -6,6 +6,7 @@ export type ErrorCode =
   | 'CONFIG_INVALID'
   | 'CONNECTION'
   | 'STANDBY'
+  | 'APPLY_RUNNING'
   | 'SLOT_MISSING'
   | 'SLOT_INVALIDATED'
   | 'SLOT_AHEAD'

@@ -747,6 +747,27 @@ export class KafkaAdmin {
     return partitions.map((partition) => ({ partition, low: low.get(partition) ?? 0n, high: high.get(partition) ?? 0n }));
   }
 
+  /**
+   * Kafka's offsets-for-times (ListOffsets with a timestamp): per partition, the first offset
+   * whose record timestamp is at or after `ms` (milliseconds since the Unix epoch); the end
+   * offset when no record is that recent.
+   */
+  async offsetsForTime(topic: string, ms: bigint): Promise<Map<number, bigint>> {
+    const offsets = await this.topicOffsets(topic);
+    const r = await this.a.listOffsets({ topics: [{ name: topic, partitions: offsets.map((o) => ({ partitionIndex: o.partition, timestamp: ms })) }] });
+    const found = new Map((r.find((x) => x.name === topic)?.partitions ?? []).map((p) => [p.partitionIndex, p.offset]));
+    return new Map(offsets.map((o) => {
+      const at = found.get(o.partition);
+      return [o.partition, at === undefined || at < 0n ? o.high : at];
+    }));
+  }
+
+  /** Members of a consumer group (empty when it has none or does not exist). */
+  async groupMembers(groupId: string): Promise<{ memberId: string; instanceId: string | null; clientId: string; host: string }[]> {
+    const g = (await this.a.describeGroups({ groups: [groupId] })).get(groupId);
+    return [...(g?.members.values() ?? [])].map((m) => ({ memberId: m.id, instanceId: m.groupInstanceId ?? null, clientId: m.clientId, host: m.clientHost }));
+  }
+
   /** The group's committed offsets for a topic (partitions without one left out). */
   async groupOffsets(groupId: string, topic: string): Promise<Map<number, bigint>> {
     const r = await this.a.listConsumerGroupOffsets({ groups: [groupId] });

@@ -20,6 +20,7 @@ import { EventGuard, type Refusal } from './event-guard.js';
 import { THROTTLE_REFRESH_MS, Throttle, configuredLimit, storedLimit } from './throttle.js';
 import { operationOfOp, operationsOf, tableSettings, type Operation } from '../../shared/table-settings.js';
 import { ConflictStop, RowWriter, type BatchShape, type WriteResult } from './row-writer.js';
+import { REPLAY_SELECT, filteredOut, inReplay, replayRangeOf, type ReplayColumns, type ReplayRange } from './replay-range.js';
 
 export interface ApplyMetrics {
   transactions: Counter;
@@ -70,6 +71,8 @@ export function applyMetrics(registry: Registry): ApplyMetrics {
 interface Stored {
   nextOffset: bigint;
   commitLsn: Lsn;
+  /** A range pgbridge replay asked to re-apply (offsets below replay.until), or null. */
+  replay: ReplayRange | null;
 }
 
 interface Group {
@@ -98,6 +101,11 @@ export interface ApplyDeps {
   readonly metrics: ApplyMetrics;
 }
 
+
+/** The Kafka consumer group of a direction's apply (its static member id too). */
+export function applyGroupId(cfg: PipelineConfig, direction: string): string {
+  return `pgbridge-${cfg.pipeline}-apply-${direction}`;
+}
 
 /** Most changes written by one set-based statement (parameters are one array per column, so this bounds memory, not parameter count). */
 const BATCH_ROWS = 5000;
@@ -144,7 +152,7 @@ export class ApplyRun extends ServiceRun {
   }
 
   get groupId(): string {
-    return `pgbridge-${this.deps.cfg.pipeline}-apply-${this.deps.direction.id}`;
+    return applyGroupId(this.deps.cfg, this.deps.direction.id);
   }
 
   async run(): Promise<void> {
@@ -256,13 +264,20 @@ export class ApplyRun extends ServiceRun {
     this.writer = new RowWriter(client, cfg, direction.id, direction.to, names);
     this.chunks = new ChunkLoader(client, cfg, direction, this.writer);
     // The session returns every value as text (RAW_TYPES): partition is "0", not 0.
-    const p = await client.query<{ partition: string; next_offset: string; commit_lsn: string }>(
-      'SELECT partition, next_offset::text, commit_lsn::text FROM cdc.apply_progress WHERE pipeline = $1 AND direction = $2',
+    const p = await client.query<{ partition: string; next_offset: string; commit_lsn: string } & ReplayColumns>(
+      `SELECT partition, next_offset::text, commit_lsn::text, ${REPLAY_SELECT} FROM cdc.apply_progress p WHERE pipeline = $1 AND direction = $2`,
       [cfg.pipeline, direction.id],
     ).catch((err: unknown) => {
       throw new PgBridgeError('CONNECTION', `cdc.apply_progress is not readable on ${direction.to} (run pgbridge setup): ${errorMessage(err)}`, { retriable: false, cause: err });
     });
-    for (const row of p.rows) this.stored.set(Number(row.partition), { nextOffset: BigInt(row.next_offset), commitLsn: parseLsn(row.commit_lsn) });
+    for (const row of p.rows) {
+      const replay = replayRangeOf(row);
+      this.stored.set(Number(row.partition), { nextOffset: BigInt(row.next_offset), commitLsn: parseLsn(row.commit_lsn), replay });
+      if (replay) {
+        this.writer.replay = replay;
+        this.log.info({ replay: replay.id, partition: Number(row.partition), from: row.next_offset, until: String(replay.until), tables: replay.tables ? [...replay.tables] : 'all' }, 'replaying: offsets below the replay end are applied again');
+      }
+    }
     await this.readThrottle();
     const w = await client.query<{ table_name: string; lsn: string }>('SELECT table_name, lsn::text FROM cdc.table_watermarks WHERE pipeline = $1 AND direction = $2', [cfg.pipeline, direction.id]);
     for (const row of w.rows) this.watermarks.set(row.table_name, parseLsn(row.lsn));
@@ -415,6 +430,11 @@ export class ApplyRun extends ServiceRun {
     let refusal = this.guard.refuse(ev);
     if (refusal instanceof Promise) refusal = await refusal;
     if (refusal) return this.refuseRecord(m, pos, refusal, ev.last);
+    if (ev.kind === 'change' && s && inReplay(s.replay, pos.offset) && filteredOut(s.replay, ev.schema, ev.table, ev.commitTs, ev.snapshot)) {
+      // Outside the replay's --tables / --from time: the position moves, nothing is written.
+      this.advance(pos, ev.last, snapshotRow ? null : ev.commitLsn, snapshotRow ? null : ev.commitTs);
+      return null;
+    }
     if (!this.group?.open) await this.beginGroup(pos);
     const g = this.group!;
     const filtered = ev.kind === 'change' ? this.filteredOperation(ev) : null;
@@ -519,6 +539,11 @@ export class ApplyRun extends ServiceRun {
     // The checks of a snapshot row (op r) of its table.
     const refusal = await this.guard.refuse(snapshotRowOf(ev, null));
     if (refusal) return this.refuseRecord(m, pos, refusal, true);
+    const s = this.stored.get(pos.partition);
+    if (s && inReplay(s.replay, pos.offset) && filteredOut(s.replay, ev.schema, ev.table, ev.commitTs, true)) {
+      this.advance(pos, true, null, null);
+      return null;
+    }
     await this.beginGroup(pos);
     const g = this.group!;
     if (ev.origin === this.deps.direction.to) {
@@ -620,6 +645,17 @@ export class ApplyRun extends ServiceRun {
          commit_ts = COALESCE(EXCLUDED.commit_ts, cdc.apply_progress.commit_ts), heartbeat_ts = COALESCE(EXCLUDED.heartbeat_ts, cdc.apply_progress.heartbeat_ts), updated_at = EXCLUDED.updated_at`,
       [this.deps.direction.id, g.partition, next.toString(), formatLsn(commitLsn), g.lastCommitTs?.toString() ?? null, g.heartbeatTs?.toString() ?? null, this.deps.cfg.pipeline],
     );
+    const range = prev?.replay ?? null;
+    let storedLsn = commitLsn;
+    if (range && next >= range.until) {
+      // The replayed range is done: back to the commit LSN stored before it (the duplicate skip's high-water mark).
+      const r = await c.query<{ commit_lsn: string }>(
+        `UPDATE cdc.apply_progress SET commit_lsn = GREATEST(commit_lsn, COALESCE(replay_lsn, commit_lsn)), replay_until = NULL, replay_id = NULL, replay_lsn = NULL, replay_tables = NULL, replay_since = NULL, replay_mode = NULL
+          WHERE pipeline = $1 AND direction = $2 AND partition = $3 RETURNING commit_lsn::text`,
+        [this.deps.cfg.pipeline, this.deps.direction.id, g.partition],
+      );
+      storedLsn = parseLsn(r.rows[0]?.commit_lsn ?? formatLsn(commitLsn));
+    }
     if (this.originMode === 'replication-origin' && g.lastCommitLsn !== null && g.lastCommitTs !== null) {
       // The destination commit then carries the source commit time (what last-writer-wins
       // compares) and pgoutput tags it with our origin (loop prevention, INV-5).
@@ -629,7 +665,12 @@ export class ApplyRun extends ServiceRun {
     this.log.debug({ partition: g.partition, offset: String(next), txns: g.txns, rows: g.rows, lsn: formatLsn(commitLsn) }, 'committed');
     this.group = null;
     this.progressed = true;
-    this.stored.set(g.partition, { nextOffset: next, commitLsn });
+    const stillReplaying = range && next < range.until ? range : null;
+    this.stored.set(g.partition, { nextOffset: next, commitLsn: storedLsn, replay: stillReplaying });
+    if (range && !stillReplaying) {
+      this.writer!.replay = null;
+      this.log.info({ replay: range.id, offset: String(next) }, 'replay done: the replayed range is applied again');
+    }
     const m = this.deps.metrics;
     m.transactions.inc(g.txns);
     m.rows.inc(g.rows);

@@ -26,6 +26,7 @@ import { isSelected } from '../../shared/selection.js';
 import { COPY_TEXT_FORMAT } from '../snapshot/chunk-record.js';
 import type { ChangeEvent, Position } from './event-decoder.js';
 import type { ConflictRecord, RowWriter, WriteResult } from './row-writer.js';
+import { inReplay, keylessPassedOver } from './replay-range.js';
 
 /** A decoded snapshot chunk record. */
 export interface SnapshotChunkEvent {
@@ -71,6 +72,8 @@ export class ChunkLoader {
     if (ev.format !== COPY_TEXT_FORMAT) throw new PgBridgeError('POISON', `snapshot chunk for ${name} in format ${JSON.stringify(ev.format)}; this apply reads ${COPY_TEXT_FORMAT}`);
     if (ev.rows === 0) return { rows: 0, conflicts: [] };
     const target = qt(ev.schema, ev.table);
+    // A replay (not a rebuild) passes over tables without a key: their rows would be doubled.
+    if (keylessPassedOver(this.writer.replay, ev.pos.offset) && (await this.primaryKey(ev.schema, ev.table)).length === 0) return { rows: 0, conflicts: [] };
     const cols = ev.columns.map((c) => qi(c.name)).join(', ');
     // The chunk's transaction commits without waiting for its WAL flush: a crash that loses it
     // loses its progress row with it, so the chunk is read again from Kafka (no fsync per chunk).
@@ -141,7 +144,12 @@ export class ChunkLoader {
     let rows = ins.rowCount ?? 0;
     if (rows === ev.rows) return { rows, conflicts: [] };
     const policy = policyFor(this.cfg, ev.schema, ev.table);
-    if (policy === 'ignore') {
+    if (policy !== 'ignore' && inReplay(this.writer.replay, ev.pos.offset)) {
+      // A replayed chunk (pgbridge replay) holds a table's state of the sync's time: it takes a
+      // row only when the row is older (last-writer-wins, whatever the policy), so a replay
+      // never sets a row back in time. What another unique key refuses goes row by row.
+      rows += await this.mergeOlder(ev, target, on, key);
+    } else if (policy === 'ignore') {
       // The destination row stays (an initial-sync row over an existing one is not a conflict).
       await c.query(`DELETE FROM pg_temp.${stage} s USING ${target} x WHERE ${on}`);
     } else if (policy === 'overwrite' || policy === 'fail' || policy === 'fail-strict') {
@@ -170,6 +178,29 @@ export class ChunkLoader {
       conflicts.push(...w.conflicts);
     }
     return { rows, conflicts };
+  }
+
+  /** Updates the rows last written before the chunk's time from the staging table; they and the newer ones leave it. */
+  private async mergeOlder(ev: SnapshotChunkEvent, target: string, on: string, key: readonly string[]): Promise<number> {
+    const c = this.client;
+    const set = ev.columns.filter((col) => !key.includes(col.name)).map((col) => `${qi(col.name)} = s.${qi(col.name)}`);
+    let rows = 0;
+    await c.query('SAVEPOINT pgbridge_chunk');
+    try {
+      if (set.length) {
+        const older = `(SELECT t.timestamp IS NULL OR t.timestamp < 'epoch'::timestamptz + $1::bigint * interval '1 microsecond' FROM pg_xact_commit_timestamp_origin(x.xmin) t)`;
+        const up = await c.query(`UPDATE ${target} x SET ${set.join(', ')} FROM pg_temp.pgbridge_chunk_stage s WHERE ${on} AND ${older}`, [ev.commitTs.toString()]);
+        rows = up.rowCount ?? 0;
+      }
+      await c.query(`DELETE FROM pg_temp.pgbridge_chunk_stage s USING ${target} x WHERE ${on}`);
+      await c.query('RELEASE SAVEPOINT pgbridge_chunk');
+    } catch (err) {
+      if ((err as { code?: string }).code !== '23505') throw err;
+      await c.query('ROLLBACK TO SAVEPOINT pgbridge_chunk');
+      await c.query('RELEASE SAVEPOINT pgbridge_chunk');
+      rows = 0;
+    }
+    return rows;
   }
 
   private async primaryKey(schema: string, table: string): Promise<string[]> {

@@ -6,12 +6,13 @@
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { rowToJson, toPgParam } from '../../shared/avro.js';
-import { policyFor, type PipelineConfig } from '../../shared/config.js';
+import { policyFor, type ConflictPolicy, type PipelineConfig } from '../../shared/config.js';
 import { PgBridgeError, errorMessage } from '../../shared/errors.js';
 import { formatLsn } from '../../shared/lsn.js';
 import { qi, qt } from '../../shared/pg.js';
 import { incomingWins, originDiffers, resolve, type ConflictKind, type Resolution, type Stamp } from './conflict-resolver.js';
 import type { ChangeEvent, Row } from './event-decoder.js';
+import { inReplay, keylessPassedOver, type ReplayRange } from './replay-range.js';
 
 interface Column {
   readonly name: string;
@@ -69,6 +70,8 @@ export class ConflictStop extends PgBridgeError {}
 
 export class RowWriter {
   private readonly tables = new Map<string, TableInfo>();
+  /** The range pgbridge replay asked to re-apply, while apply is in it (see replay-range.ts). */
+  replay: ReplayRange | null = null;
 
   constructor(
     private readonly client: pg.Client,
@@ -140,6 +143,8 @@ export class RowWriter {
       const missing = unknown();
       if (missing !== undefined) throw new PgBridgeError('DESTINATION_REJECTED', `column ${missing} of ${t.schema}.${t.table} does not exist on the destination`);
     }
+    // A replayed change of a table without a key cannot be told from a new one (it would double rows).
+    if (t.key.length === 0 && keylessPassedOver(this.replay, ev.pos.offset)) return { rows: 0, conflicts: [] };
     switch (ev.op) {
       case 'c':
       case 'r':
@@ -455,8 +460,8 @@ export class RowWriter {
     if (cur && ev.op === 'r') {
       // An initial-sync or resync row over an existing row is expected, not a conflict: the
       // policy decides who wins (resync rows carry the time of their read), nothing is recorded.
-      const policy = policyFor(this.cfg, t.schema, t.table);
-      if (policy === 'ignore' || (policy === 'last-writer-wins' && !incomingWins(this.incoming(ev), cur.stamp))) return { rows: 0, conflicts: [] };
+      const policy = this.policy(t, ev);
+      if (policy === 'ignore' || ((policy === 'last-writer-wins' || inReplay(this.replay, ev.pos.offset)) && !incomingWins(this.incoming(ev), cur.stamp))) return { rows: 0, conflicts: [] };
       return this.guarded(t, ev, after, async () => ({ rows: await this.updateRow(t, after, after, []), conflicts: [] }));
     }
     if (!cur) {
@@ -538,27 +543,41 @@ export class RowWriter {
     return { rows: await this.deleteRow(t, before), conflicts };
   }
 
+  /**
+   * The table's policy; in a replayed range `overwrite` decides as `last-writer-wins`: a replayed
+   * event is old, and must not undo a later write of the other cluster (the range converges to
+   * the state it had, and the clusters stay equal).
+   */
+  private policy(t: TableInfo, ev: ChangeEvent): ConflictPolicy {
+    const policy = policyFor(this.cfg, t.schema, t.table);
+    return policy === 'overwrite' && inReplay(this.replay, ev.pos.offset) ? 'last-writer-wins' : policy;
+  }
+
   /** Decides, records the conflict in cdc.conflicts (same transaction) and stops on `fail` / `fail-strict`. */
   private async conflict(t: TableInfo, ev: ChangeEvent, kind: ConflictKind, cur: Existing | null, keyRow: Row): Promise<ConflictRecord> {
-    const policy = policyFor(this.cfg, t.schema, t.table);
+    const policy = this.policy(t, ev);
+    const replayId = inReplay(this.replay, ev.pos.offset) ? this.replay.id : null;
     const resolution = resolve(kind, policy, this.incoming(ev), cur?.stamp ?? null);
     const key = t.key.length ? Object.fromEntries(this.identity(t, keyRow).map((k) => [k, rowToJson({ v: keyRow[k] })!.v])) : rowToJson(keyRow);
     const where = `${ev.pos.topic}/${ev.pos.partition}@${ev.pos.offset} (source ${ev.sourceCluster} commit LSN ${formatLsn(ev.commitLsn)})`;
     if (resolution === 'fail') {
       // The key is a row value: at debug level only (PGBRIDGE_LOG_LEVEL=debug), never in the message.
-      throw new ConflictStop('CONFLICT', `${kind} on ${t.schema}.${t.table} at ${where}: policy "${policy}" stops this direction; nothing of the source transaction was applied`, {
+      const during = replayId ? ` during replay ${replayId} (the replayed range re-applies events the destination may hold already: pgbridge replay under fail stops at the first one; see docs/operations.md, "Replay and rebuild")` : '';
+      throw new ConflictStop('CONFLICT', `${kind} on ${t.schema}.${t.table} at ${where}${during}: policy "${policy}" stops this direction; nothing of the source transaction was applied`, {
         details: { table: `${t.schema}.${t.table}`, kind, topic: ev.pos.topic, partition: ev.pos.partition, offset: String(ev.pos.offset) },
         sensitive: { key },
       });
     }
     const incoming = rowToJson(ev.after ?? ev.before);
+    // A conflict of a replayed event carries the replay's id (a helper schema without the column never sees one).
     await this.q(
-      `INSERT INTO cdc.conflicts (pipeline, direction, table_name, key, kind, incoming, existing, resolution, policy, source_cluster, source_commit_lsn, source_commit_ts, topic, kafka_partition, kafka_offset)
-       VALUES ($15, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10::pg_lsn, 'epoch'::timestamptz + $11::bigint * interval '1 microsecond', $12, $13, $14)`,
+      `INSERT INTO cdc.conflicts (pipeline, direction, table_name, key, kind, incoming, existing, resolution, policy, source_cluster, source_commit_lsn, source_commit_ts, topic, kafka_partition, kafka_offset${replayId ? ', replay_id' : ''})
+       VALUES ($15, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10::pg_lsn, 'epoch'::timestamptz + $11::bigint * interval '1 microsecond', $12, $13, $14${replayId ? ', $16' : ''})`,
       [
         this.direction, `${t.schema}.${t.table}`, JSON.stringify(key), kind, JSON.stringify(incoming), cur ? cur.rowJson : null,
         kind === 'update_missing' && ev.unchanged.length ? `${resolution} (unchanged TOAST columns ${ev.unchanged.join(', ')} took defaults)` : resolution,
         policy, ev.sourceCluster, formatLsn(ev.commitLsn), ev.commitTs.toString(), ev.pos.topic, ev.pos.partition, ev.pos.offset.toString(), this.cfg.pipeline,
+        ...(replayId ? [replayId] : []),
       ],
     );
     return { kind, resolution };

@@ -123,6 +123,32 @@ export function program(): Command {
       console.log(`resync of ${r.table} from ${r.from}: ${r.rows} rows in ${r.chunks} chunk(s) written to the WAL in ${r.seconds.toFixed(1)} s; capture publishes them in order, apply writes them (pgbridge status, pgbridge barrier)`);
     });
 
+  withConfig(p.command('replay').description("move a stopped direction's apply back in its topic (earliest, an offset or a time): the next apply start re-applies from there"))
+    .requiredOption('--direction <from-to>', 'direction, e.g. a-b')
+    .option('--from <where>', 'earliest, an offset of the topic, or an ISO 8601 time with its zone (2026-11-30T07:00:00Z)')
+    .option('--tables <list>', 'only these tables (schema.table,…); the rest of the range moves the position without writing')
+    .option('--dry-run', 'print what would be re-applied (offsets, transactions, rows per table, times) and change nothing')
+    .option('--cancel', 'end a replay under way (one stopped on a conflict, say): apply goes on from where it was before the replay')
+    .action(async (o) => {
+      const { cfg } = config(o);
+      const { replay, parseReplayFrom, formatReplayPlan, cancelReplay } = await import('./replay.js');
+      if (o.cancel) {
+        const r = await cancelReplay(cfg, o.direction, createLogger('cli', 'warn'));
+        console.log(r ? `replay ${r.id} of ${o.direction} cancelled: apply goes on from offset ${r.next}` : `no replay of ${o.direction} under way: nothing changed`);
+        return;
+      }
+      if (o.from === undefined) throw new PgBridgeError('CONFIG_INVALID', 'replay needs --from earliest|<offset>|<ISO time> (or --cancel)');
+      const { parseTableList } = await import('../apply/replay-range.js');
+      let tables: string[] | undefined;
+      try {
+        tables = o.tables === undefined ? undefined : parseTableList(o.tables);
+      } catch (err) {
+        throw new PgBridgeError('CONFIG_INVALID', `--tables: ${errorMessage(err)}`);
+      }
+      const plan = await replay(cfg, o.direction, { from: parseReplayFrom(o.from), tables, dryRun: !!o.dryRun }, createLogger('cli', 'warn'));
+      console.log(formatReplayPlan(plan));
+    });
+
   withConfig(p.command('capture').description('run the capture service of one cluster'))
     .requiredOption('--cluster <name>', 'cluster to capture')
     .option('--metrics-port <port>', 'port of /healthz, /readyz, /metrics', port)

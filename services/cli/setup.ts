@@ -12,6 +12,7 @@ import { qi, ql, qt, withClient } from '../../shared/pg.js';
 import { CONTROL_TABLE_SQL } from '../../shared/control-records.js';
 import { isSelected } from '../../shared/selection.js';
 import { reconcilePublication } from './publication.js';
+import { REPLAY_COLUMNS_SQL } from '../apply/replay-range.js';
 
 /**
  * The comment that marks a `cdc` schema as made by pgbridge setup: release drops only a
@@ -146,7 +147,7 @@ ${CONTROL_TABLE_SQL}CREATE TABLE IF NOT EXISTS cdc.apply_throttle (
   updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
   PRIMARY KEY (pipeline, direction)
 );
-`;
+${REPLAY_COLUMNS_SQL}`;
 
 export interface SelectedTable {
   readonly schema: string;
