@@ -9,6 +9,13 @@ import { z } from 'zod';
 import { PgBridgeError } from './errors.js';
 import { settingsProblems, tableSettingsSchema } from './table-settings.js';
 
+/** Largest record by default: a row of 64 MiB replicates (docs/configuration.md, topics.maxMessageBytes). */
+export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+/** Kafka's socket.request.max.bytes default (100 MiB) bounds a produce request: records stay below it. */
+const MAX_MESSAGE_BYTES_CEILING = 96 * 1024 * 1024;
+/** Room for the record batch and record headers around the largest record. */
+export const MESSAGE_OVERHEAD_BYTES = 64 * 1024;
+
 const ident = z.string().regex(/^[a-z][a-z0-9_]{0,30}$/, 'lower-case letters, digits and _, starting with a letter, at most 31 characters');
 
 /** Another role for one service's connections to a cluster (least privilege: pgbridge grants). */
@@ -123,9 +130,11 @@ const configSchema = z
         pattern: z.string().default('{pipeline}.{from}.to.{to}'),
         partitions: z.number().int().min(1).default(1),
         replicationFactor: z.number().int().min(1).default(1),
+        /** Largest record capture publishes (one row change, encoded); a larger row stops capture. setup sets the topics' max.message.bytes above it. */
+        maxMessageBytes: z.number().int().min(1024 * 1024).max(MAX_MESSAGE_BYTES_CEILING).default(DEFAULT_MAX_MESSAGE_BYTES),
       })
       .strict()
-      .default({ pattern: '{pipeline}.{from}.to.{to}', partitions: 1, replicationFactor: 1 }),
+      .default({ pattern: '{pipeline}.{from}.to.{to}', partitions: 1, replicationFactor: 1, maxMessageBytes: DEFAULT_MAX_MESSAGE_BYTES }),
     selection: z
       .object({
         schemas: z.array(z.string().min(1)).min(1).default(['public']),

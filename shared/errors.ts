@@ -15,6 +15,7 @@ export type ErrorCode =
   | 'SCHEMA_UNKNOWN'
   | 'REGISTRY'
   | 'ENCODE'
+  | 'ROW_TOO_LARGE'
   | 'DECODE'
   | 'POISON'
   | 'CONFLICT'

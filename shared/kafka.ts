@@ -26,7 +26,7 @@ import {
 
 type FetchResponse = fetchV17.FetchResponse;
 type Transaction = Awaited<ReturnType<Producer['beginTransaction']>>;
-import type { PipelineConfig } from './config.js';
+import { MESSAGE_OVERHEAD_BYTES, type PipelineConfig } from './config.js';
 import type { Logger } from './log.js';
 import { readPem } from './tls-files.js';
 
@@ -811,9 +811,19 @@ export class KafkaAdmin {
     return new Map(r.map((x) => [x.resourceName, new Map(x.configs.map((c) => [c.name, c.value ?? null]))]));
   }
 
+  /** Sets one config of a topic (incremental: its other configs stay). */
+  async setTopicConfig(topic: string, name: string, value: string): Promise<void> {
+    await this.a.incrementalAlterConfigs({ resources: [{ resourceType: 2, resourceName: topic, configs: [{ name, configOperation: 0, value }] }] });
+  }
+
   async close(): Promise<void> {
     await this.a.close().catch(() => undefined);
   }
+}
+
+/** The max.message.bytes a direction topic needs: capture's largest record (topics.maxMessageBytes) and the batch around it. */
+export function topicMaxMessageBytes(cfg: PipelineConfig): number {
+  return cfg.topics.maxMessageBytes + MESSAGE_OVERHEAD_BYTES;
 }
 
 /** Creates the direction topics when missing (idempotent). Returns the topics created. */
@@ -821,7 +831,17 @@ export async function ensureTopics(admin: KafkaAdmin, cfg: PipelineConfig, extra
   const existing = new Set(await admin.listTopics());
   const wanted = [...cfg.directions.map((d) => d.topic), ...extra].filter((t) => !existing.has(t));
   // The topic is the replayable log: keep everything unless the operator says otherwise.
-  await admin.createTopics(wanted.map((topic) => ({ topic, partitions: cfg.topics.partitions, replicationFactor: cfg.topics.replicationFactor, configs: { 'retention.ms': '-1' } })));
+  const maxBytes = String(topicMaxMessageBytes(cfg));
+  // The dead-letter topic takes apply's rejected records whole: the same limit.
+  await admin.createTopics(wanted.map((topic) => ({ topic, partitions: cfg.topics.partitions, replicationFactor: cfg.topics.replicationFactor, configs: { 'retention.ms': '-1', 'max.message.bytes': maxBytes } })));
+  // Topics made before the limit existed (or with a lower one) are raised to it.
+  const old = [...cfg.directions.map((d) => d.topic), ...extra].filter((t) => existing.has(t));
+  if (old.length) {
+    const now = await admin.describeConfigs('topic', old, ['max.message.bytes']);
+    for (const t of old) {
+      if (Number(now.get(t)?.get('max.message.bytes') ?? 0) < Number(maxBytes)) await admin.setTopicConfig(t, 'max.message.bytes', maxBytes);
+    }
+  }
   return wanted;
 }
 

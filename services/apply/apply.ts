@@ -127,6 +127,8 @@ export class ApplyRun extends ServiceRun {
   private pending: ChangeEvent[] = [];
   private pendingShape = '';
   private readonly pendingKeys = new Set<string>();
+  /** TRUNCATE events waiting to go out as one statement (one source TRUNCATE names several tables), before the pending rows. */
+  private truncates: { m: ConsumedMessage; pos: Position; ev: ChangeEvent }[] = [];
   /** After a failed batch, events up to this offset are written one by one. */
   private unbatchedUntil = -1n;
   /** schema.table → changes committed before this LSN are already in the initial-sync snapshot of the table. */
@@ -446,6 +448,13 @@ export class ApplyRun extends ServiceRun {
     } else if (ev.kind === 'change' && !ev.snapshot && this.watermarks.size && ev.commitLsn < (this.watermarks.get(`${ev.schema}.${ev.table}`) ?? 0n)) {
       // The table was read by the initial sync in a snapshot taken after this change.
       this.deps.metrics.skippedDuplicates.inc();
+    } else if (ev.kind === 'change' && ev.op === 't') {
+      // Rows buffered before it go first; the tables of one TRUNCATE gather until the next write.
+      if (this.pending.length) {
+        const replay = await this.flushBatch();
+        if (replay !== null) return replay;
+      }
+      this.truncates.push({ m, pos, ev });
     } else if (ev.kind === 'change') {
       // The shape is known without a query once the table is cached: no promise per event then.
       let shape = pos.offset > this.unbatchedUntil ? this.writer!.batchShape(ev) : null;
@@ -601,6 +610,10 @@ export class ApplyRun extends ServiceRun {
    * offset, or null.
    */
   private async flushBatch(): Promise<bigint | null> {
+    if (this.truncates.length) {
+      const replay = await this.flushTruncates();
+      if (replay !== null) return replay;
+    }
     const evs = this.pending;
     if (!evs.length) return null;
     this.pending = [];
@@ -616,6 +629,19 @@ export class ApplyRun extends ServiceRun {
       this.log.warn({ err: errorMessage(err), offset: String(start) }, 'a set-based write failed; replaying the group row by row');
       await this.rollbackGroup();
       return start;
+    }
+  }
+
+  /** The gathered TRUNCATE events as one statement; a refusal is handled like any rejected change (its last event). */
+  private async flushTruncates(): Promise<bigint | null> {
+    const set = this.truncates;
+    this.truncates = [];
+    try {
+      this.count(await this.writer!.truncate(set.map((x) => x.ev)));
+      return null;
+    } catch (err) {
+      const last = set[set.length - 1]!;
+      return this.rejected(last.m, last.pos, last.ev, err);
     }
   }
 
@@ -689,6 +715,7 @@ export class ApplyRun extends ServiceRun {
     const g = this.group;
     this.group = null;
     this.pending = [];
+    this.truncates = [];
     this.pendingShape = '';
     this.pendingKeys.clear();
     if (g?.open && this.client) await this.client.query('ROLLBACK').catch(() => undefined);

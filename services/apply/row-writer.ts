@@ -31,6 +31,8 @@ interface TableInfo {
   readonly uniques: readonly UniqueIndex[];
   /** A primary key whose columns all have canonical text forms: changes can be batched (batchShape). */
   readonly batchableKey: boolean;
+  /** A partitioned table (its rows live in partitions: a ctid names a row only with its tableoid). */
+  readonly partitioned: boolean;
 }
 
 interface UniqueIndex {
@@ -121,7 +123,9 @@ export class RowWriter {
     const uniques = u.rows.map((x) => ({ name: x.name, columns: x.plain && x.cols ? (JSON.parse(x.cols) as string[]) : null }));
     const key = r.rows.filter((c) => c.pk).map((c) => c.name);
     const batchableKey = key.length > 0 && key.every((k) => CANONICAL_KEY_TYPE.test(columns.get(k)!.type));
-    const t: TableInfo = { schema, table, qname: qt(schema, table), columns, key, uniques, batchableKey };
+    const kind = await this.client.query<{ relkind: string }>(`SELECT relkind FROM pg_class WHERE oid = (quote_ident($1) || '.' || quote_ident($2))::regclass`, [schema, table]);
+    const partitioned = kind.rows[0]?.relkind === 'p';
+    const t: TableInfo = { schema, table, qname: qt(schema, table), columns, key, uniques, batchableKey, partitioned };
     this.tables.set(k, t);
     return t;
   }
@@ -154,9 +158,25 @@ export class RowWriter {
       case 'd':
         return this.delete(t, ev);
       case 't':
-        await this.client.query(`TRUNCATE ONLY ${t.qname}`);
-        return { rows: 0, conflicts: [] };
+        return this.truncate([ev]);
     }
+  }
+
+  /**
+   * The tables of one source TRUNCATE, truncated by one statement: PostgreSQL refuses to
+   * truncate a table that another one references unless both are in the same statement.
+   * Partitioned tables are truncated with their partitions, the others ONLY (a source
+   * TRUNCATE lists inheritance children that it truncated on their own).
+   */
+  async truncate(evs: readonly ChangeEvent[]): Promise<WriteResult> {
+    const names: string[] = [];
+    for (const ev of evs) {
+      const t = await this.info(ev.schema, ev.table);
+      const name = `${t.partitioned ? '' : 'ONLY '}${t.qname}`;
+      if (!names.includes(name)) names.push(name);
+    }
+    if (names.length) await this.client.query(`TRUNCATE ${names.join(', ')}`);
+    return { rows: 0, conflicts: [] };
   }
 
   /**
@@ -224,8 +244,10 @@ export class RowWriter {
     // REPLICA IDENTITY FULL: compare the text forms (json, point and xml have no equality operator).
     const cols = Object.keys(row).filter((c) => !t.columns.get(c)!.generated);
     const cond = cols.map((c, i) => `y.${qi(c)}::text IS NOT DISTINCT FROM ($${startAt + i}::${t.columns.get(c)!.type})::text`).join(' AND ');
+    // A partitioned table: the same ctid can name a row in each partition.
+    const id = t.partitioned ? ['(x.tableoid, x.ctid)', 'y.tableoid, y.ctid'] : ['x.ctid', 'y.ctid'];
     return {
-      sql: `x.ctid = (SELECT y.ctid FROM ${t.qname} y WHERE ${cond} LIMIT 1 FOR UPDATE)`,
+      sql: `${id[0]} = (SELECT ${id[1]} FROM ${t.qname} y WHERE ${cond} LIMIT 1 FOR UPDATE)`,
       values: cols.map((c) => toPgParam(row[c])),
     };
   }
@@ -252,7 +274,7 @@ export class RowWriter {
 
   private async lookup(t: TableInfo, where: string, values: unknown[]): Promise<Existing | null> {
     const r = await this.q(
-      `SELECT to_jsonb(x.*) AS row, x.ctid::text AS ctid,
+      `SELECT to_jsonb(x.*) AS row, x.tableoid::text || x.ctid::text AS ctid,
               (EXTRACT(EPOCH FROM c.timestamp) * 1000000)::bigint::text AS ts, c.roident::int AS roident
          FROM ${t.qname} x
          LEFT JOIN LATERAL pg_xact_commit_timestamp_origin(x.xmin) c ON true

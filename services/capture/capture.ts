@@ -135,6 +135,20 @@ export async function checkPublished(client: pg.Client, kafka: KafkaClient, pipe
   }
 }
 
+/** A row change larger than topics.maxMessageBytes: capture stops, naming table, key columns and position (key values are sensitive: debug log only). */
+export function tooLarge(ev: CaptureEvent, size: number, limit: number, cluster: string): PgBridgeError {
+  const mib = (n: number): string => `${(n / 1048576).toFixed(1)} MiB`;
+  const where = `at LSN ${formatLsn(ev.lsn)} (xid ${ev.txn.xid}, commit LSN ${formatLsn(ev.txn.commitLsn)}) on cluster ${cluster}`;
+  if (ev.kind !== 'change') return new PgBridgeError('ROW_TOO_LARGE', `control record ${ev.control} ${where} is ${size} bytes (${mib(size)}) encoded, over topics.maxMessageBytes ${limit} (${mib(limit)})`);
+  const table = `${ev.table.schema}.${ev.table.table}`;
+  const keyCols = ev.table.columns.filter((c) => c.key).map((c) => c.name);
+  const key = keyCols.length ? `key (${keyCols.join(', ')}), values logged at debug level` : 'no key columns';
+  return new PgBridgeError('ROW_TOO_LARGE',
+    `row too large: ${ev.op === 'd' ? 'delete' : ev.op === 'u' ? 'update' : 'insert'} of ${table} ${key}, ${where}, is ${size} bytes (${mib(size)}) encoded, over topics.maxMessageBytes ${limit} (${mib(limit)}). ` +
+      'Nothing of its transaction was published and the slot still holds it: raise topics.maxMessageBytes (run pgbridge setup to raise the topics\' max.message.bytes) and start capture again, or change the row at the source and resync the table.',
+    { details: { table, keyColumns: keyCols, bytes: size, limit, lsn: formatLsn(ev.lsn), xid: ev.txn.xid }, sensitive: { key: ev.key } });
+}
+
 export interface CaptureDeps {
   readonly cfg: PipelineConfig;
   readonly cluster: string;
@@ -313,6 +327,10 @@ export class CaptureRun extends ServiceRun {
 
   private async publish(ev: CaptureEvent): Promise<void> {
     const m = await this.encoder.encode(ev);
+    const size = m.value.length + (m.key?.length ?? 0);
+    // Before the record is sent: the Kafka transaction holding the rest of its source
+    // transaction is aborted on the way out, so none of it becomes visible.
+    if (size > this.deps.cfg.topics.maxMessageBytes) throw tooLarge(ev, size, this.deps.cfg.topics.maxMessageBytes, this.deps.cluster);
     await this.publisher.add(m);
     if (ev.kind === 'change') this.groupEvents.change++;
     else this.groupEvents.control++;

@@ -8,7 +8,7 @@ import { connect as tcpConnect } from 'node:net';
 import type pg from 'pg';
 import { originName, policyFor, slotName, type ClusterConfig, type PipelineConfig, type RegistryConfig } from '../../shared/config.js';
 import { errorMessage } from '../../shared/errors.js';
-import { kafkaClient } from '../../shared/kafka.js';
+import { kafkaClient, topicMaxMessageBytes } from '../../shared/kafka.js';
 import { createLogger, type Logger } from '../../shared/log.js';
 import { qi, qt, withClient } from '../../shared/pg.js';
 import { registryGet } from '../../shared/registry.js';
@@ -157,6 +157,8 @@ export type TopicFacts =
       /** -1 = keep forever */
       readonly retentionMs: number;
       readonly retentionBytes: number;
+      /** The topic's max.message.bytes (unknown when the broker did not say). */
+      readonly maxMessageBytes?: number;
     };
 
 export type KafkaFacts =
@@ -465,7 +467,7 @@ async function gatherKafka(cfg: PipelineConfig, log: Logger, timeoutMs: number):
       const present = names.filter((t) => existing.has(t));
       const meta = new Map<string, { partition: number; replicas: number }[]>();
       for (const t of present) meta.set(t, await withTimeout(admin.topicPartitions(t), timeoutMs, 'metadata'));
-      const conf = present.length ? await withTimeout(admin.describeConfigs('topic', present, ['cleanup.policy', 'retention.ms', 'retention.bytes']), timeoutMs, 'describeConfigs') : new Map<string, Map<string, string | null>>();
+      const conf = present.length ? await withTimeout(admin.describeConfigs('topic', present, ['cleanup.policy', 'retention.ms', 'retention.bytes', 'max.message.bytes']), timeoutMs, 'describeConfigs') : new Map<string, Map<string, string | null>>();
       topics = names.map((name): TopicFacts => {
         if (!existing.has(name)) return { name, exists: false };
         const m = meta.get(name) ?? [];
@@ -478,6 +480,7 @@ async function gatherKafka(cfg: PipelineConfig, log: Logger, timeoutMs: number):
           cleanupPolicy: entries.get('cleanup.policy') ?? 'delete',
           retentionMs: Number(entries.get('retention.ms') ?? '604800000'),
           retentionBytes: Number(entries.get('retention.bytes') ?? '-1'),
+          ...(entries.get('max.message.bytes') ? { maxMessageBytes: Number(entries.get('max.message.bytes')) } : {}),
         };
       });
     } catch (err) {
@@ -1066,7 +1069,11 @@ function evaluateKafka(cfg: PipelineConfig, k: KafkaFacts, add: (f: Finding) => 
     if (policies.includes('delete') && t.retentionBytes !== -1) {
       warn('warning', 'retention.bytes', `retention.bytes is ${t.retentionBytes}: old events are deleted past that size, and replay needs all of them`, `kafka-configs --alter --entity-type topics --entity-name ${t.name} --add-config retention.bytes=-1`);
     }
-    if (problems === 0) add({ level: 'ok', check: 'kafka_topics', cluster: 'kafka', object: t.name, message: `${where}: ${t.partitions} partition(s), cleanup.policy=${t.cleanupPolicy}, retention.ms=${t.retentionMs}` });
+    const needBytes = topicMaxMessageBytes(cfg);
+    if (t.maxMessageBytes !== undefined && t.maxMessageBytes < needBytes) {
+      warn('error', 'max.message.bytes', `max.message.bytes is ${t.maxMessageBytes}, below the ${needBytes} that topics.maxMessageBytes (${cfg.topics.maxMessageBytes}) needs: a row change larger than about ${t.maxMessageBytes} bytes would be refused by Kafka`, `run pgbridge setup (it raises the topic's limit), or kafka-configs --alter --entity-type topics --entity-name ${t.name} --add-config max.message.bytes=${needBytes}`);
+    }
+    if (problems === 0) add({ level: 'ok', check: 'kafka_topics', cluster: 'kafka', object: t.name, message: `${where}: ${t.partitions} partition(s), cleanup.policy=${t.cleanupPolicy}, retention.ms=${t.retentionMs}${t.maxMessageBytes === undefined ? '' : `, max.message.bytes=${t.maxMessageBytes}`}` });
   }
 }
 

@@ -237,7 +237,7 @@ describe('precheck (real PostgreSQL, Kafka, registry)', () => {
     expect(problems(fs).map((f) => [f.level, f.check, f.object])).toEqual([['warning', 'selection', `${schema}.typo`]]);
   });
 
-  it('existing topics: more partitions than configured, compaction and finite retention are reported', async () => {
+  it('existing topics: more partitions than configured, compaction, finite retention and a max.message.bytes below topics.maxMessageBytes are reported', async () => {
     const { cfg } = await fresh();
     const [fwd, rev] = cfg.directions.map((d) => d.topic) as [string, string];
     topics.push(fwd, rev);
@@ -252,9 +252,13 @@ describe('precheck (real PostgreSQL, Kafka, registry)', () => {
     expect(t.map((f) => [f.level, f.object, f.fix?.split(' (').at(-1)])).toEqual([
       ['error', fwd, 'partitions)'],
       ['warning', fwd, 'cleanup.policy)'],
+      ['error', fwd, 'max.message.bytes)'],
       ['warning', rev, 'retention.ms)'],
       ['warning', rev, 'retention.bytes)'],
+      ['error', rev, 'max.message.bytes)'],
     ]);
+    // The broker's default (about 1 MB) is below what 64 MiB rows need.
+    expect(t[2]!.message).toContain(`below the ${64 * 1024 * 1024 + 64 * 1024} that topics.maxMessageBytes (67108864) needs`);
     expect(t[0]!.message).toContain('3 partition(s)');
     expect(problems(fs).filter((f) => f.check !== 'kafka_topics')).toEqual([]);
   });
