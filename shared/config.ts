@@ -200,6 +200,15 @@ const configSchema = z
       })
       .strict()
       .default({ workers: 2, events: 'chunks' }),
+    ddl: z
+      .object({
+        /** replicate: DDL on the selected schemas of the forward source is recorded (event trigger) and run by apply on the destination, in stream order; off: none is. */
+        forward: z.enum(['replicate', 'off']).default('replicate'),
+        /** DDL on the selected schemas of the reverse source is never replicated: warn (a WARNING to the session) or reject (the command fails). */
+        reverse: z.enum(['warn', 'reject']).default('warn'),
+      })
+      .strict()
+      .default({ forward: 'replicate', reverse: 'warn' }),
     retry: z
       .object({
         connectionMinutes: z.number().min(0).default(720),

@@ -21,6 +21,7 @@ export type ErrorCode =
   | 'CONFLICT'
   | 'DESTINATION_REJECTED'
   | 'PRECHECK'
+  | 'DDL_FAILED'
   | 'INTERNAL';
 
 export class PgBridgeError extends Error {

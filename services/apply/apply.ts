@@ -15,12 +15,14 @@ import { connect } from '../../shared/pg.js';
 import { SchemaStore } from '../../shared/registry.js';
 import { writeControl } from '../../shared/control-records.js';
 import { ChunkLoader, snapshotRowOf, type SnapshotChunkEvent } from './chunk-loader.js';
-import { decodeRecord, type ApplyEvent, type ChangeEvent, type Position } from './event-decoder.js';
+import { decodeRecord, type ApplyEvent, type ChangeEvent, type ControlEvent, type Position } from './event-decoder.js';
 import { EventGuard, type Refusal } from './event-guard.js';
 import { THROTTLE_REFRESH_MS, Throttle, configuredLimit, storedLimit } from './throttle.js';
 import { operationOfOp, operationsOf, tableSettings, type Operation } from '../../shared/table-settings.js';
 import { ConflictStop, RowWriter, type BatchShape, type WriteResult } from './row-writer.js';
 import { REPLAY_SELECT, filteredOut, inReplay, replayRangeOf, type ReplayColumns, type ReplayRange } from './replay-range.js';
+import { parseDdlRecord, runsOutsideTransaction } from '../../shared/ddl.js';
+import { runDdl } from './ddl-runner.js';
 
 export interface ApplyMetrics {
   transactions: Counter;
@@ -32,6 +34,8 @@ export interface ApplyMetrics {
   skippedDuplicates: Counter;
   deadLettered: Counter;
   refused: Counter;
+  ddl: Counter;
+  shapeGaps: Counter;
   unverifiedLsn: Counter;
   throttleRows: Gauge;
   throttleBytes: Gauge;
@@ -54,6 +58,8 @@ export function applyMetrics(registry: Registry): ApplyMetrics {
     skippedDuplicates: new Counter({ name: 'pgbridge_apply_skipped_duplicate_events_total', help: 'Events at or below the stored source commit LSN (replayed), skipped', registers: [registry] }),
     deadLettered: new Counter({ name: 'pgbridge_apply_dead_lettered_total', help: 'Poison messages written to the dead-letter topic', registers: [registry] }),
     refused: new Counter({ name: 'pgbridge_apply_refused_total', help: 'Records refused before writing (table outside the selection, wrong source cluster, unknown op, commit LSN beyond the source)', labelNames: ['reason'], registers: [registry] }),
+    ddl: new Counter({ name: 'pgbridge_apply_ddl_total', help: 'Replicated DDL commands run on the destination, by command tag', labelNames: ['tag'], registers: [registry] }),
+    shapeGaps: new Counter({ name: 'pgbridge_apply_shape_gaps_total', help: 'Reverse direction: column values (what=column) or changes (what=table) left out because a replicated DDL dropped that column or table on the destination while they were on their way', labelNames: ['what'], registers: [registry] }),
     unverifiedLsn: new Counter({ name: 'pgbridge_apply_unverified_lsn_total', help: 'Records applied without the commit-LSN check because the source cluster was unreachable', registers: [registry] }),
     throttleRows: new Gauge({ name: 'pgbridge_apply_throttle_rows_per_second', help: 'Throttle in force: rows per second apply may read (0: no limit)', registers: [registry] }),
     throttleBytes: new Gauge({ name: 'pgbridge_apply_throttle_bytes_per_second', help: 'Throttle in force: message bytes per second apply may read (0: no limit)', registers: [registry] }),
@@ -91,6 +97,8 @@ interface Group {
   heartbeatTs: bigint | null;
   conflicts: { kind: string; resolution: string }[];
   dropped: number;
+  /** A DDL ran in this group: it commits at the end of the DDL's source transaction (a sequence point). */
+  ddl: boolean;
 }
 
 export interface ApplyDeps {
@@ -129,6 +137,8 @@ export class ApplyRun extends ServiceRun {
   private readonly pendingKeys = new Set<string>();
   /** TRUNCATE events waiting to go out as one statement (one source TRUNCATE names several tables), before the pending rows. */
   private truncates: { m: ConsumedMessage; pos: Position; ev: ChangeEvent }[] = [];
+  /** Offset of the last rejected change retried with fresh table shapes (rejected). */
+  private reshapedAt = -1n;
   /** After a failed batch, events up to this offset are written one by one. */
   private unbatchedUntil = -1n;
   /** schema.table → changes committed before this LSN are already in the initial-sync snapshot of the table. */
@@ -263,7 +273,9 @@ export class ApplyRun extends ServiceRun {
       const cluster = originCluster(cfg, o.name);
       if (cluster) names.set(Number(o.id), cluster);
     }
-    this.writer = new RowWriter(client, cfg, direction.id, direction.to, names);
+    // Reverse direction while DDL goes forward: events written before a drop arrived lose what was dropped.
+    const gaps = !direction.forward && cfg.ddl.forward === 'replicate' ? (table: string, column: string | null) => this.shapeGap(table, column) : null;
+    this.writer = new RowWriter(client, cfg, direction.id, direction.to, names, gaps);
     this.chunks = new ChunkLoader(client, cfg, direction, this.writer);
     // The session returns every value as text (RAW_TYPES): partition is "0", not 0.
     const p = await client.query<{ partition: string; next_offset: string; commit_lsn: string } & ReplayColumns>(
@@ -286,6 +298,19 @@ export class ApplyRun extends ServiceRun {
     if (cfg.apply.deadLetterTopic) {
       this.dlq = this.deps.kafka.producer();
     }
+  }
+
+  private readonly gapsLogged = new Set<string>();
+
+  /** A value (column) or change (table) of the reverse direction left out: counted, logged once per object. */
+  private shapeGap(table: string, column: string | null): void {
+    this.deps.metrics.shapeGaps.inc({ what: column === null ? 'table' : 'column' });
+    const name = column === null ? table : `${table}.${column}`;
+    if (this.gapsLogged.has(name)) return;
+    this.gapsLogged.add(name);
+    this.log.warn({ object: name }, column === null
+      ? 'changes for a table the destination no longer has (dropped by a replicated DDL) are skipped'
+      : 'values of a column the destination no longer has (dropped or renamed by a replicated DDL) are left out');
   }
 
   /** On every assignment: roll back a group in flight and read from the stored positions (INV-3, INV-6). */
@@ -461,6 +486,8 @@ export class ApplyRun extends ServiceRun {
       if (shape instanceof Promise) shape = await shape;
       const replay = shape ? await this.addToBatch(ev, shape) : await this.writeAlone(m, pos, ev);
       if (replay !== null) return replay;
+    } else if (ev.control === 'ddl') {
+      return this.applyDdl(pos, ev);
     } else if (ev.control === 'barrier' && ev.id) {
       const replay = await this.flushBatch();
       if (replay !== null) return replay;
@@ -484,7 +511,45 @@ export class ApplyRun extends ServiceRun {
     // "now" must not make streamed transactions still on their way look applied (INV-4).
     this.advance(pos, ev.last, snapshotRow ? null : ev.commitLsn, snapshotRow ? null : ev.commitTs);
     const b = this.deps.cfg.apply.batch;
-    if (!g.inTxn && (g.txns >= b.maxTransactions || g.rows + this.pending.length >= b.maxRows)) return this.flushAndCommit();
+    if (!g.inTxn && (g.ddl || g.txns >= b.maxTransactions || g.rows + this.pending.length >= b.maxRows)) return this.flushAndCommit();
+    return null;
+  }
+
+  /**
+   * A replicated DDL command (forward direction): a sequence point. Everything before it is
+   * written; the transactions before its own commit first, and the destination transaction
+   * that runs it holds its source transaction only, with the progress row (a crash before
+   * that commit runs it again, one after never). The table shapes cached by the writer are
+   * forgotten; the registry learns the new shape from capture's next Relation message.
+   */
+  private async applyDdl(pos: Position, ev: ControlEvent): Promise<bigint | null> {
+    const d = parseDdlRecord(ev.payload ?? '')!; // the guard refused it if malformed
+    const replay = await this.flushBatch();
+    if (replay !== null) return replay;
+    let g = this.group!;
+    if (!g.inTxn && g.txns > 0) {
+      await this.commitGroup();
+      await this.beginGroup(pos);
+      g = this.group!;
+    }
+    const outside = runsOutsideTransaction(d);
+    if (outside && g.open) {
+      // Nothing is written in it yet (CONCURRENTLY runs alone in its source transaction).
+      await this.client!.query('ROLLBACK');
+      g.open = false;
+    }
+    try {
+      await runDdl(this.client!, ev, d, this.deps.direction.to);
+    } catch (err) {
+      await this.rollbackGroup();
+      throw err;
+    }
+    this.writer!.invalidate();
+    this.deps.metrics.ddl.inc({ tag: d.tag });
+    this.log.info({ tag: d.tag, offset: String(pos.offset), lsn: formatLsn(ev.commitLsn), objects: d.objects.map((o) => o.identity) }, 'replicated DDL applied');
+    g.ddl = true;
+    this.advance(pos, ev.last, ev.commitLsn, ev.commitTs);
+    if (ev.last) await this.commitGroup();
     return null;
   }
 
@@ -588,7 +653,7 @@ export class ApplyRun extends ServiceRun {
   }
 
   private newGroup(pos: Position): Group {
-    return { open: false, partition: pos.partition, startOffset: pos.offset, lastOffset: pos.offset - 1n, inTxn: false, txns: 0, rows: 0, setRows: 0, lastCommitLsn: null, lastCommitTs: null, heartbeatTs: null, conflicts: [], dropped: 0 };
+    return { open: false, partition: pos.partition, startOffset: pos.offset, lastOffset: pos.offset - 1n, inTxn: false, txns: 0, rows: 0, setRows: 0, lastCommitLsn: null, lastCommitTs: null, heartbeatTs: null, conflicts: [], dropped: 0, ddl: false };
   }
 
   private async beginGroup(pos: Position): Promise<void> {
@@ -728,6 +793,14 @@ export class ApplyRun extends ServiceRun {
     if (cls.retriable) throw err;
     const start = this.group?.startOffset ?? pos.offset;
     await this.rollbackGroup();
+    if (this.reshapedAt !== pos.offset && ev.kind === 'change') {
+      // The destination's tables may have changed under the cached shapes (DDL on the forward
+      // source, which this direction writes into): read them again and try once more.
+      this.reshapedAt = pos.offset;
+      this.writer!.invalidate();
+      this.log.info({ offset: String(pos.offset), err: errorMessage(err) }, 'destination rejected a change; retrying its group once with table shapes read again');
+      return start;
+    }
     const what = ev.kind === 'change' ? `${ev.op} on ${ev.schema}.${ev.table}` : ev.kind === 'chunk' ? `snapshot chunk of ${ev.schema}.${ev.table}` : ev.control;
     const reason = `destination ${this.deps.direction.to} rejected ${what}${cls.sqlstate ? ` (SQLSTATE ${cls.sqlstate})` : ''}: ${errorMessage(err)}`;
     await this.poison(m, pos, new PgBridgeError('DESTINATION_REJECTED', reason, { cause: err }));

@@ -12,10 +12,11 @@ import { errorMessage } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
 import { formatLsn, parseLsn, type Lsn } from '../../shared/lsn.js';
 import { connect } from '../../shared/pg.js';
-import { isSelected, splitTableName } from '../../shared/selection.js';
+import { isSelected, isSystemSchema, splitTableName } from '../../shared/selection.js';
+import { parseDdlRecord } from '../../shared/ddl.js';
 import type { ApplyEvent } from './event-decoder.js';
 
-export type RefusalReason = 'source-cluster' | 'op' | 'table' | 'lsn';
+export type RefusalReason = 'source-cluster' | 'op' | 'table' | 'lsn' | 'ddl';
 
 export interface Refusal {
   readonly reason: RefusalReason;
@@ -62,6 +63,13 @@ export class EventGuard {
         return { reason: 'lsn', message: `watermark for ${ev.id} carries "${ev.payload}", not an LSN` };
       }
       if (w > lsn) lsn = w;
+    } else if (ev.control === 'ddl') {
+      // DDL runs as apply's role on the destination: only what the forward source's trigger records.
+      if (!d.forward || this.cfg.ddl.forward !== 'replicate') return { reason: 'ddl', message: `DDL record on ${d.topic}: DDL is replicated in the forward direction only, with ddl.forward: replicate` };
+      const rec = parseDdlRecord(ev.payload ?? '');
+      if (!rec || rec.pipeline !== this.cfg.pipeline) return { reason: 'ddl', message: 'DDL record whose payload is not a DDL record of this pipeline' };
+      const outside = rec.objects.find((o) => isSystemSchema(o.schema) || !this.cfg.selection.schemas.includes(o.schema));
+      if (outside || rec.objects.length === 0) return { reason: 'table', message: `DDL record (${rec.tag}) on ${outside?.identity ?? 'no object'}, which is not in the schemas of pipeline ${this.cfg.pipeline}` };
     }
     if (lsn <= this.ceiling) return null;
     return this.reached(lsn).then((ok) => (ok ? null : { reason: 'lsn' as const, message: `commit LSN ${formatLsn(lsn)} is beyond the WAL position of cluster ${d.from} (${formatLsn(this.ceiling)})` }));

@@ -83,6 +83,12 @@ export class RowWriter {
     private readonly localCluster: string,
     /** replication origin id → cluster name, on the destination. */
     private readonly originNames: ReadonlyMap<number, string>,
+    /**
+     * Reverse direction while DDL is replicated forward: an event written against a shape the
+     * destination has left behind (a column or table dropped by a replicated DDL while the
+     * event was on its way) loses what no longer exists, told here, instead of stopping.
+     */
+    private readonly onShapeGap: ((table: string, column: string | null) => void) | null = null,
   ) {
     this.roidents = new Map([[localCluster, 0], ...[...originNames].map(([id, name]): [string, number] => [name, id])]);
   }
@@ -137,15 +143,26 @@ export class RowWriter {
   }
 
   /** Applies one change event. */
-  async write(ev: ChangeEvent): Promise<WriteResult> {
-    let t = await this.info(ev.schema, ev.table);
+  async write(event: ChangeEvent): Promise<WriteResult> {
+    let ev = event;
+    let t: TableInfo;
+    try {
+      t = await this.info(ev.schema, ev.table);
+    } catch (err) {
+      if (this.onShapeGap && !(await this.exists(ev.schema, ev.table))) {
+        this.onShapeGap(`${ev.schema}.${ev.table}`, null);
+        return { rows: 0, conflicts: [] };
+      }
+      throw err;
+    }
     const unknown = (): string | undefined => [ev.before, ev.after].flatMap((row) => Object.keys(row ?? {})).find((c) => !t.columns.has(c));
     if (unknown() !== undefined) {
       // The destination may have been altered since its shape was cached: look again once.
       this.tables.delete(`${ev.schema}.${ev.table}`);
       t = await this.info(ev.schema, ev.table);
       const missing = unknown();
-      if (missing !== undefined) throw new PgBridgeError('DESTINATION_REJECTED', `column ${missing} of ${t.schema}.${t.table} does not exist on the destination`);
+      if (missing !== undefined && !this.onShapeGap) throw new PgBridgeError('DESTINATION_REJECTED', `column ${missing} of ${t.schema}.${t.table} does not exist on the destination`);
+      if (missing !== undefined) ev = this.withoutGone(t, ev);
     }
     // A replayed change of a table without a key cannot be told from a new one (it would double rows).
     if (t.key.length === 0 && keylessPassedOver(this.replay, ev.pos.offset)) return { rows: 0, conflicts: [] };
@@ -160,6 +177,20 @@ export class RowWriter {
       case 't':
         return this.truncate([ev]);
     }
+  }
+
+  private async exists(schema: string, table: string): Promise<boolean> {
+    const r = await this.client.query<{ t: string | null }>(`SELECT to_regclass(quote_ident($1) || '.' || quote_ident($2))::text AS t`, [schema, table]);
+    return r.rows[0]?.t != null;
+  }
+
+  /** The event without the columns the destination no longer has (see onShapeGap). */
+  private withoutGone(t: TableInfo, ev: ChangeEvent): ChangeEvent {
+    const name = `${t.schema}.${t.table}`;
+    const gone = new Set([ev.before, ev.after].flatMap((row) => Object.keys(row ?? {})).filter((c) => !t.columns.has(c)));
+    for (const c of gone) this.onShapeGap!(name, c);
+    const strip = (row: Row | null): Row | null => row && Object.fromEntries(Object.entries(row).filter(([c]) => !gone.has(c)));
+    return { ...ev, before: strip(ev.before), after: strip(ev.after), unchanged: ev.unchanged.filter((c) => !gone.has(c)) };
   }
 
   /**
@@ -360,7 +391,8 @@ export class RowWriter {
   batchShape(ev: ChangeEvent): BatchShape | null | Promise<BatchShape | null> {
     // Synchronous once the table's shape is cached: no promise per event on the hot path.
     const t = this.tables.get(`${ev.schema}.${ev.table}`);
-    if (!t) return this.info(ev.schema, ev.table).then(() => this.batchShape(ev));
+    // With onShapeGap, a table the destination lacks goes to write(), which skips its events.
+    if (!t) return this.info(ev.schema, ev.table).then(() => this.batchShape(ev), (err: unknown) => (this.onShapeGap ? null : Promise.reject(err)));
     if (!t.batchableKey) return null;
     const row = ev.op === 'd' ? ev.before : ev.op === 'u' ? ev.before ?? ev.after : ev.after;
     if (!row || !t.key.every((k) => row[k] !== null && row[k] !== undefined)) return null;

@@ -217,6 +217,7 @@ export class CaptureRun extends ServiceRun {
       isControlTable,
       obeyOriginRecords: cfg.origin.method !== 'replication-origin',
       isSelected: (s, t) => isSelected(cfg, s, t),
+      publishDdl: cfg.ddl.forward === 'replicate' && this.direction.forward,
       onIgnored: (reason, detail) => this.ignored(reason, detail),
     });
   }

@@ -7,6 +7,7 @@ import { fromPgText, kindOfType, type AvroValue, type TableDef } from '../../sha
 import { PgBridgeError, errorMessage } from '../../shared/errors.js';
 import { formatLsn, type Lsn } from '../../shared/lsn.js';
 import { splitTableName } from '../../shared/selection.js';
+import { parseDdlRecord, tableOfIdentity } from '../../shared/ddl.js';
 import { UNCHANGED, type PgoutputMessage, type Relation, type TupleValue } from './pgoutput-decoder.js';
 
 export type Row = Record<string, AvroValue>;
@@ -37,7 +38,7 @@ export interface ChangeEvent {
 
 export interface ControlEvent {
   readonly kind: 'control';
-  readonly control: 'heartbeat' | 'barrier' | 'watermark';
+  readonly control: 'heartbeat' | 'barrier' | 'watermark' | 'ddl';
   readonly id: string | null;
   readonly payload: string | null;
   readonly lsn: Lsn;
@@ -74,11 +75,13 @@ export interface BuilderOptions {
   readonly obeyOriginRecords: boolean;
   /** The selection: a resync chunk for any other table is refused. */
   readonly isSelected: (schema: string, table: string) => boolean;
+  /** This cluster is the forward source and ddl.forward is replicate: `ddl` records are published. */
+  readonly publishDdl: boolean;
   /** A control input that was not obeyed (forged message, malformed record): counted and logged, never fatal. */
   readonly onIgnored: (reason: IgnoredReason, detail: string) => void;
 }
 
-export type IgnoredReason = 'logical-message' | 'malformed' | 'origin-not-obeyed' | 'unselected-table' | 'unknown-kind' | 'window-evicted' | 'window-unknown';
+export type IgnoredReason = 'logical-message' | 'malformed' | 'origin-not-obeyed' | 'unselected-table' | 'unknown-kind' | 'window-evicted' | 'window-unknown' | 'ddl-not-replicated';
 
 /** Open resync windows kept at most; the oldest goes first (its chunk is then refused and the resync retries it). */
 export const MAX_RESYNC_WINDOWS = 64;
@@ -271,6 +274,15 @@ export class ChangeBuilder {
         if (!isResyncChunk(c) || c.pipeline !== this.opts.pipeline) return this.ignore('malformed', `${where}: not a resync chunk`);
         if (!this.opts.isSelected(c.table.schema, c.table.table)) return this.ignore('unselected-table', `${where}: table ${c.table.schema}.${c.table.table} is not in the selection`);
         return this.resyncChunk(c, lsn);
+      }
+      case 'ddl': {
+        // The forward source's event trigger: published at its place in commit order (apply runs it there).
+        if (!this.opts.publishDdl) return this.ignore('ddl-not-replicated', `${where}: this cluster is not the forward source, or ddl.forward is off`);
+        const d = parseDdlRecord(payload);
+        if (!d || d.pipeline !== this.opts.pipeline) return this.ignore('malformed', `${where}: not a DDL record`);
+        const outside = d.objects.find((o) => (o.type === 'table' || o.type === 'table column') && !this.opts.isSelected(o.schema, tableOfIdentity(o.schema, o.identity)));
+        if (outside) return this.ignore('unselected-table', `${where}: ${d.tag} on ${outside.identity}, which is not in the selection`);
+        return this.emit({ kind: 'control', control: 'ddl', id: d.tag, payload, lsn, txn: this.context(), index: 0, last: false });
       }
       default:
         return this.ignore('unknown-kind', `${where}: unknown kind`);

@@ -13,6 +13,7 @@ import { CONTROL_TABLE_SQL } from '../../shared/control-records.js';
 import { isSelected } from '../../shared/selection.js';
 import { reconcilePublication } from './publication.js';
 import { REPLAY_COLUMNS_SQL } from '../apply/replay-range.js';
+import { dropDdlTrigger, installDdlTrigger } from '../../shared/ddl.js';
 
 /**
  * The comment that marks a `cdc` schema as made by pgbridge setup: release drops only a
@@ -224,6 +225,9 @@ async function setupClusterLocked(client: pg.Client, cfg: PipelineConfig, cluste
     const origin = originName(cfg, d.from);
     await client.query(`SELECT pg_replication_origin_create($1) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)`, [origin]);
   }
+  // DDL: recorded on the forward source, warned about or refused on the reverse one (ddl.*).
+  const ddl = await installDdlTrigger(client, cfg, cluster, log);
+  if (ddl) log.info({ cluster, ddl }, 'DDL event trigger in place');
   return changes;
 }
 
@@ -265,6 +269,7 @@ export async function release(cfg: PipelineConfig, log: Logger, opts: { topics: 
         await dropSlot(c, slot);
         dropped.push(`slot ${slot}`);
       }
+      if (await dropDdlTrigger(c, cfg.pipeline)) dropped.push('DDL event triggers');
       const p = await c.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [slot]);
       if (p.rowCount) {
         await c.query(`DROP PUBLICATION ${qi(slot)}`);

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ChangeBuilder, MAX_RESYNC_WINDOWS, type CaptureEvent } from '../../services/capture/change-builder.js';
 import { UNCHANGED, type PgoutputMessage, type Relation } from '../../services/capture/pgoutput-decoder.js';
 import { lsnFromBigint } from '../../shared/lsn.js';
+import { tableOfIdentity } from '../../shared/ddl.js';
 
 const rel: Relation = { oid: 1, schema: 's', table: 't', replicaIdentity: 'default', columns: [
   { name: 'id', key: true, typeOid: 23, typeMod: -1 },
@@ -25,7 +26,7 @@ function control(kind: string, payload: unknown, pipeline = 'p'): PgoutputMessag
   return { tag: 'insert', relation: ctl, newTuple: ['1', pipeline, kind, typeof payload === 'string' ? payload : JSON.stringify(payload), '2026-01-01 00:00:00+00'] };
 }
 
-function builder(skipForeign = true, opts: { obeyOrigin?: boolean; ignored?: string[] } = {}): ChangeBuilder {
+function builder(skipForeign = true, opts: { obeyOrigin?: boolean; ignored?: string[]; ddl?: boolean } = {}): ChangeBuilder {
   return new ChangeBuilder({
     cluster: 'a', skipForeign, pipeline: 'p',
     originCluster: (n) => (n.startsWith('cdc_p_') ? n.slice(6) : n),
@@ -34,6 +35,7 @@ function builder(skipForeign = true, opts: { obeyOrigin?: boolean; ignored?: str
     isControlTable: (s, t) => s === 'cdc' && t === 'control',
     obeyOriginRecords: opts.obeyOrigin ?? true,
     isSelected: (s) => s === 's',
+    publishDdl: opts.ddl ?? true,
     onIgnored: (reason) => opts.ignored?.push(reason),
   });
 }
@@ -160,5 +162,34 @@ describe('control input capture does not obey', () => {
     expect(ignored).toEqual(['window-evicted']);
     expect(txn(b, [control('resync.high', { id: 'w0', pipeline: 'p', table: def, key: ['id'], rows: [['1']] })], 100).events).toEqual([]);
     expect(txn(b, [control('resync.high', { id: `w${MAX_RESYNC_WINDOWS}`, pipeline: 'p', table: def, key: ['id'], rows: [['1']] })], 101).events.length).toBe(1);
+  });
+});
+
+describe('ddl records (forward DDL replication)', () => {
+  const ddl = (over: Record<string, unknown> = {}) => ({ pipeline: 'p', tag: 'ALTER TABLE', sql: 'ALTER TABLE t ADD COLUMN c int', searchPath: 's, public', role: 'u', objects: [{ type: 'table', schema: 's', identity: 's.t' }], ...over });
+
+  it('publishes a ddl record at its place in the transaction, between the rows around it', () => {
+    const b = builder();
+    const ins = (id: string): PgoutputMessage => ({ tag: 'insert', relation: rel, newTuple: [id, 'x'] });
+    const { events } = txn(b, [ins('1'), control('ddl', ddl()), ins('2')]);
+    expect(events.map((e) => (e.kind === 'control' ? `${e.control}:${e.id}` : e.op))).toEqual(['c', 'ddl:ALTER TABLE', 'c']);
+    const d = events[1]!;
+    expect(d.kind === 'control' && JSON.parse(d.payload!).sql).toBe('ALTER TABLE t ADD COLUMN c int');
+    expect(events.map((e) => e.last)).toEqual([false, false, true]);
+  });
+
+  it('does not publish ddl records when it is not the forward source, nor malformed ones, nor ones on tables outside the selection', () => {
+    const ignored: string[] = [];
+    expect(txn(builder(true, { ddl: false, ignored }), [control('ddl', ddl())]).events).toEqual([]);
+    const b = builder(true, { ignored });
+    expect(txn(b, [control('ddl', { ...ddl(), sql: 42 })], 2).events).toEqual([]);
+    expect(txn(b, [control('ddl', ddl({ objects: [{ type: 'table column', schema: 'other', identity: 'other.t.c' }] }))], 3).events).toEqual([]);
+    expect(ignored).toEqual(['ddl-not-replicated', 'malformed', 'unselected-table']);
+  });
+
+  it('reads the table name out of quoted object identities', () => {
+    expect(tableOfIdentity('s', 's.t')).toBe('t');
+    expect(tableOfIdentity('My S', '"My S"."a ""b"".c".col')).toBe('a "b".c');
+    expect(tableOfIdentity('s', 's.t.col')).toBe('t');
   });
 });
