@@ -526,6 +526,12 @@ export class ApplyRun extends ServiceRun {
     const d = parseDdlRecord(ev.payload ?? '')!; // the guard refused it if malformed
     const replay = await this.flushBatch();
     if (replay !== null) return replay;
+    if (inReplay(this.stored.get(pos.partition)?.replay, pos.offset)) {
+      // pgbridge replay: the destination has this schema change already (running it again would fail).
+      this.log.info({ tag: d.tag, offset: String(pos.offset) }, 'replayed range: DDL passed over (the destination has it)');
+      this.advance(pos, ev.last, ev.commitLsn, ev.commitTs);
+      return null;
+    }
     let g = this.group!;
     if (!g.inTxn && g.txns > 0) {
       await this.commitGroup();
