@@ -8,6 +8,7 @@ import avro from 'avsc';
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { connectField, connectTypeFor } from './connect-types.js';
 
 // ---------------------------------------------------------------- BigInt long
 
@@ -102,7 +103,10 @@ export const BigIntLong = bigIntLongType();
 
 /** avsc options that every pgbridge Avro type is built with (also given to the registry client). */
 export const AVRO_OPTIONS = {
-  typeHook: (schema: avro.Schema): avro.Type | undefined => {
+  typeHook: (schema: avro.Schema, opts: unknown): avro.Type | undefined => {
+    // Connect semantic types (shared/connect-types.ts): PostgreSQL text in memory.
+    const semantic = connectTypeFor(schema, opts);
+    if (semantic) return semantic;
     if (schema === 'long' || (typeof schema === 'object' && !Array.isArray(schema) && (schema as { type?: unknown }).type === 'long' && !(schema as { logicalType?: unknown }).logicalType)) {
       return BigIntLong;
     }
@@ -234,7 +238,7 @@ export function tableRecordBase(t: { schema: string; table: string }): string {
 }
 
 function columnField(c: ColumnDef, nullable: boolean): Record<string, unknown> {
-  const kind = kindOfType(c.typeOid);
+  const kind = connectField(c)?.type ?? kindOfType(c.typeOid);
   const field: Record<string, unknown> = {
     name: avroName(c.name),
     type: nullable ? ['null', kind] : kind,
@@ -243,6 +247,23 @@ function columnField(c: ColumnDef, nullable: boolean): Record<string, unknown> {
   if (nullable) field.default = null;
   if (avroName(c.name) !== c.name) field['pg.column'] = c.name;
   return field;
+}
+
+/**
+ * The columns of a table whose values can be special (shared/connect-types.ts), with the test:
+ * capture sends such a value as null and its text in the envelope's `special` map.
+ */
+const specialCache = new WeakMap<TableDef, readonly { name: string; special: (text: string) => boolean }[]>();
+export function specialColumns(t: TableDef): readonly { name: string; special: (text: string) => boolean }[] {
+  let s = specialCache.get(t);
+  if (!s) {
+    s = t.columns.flatMap((c) => {
+      const special = connectField(c)?.special;
+      return special ? [{ name: c.name, special }] : [];
+    });
+    specialCache.set(t, s);
+  }
+  return s;
 }
 
 /** Key schema: the replica-identity columns (primary key, or all columns under REPLICA IDENTITY FULL). */
@@ -298,6 +319,12 @@ export function envelopeSchema(t: TableDef): Record<string, unknown> {
         },
       },
       { name: 'unchanged', type: { type: 'array', items: 'string' }, default: [], doc: 'TOASTed columns not sent: leave them as they are' },
+      {
+        name: 'special',
+        type: { type: 'map', values: 'string' },
+        default: {},
+        doc: 'values their field type cannot carry (numeric NaN, date or timestamp infinity, timestamps beyond 64-bit microseconds) as PostgreSQL text, keyed before.<column> or after.<column>; the field itself is null',
+      },
       { name: 'ts_us', type: 'long' },
     ],
   };

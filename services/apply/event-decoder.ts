@@ -58,6 +58,21 @@ function rowOf(rec: unknown): Row | null {
   return out;
 }
 
+/**
+ * Puts back the values their field type could not carry (numeric NaN, infinities: the
+ * envelope's `special` map, PostgreSQL text keyed before.<column> / after.<column>).
+ */
+function withSpecial(row: Row | null, special: Record<string, string> | undefined, prefix: string): Row | null {
+  if (!row || !special) return row;
+  let out: Row | null = null;
+  for (const [k, text] of Object.entries(special)) {
+    if (!k.startsWith(prefix)) continue;
+    out ??= { ...row };
+    out[k.slice(prefix.length)] = text;
+  }
+  return out ?? row;
+}
+
 /** Like decodeEvent, and snapshot chunk records (initial sync) as well. */
 export async function decodeRecord(store: SchemaStore, value: Buffer | null, pos: Position): Promise<ApplyEvent | SnapshotChunkEvent> {
   const rec = await store.decode(value);
@@ -110,8 +125,8 @@ function eventOf(recordName: string, schemaId: number, v: Record<string, any>, p
     schema: v.source.schema,
     table: v.source.table,
     op: v.op,
-    before: rowOf(v.before),
-    after: rowOf(v.after),
+    before: withSpecial(rowOf(v.before), v.special, 'before.'),
+    after: withSpecial(rowOf(v.after), v.special, 'after.'),
     unchanged: v.unchanged ?? [],
     snapshot: !!v.source.snapshot,
     sourceCluster: v.source.cluster,

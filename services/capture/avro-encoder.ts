@@ -8,7 +8,7 @@
  * `pgbridge.txn_last`, is one of two pre-encoded maps (docs/events.md).
  */
 import type avro from 'avsc';
-import { avroName, avroType, controlSchema, envelopeSchema, keySchema, subjectFor, type TableDef } from '../../shared/avro.js';
+import { avroName, avroType, controlSchema, envelopeSchema, keySchema, specialColumns, subjectFor, type TableDef } from '../../shared/avro.js';
 import { PgBridgeError, errorMessage } from '../../shared/errors.js';
 import { formatLsn } from '../../shared/lsn.js';
 import type { ProducedMessage } from '../../shared/kafka.js';
@@ -28,6 +28,8 @@ export interface OutMessage {
 const TXN_LAST = Buffer.from('pgbridge.txn_last');
 const LAST_HEADERS: ReadonlyMap<Buffer, Buffer> = new Map([[TXN_LAST, Buffer.from('1')]]);
 const NOT_LAST_HEADERS: ReadonlyMap<Buffer, Buffer> = new Map([[TXN_LAST, Buffer.from('0')]]);
+
+const NO_SPECIAL: Record<string, string> = Object.freeze({}) as Record<string, string>;
 
 interface TableCodec {
   readonly keyId: number | null;
@@ -82,9 +84,28 @@ export class EventEncoder {
   private async encodeChange(ev: ChangeEvent): Promise<OutMessage> {
     const c = await this.codec(ev.table);
     const t = ev.table;
+    const before = toRecord(t, ev.before);
+    const after = toRecord(t, ev.after);
+    // Values the field type cannot carry go as null, with their text in `special`.
+    const specials = specialColumns(t);
+    let special: Record<string, string> = NO_SPECIAL;
+    let keySpecial = false;
+    if (specials.length) {
+      for (const [side, row, rec] of [['before', ev.before, before], ['after', ev.after, after]] as const) {
+        if (!row || !rec) continue;
+        for (const sp of specials) {
+          const v = row[sp.name];
+          if (typeof v !== 'string' || !sp.special(v)) continue;
+          if (special === NO_SPECIAL) special = {};
+          special[`${side}.${sp.name}`] = v;
+          rec[avroName(sp.name)] = null;
+        }
+      }
+      keySpecial = !!ev.key && specials.some((sp) => typeof ev.key![sp.name] === 'string' && sp.special(ev.key![sp.name] as string));
+    }
     const envelope = {
-      before: toRecord(t, ev.before),
-      after: toRecord(t, ev.after),
+      before,
+      after,
       op: ev.op,
       source: {
         cluster: this.cluster,
@@ -100,13 +121,16 @@ export class EventEncoder {
       origin: ev.txn.origin,
       txn: { id: this.txnIdFor(ev.txn), index: BigInt(ev.index), last: ev.last },
       unchanged: [...ev.unchanged],
+      special,
       ts_us: BigInt(Date.now()) * 1000n,
     };
     let value: Buffer;
     let key: Buffer | null = null;
     try {
       value = this.frame(c.valueId, c.valueType, envelope);
-      if (c.keyType && c.keyId !== null && ev.key) key = this.frame(c.keyId, c.keyType, toRecord(t, ev.key, true));
+      // A key column holding a special value: the key cannot be written in its types, so the
+      // message goes without a key (docs/events.md); apply reads the row from the envelope.
+      if (c.keyType && c.keyId !== null && ev.key && !keySpecial) key = this.frame(c.keyId, c.keyType, toRecord(t, ev.key, true));
     } catch (err) {
       // avsc quotes the value it refused (`invalid "int": …`): a row value, so the message keeps the type only.
       const reason = errorMessage(err).replace(/^(invalid "[^"]*"):.*$/s, '$1 value');
