@@ -14,6 +14,7 @@ import { qi, qt, withClient } from '../../shared/pg.js';
 import { registryGet } from '../../shared/registry.js';
 import { grantFacts, missingGrants, type Service } from './grants.js';
 import { selectedTables } from './setup.js';
+import { evaluateTableSettings, gatherTableSettings, unpublishedColumns, type TableSettingsFacts } from './precheck-tables.js';
 
 export type FindingLevel = 'error' | 'warning' | 'ok';
 
@@ -43,6 +44,7 @@ export const CHECKS = [
   'connection',
   'schemas',
   'selection',
+  'table_settings',
   'wal_level',
   'wal_sender_timeout',
   'replication_slots',
@@ -185,6 +187,8 @@ export interface PrecheckFacts {
   readonly clusters: Readonly<Record<string, ClusterFacts>>;
   readonly kafka: KafkaFacts;
   readonly registry: RegistryFacts;
+  /** The tables selection.tables names, per cluster (precheck-tables.ts). */
+  readonly tableSettings?: TableSettingsFacts;
 }
 
 /** Runs every check and returns every finding (errors, warnings and ok lines). Never throws for an unreachable system. */
@@ -197,12 +201,13 @@ export async function gatherFacts(cfg: PipelineConfig, opts: PrecheckOptions = {
   const log = opts.log ?? createLogger('cli-precheck', 'error');
   const timeoutMs = opts.timeoutMs ?? 10_000;
   const forwardTo = cfg.directions[0].to;
-  const [clusters, kafka, registry] = await Promise.all([
+  const [clusters, kafka, registry, tableSettings] = await Promise.all([
     Promise.all(cfg.clusterNames.map((name) => gatherCluster(cfg, cfg.clusters[name]!, name === forwardTo))),
     gatherKafka(cfg, log, timeoutMs),
     gatherRegistry(cfg.registry, timeoutMs),
+    gatherTableSettings(cfg),
   ]);
-  return { clusters: Object.fromEntries(clusters.map((c) => [c.name, c])), kafka, registry };
+  return { clusters: Object.fromEntries(clusters.map((c) => [c.name, c])), kafka, registry, tableSettings };
 }
 
 type Row = Record<string, string | null>;
@@ -600,6 +605,7 @@ export function evaluateFacts(cfg: PipelineConfig, facts: PrecheckFacts, opts: P
   }
   for (const c of reachable) evaluateCluster(cfg, c, add);
   evaluateSelection(cfg, reachable, add);
+  if (facts.tableSettings) evaluateTableSettings(cfg, facts.tableSettings, add);
   evaluateTrackCommitTimestamp(cfg, reachable, add);
   const from = facts.clusters[cfg.directions[0].from];
   const to = facts.clusters[cfg.directions[0].to];
@@ -912,7 +918,7 @@ function evaluatePair(cfg: PipelineConfig, from: ReachableClusterFacts, to: Reac
           existingTables === 'error'
             ? `table ${table} already exists on the destination ${at(to)} and holds rows; the initial data sync ${fwd.id} would collide with them`
             : `table ${table} already exists on the destination ${at(to)} and holds rows; they are kept and the initial data sync ${fwd.id} resolves collisions by the conflict policy (${policyFor(cfg, t.schema, t.table)})`,
-        fix: existingTables === 'error' ? `empty it on ${to.name} (TRUNCATE ${table};), map or exclude it, or run precheck with existing tables = ignore` : undefined,
+        fix: existingTables === 'error' ? `empty it on ${to.name} (TRUNCATE ${table};), exclude it, or run precheck with existing tables = ignore` : undefined,
       });
     } else if (d.hasRows === null) {
       destProblems++;
@@ -947,8 +953,10 @@ function evaluatePair(cfg: PipelineConfig, from: ReachableClusterFacts, to: Reac
   for (const a of from.tables) {
     const b = onTo.get(key(a));
     if (!b) continue;
-    const ca = new Map(a.columns.map((x) => [x.name, x.type]));
-    const cb = new Map(b.columns.map((x) => [x.name, x.type]));
+    // Columns a column list leaves out never travel: they may differ.
+    const skip = unpublishedColumns(cfg, a.schema, a.table, [...a.columns, ...b.columns].map((x) => x.name));
+    const ca = new Map(a.columns.filter((x) => !skip.has(x.name)).map((x) => [x.name, x.type]));
+    const cb = new Map(b.columns.filter((x) => !skip.has(x.name)).map((x) => [x.name, x.type]));
     const diffs: string[] = [];
     for (const [n, ty] of ca) {
       const other = cb.get(n);
@@ -964,7 +972,7 @@ function evaluatePair(cfg: PipelineConfig, from: ReachableClusterFacts, to: Reac
         cluster: to.name,
         object: key(a),
         message: `table ${qt(a.schema, a.table)} differs between ${at(from)} and ${at(to)}: ${list(diffs)}`,
-        fix: `make the columns identical on both clusters (ALTER TABLE … on one of them), or map/exclude the table`,
+        fix: `make the columns identical on both clusters (ALTER TABLE … on one of them), leave the differing columns out of replication (selection.tables.${key(a)}.columns), or exclude the table`,
       });
     }
   }
@@ -1098,6 +1106,7 @@ const TITLES: Record<CheckName, string> = {
   connection: 'Connections',
   schemas: 'Selected schemas',
   selection: 'Selection',
+  table_settings: 'Table settings (column lists, row filters, operations)',
   wal_level: 'wal_level',
   wal_sender_timeout: 'wal_sender_timeout',
   replication_slots: 'Replication slots',
