@@ -1,6 +1,6 @@
 /**
  * Control records: the instructions capture obeys from a source's WAL (loop marker, drain
- * barrier, resync watermarks). They are rows of `cdc.control`, which only pgbridge's roles can
+ * barrier, resync watermarks, DDL of the forward source). They are rows of `cdc.control`, which only pgbridge's roles can
  * write: PUBLIC has no privilege on the table (and none on schema cdc), so an ordinary login
  * cannot forge one. Transactional logical messages (`pg_logical_emit_message`) are executable
  * by every login and are never obeyed (docs/decisions.md, "Control records are rows").
@@ -13,8 +13,9 @@ import type pg from 'pg';
 export const CONTROL_SCHEMA = 'cdc';
 export const CONTROL_TABLE = 'control';
 
-export type ControlKind = 'origin' | 'barrier' | 'resync.low' | 'resync.high';
-export const CONTROL_KINDS: readonly ControlKind[] = ['origin', 'barrier', 'resync.low', 'resync.high'];
+/** `ddl` records are written by the forward source's event trigger (shared/ddl.ts), not by writeControl. */
+export type ControlKind = 'origin' | 'barrier' | 'resync.low' | 'resync.high' | 'ddl';
+export const CONTROL_KINDS: readonly ControlKind[] = ['origin', 'barrier', 'resync.low', 'resync.high', 'ddl'];
 
 /** DDL of the table (part of the helper schema that `setup` creates). */
 export const CONTROL_TABLE_SQL = `

@@ -544,15 +544,17 @@ export class ApplyRun extends ServiceRun {
       await this.client!.query('ROLLBACK');
       g.open = false;
     }
+    let done: 'applied' | 'already';
     try {
-      await runDdl(this.client!, ev, d, this.deps.direction.to);
+      done = await runDdl(this.client!, ev, d, this.deps.direction.to);
     } catch (err) {
       await this.rollbackGroup();
       throw err;
     }
     this.writer!.invalidate();
     this.deps.metrics.ddl.inc({ tag: d.tag });
-    this.log.info({ tag: d.tag, offset: String(pos.offset), lsn: formatLsn(ev.commitLsn), objects: d.objects.map((o) => o.identity) }, 'replicated DDL applied');
+    this.log.info({ tag: d.tag, offset: String(pos.offset), lsn: formatLsn(ev.commitLsn), objects: d.objects.map((o) => o.identity) },
+      done === 'applied' ? 'replicated DDL applied' : 'replicated DDL (CONCURRENTLY) was done already, before a restart: its position is recorded now');
     g.ddl = true;
     this.advance(pos, ev.last, ev.commitLsn, ev.commitTs);
     if (ev.last) await this.commitGroup();
