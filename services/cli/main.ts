@@ -129,6 +129,7 @@ export function program(): Command {
     .option('--tables <list>', 'only these tables (schema.table,…); the rest of the range moves the position without writing')
     .option('--dry-run', 'print what would be re-applied (offsets, transactions, rows per table, times) and change nothing')
     .option('--cancel', 'end a replay under way (one stopped on a conflict, say): apply goes on from where it was before the replay')
+    .option('--rebuild', 'build an empty destination from the topic alone (with --from earliest): schema from the source, then the initial sync records and the stream')
     .action(async (o) => {
       const { cfg } = config(o);
       const { replay, parseReplayFrom, formatReplayPlan, cancelReplay } = await import('./replay.js');
@@ -138,6 +139,12 @@ export function program(): Command {
         return;
       }
       if (o.from === undefined) throw new PgBridgeError('CONFIG_INVALID', 'replay needs --from earliest|<offset>|<ISO time> (or --cancel)');
+      if (o.rebuild) {
+        if (o.from !== 'earliest' || o.tables !== undefined) throw new PgBridgeError('CONFIG_INVALID', '--rebuild reads the whole topic: use it with --from earliest and without --tables');
+        const { rebuild, formatRebuildPlan } = await import('./rebuild.js');
+        console.log(formatRebuildPlan(await rebuild(cfg, o.direction, { dryRun: !!o.dryRun }, createLogger('cli', 'warn'))));
+        return;
+      }
       const { parseTableList } = await import('../apply/replay-range.js');
       let tables: string[] | undefined;
       try {

@@ -177,7 +177,7 @@ async function transactionStart(reader: ReturnType<KafkaClient['reader']>, store
 }
 
 /** The records (commit markers and aborted transactions left out) of [from, until). */
-async function readRange(reader: ReturnType<KafkaClient['reader']>, topic: string, partition: number, from: bigint, until: bigint, each?: (m: ConsumedMessage) => Promise<void>): Promise<ConsumedMessage[]> {
+export async function readRange(reader: ReturnType<KafkaClient['reader']>, topic: string, partition: number, from: bigint, until: bigint, each?: (m: ConsumedMessage) => Promise<void>): Promise<ConsumedMessage[]> {
   const out: ConsumedMessage[] = [];
   let pos = from;
   while (pos < until) {
@@ -194,7 +194,7 @@ async function readRange(reader: ReturnType<KafkaClient['reader']>, topic: strin
 }
 
 /** What the range holds: what --dry-run prints. */
-async function summarize(reader: ReturnType<KafkaClient['reader']>, store: SchemaStore, d: Direction, partition: number, from: bigint, until: bigint, range: ReplayRange, keyless: ReadonlySet<string>): Promise<ReplaySummary> {
+export async function summarize(reader: ReturnType<KafkaClient['reader']>, store: SchemaStore, d: Direction, partition: number, from: bigint, until: bigint, range: ReplayRange, keyless: ReadonlySet<string>): Promise<ReplaySummary> {
   let records = 0;
   let transactions = 0;
   let passedOver = 0;
@@ -272,7 +272,7 @@ export async function cancelReplay(cfg: PipelineConfig, directionId: string, log
  * replay is stored. Without them (origin.method message), an apply is seen by its session
  * name on the destination or as a member of its consumer group.
  */
-async function refuseWhileRunning(dest: pg.Client, cfg: PipelineConfig, d: Direction, admin: KafkaAdmin): Promise<void> {
+export async function refuseWhileRunning(dest: pg.Client, cfg: PipelineConfig, d: Direction, admin: KafkaAdmin | null): Promise<void> {
   const origin = originName(cfg, d.from);
   let held = false;
   let checked = false;
@@ -289,10 +289,11 @@ async function refuseWhileRunning(dest: pg.Client, cfg: PipelineConfig, d: Direc
   const groupId = applyGroupId(cfg, d.id);
   const sessions = await dest.query<{ pid: string; addr: string | null; since: string; app: string }>(
     `SELECT pid::text, client_addr::text AS addr, backend_start::text AS since, application_name AS app FROM pg_stat_activity
-      WHERE application_name = $1 AND pid <> pg_backend_pid() ORDER BY backend_start`,
+      WHERE application_name = $1 AND datname = current_database() AND pid <> pg_backend_pid() ORDER BY backend_start`,
     [`pgbridge-apply-${d.id}`],
   );
-  const members = checked && !held ? [] : await admin.groupMembers(groupId).catch(() => []);
+  // (No admin: a rebuild into another database, whose apply has a group of its own.)
+  const members = (checked && !held) || !admin ? [] : await admin.groupMembers(groupId).catch(() => []);
   if (!held && (checked || (sessions.rows.length === 0 && members.length === 0))) return;
   const who = [
     ...sessions.rows.map((s) => `session pid ${s.pid} on ${d.to}${s.addr ? ` from ${s.addr}` : ''} (application ${s.app}, connected ${s.since})`),

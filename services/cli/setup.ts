@@ -195,8 +195,39 @@ export function setupCluster(client: pg.Client, cfg: PipelineConfig, cluster: st
   return withHelperLock(client, () => setupClusterLocked(client, cfg, cluster, log));
 }
 
+/**
+ * What a cluster that only receives needs (pgbridge replay --rebuild): the helper schema and the
+ * replication origins of the directions into it; no publication, no slot.
+ */
+export function setupReceiver(client: pg.Client, cfg: PipelineConfig, cluster: string, log: Logger): Promise<void> {
+  return withHelperLock(client, async () => {
+    await ensureHelperSchema(client, cluster, log);
+    await ensureOrigins(client, cfg, cluster);
+  });
+}
+
 async function setupClusterLocked(client: pg.Client, cfg: PipelineConfig, cluster: string, log: Logger): Promise<string[]> {
   const changes: string[] = [];
+  await ensureHelperSchema(client, cluster, log);
+  const slot = slotName(cfg, cluster);
+  for (const change of await reconcilePublication(client, cfg, cluster, slot)) {
+    log.info({ cluster, publication: slot }, change);
+    changes.push(`cluster ${cluster}: ${change}`);
+  }
+  const s = await client.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [slot]);
+  if (s.rowCount === 0) {
+    await client.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [slot]);
+    log.info({ cluster, slot }, 'replication slot created');
+  }
+  await ensureOrigins(client, cfg, cluster);
+  // DDL: recorded on the forward source, warned about or refused on the reverse one (ddl.*).
+  const ddl = await installDdlTrigger(client, cfg, cluster, log);
+  if (ddl) log.info({ cluster, ddl }, 'DDL event trigger in place');
+  return changes;
+}
+
+/** The helper schema cdc and its tables: created, adopted from an older setup, or refused when someone else's. */
+async function ensureHelperSchema(client: pg.Client, cluster: string, log: Logger): Promise<void> {
   const helper = await helperSchemaState(client);
   if (!helper.exists) {
     await client.query('CREATE SCHEMA cdc');
@@ -211,24 +242,14 @@ async function setupClusterLocked(client: pg.Client, cfg: PipelineConfig, cluste
     if (helper.ownedByUs) await client.query(`COMMENT ON SCHEMA cdc IS ${ql(HELPER_SCHEMA_MARK)}`);
   }
   await client.query(HELPER_SCHEMA_SQL);
-  const slot = slotName(cfg, cluster);
-  for (const change of await reconcilePublication(client, cfg, cluster, slot)) {
-    log.info({ cluster, publication: slot }, change);
-    changes.push(`cluster ${cluster}: ${change}`);
-  }
-  const s = await client.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [slot]);
-  if (s.rowCount === 0) {
-    await client.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [slot]);
-    log.info({ cluster, slot }, 'replication slot created');
-  }
+}
+
+/** The replication origins of the directions into `cluster`. */
+async function ensureOrigins(client: pg.Client, cfg: PipelineConfig, cluster: string): Promise<void> {
   for (const d of cfg.directions.filter((x) => x.to === cluster)) {
     const origin = originName(cfg, d.from);
     await client.query(`SELECT pg_replication_origin_create($1) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)`, [origin]);
   }
-  // DDL: recorded on the forward source, warned about or refused on the reverse one (ddl.*).
-  const ddl = await installDdlTrigger(client, cfg, cluster, log);
-  if (ddl) log.info({ cluster, ddl }, 'DDL event trigger in place');
-  return changes;
 }
 
 /**

@@ -28,7 +28,7 @@ import { spawn } from 'node:child_process';
 import pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
 import { fromPgText, kindOfType, type TableDef } from '../../shared/avro.js';
-import { slotName, type PipelineConfig } from '../../shared/config.js';
+import { slotName, type Direction, type PipelineConfig } from '../../shared/config.js';
 import { PgBridgeError, errorMessage } from '../../shared/errors.js';
 import { kafkaClient } from '../../shared/kafka.js';
 import type { Logger } from '../../shared/log.js';
@@ -100,9 +100,12 @@ function runTool(cmd: string, args: string[], env: NodeJS.ProcessEnv, input?: No
   });
 }
 
-/** Schema sync: tables, keys, defaults, sequences, indexes, views, functions, triggers of the selected schemas. */
-export async function syncSchema(cfg: PipelineConfig, existing: 'error' | 'ignore', log: Logger): Promise<{ created: string[]; skipped: string[] }> {
-  const fwd = cfg.directions[0];
+/**
+ * Schema sync: tables, keys, defaults, sequences, indexes, views, functions, triggers of the
+ * selected schemas, from the direction's source to its destination (the forward one unless
+ * told: pgbridge replay --rebuild names its own).
+ */
+export async function syncSchema(cfg: PipelineConfig, existing: 'error' | 'ignore', log: Logger, fwd: Direction = cfg.directions[0]): Promise<{ created: string[]; skipped: string[] }> {
   const src = cfg.clusters[fwd.from]!;
   const dst = cfg.clusters[fwd.to]!;
   const tables = await withPg(src, (c) => selectedTables(c, cfg));
