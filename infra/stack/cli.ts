@@ -1,13 +1,16 @@
 /**
  * infra/stack command line: up [service…] | down [service…] | restart <service> [--crash] | status | reset | env
+ * `connect` (Kafka Connect with the Debezium JDBC sink, for the interop test) is started only
+ * when named (`up connect`); `down` stops it with the rest.
  * `--secure` with any of them: the TLS stack (own ports and folder, see StackSettings.secure).
  * Run through the `infra/stack/stack` script, which installs and builds first.
  */
 import { endpointsOf, secureFiles, stackSettings } from './settings.js';
 import { down, formatStatus, reset, SERVICES, startService, status, stopService, up, type ServiceName } from './stack.js';
+import { connectAnswers, connectDown, connectPaths, connectUp } from './connect.js';
 
 function services(args: string[]): ServiceName[] {
-  const named = args.filter((a) => !a.startsWith('--'));
+  const named = args.filter((a) => !a.startsWith('--') && a !== 'connect');
   for (const n of named) {
     if (!SERVICES.includes(n as ServiceName)) throw new Error(`unknown service ${JSON.stringify(n)}; the stack has ${SERVICES.join(', ')}`);
   }
@@ -22,7 +25,13 @@ async function main(argv: string[]): Promise<number> {
     case 'up':
     case 'reset': {
       const t0 = Date.now();
+      if (cmd === 'up' && argv.slice(1).every((a) => a === 'connect' || a.startsWith('--')) && argv.includes('connect')) {
+        await connectUp(s, say);
+        return 0;
+      }
+      if (cmd === 'reset') await connectDown(s);
       const ep = cmd === 'up' ? await up(s, say, services(argv.slice(1))) : await reset(s, say);
+      if (argv.slice(1).includes('connect')) await connectUp(s, say);
       console.log(`stack ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
       console.log(`  postgres a  postgresql://${ep.pg.a.user}@${ep.pg.a.host}:${ep.pg.a.port}/${ep.pg.a.database}`);
       console.log(`  postgres b  postgresql://${ep.pg.b.user}@${ep.pg.b.host}:${ep.pg.b.port}/${ep.pg.b.database}`);
@@ -35,9 +44,12 @@ async function main(argv: string[]): Promise<number> {
       }
       return 0;
     }
-    case 'down':
-      await down(s, say, services(argv.slice(1)));
+    case 'down': {
+      const named = argv.slice(1).filter((a) => !a.startsWith('--'));
+      if ((named.length === 0 || named.includes('connect')) && (await connectDown(s))) say('connect: stopped');
+      if (named.length === 0 || named.some((n) => n !== 'connect')) await down(s, say, services(argv.slice(1)));
       return 0;
+    }
     case 'restart': {
       // For fault drills by hand: `restart pg-a --crash` is an immediate-mode crash, `restart kafka --crash` a SIGKILL.
       const named = argv.slice(1).filter((a) => !a.startsWith('--'));
@@ -51,6 +63,7 @@ async function main(argv: string[]): Promise<number> {
     case 'status': {
       const rows = await status(s);
       console.log(formatStatus(rows));
+      if (await connectAnswers(s).catch(() => false)) console.log(`connect   running  ${connectPaths(s).url} (Kafka Connect, started by \`up connect\`)`);
       return rows.every((r) => r.healthy) ? 0 : 1;
     }
     case 'env': {

@@ -8,6 +8,10 @@ import { join, resolve } from 'node:path';
 export const KAFKA_VERSION = '4.1.1';
 /** Apicurio 3.0.x is the newest line that runs on Java 17 (3.1+ is built for Java 21). */
 export const APICURIO_VERSION = '3.0.9';
+/** Kafka Connect (interop test only): the broker's version, the Debezium JDBC sink and Apicurio's Avro converter (the 3.0.x converter's parent POM is not on Maven Central). */
+export const CONNECT_VERSION = KAFKA_VERSION;
+export const DEBEZIUM_JDBC_VERSION = '3.3.1.Final';
+export const APICURIO_CONVERTER_VERSION = '2.6.13.Final';
 
 export type ClusterName = 'a' | 'b';
 
@@ -25,6 +29,9 @@ export interface StackSettings {
   readonly kafkaPort: number;
   readonly kafkaControllerPort: number;
   readonly registryPort: number;
+  /** REST port of the Kafka Connect worker (infra/stack/connect.ts; not started by `up`). */
+  readonly connectPort: number;
+  readonly connectHeapMb: number;
   /** Data, logs and pid files of the running stack. */
   readonly stateDir: string;
   /** Downloads (Kafka and registry jars); survives `reset`. */
@@ -125,9 +132,10 @@ export function stackSettings(env: NodeJS.ProcessEnv = process.env, cwd: string 
   const kafkaPort = port(env, 'PGBRIDGE_KAFKA_PORT', 19092 + shift);
   const kafkaControllerPort = port(env, 'PGBRIDGE_KAFKA_CONTROLLER_PORT', kafkaPort + 1);
   const registryPort = port(env, 'PGBRIDGE_REGISTRY_PORT', 18081 + shift);
+  const connectPort = port(env, 'PGBRIDGE_CONNECT_PORT', 18083 + shift);
   const kafkaInternalPort = port(env, 'PGBRIDGE_KAFKA_INTERNAL_PORT', kafkaPort + 2);
   const all = {
-    PGBRIDGE_PG_A_PORT: pgA, PGBRIDGE_PG_B_PORT: pgB, PGBRIDGE_KAFKA_PORT: kafkaPort, PGBRIDGE_KAFKA_CONTROLLER_PORT: kafkaControllerPort, PGBRIDGE_REGISTRY_PORT: registryPort,
+    PGBRIDGE_PG_A_PORT: pgA, PGBRIDGE_PG_B_PORT: pgB, PGBRIDGE_KAFKA_PORT: kafkaPort, PGBRIDGE_KAFKA_CONTROLLER_PORT: kafkaControllerPort, PGBRIDGE_REGISTRY_PORT: registryPort, PGBRIDGE_CONNECT_PORT: connectPort,
     ...(secure ? { PGBRIDGE_KAFKA_INTERNAL_PORT: kafkaInternalPort } : {}),
   };
   const seen = new Map<number, string>();
@@ -145,6 +153,8 @@ export function stackSettings(env: NodeJS.ProcessEnv = process.env, cwd: string 
     kafkaPort,
     kafkaControllerPort,
     registryPort,
+    connectPort,
+    connectHeapMb: positive(env, 'PGBRIDGE_CONNECT_HEAP_MB', 384),
     stateDir: resolve(cwd, env.PGBRIDGE_STACK_DIR || (secure ? '.stack-secure' : '.stack')),
     cacheDir: resolve(env.PGBRIDGE_CACHE_DIR || join(cacheBase, 'pgbridge')),
     kafkaHeapMb: positive(env, 'PGBRIDGE_KAFKA_HEAP_MB', 512),

@@ -38,7 +38,7 @@ export interface ServiceStatus {
 
 export class StackError extends Error {
   constructor(
-    readonly service: ServiceName | 'stack',
+    readonly service: ServiceName | 'connect' | 'stack',
     message: string,
   ) {
     super(`${service}: ${message}`);
