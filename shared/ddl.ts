@@ -167,6 +167,14 @@ export async function installDdlTrigger(client: pg.Client, cfg: PipelineConfig, 
   }
   const su = await client.query<{ su: boolean | string }>('SELECT rolsuper AS su FROM pg_roles WHERE rolname = current_user');
   const isSu = su.rows[0]?.su === true || su.rows[0]?.su === 't';
+  const n = ddlObjectNames(cfg.pipeline);
+  if (!isSu) {
+    const exists = await client.query('SELECT 1 FROM pg_event_trigger WHERE evtname = $1', [n.onEnd]);
+    if (exists.rowCount) {
+      log.warn({ cluster }, 'DDL event trigger left as it is: replacing it needs a superuser (run setup as one after changing ddl.* or selection.schemas)');
+      return mode;
+    }
+  }
   if (!isSu && mode === 'warn') {
     log.warn({ cluster }, 'no DDL warning trigger on the reverse source: creating an event trigger needs a superuser (DDL made there is still not replicated)');
     return null;
@@ -175,7 +183,6 @@ export async function installDdlTrigger(client: pg.Client, cfg: PipelineConfig, 
     const key = mode === 'record' ? 'ddl.forward: off' : 'ddl.reverse';
     throw new PgBridgeError('PRECHECK', `cluster ${cluster}: DDL ${mode === 'record' ? 'replication' : 'guard'} needs an event trigger, and only a superuser can create one; run pgbridge setup as a superuser (clusters.${cluster}.user)${mode === 'record' ? `, or set ${key}` : ''}`);
   }
-  const n = ddlObjectNames(cfg.pipeline);
   await client.query(triggerSql(cfg, mode));
   await client.query(`DROP EVENT TRIGGER IF EXISTS ${qi(n.onEnd)}; DROP EVENT TRIGGER IF EXISTS ${qi(n.onDrop)}`);
   await client.query(`CREATE EVENT TRIGGER ${qi(n.onEnd)} ON ddl_command_end EXECUTE FUNCTION cdc.${qi(n.fn)}()`);
@@ -187,7 +194,12 @@ export async function installDdlTrigger(client: pg.Client, cfg: PipelineConfig, 
 export async function dropDdlTrigger(client: pg.Client, pipeline: string): Promise<boolean> {
   const n = ddlObjectNames(pipeline);
   const r = await client.query('SELECT 1 FROM pg_event_trigger WHERE evtname = ANY($1::text[])', [[n.onEnd, n.onDrop]]);
-  if (r.rowCount) await client.query(`DROP EVENT TRIGGER IF EXISTS ${qi(n.onEnd)}; DROP EVENT TRIGGER IF EXISTS ${qi(n.onDrop)}`);
+  if (r.rowCount) {
+    await client.query(`DROP EVENT TRIGGER IF EXISTS ${qi(n.onEnd)}; DROP EVENT TRIGGER IF EXISTS ${qi(n.onDrop)}`).catch((err: unknown) => {
+      if ((err as { code?: string }).code !== '42501') throw err;
+      throw new PgBridgeError('PRECHECK', `event triggers ${n.onEnd} and ${n.onDrop} of pipeline ${pipeline} can only be dropped by a superuser (their owner): run this as one`, { cause: err });
+    });
+  }
   const f = await client.query(`SELECT 1 FROM pg_proc p JOIN pg_namespace s ON s.oid = p.pronamespace WHERE s.nspname = 'cdc' AND p.proname = ANY($1::text[])`, [[n.fn]]);
   if (f.rowCount) await client.query(`DROP FUNCTION IF EXISTS cdc.${qi(n.fn)}()`);
   return (r.rowCount ?? 0) > 0;

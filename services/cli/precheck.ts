@@ -7,6 +7,7 @@
 import { connect as tcpConnect } from 'node:net';
 import type pg from 'pg';
 import { originName, policyFor, slotName, type ClusterConfig, type PipelineConfig, type RegistryConfig } from '../../shared/config.js';
+import { ddlObjectNames, ddlTriggerMode } from '../../shared/ddl.js';
 import { errorMessage } from '../../shared/errors.js';
 import { kafkaClient, topicMaxMessageBytes } from '../../shared/kafka.js';
 import { createLogger, type Logger } from '../../shared/log.js';
@@ -127,6 +128,8 @@ export interface ReachableClusterFacts {
   };
   readonly cdcSchemaExists: boolean;
   readonly publicationExists: boolean;
+  /** The pipeline's DDL event trigger (ddl.*) is in place. */
+  readonly ddlTriggerExists?: boolean;
   /** Selected schemas that exist, and whether the user has USAGE on each. */
   readonly schemas: readonly { readonly name: string; readonly usage: boolean }[];
   readonly tables: readonly TableFacts[];
@@ -235,12 +238,13 @@ async function gatherCluster(cfg: PipelineConfig, c: ClusterConfig, countRows: b
                   has_database_privilege(current_database(), 'CREATE') AS can_create,
                   EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'cdc') AS cdc_schema,
                   EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1) AS publication,
+                  EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = $2) AS ddl_trigger,
                   (SELECT bool_or(has_function_privilege(p.oid, 'EXECUTE')) FROM pg_proc p
                     WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.proname = 'pg_replication_origin_session_setup') AS origin_session,
                   (SELECT bool_or(has_function_privilege(p.oid, 'EXECUTE')) FROM pg_proc p
                     WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.proname = 'pg_replication_origin_xact_setup') AS origin_xact
              FROM pg_roles r WHERE r.rolname = current_user`,
-          [slotName(cfg, c.name)],
+          [slotName(cfg, c.name), ddlObjectNames(cfg.pipeline).onEnd],
         )
       ).rows[0]!;
       const versionNum = num(s.version_num);
@@ -297,6 +301,7 @@ async function gatherCluster(cfg: PipelineConfig, c: ClusterConfig, countRows: b
         },
         cdcSchemaExists: bool(s.cdc_schema),
         publicationExists: bool(s.publication),
+        ddlTriggerExists: bool(s.ddl_trigger),
         schemas,
         tables,
         ...(tablesError === undefined ? {} : { tablesError }),
@@ -788,6 +793,17 @@ function evaluateCluster(cfg: PipelineConfig, c: ReachableClusterFacts, add: (f:
         });
       }
     }
+  }
+  const ddl = ddlTriggerMode(cfg, name);
+  if ((ddl === 'record' || ddl === 'reject') && !r.superuser && !c.ddlTriggerExists) {
+    priv({
+      level: 'error',
+      object: `event trigger ${ddlObjectNames(cfg.pipeline).onEnd}`,
+      message: ddl === 'record'
+        ? `${role} is not superuser; setup cannot create the event trigger that records DDL on ${name} for replication (ddl.forward: replicate)`
+        : `${role} is not superuser; setup cannot create the event trigger that refuses DDL on ${name} (ddl.reverse: reject)`,
+      fix: ddl === 'record' ? 'run setup once as a superuser, or set ddl.forward: off (then make schema changes on both clusters yourself)' : 'run setup once as a superuser, or set ddl.reverse: warn',
+    });
   }
   for (const s of c.schemas.filter((x) => !x.usage)) {
     priv({ level: 'error', object: s.name, message: `${role} has no USAGE on schema ${qi(s.name)}`, fix: `GRANT USAGE ON SCHEMA ${qi(s.name)} TO ${user};` });

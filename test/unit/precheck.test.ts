@@ -65,6 +65,7 @@ function cluster(name: 'a' | 'b', over: Partial<ReachableClusterFacts> = {}): Re
     role: { superuser: true, replication: true, originSessionSetup: true, originXactSetup: true, setSessionReplicationRole: true, createOnDatabase: true },
     cdcSchemaExists: false,
     publicationExists: false,
+    ddlTriggerExists: true,
     schemas: [{ name: 'app', usage: true }],
     tables: [table()],
     ...over,
@@ -141,6 +142,20 @@ describe('precheck evaluation', () => {
     const strict = problems(evaluateFacts(config({ origin: { method: 'replication-origin' } }), facts(f)));
     expect(strict.map((x) => [x.check, x.level])).toEqual([['privileges', 'error']]);
     expect(problems(evaluateFacts(config({ origin: { method: 'message' } }), facts(f)))).toEqual([]);
+  });
+
+  it('DDL triggers: a missing one a non-superuser cannot create is an error when it would record or reject, nothing when it would only warn', () => {
+    const role = { superuser: false, replication: true, originSessionSetup: true, originXactSetup: true, setSessionReplicationRole: true, createOnDatabase: true };
+    const f = { a: { role, publicationExists: true, ddlTriggerExists: false }, b: { role, publicationExists: true, ddlTriggerExists: false } };
+    const sel = { selection: { schemas: ['app'], include: ['app.t'] } };
+    const rec = problems(evaluateFacts(config(sel), facts(f)));
+    expect(rec.map((x) => [x.check, x.level, x.cluster, x.object])).toEqual([['privileges', 'error', 'a', 'event trigger cdc_p_ddl']]);
+    expect(rec[0]!.fix).toContain('ddl.forward: off');
+    const reject = problems(evaluateFacts(config({ ...sel, ddl: { forward: 'off', reverse: 'reject' } }), facts(f)));
+    expect(reject.map((x) => [x.cluster, x.level])).toEqual([['b', 'error']]);
+    expect(problems(evaluateFacts(config({ ...sel, ddl: { forward: 'off', reverse: 'warn' } }), facts(f)))).toEqual([]);
+    // Made once by a superuser: nothing to create.
+    expect(problems(evaluateFacts(config(sel), facts({ a: { ...f.a, ddlTriggerExists: true }, b: f.b })))).toEqual([]);
   });
 
   it('replica identity NOTHING, and USAGE-INDEX on a dropped index, are errors', () => {
