@@ -95,3 +95,14 @@ export function settingsProblems(name: string, s: TableSettings, directions: rea
   }
   return out;
 }
+
+/**
+ * The rows both clusters should hold alike when each direction has its own row filter: those
+ * every filter selects (a row on either cluster that all of them select has been sent to the
+ * other). Null: every row.
+ */
+export function sharedRowFilter(s: TableSettings | undefined, directions: readonly string[]): string | null {
+  const filters = [...new Set(directions.map((d) => rowFilter(s, d)).filter((f): f is string => f !== null))];
+  if (filters.length <= 1) return filters[0] ?? null;
+  return filters.map((f) => `(${f})`).join(' AND ');
+}

@@ -8,7 +8,7 @@ import type { Logger } from '../../shared/log.js';
 import { connect } from '../../shared/pg.js';
 import { type ResyncChunk, type ResyncWindow } from '../capture/change-builder.js';
 import { writeControl } from '../../shared/control-records.js';
-import { tableChunks, tableDef } from '../snapshot/table.js';
+import { scoped, tableChunks, tableDef } from '../snapshot/table.js';
 import { selectedTables } from './setup.js';
 
 export { formatProgress, initialSync, syncSchema, type SyncOptions, type SyncReport, type TableProgress } from '../snapshot/initial-sync.js';
@@ -43,14 +43,19 @@ export async function resyncTable(cfg: PipelineConfig, table: string, log: Logge
     const tables = await selectedTables(reader, cfg);
     const t = tables.find((x) => `${x.schema}.${x.table}` === table);
     if (!t) throw new PgBridgeError('CONFIG_INVALID', `table ${table} is not selected by this pipeline on ${from} (selected: ${tables.map((x) => `${x.schema}.${x.table}`).join(', ') || 'none'})`);
-    const { def, pk } = await tableDef(reader, t);
+    const whole = await tableDef(reader, t);
+    const pk = whole.pk;
+    // What this direction replicates of the table: its column list and row filter.
+    const to = cfg.clusterNames.find((c) => c !== from)!;
+    const { def, where: filter } = scoped(cfg, `${from}-${to}`, whole.def);
+    const where = [filter, opts.where].filter((x): x is string => !!x).map((x) => `(${x})`).join(' AND ') || undefined;
     if (pk.length === 0) throw new PgBridgeError('CONFIG_INVALID', `table ${table} has no primary key: resync reads and matches chunks by key`);
     const key = def.columns.filter((c) => c.key).map((c) => c.name);
     const id = `${cfg.pipeline}:${Date.now().toString(36)}:${Math.random().toString(36).slice(2, 8)}`;
     const emit = (kind: 'resync.low' | 'resync.high', payload: ResyncWindow | ResyncChunk): Promise<void> => writeControl(reader, cfg.pipeline, kind, JSON.stringify(payload));
     let rows = 0;
     let chunks = 0;
-    const it = tableChunks(reader, t, def, pk, opts.chunkRows ?? 1000, null, opts.where);
+    const it = tableChunks(reader, t, def, pk, opts.chunkRows ?? 1000, null, where);
     for (;;) {
       const cid = `${id}:${chunks}`;
       await emit('resync.low', { id: cid, pipeline: cfg.pipeline, table });

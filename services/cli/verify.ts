@@ -22,6 +22,7 @@ import type { PipelineConfig } from '../../shared/config.js';
 import { PgBridgeError } from '../../shared/errors.js';
 import { connect, qi, ql, qt } from '../../shared/pg.js';
 import { selectedTables } from './setup.js';
+import { publishedColumns, sharedRowFilter, tableSettings } from '../../shared/table-settings.js';
 
 export interface VerifyOptions {
   /** Buckets per table (default 64). More buckets, smaller re-reads when few rows differ. */
@@ -55,6 +56,8 @@ export interface TableReport {
   missingOn?: string;
   /** Schema difference that made the table differ (columns, key columns). */
   problem?: string;
+  /** What was compared when selection.tables narrows it: the rows of a row filter, the columns of a column list. */
+  scope?: string;
   differingKeys: KeyDiff[];
   truncated: boolean;
 }
@@ -122,7 +125,10 @@ export async function verify(cfg: PipelineConfig, opts: VerifyOptions = {}): Pro
     const ids = [...all.keys()].filter((id) => !wanted || wanted.has(id)).sort();
     const tables: TableReport[] = [];
     for (const id of ids) {
-      tables.push(await verifyTable(sides, all.get(id)!, buckets, maxKeys));
+      const e = all.get(id)!;
+      const settings = tableSettings(cfg, e.schema, e.table);
+      const scope = { where: sharedRowFilter(settings, cfg.directions.map((d) => d.id)), columns: (names: readonly string[]) => publishedColumns(settings, names) };
+      tables.push(await verifyTable(sides, e, buckets, maxKeys, scope));
       opts.onProgress?.({ table: id, done: tables.length, total: ids.length });
     }
     return { clusters: cfg.clusterNames, equal: tables.every((t) => t.equal), tables };
@@ -131,8 +137,16 @@ export async function verify(cfg: PipelineConfig, opts: VerifyOptions = {}): Pro
   }
 }
 
-async function verifyTable(sides: [Side, Side], t: { schema: string; table: string; on: [boolean, boolean] }, buckets: number, maxKeys: number): Promise<TableReport> {
-  const rel = qt(t.schema, t.table);
+/** What of a table replicates (selection.tables): rows of its row filter(s), columns of its column list. */
+interface Scope {
+  readonly where: string | null;
+  /** The listed columns among these names; null: all of them. */
+  readonly columns: (names: readonly string[]) => string[] | null;
+}
+
+async function verifyTable(sides: [Side, Side], t: { schema: string; table: string; on: [boolean, boolean] }, buckets: number, maxKeys: number, scope: Scope): Promise<TableReport> {
+  // A row filter narrows what is compared to the rows it selects (on both clusters).
+  const rel = `${qt(t.schema, t.table)} r${scope.where ? ` WHERE (${scope.where})` : ''}`;
   const report: TableReport = { table: `${t.schema}.${t.table}`, rowsA: 0, rowsB: 0, equal: false, differingKeys: [], truncated: false };
   const [a, b] = sides;
   await Promise.all(sides.map((s) => s.client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')));
@@ -146,7 +160,12 @@ async function verifyTable(sides: [Side, Side], t: { schema: string; table: stri
       await counts();
       return report;
     }
-    const cols = (await Promise.all(sides.map((s) => columns(s.client, rel)))) as [Column[], Column[]];
+    const all = (await Promise.all(sides.map((s) => columns(s.client, qt(t.schema, t.table))))) as [Column[], Column[]];
+    // Columns a column list leaves out never travel: they are not compared.
+    const listed = scope.columns([...new Set(all.flatMap((list) => list.map((c) => c.name)))]);
+    const cols = all.map((list) => (listed ? list.filter((c) => listed.includes(c.name)) : list)) as [Column[], Column[]];
+    const notes = [scope.where ? `rows where ${scope.where}` : '', listed ? `columns ${listed.join(', ')}` : ''].filter(Boolean);
+    if (notes.length) report.scope = notes.join('; ');
     // The key is the first cluster's primary key (or none); it must exist on both sides.
     const keyCols = cols[0].filter((c) => c.pk !== null).sort((x, y) => x.pk! - y.pk!).map((c) => c.name);
     const lacking = keyCols.filter((k) => !cols[1].some((c) => c.name === k));
@@ -156,7 +175,7 @@ async function verifyTable(sides: [Side, Side], t: { schema: string; table: stri
       await counts();
       return report;
     }
-    const base = cols.map((c) => baseSql(rel, c, keyCols));
+    const base = cols.map((c, i) => baseSql(rel, c, keyCols, all[i]!.filter((x) => !c.includes(x)).map((x) => x.name)));
     // ::bigint: abs() of the int4 minimum overflows. hashtext is the same on both sides as long
     // as both servers share a byte order; a mismatch only costs re-reads, never a wrong verdict.
     const bucketOf = `abs(hashtext(k)::bigint) % ${buckets}`;
@@ -215,15 +234,16 @@ function columnDifferences(cols: [Column[], Column[]], a: string, b: string): st
   return out.length ? `columns differ: ${out.join('; ')}` : '';
 }
 
-/** `SELECT k, v`: k the key text (the row's canonical text for PK-less tables), v the row's canonical text. */
-function baseSql(rel: string, cols: Column[], keyCols: string[]): string {
-  const parts = ['to_jsonb(r.*)'];
+/** `SELECT k, v` over `rel` (a table aliased r, with its row filter): k the key text (the row's canonical text for PK-less tables), v the row's canonical text. */
+function baseSql(rel: string, cols: Column[], keyCols: string[], hidden: readonly string[] = []): string {
+  // Columns left out of the comparison (a column list) come off the row's jsonb.
+  const parts = [hidden.length ? `(to_jsonb(r.*) - ARRAY[${hidden.map(ql).join(', ')}]::text[])` : 'to_jsonb(r.*)'];
   const inexact = cols.filter((c) => !c.exact);
   // jsonb_build_object takes at most 100 arguments: 50 columns per call.
   for (let i = 0; i < inexact.length; i += 50) parts.push(`jsonb_build_object(${inexact.slice(i, i + 50).map((c) => `${ql(c.name)}, r.${qi(c.name)}::text`).join(', ')})`);
   const row = `(${parts.join(' || ')})::text`;
-  if (keyCols.length === 0) return `SELECT v AS k, v FROM (SELECT ${row} AS v FROM ${rel} r) y`;
-  return `SELECT jsonb_build_object(${keyCols.map((k) => `${ql(k)}, r.${qi(k)}::text`).join(', ')})::text AS k, ${row} AS v FROM ${rel} r`;
+  if (keyCols.length === 0) return `SELECT v AS k, v FROM (SELECT ${row} AS v FROM ${rel}) y`;
+  return `SELECT jsonb_build_object(${keyCols.map((k) => `${ql(k)}, r.${qi(k)}::text`).join(', ')})::text AS k, ${row} AS v FROM ${rel}`;
 }
 
 /** Reads the open cursor in pages; `group` returns the next run of rows with one key hash. */
@@ -296,6 +316,7 @@ export function formatVerifyReport(report: VerifyReport): string {
         ? 'equal'
         : `differ: ${t.differingKeys.length}${t.truncated ? '+' : ''} key(s)${t.truncated ? ` (first ${t.differingKeys.length} listed)` : ''}`;
     lines.push(`${t.table.padEnd(w)}  ${String(t.rowsA).padStart(12)}  ${String(t.rowsB).padStart(12)}  ${result}`);
+    if (t.scope) lines.push(`    compared: ${t.scope}`);
     if (t.problem) lines.push(`    ${t.problem}`);
     for (const d of t.differingKeys) {
       const what = d.kind === 'different' ? 'different ' : `only on ${d.onlyOn}`.padEnd(10);

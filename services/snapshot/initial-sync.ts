@@ -41,7 +41,7 @@ import { KafkaPublisher } from '../capture/kafka-publisher.js';
 import { selectedTables, setup, type SelectedTable } from '../cli/setup.js';
 import { COPY_TEXT_FORMAT, ChunkEncoder, MAX_CHUNK_BYTES } from './chunk-record.js';
 import { LineChunker, parseCopyText } from './copy-text.js';
-import { tableDef, type ColumnInfo } from './table.js';
+import { scoped, tableDef, type ColumnInfo } from './table.js';
 
 export interface SyncOptions {
   /** Rows per range: the unit of one Kafka transaction and of resume (default 100,000). */
@@ -175,6 +175,8 @@ interface TableJob {
   readonly name: string;
   readonly def: TableDef;
   readonly pk: ColumnInfo[];
+  /** The forward direction's row filter (selection.tables.<t>.where), null: every row. */
+  readonly where: string | null;
   readonly estimate: number;
   /** Ranges still to read. */
   readonly ranges: Range[];
@@ -261,7 +263,9 @@ export async function initialSync(cfg: PipelineConfig, log: Logger, opts: SyncOp
     const reports: TableProgress[] = [];
     for (const t of await selectedTables(plan, cfg)) {
       const name = `${t.schema}.${t.table}`;
-      const { def, pk } = await tableDef(plan, t);
+      const whole = await tableDef(plan, t);
+      const { def, where } = scoped(cfg, fwd.id, whole.def);
+      const pk = whole.pk;
       const est = await plan.query<{ n: string; pages: string }>('SELECT reltuples::bigint::text AS n, (pg_relation_size(oid) / current_setting(\'block_size\')::int)::text AS pages FROM pg_class WHERE oid = $1::regclass', [qt(t.schema, t.table)]);
       let estimate = Number(est.rows[0]!.n);
       if (estimate < 0) {
@@ -275,7 +279,7 @@ export async function initialSync(cfg: PipelineConfig, log: Logger, opts: SyncOp
       );
       const st = (await control.query<{ rows_done: string; bytes_done: string; done: boolean }>(
         'SELECT rows_done::text, bytes_done::text, done FROM cdc.snapshot_progress WHERE table_name = $1 AND pipeline = $2', [name, cfg.pipeline])).rows[0]!;
-      const job: TableJob = { t, name, def, pk, estimate, ranges: [], remaining: 0, readWhole: true, rowsDone: Number(st.rows_done), bytesDone: Number(st.bytes_done), started: Date.now() };
+      const job: TableJob = { t, name, def, pk, where, estimate, ranges: [], remaining: 0, readWhole: true, rowsDone: Number(st.rows_done), bytesDone: Number(st.bytes_done), started: Date.now() };
       if (st.done) {
         reports.push(tableReport(job, true));
         continue;
@@ -335,7 +339,7 @@ export async function initialSync(cfg: PipelineConfig, log: Logger, opts: SyncOp
         let rows = 0;
         let bytes = 0;
         let seq = 0;
-        const sql = `COPY (SELECT ${job.def.columns.map((c) => `x.${qi(c.name)}`).join(', ')} FROM ${qt(job.t.schema, job.t.table)} x WHERE ${rangeWhere(job.pk, range)}) TO STDOUT`;
+        const sql = `COPY (SELECT ${job.def.columns.map((c) => `x.${qi(c.name)}`).join(', ')} FROM ${qt(job.t.schema, job.t.table)} x WHERE ${rangeWhere(job.pk, range)}${job.where ? ` AND (${job.where})` : ''}) TO STDOUT`;
         const publish = async (data: Buffer, n: number): Promise<void> => {
           if (events === 'rows') {
             const parsed = parseCopyText(data);

@@ -6,6 +6,19 @@ import type pg from 'pg';
 import type { TableDef } from '../../shared/avro.js';
 import { qi, qt } from '../../shared/pg.js';
 import type { SelectedTable } from '../cli/setup.js';
+import type { PipelineConfig } from '../../shared/config.js';
+import { publishedColumns, rowFilter, tableSettings } from '../../shared/table-settings.js';
+
+/**
+ * What a direction sends of a table (selection.tables): the columns of its column list (the
+ * key is always among them: setup and precheck see to it) and the rows of its row filter,
+ * as the publication does for the stream. Initial sync and resync read only these.
+ */
+export function scoped(cfg: PipelineConfig, direction: string, def: TableDef): { def: TableDef; where: string | null } {
+  const s = tableSettings(cfg, def.schema, def.table);
+  const listed = publishedColumns(s, def.columns.map((c) => c.name));
+  return { def: listed ? { ...def, columns: def.columns.filter((c) => listed.includes(c.name)) } : def, where: rowFilter(s, direction) };
+}
 
 export interface ColumnInfo {
   name: string;
