@@ -16,6 +16,8 @@ export interface DirectionStatus {
   state: 'streaming' | 'idle' | 'stopped' | 'unknown';
   slot: { name: string; exists: boolean; active: boolean; walRetainedBytes: number | null; lagBytes: number | null; walStatus: string | null };
   applied: { commitLsn: string | null; commitTs: string | null; nextOffset: string | null; updatedAt: string | null };
+  /** A pgbridge replay under way: its id and the offset where it ends (null: none). */
+  replay: { id: string; until: string } | null;
   lagSeconds: number | null;
   lagOffsets: number | null;
   conflicts: number | null;
@@ -49,6 +51,7 @@ export async function status(cfg: PipelineConfig): Promise<DirectionStatus[]> {
       state: 'unknown',
       slot: { name: slotName(cfg, d.from), exists: false, active: false, walRetainedBytes: null, lagBytes: null, walStatus: null },
       applied: { commitLsn: null, commitTs: null, nextOffset: null, updatedAt: null },
+      replay: null,
       lagSeconds: null,
       lagOffsets: null,
       conflicts: null,
@@ -68,15 +71,17 @@ export async function status(cfg: PipelineConfig): Promise<DirectionStatus[]> {
       else errors.push(`slot ${s.slot.name} missing on ${d.from}`);
     }).catch((err: unknown) => errors.push(`${d.from}: ${errorMessage(err)}`));
     await withClient(cfg.clusters[d.to]!, 'pgbridge-status', async (c) => {
-      const p = await c.query<{ commit_lsn: string; commit_ts: string | null; next_offset: string; updated_at: string; lag: string | null }>(
+      const p = await c.query<{ commit_lsn: string; commit_ts: string | null; next_offset: string; updated_at: string; lag: string | null; replay_until: string | null; replay_id: string | null }>(
         `SELECT commit_lsn::text, commit_ts::text, next_offset::text, updated_at::text,
-                EXTRACT(EPOCH FROM clock_timestamp() - GREATEST(commit_ts, heartbeat_ts))::text AS lag
-           FROM cdc.apply_progress WHERE pipeline = $1 AND direction = $2 ORDER BY partition LIMIT 1`,
+                EXTRACT(EPOCH FROM clock_timestamp() - GREATEST(commit_ts, heartbeat_ts))::text AS lag,
+                to_jsonb(p)->>'replay_until' AS replay_until, to_jsonb(p)->>'replay_id' AS replay_id
+           FROM cdc.apply_progress p WHERE pipeline = $1 AND direction = $2 ORDER BY partition LIMIT 1`,
         [cfg.pipeline, d.id],
       );
       const row = p.rows[0];
       if (row) {
         s.applied = { commitLsn: row.commit_lsn, commitTs: row.commit_ts, nextOffset: row.next_offset, updatedAt: row.updated_at };
+        s.replay = row.replay_until ? { id: row.replay_id ?? 'replay', until: row.replay_until } : null;
         s.lagSeconds = row.lag === null ? null : Math.round(Number(row.lag) * 10) / 10;
         const end = ends?.get(`${d.topic}:0`);
         if (end !== undefined) s.lagOffsets = recordsBehind(end, BigInt(row.next_offset));
@@ -112,6 +117,7 @@ export function formatStatus(rows: DirectionStatus[]): string {
     lines.push(`  capture ${s.services.capture}; apply ${s.services.apply}`);
     lines.push(`  slot ${s.slot.name}: ${s.slot.exists ? (s.slot.active ? 'active' : 'inactive') : 'MISSING'}, WAL retained ${bytes(s.slot.walRetainedBytes)}, unacked ${bytes(s.slot.lagBytes)}${s.slot.walStatus && s.slot.walStatus !== 'reserved' ? `, wal_status ${s.slot.walStatus}` : ''}`);
     lines.push(`  applied up to source commit ${s.applied.commitLsn ?? '-'} (${s.applied.commitTs ?? 'nothing yet'}), lag ${s.lagSeconds ?? '-'} s, ${s.lagOffsets ?? '-'} message(s)`);
+    if (s.replay) lines.push(`  replaying (${s.replay.id}): at offset ${s.applied.nextOffset ?? '-'}, the replayed range ends at ${s.replay.until}`);
     lines.push(`  conflicts ${s.conflicts ?? '-'}, dropped loop-backs ${s.droppedLoopbacks ?? '-'}, throttle ${formatLimit(s.throttle)}`);
     for (const e of s.errors) lines.push(`  error: ${e}`);
   }

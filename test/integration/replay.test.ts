@@ -111,6 +111,10 @@ describe('pgbridge replay', () => {
     const moved = await progress();
     expect(moved.next_offset).toBe('0');
     expect(moved.replay_until).toBe(before.pos.next_offset);
+    // status says a replay is under way.
+    const st = spawnSync(process.execPath, [CLI, 'status', '-c', file.path, '--json'], { encoding: 'utf8', timeout: 60_000 });
+    const ab = (JSON.parse(st.stdout) as { direction: string; replay: { id: string; until: string } | null }[]).find((x) => x.direction === 'a→b');
+    expect(ab?.replay).toMatchObject({ until: before.pos.next_offset, id: expect.stringMatching(/^replay-/) });
 
     await startApply();
     await replayed();
