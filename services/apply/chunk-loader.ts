@@ -129,16 +129,18 @@ export class ChunkLoader {
     await c.query(`CREATE TEMP TABLE ${stage} ON COMMIT DROP AS SELECT ${cols} FROM ${target} WITH NO DATA`);
     await this.copyIn(`COPY pg_temp.${stage} (${cols}) FROM STDIN`, ev.data);
     const key = await this.primaryKey(ev.schema, ev.table);
+    // OVERRIDING SYSTEM VALUE: a GENERATED ALWAYS identity column takes the source's value, as
+    // COPY gives it (harmless on a table without one). Generated columns are not in the chunk.
     if (key.length === 0) {
       // Rows without a key are inserted, as op=r events of such a table are.
-      const r = await c.query(`INSERT INTO ${target} (${cols}) SELECT ${cols} FROM pg_temp.${stage}`);
+      const r = await c.query(`INSERT INTO ${target} (${cols}) OVERRIDING SYSTEM VALUE SELECT ${cols} FROM pg_temp.${stage}`);
       return { rows: r.rowCount ?? 0, conflicts: [] };
     }
     const k = key.map(qi);
     const on = k.map((x) => `s.${x} = x.${x}`).join(' AND ');
     // New keys: one statement; what it inserted leaves the staging table.
     const ins = await c.query(
-      `WITH ins AS (INSERT INTO ${target} (${cols}) SELECT ${cols} FROM pg_temp.${stage} ON CONFLICT DO NOTHING RETURNING ${k.join(', ')})
+      `WITH ins AS (INSERT INTO ${target} (${cols}) OVERRIDING SYSTEM VALUE SELECT ${cols} FROM pg_temp.${stage} ON CONFLICT DO NOTHING RETURNING ${k.join(', ')})
        DELETE FROM pg_temp.${stage} s USING ins x WHERE ${on}`,
     );
     let rows = ins.rowCount ?? 0;
@@ -155,7 +157,7 @@ export class ChunkLoader {
     } else if (policy === 'overwrite' || policy === 'fail' || policy === 'fail-strict') {
       await c.query('SAVEPOINT pgbridge_chunk');
       try {
-        const set = ev.columns.filter((col) => !key.includes(col.name)).map((col) => `${qi(col.name)} = s.${qi(col.name)}`);
+        const set = await this.setList(ev, key);
         if (set.length) {
           const up = await c.query(`UPDATE ${target} x SET ${set.join(', ')} FROM pg_temp.${stage} s WHERE ${on}`);
           rows += up.rowCount ?? 0;
@@ -183,7 +185,7 @@ export class ChunkLoader {
   /** Updates the rows last written before the chunk's time from the staging table; they and the newer ones leave it. */
   private async mergeOlder(ev: SnapshotChunkEvent, target: string, on: string, key: readonly string[]): Promise<number> {
     const c = this.client;
-    const set = ev.columns.filter((col) => !key.includes(col.name)).map((col) => `${qi(col.name)} = s.${qi(col.name)}`);
+    const set = await this.setList(ev, key);
     let rows = 0;
     await c.query('SAVEPOINT pgbridge_chunk');
     try {
@@ -201,6 +203,19 @@ export class ChunkLoader {
       rows = 0;
     }
     return rows;
+  }
+
+  /**
+   * `col = s.col` for the chunk's columns an UPDATE may set: not the key, and not a GENERATED
+   * ALWAYS identity column (PostgreSQL lets an UPDATE set it only to DEFAULT; it stays).
+   */
+  private async setList(ev: SnapshotChunkEvent, key: readonly string[]): Promise<string[]> {
+    const r = await this.client.query<{ name: string }>(
+      `SELECT attname AS name FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped AND attidentity = 'a'`,
+      [qt(ev.schema, ev.table)],
+    );
+    const always = new Set(r.rows.map((x) => x.name));
+    return ev.columns.filter((col) => !key.includes(col.name) && !always.has(col.name)).map((col) => `${qi(col.name)} = s.${qi(col.name)}`);
   }
 
   private async primaryKey(schema: string, table: string): Promise<string[]> {

@@ -18,6 +18,8 @@ interface Column {
   readonly name: string;
   readonly type: string;
   readonly generated: boolean;
+  /** GENERATED ALWAYS AS IDENTITY: inserts need OVERRIDING SYSTEM VALUE, and an UPDATE cannot set it. */
+  readonly identityAlways: boolean;
 }
 
 interface TableInfo {
@@ -33,6 +35,8 @@ interface TableInfo {
   readonly batchableKey: boolean;
   /** A partitioned table (its rows live in partitions: a ctid names a row only with its tableoid). */
   readonly partitioned: boolean;
+  /** ' OVERRIDING SYSTEM VALUE' when a column is GENERATED ALWAYS AS IDENTITY (the source's value is kept), else ''. */
+  readonly overriding: string;
 }
 
 interface UniqueIndex {
@@ -105,8 +109,8 @@ export class RowWriter {
     const k = `${schema}.${table}`;
     const hit = this.tables.get(k);
     if (hit) return hit;
-    const r = await this.client.query<{ name: string; type: string; generated: string; pk: boolean }>(
-      `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attgenerated AS generated,
+    const r = await this.client.query<{ name: string; type: string; generated: string; identity: string; pk: boolean }>(
+      `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attgenerated AS generated, a.attidentity AS identity,
               COALESCE(a.attnum = ANY(i.indkey), false) AS pk
          FROM pg_attribute a
          LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
@@ -125,13 +129,14 @@ export class RowWriter {
       [schema, table],
     );
     const columns = new Map<string, Column>();
-    for (const c of r.rows) columns.set(c.name, { name: c.name, type: c.type, generated: c.generated !== '' });
+    for (const c of r.rows) columns.set(c.name, { name: c.name, type: c.type, generated: c.generated !== '', identityAlways: c.identity === 'a' });
     const uniques = u.rows.map((x) => ({ name: x.name, columns: x.plain && x.cols ? (JSON.parse(x.cols) as string[]) : null }));
     const key = r.rows.filter((c) => c.pk).map((c) => c.name);
     const batchableKey = key.length > 0 && key.every((k) => CANONICAL_KEY_TYPE.test(columns.get(k)!.type));
     const kind = await this.client.query<{ relkind: string }>(`SELECT relkind FROM pg_class WHERE oid = (quote_ident($1) || '.' || quote_ident($2))::regclass`, [schema, table]);
     const partitioned = kind.rows[0]?.relkind === 'p';
-    const t: TableInfo = { schema, table, qname: qt(schema, table), columns, key, uniques, batchableKey, partitioned };
+    const overriding = [...columns.values()].some((c) => c.identityAlways) ? ' OVERRIDING SYSTEM VALUE' : '';
+    const t: TableInfo = { schema, table, qname: qt(schema, table), columns, key, uniques, batchableKey, partitioned, overriding };
     this.tables.set(k, t);
     return t;
   }
@@ -254,9 +259,19 @@ export class RowWriter {
     return { ts: ev.commitTs, origin: ev.origin };
   }
 
+  /** Columns an INSERT writes: generated columns never (the destination computes them). */
   private writable(t: TableInfo, row: Row, unchanged: readonly string[]): string[] {
     const skip = new Set(unchanged);
     return Object.keys(row).filter((c) => !skip.has(c) && !t.columns.get(c)!.generated);
+  }
+
+  /**
+   * Columns an UPDATE sets: as writable, less GENERATED ALWAYS identity columns, which
+   * PostgreSQL lets an UPDATE set only to DEFAULT. Their value on the source changes only by
+   * `UPDATE … SET col = DEFAULT`, which is not carried (docs/operations.md).
+   */
+  private settable(t: TableInfo, row: Row, unchanged: readonly string[]): string[] {
+    return this.writable(t, row, unchanged).filter((c) => !t.columns.get(c)!.identityAlways);
   }
 
   /**
@@ -322,13 +337,13 @@ export class RowWriter {
 
   private async insertRow(t: TableInfo, row: Row, unchanged: readonly string[], onConflictNothing: boolean): Promise<number> {
     const cols = this.writable(t, row, unchanged);
-    const text = `INSERT INTO ${t.qname} (${cols.map(qi).join(', ')}) VALUES (${cols.map((_, i) => `$${i + 1}`).join(', ')})${onConflictNothing ? ' ON CONFLICT DO NOTHING' : ''}`;
+    const text = `INSERT INTO ${t.qname} (${cols.map(qi).join(', ')})${t.overriding} VALUES (${cols.map((_, i) => `$${i + 1}`).join(', ')})${onConflictNothing ? ' ON CONFLICT DO NOTHING' : ''}`;
     const r = await this.q(text, cols.map((c) => toPgParam(row[c])));
     return r.rowCount ?? 0;
   }
 
   private async updateRow(t: TableInfo, where: Row, row: Row, unchanged: readonly string[]): Promise<number> {
-    const cols = this.writable(t, row, unchanged);
+    const cols = this.settable(t, row, unchanged);
     if (cols.length === 0) return 1;
     const m = this.match(t, where, cols.length + 1);
     const text = `UPDATE ${t.qname} x SET ${cols.map((c, i) => `${qi(c)} = $${i + 1}`).join(', ')} WHERE ${m.sql}`;
@@ -358,7 +373,7 @@ export class RowWriter {
   /** Fast path of update(): primary key unchanged, no conflict. Returns false to take the full path. */
   private async updateIfNoConflict(t: TableInfo, ev: ChangeEvent, where: Row, after: Row): Promise<boolean> {
     if (t.key.length === 0 || keyMoves(t, where, after)) return false;
-    const cols = this.writable(t, after, ev.unchanged);
+    const cols = this.settable(t, after, ev.unchanged);
     if (cols.length === 0) return false;
     const m = this.match(t, where, cols.length + 1);
     const nc = this.noConflictSql(ev, cols.length + m.values.length + 1);
@@ -402,7 +417,7 @@ export class RowWriter {
       cols = this.writable(t, ev.after!, []);
     } else if (ev.op === 'u') {
       if (!ev.after || t.uniques.length > 0 || keyMoves(t, row, ev.after)) return null;
-      cols = this.writable(t, ev.after, ev.unchanged);
+      cols = this.settable(t, ev.after, ev.unchanged);
       if (cols.length === 0) return null;
     } else if (ev.op !== 'd') {
       return null;
@@ -469,7 +484,7 @@ export class RowWriter {
     const typed = (c: string, i: number): string => `v.c${i}::${t.columns.get(c)!.type}`;
     const keyJoin = t.key.map((k) => `ins.${qi(k)} = ${typed(k, cols.indexOf(k))}`).join(' AND ');
     const text = `WITH v AS (SELECT * FROM unnest(${cols.map((_, i) => `$${i + 1}::text[]`).join(', ')}) WITH ORDINALITY AS v(${names.join(', ')}, n)),
-      ins AS (INSERT INTO ${t.qname} (${cols.map(qi).join(', ')}) SELECT ${cols.map(typed).join(', ')} FROM v ORDER BY v.n ON CONFLICT DO NOTHING RETURNING ${t.key.map(qi).join(', ')})
+      ins AS (INSERT INTO ${t.qname} (${cols.map(qi).join(', ')})${t.overriding} SELECT ${cols.map(typed).join(', ')} FROM v ORDER BY v.n ON CONFLICT DO NOTHING RETURNING ${t.key.map(qi).join(', ')})
       SELECT v.n::int AS n FROM ins JOIN v ON ${keyJoin}`;
     const r = await this.q(text, this.columnArrays(evs, cols, (ev) => ev.after!));
     return ordinals(r);
@@ -478,7 +493,7 @@ export class RowWriter {
   /** Ordinals of the rows updated (present and last written without conflict). */
   private async updateSet(t: TableInfo, evs: readonly ChangeEvent[]): Promise<Set<number>> {
     const first = evs[0]!;
-    const cols = this.writable(t, first.after!, first.unchanged);
+    const cols = this.settable(t, first.after!, first.unchanged);
     const keys = [...t.key];
     const nc = this.noConflictArrays(evs);
     const names = [...cols.map((_, i) => `c${i}`), ...keys.map((_, i) => `k${i}`), 'pgb_ro', 'pgb_ts', 'pgb_tie'];

@@ -31,6 +31,17 @@ const count = numberOption('integer', 1);
 const rate = numberOption('number', Number.MIN_VALUE);
 const port = numberOption('integer', 0, 65535);
 
+/** --split-sequences with no value: one residue per cluster; with a value: that many ways. */
+function splitWays(raw: string): number {
+  return numberOption('integer', 2, 64)(raw);
+}
+
+async function printSplit(cfg: PipelineConfig, ways: number | true): Promise<void> {
+  const { splitSequences, formatSplitReport } = await import('./sequence-split.js');
+  const r = await splitSequences(cfg, createLogger('cli', 'warn'), ways === true ? {} : { ways });
+  console.log(formatSplitReport(r));
+}
+
 export function program(): Command {
   const p = new Command('pgbridge')
     .description('Two-way PostgreSQL synchronization through Kafka')
@@ -64,14 +75,17 @@ export function program(): Command {
       process.exitCode = findings.some((f) => f.level === 'error') ? 1 : 0;
     });
 
-  withConfig(p.command('setup').description('create helper schema, publications, slots, origins and topics, and bring existing publications in line with the selection (idempotent; prints what changed)')).action(async (o) => {
-    const { cfg } = config(o);
-    const { setup } = await import('./setup.js');
-    const changes = await setup(cfg, createLogger('cli'));
-    for (const c of changes) console.log(c);
-    console.log(`pipeline ${cfg.pipeline} is set up on ${cfg.clusterNames.join(' and ')}; topics ${cfg.directions.map((d) => d.topic).join(', ')}${changes.length ? '' : '; publications already matched the selection'}`);
-    if (changes.some((c) => / table .* (added|removed)/.test(c))) console.log('restart capture and apply of this pipeline so that they read the new selection');
-  });
+  withConfig(p.command('setup').description('create helper schema, publications, slots, origins and topics, and bring existing publications in line with the selection (idempotent; prints what changed)'))
+    .option('--split-sequences [ways]', 'also give every sequence behind a column of the selected tables its own residue per cluster (odd/even; N-way with a number), so inserts on both sides never take the same key', splitWays)
+    .action(async (o) => {
+      const { cfg } = config(o);
+      const { setup } = await import('./setup.js');
+      const changes = await setup(cfg, createLogger('cli'));
+      for (const c of changes) console.log(c);
+      console.log(`pipeline ${cfg.pipeline} is set up on ${cfg.clusterNames.join(' and ')}; topics ${cfg.directions.map((d) => d.topic).join(', ')}${changes.length ? '' : '; publications already matched the selection'}`);
+      if (changes.some((c) => / table .* (added|removed)/.test(c))) console.log('restart capture and apply of this pipeline so that they read the new selection');
+      if (o.splitSequences !== undefined) await printSplit(cfg, o.splitSequences);
+    });
 
   withConfig(p.command('sync').description('initial sync of the forward direction: schema, then full data in key ranges read in parallel (resumable), before streaming'))
     .option('--chunk-rows <n>', 'rows per range (one Kafka transaction each, the unit of resume)', count, 100000)
@@ -81,6 +95,7 @@ export function program(): Command {
     .option('--max-mb-per-second <n>', 'throttle: megabytes of row text per second', rate)
     .addOption(new Option('--existing-tables <mode>', 'destination tables that already exist').choices(['error', 'ignore']).default('error'))
     .option('--no-schema', 'skip schema sync (tables already exist on the destination)')
+    .option('--split-sequences [ways]', 'after the data, split the sequences behind columns of the selected tables (odd/even; N-way with a number), as setup --split-sequences', splitWays)
     .action(async (o) => {
       const { cfg } = config(o);
       const { initialSync, formatProgress } = await import('./initial-sync.js');
@@ -103,6 +118,13 @@ export function program(): Command {
       const mb = report.bytes / 1024 / 1024;
       console.log(`initial sync ${report.resumed ? '(resumed) ' : ''}done: ${report.rows} rows, ${mb.toFixed(1)} MB in ${report.seconds.toFixed(1)} s ` +
         `(${Math.round(report.rows / Math.max(report.seconds, 0.001))} rows/s, ${(mb / Math.max(report.seconds, 0.001)).toFixed(1)} MB/s); streaming starts at ${report.consistentLsn}. Now start the services (pgbridge run).`);
+      const sr = report.schema;
+      if (sr) {
+        if (sr.extensionsCreated.length) console.log(`schema: extensions created on ${cfg.directions[0].to}: ${sr.extensionsCreated.join(', ')}${sr.schemasCreated.length ? ` (schemas created for them: ${sr.schemasCreated.join(', ')})` : ''}`);
+        if (sr.extensionsPresent.length) console.log(`schema: extensions already on ${cfg.directions[0].to}: ${sr.extensionsPresent.join(', ')}`);
+        if (sr.viewsLeftOut.length) console.log(`schema: views left out (they read tables the selection leaves out): ${sr.viewsLeftOut.join(', ')}`);
+      }
+      if (o.splitSequences !== undefined) await printSplit(cfg, o.splitSequences);
     });
 
   withConfig(p.command('resync').description('re-read one table from a source while both directions run, through the normal apply path'))

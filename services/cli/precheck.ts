@@ -14,6 +14,7 @@ import { createLogger, type Logger } from '../../shared/log.js';
 import { qi, qt, withClient } from '../../shared/pg.js';
 import { registryGet } from '../../shared/registry.js';
 import { grantFacts, missingGrants, type Service } from './grants.js';
+import { evaluateExtensions, gatherExtensions, type ExtensionFacts } from './precheck-extensions.js';
 import { selectedTables } from './setup.js';
 import { evaluateTableSettings, gatherTableSettings, unpublishedColumns, type TableSettingsFacts } from './precheck-tables.js';
 
@@ -56,6 +57,7 @@ export const CHECKS = [
   'track_commit_timestamp',
   'destination_tables',
   'table_structure',
+  'extensions',
   'sequences',
   'kafka',
   'kafka_transactions',
@@ -192,6 +194,8 @@ export interface PrecheckFacts {
   readonly registry: RegistryFacts;
   /** The tables selection.tables names, per cluster (precheck-tables.ts). */
   readonly tableSettings?: TableSettingsFacts;
+  /** Extensions of the forward source the selected objects use, against the destination (precheck-extensions.ts). */
+  readonly extensions?: ExtensionFacts;
 }
 
 /** Runs every check and returns every finding (errors, warnings and ok lines). Never throws for an unreachable system. */
@@ -204,13 +208,14 @@ export async function gatherFacts(cfg: PipelineConfig, opts: PrecheckOptions = {
   const log = opts.log ?? createLogger('cli-precheck', 'error');
   const timeoutMs = opts.timeoutMs ?? 10_000;
   const forwardTo = cfg.directions[0].to;
-  const [clusters, kafka, registry, tableSettings] = await Promise.all([
+  const [clusters, kafka, registry, tableSettings, extensions] = await Promise.all([
     Promise.all(cfg.clusterNames.map((name) => gatherCluster(cfg, cfg.clusters[name]!, name === forwardTo))),
     gatherKafka(cfg, log, timeoutMs),
     gatherRegistry(cfg.registry, timeoutMs),
     gatherTableSettings(cfg),
+    gatherExtensions(cfg),
   ]);
-  return { clusters: Object.fromEntries(clusters.map((c) => [c.name, c])), kafka, registry, tableSettings };
+  return { clusters: Object.fromEntries(clusters.map((c) => [c.name, c])), kafka, registry, tableSettings, extensions };
 }
 
 type Row = Record<string, string | null>;
@@ -614,7 +619,10 @@ export function evaluateFacts(cfg: PipelineConfig, facts: PrecheckFacts, opts: P
   evaluateTrackCommitTimestamp(cfg, reachable, add);
   const from = facts.clusters[cfg.directions[0].from];
   const to = facts.clusters[cfg.directions[0].to];
-  if (from?.reachable && to?.reachable && !from.tablesError && !to.tablesError) evaluatePair(cfg, from, to, opts.existingTables ?? 'error', add);
+  if (from?.reachable && to?.reachable && !from.tablesError && !to.tablesError) {
+    evaluatePair(cfg, from, to, opts.existingTables ?? 'error', add);
+    if (facts.extensions) evaluateExtensions(cfg, facts.extensions, add);
+  }
   evaluateKafka(cfg, facts.kafka, add);
   evaluateRegistry(facts.registry, add);
   evaluateEncryption(cfg, facts, add);
@@ -1014,7 +1022,7 @@ function evaluatePair(cfg: PipelineConfig, from: ReachableClusterFacts, to: Reac
         check: 'sequences',
         cluster: to.name,
         object: `${key(a)}.${sa.column}`,
-        message: `column ${qi(sa.column)} of ${qt(a.schema, a.table)} takes values from ${sa.sequence} on ${at(from)} (next ${sa.next}, increment ${sa.increment}) and ${sb.sequence} on ${at(to)} (next ${sb.next}, increment ${sb.increment}); both would hand out the same values, so rows inserted on both sides collide (insert_exists)`,
+        message: `column ${qi(sa.column)} of ${qt(a.schema, a.table)} takes values from ${sa.sequence} on ${at(from)} (next ${sa.next}, increment ${sa.increment}) and ${sb.sequence} on ${at(to)} (next ${sb.next}, increment ${sb.increment}); both would hand out the same values, so rows inserted on both sides collide (insert_exists); \`pgbridge setup --split-sequences\` gives every such column odd values on ${from.name} and even ones on ${to.name}`,
         fix: ascending
           ? `on ${from.name}: ${alter(sa, a, odd)}  on ${to.name}: ${alter(sb, b, odd + 1n)}`
           : `give the two clusters disjoint values (odd/even increments or separate ranges)`,
@@ -1133,6 +1141,7 @@ const TITLES: Record<CheckName, string> = {
   track_commit_timestamp: 'track_commit_timestamp (last-writer-wins)',
   destination_tables: 'Destination tables',
   table_structure: 'Table structure',
+  extensions: 'Extensions',
   sequences: 'Sequences',
   kafka: 'Kafka',
   kafka_transactions: 'Kafka transactions',

@@ -40,6 +40,7 @@ import type { CaptureEvent, ChangeEvent, Row } from '../capture/change-builder.j
 import { KafkaPublisher } from '../capture/kafka-publisher.js';
 import { selectedTables, setup, type SelectedTable } from '../cli/setup.js';
 import { COPY_TEXT_FORMAT, ChunkEncoder, MAX_CHUNK_BYTES } from './chunk-record.js';
+import { classifyExtensions, destinationExtensions, extensionRole, planSchema } from './schema-objects.js';
 import { LineChunker, parseCopyText } from './copy-text.js';
 import { scoped, tableDef, type ColumnInfo } from './table.js';
 
@@ -77,6 +78,8 @@ export interface SyncReport {
   readonly rows: number;
   readonly bytes: number;
   readonly resumed: boolean;
+  /** What the schema step did; null when it was skipped (--no-schema). */
+  readonly schema: SchemaReport | null;
 }
 
 const DEFAULT_RANGE_ROWS = 100_000;
@@ -100,40 +103,89 @@ function runTool(cmd: string, args: string[], env: NodeJS.ProcessEnv, input?: No
   });
 }
 
+export interface SchemaReport {
+  /** Selected tables the restore created on the destination (schema.table). */
+  readonly created: string[];
+  /** Selected tables that were there already and kept (`--existing-tables ignore`). */
+  readonly skipped: string[];
+  /** Extensions the selected objects use that the restore created on the destination. */
+  readonly extensionsCreated: string[];
+  /** Needed extensions the destination already had. */
+  readonly extensionsPresent: string[];
+  /** Schemas created on the destination for extensions (not selected schemas themselves). */
+  readonly schemasCreated: string[];
+  /** Views left out because they read a table the selection leaves out. */
+  readonly viewsLeftOut: string[];
+}
+
 /**
- * Schema sync: tables, keys, defaults, sequences, indexes, views, functions, triggers of the
- * selected schemas, from the direction's source to its destination (the forward one unless
- * told: pgbridge replay --rebuild names its own).
+ * Schema sync: types (enums, domains, composite types), tables (partitioned ones with their
+ * partitions, identity and generated columns), keys, defaults, sequences, indexes, views,
+ * functions and triggers of the selected schemas, and the extensions they use (schema-objects.ts).
+ * Nothing on the destination is dropped or replaced: the dump has no DROP, a selected schema
+ * that exists there already is kept (CREATE SCHEMA IF NOT EXISTS), and objects of the dump
+ * that exist already stop the restore (`--existing-tables error`) or are skipped (`ignore`).
+ * From the direction's source to its destination: the forward one unless told (pgbridge
+ * replay --rebuild names its own).
  */
-export async function syncSchema(cfg: PipelineConfig, existing: 'error' | 'ignore', log: Logger, fwd: Direction = cfg.directions[0]): Promise<{ created: string[]; skipped: string[] }> {
+export async function syncSchema(cfg: PipelineConfig, existing: 'error' | 'ignore', log: Logger, fwd: Direction = cfg.directions[0]): Promise<SchemaReport> {
   const src = cfg.clusters[fwd.from]!;
   const dst = cfg.clusters[fwd.to]!;
-  const tables = await withPg(src, (c) => selectedTables(c, cfg));
+  const { tables, plan } = await withPg(src, async (c) => {
+    const selected = await selectedTables(c, cfg);
+    return { tables: selected, plan: await planSchema(c, cfg, selected) };
+  });
   const there = await withPg(dst, (c) => selectedTables(c, cfg));
   const present = new Set(there.map((t) => `${t.schema}.${t.table}`));
   const clash = tables.filter((t) => present.has(`${t.schema}.${t.table}`)).map((t) => `${t.schema}.${t.table}`);
   if (clash.length && existing === 'error') {
     throw new PgBridgeError('PRECHECK', `destination ${fwd.to} already has ${clash.length} selected table(s): ${clash.slice(0, 10).join(', ')}${clash.length > 10 ? ', …' : ''}. Use --existing-tables ignore to keep them and go on, or drop them.`);
   }
+  // Extensions: every one the selected objects use must be on the destination, in the same
+  // schema, or creatable there; nothing is restored otherwise.
+  const { ext, schemasCreated } = await withPg(dst, async (c) => {
+    const state = await destinationExtensions(c, plan.extensions.map((e) => e.name));
+    const ext = classifyExtensions(plan.extensions, state, await extensionRole(c), fwd.to);
+    if (ext.problems.length) {
+      throw new PgBridgeError('PRECHECK', `schema sync cannot start: ${ext.problems.map((p) => `${p.message} (fix: ${p.fix})`).join('; ')}`);
+    }
+    // An extension kept in a schema that is not selected: the schema must exist for CREATE EXTENSION … WITH SCHEMA.
+    const made: string[] = [];
+    for (const s of new Set(ext.create.map((e) => e.schema).filter((x) => !cfg.selection.schemas.includes(x)))) {
+      const r = await c.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [s]);
+      if (r.rowCount) continue;
+      await c.query(`CREATE SCHEMA IF NOT EXISTS ${qi(s)}`);
+      made.push(s);
+    }
+    return { ext, schemasCreated: made };
+  });
   // Names as exact pg_dump patterns (double-quoted: no wildcard, case kept), and
   // --strict-names: a schema that matches nothing is an error, not an empty dump.
   const args = ['--schema-only', '--no-owner', '--no-privileges', '--no-publications', '--no-subscriptions', '--strict-names', ...cfg.selection.schemas.flatMap((s) => ['-n', qi(s)])];
-  if (cfg.selection.include.length || cfg.selection.exclude.length) {
-    // Tables the selection leaves out are left out of the dump (never dropped on the destination).
-    const wanted = new Set(tables.map((t) => `${t.schema}.${t.table}`));
-    const all = await withPg(src, (c) => c.query<{ s: string; t: string }>(`SELECT n.nspname AS s, c.relname AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r','p') AND NOT c.relispartition AND n.nspname = ANY($1)`, [cfg.selection.schemas]));
-    for (const r of all.rows) if (!wanted.has(`${r.s}.${r.t}`)) args.push('-T', qt(r.s, r.t));
-  }
+  // Only extensions the destination lacks: CREATE EXTENSION IF NOT EXISTS and its COMMENT (which needs the owner).
+  for (const e of ext.create) args.push('-e', qi(e.name));
+  // Tables the selection leaves out, their partitions, sequences and views: not dumped (never dropped on the destination).
+  for (const x of plan.exclude) args.push('-T', x);
+  if (plan.leftOutViews.length) log.warn({ views: plan.leftOutViews }, 'schema sync leaves out views that read tables the selection leaves out');
   const dump = await runTool(pgTool('pg_dump'), args, libpqEnv(src));
   if (dump.code !== 0) throw new PgBridgeError('INTERNAL', `pg_dump of ${fwd.from} failed: ${dump.stderr.trim()}`);
-  const sql = dump.stdout;
+  // A selected schema that exists on the destination already is kept as it is, with what it holds.
+  const sql = dump.stdout.replace(/^CREATE SCHEMA ([^;\n]+);$/gm, 'CREATE SCHEMA IF NOT EXISTS $1;');
   const psqlArgs = ['-X', '-q', ...(existing === 'error' ? ['-v', 'ON_ERROR_STOP=1'] : [])];
   const { Readable } = await import('node:stream');
   const restore = await runTool(pgTool('psql'), psqlArgs, libpqEnv(dst), Readable.from([sql]));
   if (restore.code !== 0) throw new PgBridgeError('INTERNAL', `restoring the schema on ${fwd.to} failed: ${restore.stderr.trim().split('\n').slice(0, 5).join(' | ')}`);
   const skipped = restore.stderr.split('\n').filter((l) => /already exists/.test(l));
   if (skipped.length) log.warn({ count: skipped.length }, 'schema sync kept objects that already existed on the destination');
-  return { created: tables.map((t) => `${t.schema}.${t.table}`).filter((t) => !present.has(t)), skipped: clash };
+  if (ext.create.length) log.info({ extensions: ext.create.map((e) => e.name), cluster: fwd.to }, 'schema sync created extensions');
+  return {
+    created: tables.map((t) => `${t.schema}.${t.table}`).filter((t) => !present.has(t)),
+    skipped: clash,
+    extensionsCreated: ext.create.map((e) => e.name),
+    extensionsPresent: ext.present.map((e) => e.name),
+    schemasCreated,
+    viewsLeftOut: plan.leftOutViews,
+  };
 }
 
 async function withPg<T>(c: PipelineConfig['clusters'][string], fn: (client: pg.Client) => Promise<T>): Promise<T> {
@@ -196,7 +248,7 @@ export async function initialSync(cfg: PipelineConfig, log: Logger, opts: SyncOp
   const rangeRows = Math.max(1, opts.chunkRows ?? DEFAULT_RANGE_ROWS);
   const workers = Math.max(1, opts.workers ?? cfg.sync.workers);
   const events = opts.events ?? cfg.sync.events;
-  if (opts.schema !== false) await syncSchema(cfg, opts.existingTables ?? 'error', log);
+  const schemaReport = opts.schema !== false ? await syncSchema(cfg, opts.existingTables ?? 'error', log) : null;
   await setup(cfg, log);
   const slot = slotName(cfg, fwd.from);
   const control = await connect(src, 'pgbridge-sync');
@@ -385,7 +437,7 @@ export async function initialSync(cfg: PipelineConfig, log: Logger, opts: SyncOp
     for (const r of readers) await r.query('COMMIT');
     // Sequences: pg_dump --schema-only does not carry their values.
     await syncSequences(cfg);
-    return { tables: reports, consistentLsn: formatLsn(consistent), seconds: (Date.now() - t0) / 1000, dataSeconds, rows: totalRows, bytes: totalBytes, resumed: started };
+    return { tables: reports, consistentLsn: formatLsn(consistent), seconds: (Date.now() - t0) / 1000, dataSeconds, rows: totalRows, bytes: totalBytes, resumed: started, schema: schemaReport };
   } catch (err) {
     throw err instanceof PgBridgeError ? err : new PgBridgeError('INTERNAL', `initial sync failed: ${errorMessage(err)}`, { cause: err, retriable: true });
   } finally {
@@ -473,7 +525,12 @@ function typedRow(def: TableDef, raw: readonly (string | null)[]): Row {
   return after;
 }
 
-/** Sets each selected schema's sequences on the destination to at least the source's value. */
+/**
+ * Sets each selected schema's sequences on the destination to at least the source's value. A
+ * destination sequence whose increment is not 1 (split with --split-sequences) keeps its
+ * residue: it is set to the next value of its own progression at or above that, so a split
+ * made before the sync still keeps the clusters apart.
+ */
 async function syncSequences(cfg: PipelineConfig): Promise<void> {
   const fwd = cfg.directions[0];
   const seqs = await withPg(cfg.clusters[fwd.from]!, (c) => c.query<{ s: string; v: string | null }>(
@@ -481,10 +538,17 @@ async function syncSequences(cfg: PipelineConfig): Promise<void> {
   await withPg(cfg.clusters[fwd.to]!, async (c) => {
     for (const r of seqs.rows) {
       if (r.v === null) continue;
-      await c.query(
-        `SELECT setval($1::text::regclass, GREATEST($2::bigint, (SELECT COALESCE(last_value, $2::bigint) FROM pg_sequences WHERE (quote_ident(schemaname) || '.' || quote_ident(sequencename)) = $1::text)))`,
-        [r.s, r.v],
-      ).catch((err: unknown) => {
+      await (async () => {
+        // r.s comes quoted from quote_ident on the source.
+        const d = (await c.query<{ last: string; called: boolean | string; inc: string }>(
+          `SELECT last_value::text AS last, is_called AS called, (SELECT seqincrement::text FROM pg_sequence WHERE seqrelid = $1::text::regclass) AS inc FROM ${r.s}`, [r.s])).rows[0]!;
+        const inc = BigInt(d.inc);
+        const last = BigInt(d.last);
+        const src = BigInt(r.v!);
+        let target = (d.called === true || d.called === 't') && last > src ? last : src;
+        if (inc > 1n) target += (((last - target) % inc) + inc) % inc;
+        await c.query('SELECT setval($1::text::regclass, $2::bigint)', [r.s, target.toString()]);
+      })().catch((err: unknown) => {
         throw new PgBridgeError('INTERNAL', `cannot set sequence ${r.s} on ${fwd.to}: ${errorMessage(err)}`);
       });
     }
