@@ -13,7 +13,8 @@
  */
 import type pg from 'pg';
 import type { PipelineConfig } from '../../shared/config.js';
-import { PgBridgeError } from '../../shared/errors.js';
+import { ddlObjectNames } from '../../shared/ddl.js';
+import { PgBridgeError, errorMessage } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
 import { connect } from '../../shared/pg.js';
 import { sequencesOverlap } from './precheck.js';
@@ -94,6 +95,25 @@ export function nextInResidue(from: bigint, residue: bigint, ways: bigint): bigi
   return from + mod(residue - from, ways);
 }
 
+/**
+ * The split is made on each cluster for that cluster: in a session with
+ * session_replication_role = replica, where event triggers do not fire, so DDL replication
+ * (shared/ddl.ts) neither records the forward source's ALTER SEQUENCE (apply would run it on
+ * the other cluster and give it the same residue) nor warns about or refuses the other's.
+ * Without the privilege to set it, the split goes on only where no such trigger of the
+ * pipeline exists.
+ */
+async function replicaSession(c: pg.Client, cfg: PipelineConfig, cluster: string): Promise<void> {
+  try {
+    await c.query('SET session_replication_role = replica');
+  } catch (err) {
+    const t = await c.query('SELECT 1 FROM pg_event_trigger WHERE evtname = $1 AND evtenabled <> $2', [ddlObjectNames(cfg.pipeline).onEnd, 'D']);
+    if (t.rowCount) {
+      throw new PgBridgeError('PRECHECK', `cluster ${cluster}: role ${cfg.clusters[cluster]!.user} cannot SET session_replication_role (${errorMessage(err)}), and pipeline ${cfg.pipeline}'s DDL trigger would carry the split's ALTER SEQUENCE to the other cluster; run the split as a superuser, or GRANT SET ON PARAMETER session_replication_role TO ${cfg.clusters[cluster]!.user}`);
+    }
+  }
+}
+
 /** Applies the N-way split (ways ≥ the number of clusters; default: that number). */
 export async function splitSequences(cfg: PipelineConfig, log: Logger, opts: { ways?: number } = {}): Promise<SplitReport> {
   const order = [cfg.directions[0].from, ...cfg.clusterNames.filter((n) => n !== cfg.directions[0].from)];
@@ -105,6 +125,7 @@ export async function splitSequences(cfg: PipelineConfig, log: Logger, opts: { w
     for (const name of order) {
       const c = await connect(cfg.clusters[name]!, 'pgbridge-sequence-split');
       clients.push(c);
+      await replicaSession(c, cfg, name);
       await c.query('BEGIN');
     }
     const facts = await Promise.all(clients.map((c) => columnSequences(c, cfg)));
