@@ -5,7 +5,7 @@
  * - TransactionalProducer: idempotent, acks=all, one Kafka transaction at a time (capture).
  * - GroupConsumer: a consumer group member (assignment, heartbeats, advisory offset commits)
  *   whose fetch loop pgbridge runs itself, read_committed, from positions the service gives
- *   (apply: the stored position is authoritative, INV-3), with seek.
+ *   (apply: the stored position is authoritative, INV-3 in docs/invariants.md), with seek.
  * - TopicReader: reads partitions from given offsets, no group (tests, tools).
  * - KafkaAdmin: topics, offsets, groups, configs.
  */

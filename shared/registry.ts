@@ -1,7 +1,7 @@
 /**
  * The schema registry behind a small interface (Confluent API; tested against Apicurio).
  * Errors are classified here once: transient (retry with backoff), unknown schema (halt,
- * INV-6), not our wire format (poison).
+ * INV-6 in docs/invariants.md), not our wire format (poison).
  */
 import { SchemaRegistry, SchemaType } from '@kafkajs/confluent-schema-registry';
 import type avro from 'avsc';

@@ -1,4 +1,4 @@
-/** Backoff and retry windows (DESIGN §6: connection failures retried for retry.connectionMinutes, others for retry.otherMinutes). */
+/** Backoff and retry windows (docs/operations.md, "Retry windows": connection failures retried for retry.connectionMinutes, others for retry.otherMinutes). */
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }

@@ -1,6 +1,6 @@
 /**
  * The selection as an allow-list: which tables a pipeline may read and write. Capture obeys
- * resync chunks only for these tables, and apply writes only these (DESIGN §3.4): a topic or a
+ * resync chunks only for these tables, and apply writes only these (docs/operations.md, "Trust boundary"): a topic or a
  * control record naming any other table, or one of PostgreSQL's or pgbridge's own schemas, is
  * refused. One definition for setup's publication, capture and apply.
  */

@@ -1,6 +1,6 @@
 /**
  * What every service process shares: config loading, HTTP endpoints, SIGTERM/SIGINT drain,
- * and the retry windows around a run (DESIGN §6): connection failures are retried for
+ * and the retry windows around a run (docs/operations.md, "Retry windows"): connection failures are retried for
  * retry.connectionMinutes, other retriable failures for retry.otherMinutes; anything else
  * stops the process with its error.
  */

@@ -313,7 +313,7 @@ export class ApplyRun extends ServiceRun {
       : 'values of a column the destination no longer has (dropped or renamed by a replicated DDL) are left out');
   }
 
-  /** On every assignment: roll back a group in flight and read from the stored positions (INV-3, INV-6). */
+  /** On every assignment: roll back a group in flight and read from the stored positions (INV-3, INV-6: docs/invariants.md). */
   private async onAssign(partitions: number[], offsets: readonly TopicOffsets[]): Promise<Map<number, bigint>> {
     await this.rollbackGroup();
     const topic = this.deps.direction.topic;

@@ -1,5 +1,5 @@
 /**
- * What apply checks before it writes (DESIGN §3.4): a direction topic is an input that someone
+ * What apply checks before it writes (docs/operations.md, "Trust boundary"; INV-9 in docs/invariants.md): a direction topic is an input that someone
  * other than capture may be able to write, so a record must name a table of the selection
  * (never cdc, pg_catalog, information_schema, pg_toast), carry a known op, come from the
  * direction's source cluster, and carry a commit LSN the source has actually reached. A forged

@@ -6,7 +6,7 @@
  * - replay_until: the position apply had reached (offsets below it are the replayed range);
  * - replay_lsn: the source commit LSN stored then, restored once the range is done;
  * - commit_lsn: the highest commit LSN before the replay's start (0/0 from the log start), so
- *   the duplicate skip by commit LSN (INV-4) skips only what it skipped the first time
+ *   the duplicate skip by commit LSN (INV-4, docs/invariants.md) skips only what it skipped the first time
  *   (copies of transactions a capture restart published twice), not the whole range;
  * - replay_tables / replay_since: filters (--tables, --from <timestamp>): other events of the
  *   range move the position without writing;

@@ -63,7 +63,7 @@ interface SlotInfo {
   database: string;
 }
 
-/** INV-6: the slot must exist, be pgoutput on our database, and not have lost WAL. */
+/** INV-6 (docs/invariants.md): the slot must exist, be pgoutput on our database, and not have lost WAL. */
 export async function checkSlot(client: pg.Client, slot: string, cluster: ClusterConfig): Promise<SlotInfo> {
   const r = await client.query<{ plugin: string; database: string; confirmed_flush_lsn: string | null; wal_status: string | null }>(
     'SELECT plugin, database, confirmed_flush_lsn::text, wal_status FROM pg_replication_slots WHERE slot_name = $1',
@@ -202,7 +202,7 @@ export class CaptureRun extends ServiceRun {
     this.log = deps.log.child({ cluster, slot: this.slot, topic: this.direction.topic });
     this.store = new SchemaStore(cfg.registry, (what, attempt, err) => this.log.warn({ attempt, err: errorMessage(err) }, `registry: ${what} failed, retrying`), cfg.retry.otherMinutes * 60_000);
     this.encoder = new EventEncoder(this.store, this.direction.topic, cluster, this.cluster.database);
-    // One partition (the default, DESIGN §2): name it rather than hash every key to find it.
+    // One partition (the default; docs/decisions.md, "One partition per topic"): name it rather than hash every key to find it.
     this.publisher = new KafkaPublisher(deps.kafka, `pgbridge-${cfg.pipeline}-capture-${cluster}`, this.direction.topic, undefined, cfg.topics.partitions === 1 ? 0 : undefined, cfg.capture.compression);
     this.stream = new ReplicationStream(clientConfig(this.cluster, `pgbridge-capture-${cluster}`), this.slot, this.slot);
     const heartbeat = `${HEARTBEAT_SCHEMA}.${HEARTBEAT_TABLE}`;

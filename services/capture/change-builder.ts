@@ -1,6 +1,6 @@
 /**
  * pgoutput messages of one committed transaction → change events and control events, in
- * order, one at a time (INV-7: nothing holds a whole transaction). One event is held back
+ * order, one at a time (INV-7 in docs/invariants.md: nothing holds a whole transaction). One event is held back
  * so that the last event of a transaction can carry `txn.last = true`.
  */
 import { fromPgText, kindOfType, type AvroValue, type TableDef } from '../../shared/avro.js';

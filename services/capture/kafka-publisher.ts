@@ -2,7 +2,7 @@
  * Publishes to the direction topic inside Kafka transactions (idempotent producer, acks=all,
  * one in-flight request): a group of whole source transactions becomes visible to
  * read_committed consumers all at once or not at all. Messages are sent in chunks while the
- * group is open, so a huge source transaction never sits in memory (INV-7).
+ * group is open, so a huge source transaction never sits in memory (INV-7, docs/invariants.md).
  */
 import type { Compression, KafkaClient, TransactionalProducer } from '../../shared/kafka.js';
 import type { OutMessage } from './avro-encoder.js';

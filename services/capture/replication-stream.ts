@@ -2,7 +2,7 @@
  * The replication connection: pg-logical-replication with acknowledgement fully under our
  * control. Hazards of the library handled here (RELIABILITY.md):
  *  - acknowledge.auto off and timeoutSeconds 0: the library never acks on its own; we ack
- *    only durable positions (INV-1).
+ *    only durable positions (INV-1, docs/invariants.md).
  *  - a handler error is emitted and the library would go on with the next message: after the
  *    first error every later message is ignored and the stream is stopped.
  *  - on reconnect the library resumes from the last *received* LSN: an instance is never

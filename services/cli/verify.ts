@@ -1,6 +1,6 @@
 /**
  * `pgbridge verify`: compares the selected tables of the two clusters row by row, the check
- * behind "nothing lost" (RELIABILITY.md, INV-8). Per table and cluster, in one REPEATABLE
+ * behind "nothing lost" (INV-8 in docs/invariants.md). Per table and cluster, in one REPEATABLE
  * READ READ ONLY transaction: per-bucket row counts and digests; then, only for buckets
  * that differ, the rows of those buckets from both sides, merged by key, to name the keys.
  *

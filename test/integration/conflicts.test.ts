@@ -1,5 +1,5 @@
 /**
- * Conflicts for real (DESIGN §4): each kind is produced by writing on b behind the pipeline's
+ * Conflicts for real (docs/operations.md, "Conflicts"): each kind is produced by writing on b behind the pipeline's
  * back, before or after the change from a, with capture a and apply a→b running in-process
  * against the real stack. Checked on b: the rows, the cdc.conflicts rows and the metrics.
  *

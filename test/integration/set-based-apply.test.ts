@@ -1,5 +1,5 @@
 /**
- * Set-based apply (DESIGN §4): a source transaction that touches many rows of one table is
+ * Set-based apply (docs/decisions.md, "Set-based apply"): a source transaction that touches many rows of one table is
  * written with one statement per shape, and every row the statement could not write without a
  * conflict is resolved one by one exactly as if it had come alone. Checked on b, row by row,
  * against what the policy must give; and a key touched several times in one transaction
