@@ -21,11 +21,15 @@ export function metricsRegistry(labels: Record<string, string>): Registry {
 /** Starts the HTTP endpoints; port 0 picks a free port (see the returned server's address). */
 export async function serveHttp(host: string, port: number, registry: Registry, probe: Probe): Promise<Server> {
   const server = createServer((req, res) => {
-    const url = (req.url ?? '/').split('?')[0];
+    const [url, query] = (req.url ?? '/').split('?') as [string, string | undefined];
     if (url === '/healthz') {
       res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
     } else if (url === '/readyz') {
-      const ok = probe.ready();
+      // `?standby=ready` counts a standby (apply's second instance) as ready: what a
+      // Kubernetes readiness probe wants, so that a rollout of a Deployment with a standby
+      // completes (deploy/kubernetes). Without it a standby answers 503.
+      const standbyReady = new URLSearchParams(query ?? '').get('standby') === 'ready';
+      const ok = probe.ready() || (standbyReady && probe.state().startsWith('standby'));
       res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(`${probe.state()}\n`);
     } else if (url === '/metrics') {
       registry.metrics().then(

@@ -110,6 +110,21 @@ describe('metrics the rules and the dashboard use (real capture and apply proces
     expect(lag).toBeLessThan(30);
   }, 180_000);
 
+  it('a second apply of the direction is on standby: state standby, /readyz 503, /readyz?standby=ready 200 (the Kubernetes probe)', async () => {
+    const second = (await ServiceProcess.apply(file!, 'a-b')).start();
+    procs.push(second);
+    const readyz = async (q = ''): Promise<number> => (await fetch(`http://127.0.0.1:${second.port}/readyz${q}`, { signal: AbortSignal.timeout(2000) })).status;
+    await waitUntil('second apply on standby', async () => (await second.metric('pgbridge_service_state', { state: 'standby' }).catch(() => 0)) === 1, 30_000, 200);
+    expect(await readyz()).toBe(503);
+    expect(await readyz('?standby=ready')).toBe(200);
+    expect(await second.metric('pgbridge_service_state', { state: 'ready' })).toBe(0);
+    // The active one answers 200 either way.
+    const active = procs[1]!;
+    expect((await fetch(`http://127.0.0.1:${active.port}/readyz?standby=ready`)).status).toBe(200);
+    second.kill('SIGTERM');
+    await second.waitExit();
+  }, 60_000);
+
   it('a service that cannot reach its database reports retrying and the share of its retry window used', async () => {
     // Capture of a cluster whose port nothing listens on: a connection failure, retried for
     // retry.connectionMinutes (2 in the test config).
