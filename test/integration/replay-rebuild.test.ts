@@ -2,7 +2,10 @@
  * pgbridge replay --rebuild: an empty third database, named as the destination of a pipeline
  * file of its own that reads the original pipeline's topics, is built from the forward topic
  * alone (schema from the source, the initial sync's snapshot chunks, the stream after them)
- * and ends equal to the source by verify's checksums; it then keeps following.
+ * and ends equal to the source by verify's checksums; it then keeps following. A replay from
+ * the log start over the filled copy re-loads the chunks into tables that hold rows without
+ * setting a later row back (under fail, which then stops at the stream's first conflict) and,
+ * under last-writer-wins, converges.
  */
 import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -28,6 +31,7 @@ describe('pgbridge replay --rebuild of a third database', () => {
   const third = uniqueName('rbdb');
   let cfg: PipelineConfig;
   let copy: PipelineConfig;
+  let copyOver: Parameters<typeof testConfig>[2];
   let file: ConfigFile;
   const running: Running[] = [];
 
@@ -35,10 +39,11 @@ describe('pgbridge replay --rebuild of a third database', () => {
     cfg = testConfig(uniqueName('prb'), schema, { sync: { workers: 2, events: 'chunks' } });
     const input = configInput(cfg);
     // The copy's own pipeline name (its consumer group, origin and helper rows), the original's topics.
-    copy = testConfig(uniqueName('prbc'), schema, {
+    copyOver = {
       clusters: { a: input.clusters.a!, b: { ...input.clusters.b!, database: third } },
       topics: { pattern: `${cfg.pipeline}.{from}.to.{to}`, partitions: 1, replicationFactor: 1 },
-    });
+    };
+    copy = testConfig(uniqueName('prbc'), schema, copyOver);
     file = writeConfigFile(copy);
     await withClient(cfg.clusters.a!, 'test', (c) => c.query(`
       CREATE SCHEMA ${schema};
@@ -113,6 +118,39 @@ describe('pgbridge replay --rebuild of a third database', () => {
       const again = cli(['replay', '-c', file.path, '--direction', 'a-b', '--from', 'earliest', '--rebuild']);
       expect(again.code).toBe(1);
       expect(again.out).toMatch(/--rebuild needs an empty destination/);
+
+      // A replay from the log start over the filled copy re-loads the snapshot chunks into
+      // tables that hold rows. Under fail: rows deleted by hand come back from the chunks, a
+      // row changed after the sync is not set back to the snapshot, and apply stops at the
+      // stream's first conflict (an insert of a row the copy holds) with nothing of it applied.
+      await target.query(`DELETE FROM ${schema}.t WHERE id <= 50; DELETE FROM ${schema}.w WHERE id <= 20`);
+      // One source transaction (or chunk) per destination transaction: the chunks commit before the stop.
+      const failing = testConfig(copy.pipeline, schema, { ...copyOver, conflicts: { policy: 'fail' }, apply: { batch: { maxTransactions: 1, maxRows: 5000, lingerMs: 20 } } });
+      const failFile = writeConfigFile(failing);
+      try {
+        const rp = cli(['replay', '-c', failFile.path, '--direction', 'a-b', '--from', 'earliest']);
+        expect(rp.code, rp.out).toBe(0);
+        const stops = startServices(failing, { captures: [], applies: ['a-b'] });
+        running.push(stops);
+        await waitUntil('apply stops on the replayed stream', async () => stops.errors.length > 0, 60_000, 200);
+        expect(String(stops.errors[0]?.message)).toMatch(/insert_exists on .*during replay replay-/);
+        await stops.stop();
+        expect((await target.query(`SELECT 1 FROM ${schema}.t WHERE id <= 50`)).rowCount).toBe(50);
+        expect((await target.query(`SELECT 1 FROM ${schema}.w WHERE id <= 20`)).rowCount).toBe(20);
+        expect((await target.query<{ v: string }>(`SELECT v FROM ${schema}.t WHERE id = 60`)).rows[0]?.v).toBe('changed');
+        expect((await target.query(`SELECT 1 FROM ${schema}.k`)).rowCount).toBe(105);
+        expect(cli(['replay', '-c', failFile.path, '--direction', 'a-b', '--cancel']).code).toBe(0);
+      } finally {
+        failFile.remove();
+      }
+      // Under the copy's last-writer-wins a replay from the log start converges: equal again.
+      expect(cli(['replay', '-c', file.path, '--direction', 'a-b', '--from', 'earliest']).code).toBe(0);
+      const after = startServices(copy, { captures: [], applies: ['a-b'] });
+      running.push(after);
+      await waitUntil('the replay over the copy applied', () => caughtUp(BigInt(original.rows[0]!.next)), 120_000, 200);
+      const v2 = await verify(copy);
+      expect(v2.equal, formatVerifyReport(v2)).toBe(true);
+      expect(after.errors).toEqual([]);
     } finally {
       await target.end();
     }
