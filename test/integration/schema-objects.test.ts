@@ -202,3 +202,71 @@ describe('schema objects and sequences (initial sync)', () => {
     }
   }, 300_000);
 });
+
+/**
+ * A destination table that already holds rows (`--existing-tables ignore`): apply's chunk merge
+ * path inserts the new keys of a GENERATED ALWAYS identity table (OVERRIDING SYSTEM VALUE) and
+ * overwrites the existing ones without setting the identity or the generated column; `sync
+ * --split-sequences` splits after the data, and the clusters then insert without collisions.
+ */
+describe('identity columns through the chunk merge path, and sync --split-sequences', () => {
+  const db = uniqueName('pgbsm');
+  const schema = uniqueName('sm');
+  let cfg: PipelineConfig;
+  let cfgFile: string;
+  const admin = (cluster: 'a' | 'b', sql: string) => withClient({ ...cfg.clusters[cluster]!, database: 'postgres' }, 'test', (c) => c.query(sql));
+  const on = async <T = Record<string, string>>(cluster: 'a' | 'b', sql: string, values: unknown[] = []): Promise<T[]> =>
+    withClient(cfg.clusters[cluster]!, 'test', async (c) => (await c.query(sql, values)).rows as T[]);
+  const table = (s: string) => `CREATE SCHEMA ${s}; CREATE TABLE ${s}.acct (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text NOT NULL, n int GENERATED ALWAYS AS (length(v)) STORED);`;
+
+  beforeAll(async () => {
+    const ep = inject('endpoints');
+    cfg = testConfig(uniqueName('psm'), schema, { clusters: stackConnections(ep, db).clusters, conflicts: { policy: 'overwrite' } });
+    for (const c of ['a', 'b'] as const) await admin(c, `CREATE DATABASE ${db}`);
+    await on('a', `${table(schema)} INSERT INTO ${schema}.acct (v) SELECT 'source row ' || g FROM generate_series(1, 300) g; ANALYZE;`);
+    await on('b', `${table(schema)} INSERT INTO ${schema}.acct (v) SELECT 'old' FROM generate_series(1, 50) g;`);
+    cfgFile = join(mkdtempSync(join(tmpdir(), 'pgbridge-sm-')), 'pipeline.yaml');
+    writeFileSync(cfgFile, stringify({
+      pipeline: cfg.pipeline,
+      clusters: Object.fromEntries(Object.entries(cfg.clusters).map(([k, v]) => [k, { host: v.host, port: v.port, user: v.user, database: v.database }])),
+      kafka: { brokers: [...cfg.kafka.brokers] },
+      registry: { url: cfg.registry.url },
+      selection: { schemas: [schema] },
+      conflicts: { policy: 'overwrite' },
+      metrics: { basePort: 0 },
+    }));
+  });
+
+  afterAll(async () => {
+    await release(cfg, testLog, { topics: true }).catch(() => undefined);
+    for (const c of ['a', 'b'] as const) await admin(c, `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`).catch(() => undefined);
+  });
+
+  it('merges into a table with rows, then splits and keeps inserts on both sides apart', async () => {
+    const r = spawnSync(process.execPath, [CLI, 'sync', '-c', cfgFile, '--existing-tables', 'ignore', '--split-sequences'], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain(`${schema}.acct.id: split`);
+    // b's sequence was first set to a's (300), then both split above it.
+    expect(r.stdout).toMatch(/a: \S+acct_id_seq\S* increment 1, next 301 → increment 2, next 301/);
+    expect(r.stdout).toMatch(/b: \S+acct_id_seq\S* increment 1, next 301 → increment 2, next 302/);
+    const svc = startServices(cfg);
+    try {
+      await drainBarrier(cfg, 120_000);
+      let v = await verify(cfg);
+      expect(v.equal, formatVerifyReport(v)).toBe(true);
+      expect(await on('b', `SELECT count(*)::int AS n, count(*) FILTER (WHERE v = 'old')::int AS old, count(*) FILTER (WHERE n <> length(v))::int AS bad FROM ${schema}.acct`)).toEqual([{ n: '300', old: '0', bad: '0' }]);
+      for (const round of [1, 2]) {
+        await Promise.all((['a', 'b'] as const).map((c) => on(c, `INSERT INTO ${schema}.acct (v) SELECT '${c}${round}' FROM generate_series(1, 100)`)));
+        await drainBarrier(cfg, 120_000);
+      }
+      for (const c of ['a', 'b'] as const) expect(await on(c, 'SELECT count(*)::int AS n FROM cdc.conflicts WHERE pipeline = $1', [cfg.pipeline])).toEqual([{ n: '0' }]);
+      v = await verify(cfg);
+      expect(v.equal, formatVerifyReport(v)).toBe(true);
+      expect(await on('a', `SELECT left(v, 1) AS who, count(*)::int AS n, count(*) FILTER (WHERE id % 2 = 1)::int AS odd FROM ${schema}.acct WHERE id > 300 GROUP BY 1 ORDER BY 1`))
+        .toEqual([{ who: 'a', n: '200', odd: '200' }, { who: 'b', n: '200', odd: '0' }]);
+      expect(svc.errors).toEqual([]);
+    } finally {
+      await svc.stop();
+    }
+  }, 300_000);
+});
