@@ -327,7 +327,7 @@ export async function fullSync(n: number): Promise<FullSyncResult> {
       // COPY TO STDOUT | COPY FROM STDIN into the pre-created table (index maintained while loading).
       await createThroughputTables(b, schema, ['t_a']);
       await timed('COPY TO STDOUT | COPY FROM STDIN', `psql -X -q -v ON_ERROR_STOP=1 ${libpqArgs('a')} -c 'COPY ${qname(schema, 't_a')} TO STDOUT' | psql -X -q -v ON_ERROR_STOP=1 ${libpqArgs('b')} -c 'COPY ${qname(schema, 't_a')} FROM STDIN'`);
-      for (const events of ['chunks', 'rows'] as const) {
+      for (const events of syncEventModes()) {
         if (events === 'rows' && n > 1_000_000) continue; // one op=r event per row: minutes for millions of rows
         await dropSchema(b, schema);
         runs.push(await pgbridgeFullSync(id, schema, n, count, events));
@@ -356,6 +356,22 @@ async function pgbridgeFullSync(id: string, schema: string, n: number, count: ()
   let sync: Services | null = null;
   let services: Services | null = null;
   const a = await db('a');
+  const b = await db('b');
+  // A probe of sample keys (every 100th id, index lookups only) every 100 ms, and count(*)
+  // only once they are all there: polling count(*) of a growing million-row table would take
+  // a good share of the destination's CPU away from the load being measured. Chunks hold at
+  // most a few thousand consecutive ids of one range, so every chunk but a range's short
+  // tail holds a sample; count(*) settles the rest (and stays the check, as for the pipes).
+  const samples = Array.from({ length: Math.ceil(n / 100) }, (_, i) => String(Math.min(n, (i + 1) * 100)));
+  let probed = false;
+  const arrived = async (dest: Db): Promise<boolean> => {
+    if (!probed) {
+      const r = await scalar<string>(dest, `SELECT count(*) FROM ${qname(schema, 't_a')} WHERE id = ANY($1::bigint[])`, [samples]);
+      if (Number(r) < samples.length) return false;
+      probed = true;
+    }
+    return (await count()) >= n;
+  };
   try {
     const t0 = performance.now();
     sync = startSync(p, ['--events', events]);
@@ -370,7 +386,7 @@ async function pgbridgeFullSync(id: string, schema: string, n: number, count: ()
         services = startServices(p, { captures: [], applies: ['a-b'] });
       }
       services?.check();
-      if (services && (await count().catch(() => 0)) >= n) break;
+      if (services && (await arrived(b).catch(() => false))) break;
       await new Promise((r) => setTimeout(r, 100));
     }
     const s = since(t0);
@@ -385,8 +401,16 @@ async function pgbridgeFullSync(id: string, schema: string, n: number, count: ()
     return { method, note: `failed: ${errorText(err).split('\n')[0]}` };
   } finally {
     await a.end().catch(() => undefined);
+    await b.end().catch(() => undefined);
     await sync?.stop();
     await services?.stop();
     await releasePipeline(p).catch(() => undefined);
   }
+}
+
+/** The sync modes scenario 5 runs: both, or those in PGBRIDGE_BENCH_SYNC_EVENTS (for example `chunks`, for a quick A/B). */
+function syncEventModes(): ('chunks' | 'rows')[] {
+  const all = ['chunks', 'rows'] as const;
+  const only = process.env.PGBRIDGE_BENCH_SYNC_EVENTS?.split(',').map((x) => x.trim());
+  return all.filter((m) => !only || only.includes(m));
 }

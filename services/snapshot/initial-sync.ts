@@ -26,7 +26,6 @@
  */
 import { spawn } from 'node:child_process';
 import pg from 'pg';
-import { to as copyTo } from 'pg-copy-streams';
 import { fromPgText, kindOfType, type TableDef } from '../../shared/avro.js';
 import { slotName, type Direction, type PipelineConfig } from '../../shared/config.js';
 import { PgBridgeError, errorMessage } from '../../shared/errors.js';
@@ -41,7 +40,8 @@ import { KafkaPublisher } from '../capture/kafka-publisher.js';
 import { selectedTables, setup, type SelectedTable } from '../cli/setup.js';
 import { COPY_TEXT_FORMAT, ChunkEncoder, MAX_CHUNK_BYTES } from './chunk-record.js';
 import { classifyExtensions, destinationExtensions, extensionRole, planSchema } from './schema-objects.js';
-import { LineChunker, parseCopyText } from './copy-text.js';
+import { copyOutChunks } from './copy-out.js';
+import { parseCopyText } from './copy-text.js';
 import { scoped, tableDef, type ColumnInfo } from './table.js';
 
 export interface SyncOptions {
@@ -410,13 +410,7 @@ export async function initialSync(cfg: PipelineConfig, log: Logger, opts: SyncOp
           bytes += data.length;
           await throttle.take(n, data.length);
         };
-        const chunker = new LineChunker(MAX_CHUNK_BYTES, Math.min(CHUNK_ROWS, rangeRows));
-        const stream = reader.query(copyTo(sql));
-        for await (const buf of stream as AsyncIterable<Buffer>) {
-          for (const c of chunker.push(buf)) await publish(c.data, c.rows);
-        }
-        const last = chunker.end();
-        if (last) await publish(last.data, last.rows);
+        for await (const c of copyOutChunks(reader, sql, MAX_CHUNK_BYTES, Math.min(CHUNK_ROWS, rangeRows))) await publish(c.data, c.rows);
         await publisher.commit();
         // Recorded only after Kafka committed the range: a restart never skips an unpublished range.
         await control.query('UPDATE cdc.snapshot_ranges SET done = true, rows_done = $4, bytes_done = $5, updated_at = clock_timestamp() WHERE pipeline = $1 AND table_name = $2 AND range_no = $3', [cfg.pipeline, job.name, range.no, rows, bytes]);
