@@ -179,6 +179,11 @@ const configSchema = z
         batch: batchSchema.default({ maxTransactions: 500, maxRows: 5000, lingerMs: 20 }),
         /** Topic for poison messages; unset means stop at the first one. */
         deadLetterTopic: z.string().min(1).optional(),
+        /**
+         * Destination connections that load snapshot chunks side by side (each with a
+         * replication origin of its own, made by setup); 0 loads them on apply's connection.
+         */
+        snapshotLoaders: z.number().int().min(0).max(8).default(2),
         /** Incremental throttling (DTS): unset means no limit. `pgbridge throttle` overrides it while apply runs. */
         throttle: z
           .object({
@@ -190,7 +195,7 @@ const configSchema = z
           .default({ directions: {} }),
       })
       .strict()
-      .default({ batch: { maxTransactions: 500, maxRows: 5000, lingerMs: 20 }, throttle: { directions: {} } }),
+      .default({ batch: { maxTransactions: 500, maxRows: 5000, lingerMs: 20 }, snapshotLoaders: 2, throttle: { directions: {} } }),
     sync: z
       .object({
         /** Parallel readers of the initial sync (one source connection and one Kafka producer each). */
@@ -498,10 +503,21 @@ export function originName(cfg: PipelineConfig, from: string): string {
   return `cdc_${cfg.pipeline}_${from}`;
 }
 
-/** The cluster a replication origin name of this pipeline stands for, or null when it is not ours. */
+/**
+ * The replication origin of snapshot loader `n` (1-based) of the direction from `from`: rows it
+ * loads are tagged as coming from that cluster, like apply's own (one session holds an origin).
+ */
+export function loaderOriginName(cfg: PipelineConfig, from: string, n: number): string {
+  return `${originName(cfg, from)}~load${n}`;
+}
+
+/** The cluster a replication origin name of this pipeline stands for (apply's or a snapshot loader's), or null when it is not ours. */
 export function originCluster(cfg: PipelineConfig, name: string): string | null {
   const prefix = `cdc_${cfg.pipeline}_`;
-  return name.startsWith(prefix) ? name.slice(prefix.length) : null;
+  if (!name.startsWith(prefix)) return null;
+  const rest = name.slice(prefix.length);
+  const loader = /^(.+)~load\d+$/.exec(rest);
+  return loader ? loader[1]! : rest;
 }
 
 /** Metrics port of each service, derived from metrics.basePort. */

@@ -15,6 +15,7 @@ import { connect } from '../../shared/pg.js';
 import { SchemaStore } from '../../shared/registry.js';
 import { writeControl } from '../../shared/control-records.js';
 import { ChunkLoader, snapshotRowOf, type SnapshotChunkEvent } from './chunk-loader.js';
+import { ChunkPool } from './chunk-pool.js';
 import { decodeRecord, type ApplyEvent, type ChangeEvent, type ControlEvent, type Position } from './event-decoder.js';
 import { EventGuard, type Refusal } from './event-guard.js';
 import { THROTTLE_REFRESH_MS, Throttle, configuredLimit, storedLimit } from './throttle.js';
@@ -127,6 +128,9 @@ export class ApplyRun extends ServiceRun {
   private client: pg.Client | null = null;
   private writer: RowWriter | null = null;
   private chunks: ChunkLoader | null = null;
+  /** Loaders of snapshot chunks side by side (apply.snapshotLoaders), when their origins are there. */
+  private pool: ChunkPool | null = null;
+  private passScheduled = false;
   private consumer: GroupConsumer | null = null;
   private dlq: PlainProducer | null = null;
   private originMode: 'replication-origin' | 'message' = 'replication-origin';
@@ -231,6 +235,8 @@ export class ApplyRun extends ServiceRun {
     this.consumer = null;
     await this.dlq?.close().catch(() => undefined);
     this.dlq = null;
+    await this.pool?.close();
+    this.pool = null;
     await this.client?.end().catch(() => undefined);
     this.client = null;
     await this.guard.close();
@@ -268,7 +274,9 @@ export class ApplyRun extends ServiceRun {
       this.originMode = 'message';
     }
     const names = new Map<number, string>();
-    const r = await client.query<{ id: string; name: string }>('SELECT roident::text AS id, roname AS name FROM pg_replication_origin');
+    // Snapshot loaders' origins first: for each cluster the row writer compares with the origin
+    // of apply itself, which comes last (loaded rows carry the oldest commit time instead).
+    const r = await client.query<{ id: string; name: string }>(`SELECT roident::text AS id, roname AS name FROM pg_replication_origin ORDER BY roname LIKE '%~load%' DESC, roident`);
     for (const o of r.rows) {
       const cluster = originCluster(cfg, o.name);
       if (cluster) names.set(Number(o.id), cluster);
@@ -277,6 +285,12 @@ export class ApplyRun extends ServiceRun {
     const gaps = !direction.forward && cfg.ddl.forward === 'replicate' ? (table: string, column: string | null) => this.shapeGap(table, column) : null;
     this.writer = new RowWriter(client, cfg, direction.id, direction.to, names, gaps);
     this.chunks = new ChunkLoader(client, cfg, direction, this.writer);
+    this.pool = await ChunkPool.open(cfg, direction, this.log);
+    await this.pool?.readLoaded(client).catch(async (err: unknown) => {
+      this.log.warn({ err: errorMessage(err) }, 'cdc.chunk_loads is not readable (run pgbridge setup): snapshot chunks load on apply\'s own connection');
+      await this.pool?.close();
+      this.pool = null;
+    });
     // The session returns every value as text (RAW_TYPES): partition is "0", not 0.
     const p = await client.query<{ partition: string; next_offset: string; commit_lsn: string } & ReplayColumns>(
       `SELECT partition, next_offset::text, commit_lsn::text, ${REPLAY_SELECT} FROM cdc.apply_progress p WHERE pipeline = $1 AND direction = $2`,
@@ -343,7 +357,7 @@ export class ApplyRun extends ServiceRun {
       const off = m.offset;
       const s = this.stored.get(p);
       // Already applied (the stored position wins over Kafka's committed offset): INV-3.
-      if ((s && off < s.nextOffset) || (this.group && off <= this.group.lastOffset)) continue;
+      if ((s && off < s.nextOffset) || (this.group && off <= this.group.lastOffset) || this.pool?.holds(p, off)) continue;
       if (this.throttle.active) {
         const replay = await this.throttleWait(m);
         if (replay !== null) {
@@ -368,6 +382,25 @@ export class ApplyRun extends ServiceRun {
       const replay = await this.flushAndCommit();
       if (replay !== null) this.consumer!.seek(p, replay);
     }
+    if (this.pool?.inFlight) this.passWhenLoaded(p);
+  }
+
+  /**
+   * Once the loads in flight have finished, and no batch came meanwhile to pass them, apply's
+   * position moves over them and commits (otherwise the last chunks of a sync would wait for
+   * the next record).
+   */
+  private passWhenLoaded(partition: number): void {
+    if (this.passScheduled) return;
+    this.passScheduled = true;
+    void this.pool!.whenSettled().then(() => this.serial(async () => {
+      this.passScheduled = false;
+      if (!this.pool?.inFlight || this.stopping) return;
+      let replay = await this.passLoads(false);
+      if (replay === null && this.group && !this.group.inTxn) replay = await this.flushAndCommit();
+      if (replay !== null) this.consumer!.seek(partition, replay);
+      if (this.pool.inFlight) this.passWhenLoaded(partition);
+    })).catch(() => undefined);
   }
 
   /** Reads the throttle again when THROTTLE_REFRESH_MS have passed since the last read. */
@@ -440,6 +473,10 @@ export class ApplyRun extends ServiceRun {
         return null;
       }
       throw err;
+    }
+    if (this.pool) {
+      const replay = await this.viaPool(m, pos, ev);
+      if (replay !== undefined) return replay;
     }
     if (ev.kind === 'chunk') return this.handleChunk(m, pos, ev);
     const s = this.stored.get(pos.partition);
@@ -616,6 +653,58 @@ export class ApplyRun extends ServiceRun {
 
   // ---- snapshot chunks (initial sync): loaded by ChunkLoader, deduplicated by offset only
 
+  /**
+   * With loaders: a chunk a loader committed before (a replay) is passed over; a chunk of a
+   * table that was empty when its sync began goes to a loader; anything else waits for the
+   * loads in flight (a sequence point) and then takes the usual path (undefined).
+   */
+  private async viaPool(m: ConsumedMessage, pos: Position, ev: ApplyEvent | SnapshotChunkEvent): Promise<bigint | null | undefined> {
+    const pool = this.pool!;
+    if (ev.kind === 'chunk' && pool.isLoaded(pos) && !pool.inFlight) {
+      this.deps.metrics.skippedDuplicates.inc();
+      this.advance(pos, true, null, null);
+      return null;
+    }
+    if (ev.kind === 'chunk' && ev.origin !== this.deps.direction.to && !this.group?.inTxn && this.chunks!.straightCopy(ev) && !(await this.guard.refuse(snapshotRowOf(ev, null)))) {
+      // What apply's own transaction holds commits first (the table's first chunk recorded it empty there).
+      if (this.group?.open) {
+        const replay = await this.flushAndCommit();
+        if (replay !== null) return replay;
+      }
+      await pool.dispatch(m, pos, ev);
+      return this.passLoads(false);
+    }
+    if (pool.inFlight) {
+      const replay = await this.passLoads(true);
+      if (replay !== null) return replay;
+    }
+    return undefined;
+  }
+
+  /**
+   * Moves apply's position over the chunks the loaders finished, in record order (all of them
+   * when `all`, waiting). A chunk a loader could not load goes the usual way, on apply's connection.
+   */
+  private async passLoads(all: boolean): Promise<bigint | null> {
+    const pool = this.pool!;
+    const done = all ? await pool.settle() : pool.takeSettled();
+    for (let i = 0; i < done.length; i++) {
+      const d = done[i]!;
+      const r = await d.result;
+      if ('error' in r) {
+        // After the loads still in flight: the chunk then meets the merge, dead-letter and stop rules.
+        done.push(...(await pool.settle()));
+        this.log.debug({ offset: String(d.pos.offset), table: `${d.ev.schema}.${d.ev.table}`, err: errorMessage(r.error) }, 'snapshot chunk back from its loader');
+        const replay = await this.handleChunk(d.m, d.pos, d.ev);
+        if (replay !== null) return replay;
+        continue;
+      }
+      this.advance(d.pos, true, null, null);
+      this.count({ rows: r.rows, conflicts: [] });
+    }
+    return null;
+  }
+
   /** A snapshot chunk is a transaction of its own; it does not move the stored source position. */
   private async handleChunk(m: ConsumedMessage, pos: Position, ev: SnapshotChunkEvent): Promise<bigint | null> {
     // The checks of a snapshot row (op r) of its table.
@@ -744,6 +833,10 @@ export class ApplyRun extends ServiceRun {
          commit_ts = COALESCE(EXCLUDED.commit_ts, cdc.apply_progress.commit_ts), heartbeat_ts = COALESCE(EXCLUDED.heartbeat_ts, cdc.apply_progress.heartbeat_ts), updated_at = EXCLUDED.updated_at`,
       [this.deps.direction.id, g.partition, next.toString(), formatLsn(commitLsn), g.lastCommitTs?.toString() ?? null, g.heartbeatTs?.toString() ?? null, this.deps.cfg.pipeline],
     );
+    if (this.pool?.passedLoads(g.partition, next)) {
+      // Loaded chunks below the position need no marker any more (INV-3 holds them now).
+      await c.query('DELETE FROM cdc.chunk_loads WHERE pipeline = $1 AND direction = $2 AND kafka_partition = $3 AND kafka_offset < $4', [this.deps.cfg.pipeline, this.deps.direction.id, g.partition, next.toString()]);
+    }
     const range = prev?.replay ?? null;
     let storedLsn = commitLsn;
     if (range && next >= range.until) {
@@ -785,6 +878,8 @@ export class ApplyRun extends ServiceRun {
   }
 
   private async rollbackGroup(): Promise<void> {
+    // Loads in flight finish first: what they commit is skipped when the group is read again.
+    await this.pool?.settle();
     const g = this.group;
     this.group = null;
     this.pending = [];

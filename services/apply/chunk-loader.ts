@@ -43,6 +43,8 @@ export interface SnapshotChunkEvent {
   readonly rows: number;
   readonly data: Buffer;
   readonly snapshot: string;
+  /** The key range of the table the chunk was read from (two chunks of one range may hold the same keys: a range read again). */
+  readonly range: bigint;
 }
 
 /** A row of a chunk as the op=r change event it stands for (after null: the chunk as a whole, for the checks). */
@@ -91,6 +93,15 @@ export class ChunkLoader {
     }
     await this.client.query('SET LOCAL synchronous_commit = off');
     return this.merge(ev, target, cols);
+  }
+
+  /**
+   * A chunk that a plain COPY loads, on any connection: its table was empty when the first chunk
+   * of its sync reached it (known from that chunk, loaded here), and no replay is going on.
+   */
+  straightCopy(ev: SnapshotChunkEvent): boolean {
+    return ev.format === COPY_TEXT_FORMAT && ev.rows > 0 && this.writer.replay == null && isSelected(this.cfg, ev.schema, ev.table)
+      && this.emptyAtStart.get(`${ev.snapshot}\n${qt(ev.schema, ev.table)}`) === true;
   }
 
   /**

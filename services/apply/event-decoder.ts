@@ -92,6 +92,7 @@ export async function decodeRecord(store: SchemaStore, value: Buffer | null, pos
     rows: Number(v.rows),
     data: v.data,
     snapshot: v.snapshot,
+    range: BigInt(v.range),
   };
 }
 

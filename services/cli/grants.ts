@@ -79,6 +79,7 @@ export function serviceGrants(cfg: PipelineConfig, cluster: string, service: Ser
   const grants: Grant[] = [
     ...base,
     { why: "apply's position and table watermarks", kind: 'TABLE', objects: ['cdc.apply_progress', 'cdc.table_watermarks'], privileges: ['SELECT', 'INSERT', 'UPDATE'] },
+    { why: 'snapshot chunk loads (tables empty at the start, chunks loaded side by side)', kind: 'TABLE', objects: ['cdc.snapshot_loads', 'cdc.chunk_loads'], privileges: ['SELECT', 'INSERT', 'DELETE'] },
     { why: 'recorded conflicts and barriers', kind: 'TABLE', objects: ['cdc.conflicts', 'cdc.barriers'], privileges: ['INSERT'] },
     { why: 'conflict ids', kind: 'SEQUENCE', objects: ['cdc.conflicts_id_seq'], privileges: ['USAGE'] },
     { why: 'origin control records (origin.method message, or auto without origin privileges)', kind: 'TABLE', objects: ['cdc.control'], privileges: ['SELECT', 'INSERT', 'DELETE'] },

@@ -4,7 +4,7 @@
  * cdc_<from>) and its Kafka topics. Both are idempotent.
  */
 import type pg from 'pg';
-import { originName, slotName, type PipelineConfig } from '../../shared/config.js';
+import { loaderOriginName, originName, slotName, type PipelineConfig } from '../../shared/config.js';
 import { ensureTopics, kafkaClient } from '../../shared/kafka.js';
 import { PgBridgeError } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
@@ -109,6 +109,15 @@ CREATE TABLE IF NOT EXISTS cdc.snapshot_loads (
   snapshot text NOT NULL,
   was_empty boolean NOT NULL,
   PRIMARY KEY (pipeline, direction, table_name, snapshot)
+);
+-- Snapshot chunks loaded by apply's parallel loaders, by record: a replay skips them. Rows
+-- below the stored apply position are deleted with the progress row that passes them.
+CREATE TABLE IF NOT EXISTS cdc.chunk_loads (
+  pipeline text NOT NULL,
+  direction text NOT NULL,
+  kafka_partition int NOT NULL,
+  kafka_offset bigint NOT NULL,
+  PRIMARY KEY (pipeline, direction, kafka_partition, kafka_offset)
 );
 CREATE TABLE IF NOT EXISTS cdc.barriers (
   pipeline text NOT NULL,
@@ -247,8 +256,9 @@ async function ensureHelperSchema(client: pg.Client, cluster: string, log: Logge
 /** The replication origins of the directions into `cluster`. */
 async function ensureOrigins(client: pg.Client, cfg: PipelineConfig, cluster: string): Promise<void> {
   for (const d of cfg.directions.filter((x) => x.to === cluster)) {
-    const origin = originName(cfg, d.from);
-    await client.query(`SELECT pg_replication_origin_create($1) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)`, [origin]);
+    for (const origin of [originName(cfg, d.from), ...loaderOrigins(cfg, d.from)]) {
+      await client.query(`SELECT pg_replication_origin_create($1) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)`, [origin]);
+    }
   }
 }
 
@@ -297,11 +307,11 @@ export async function release(cfg: PipelineConfig, log: Logger, opts: { topics: 
         dropped.push(`publication ${slot}`);
       }
       for (const d of cfg.directions.filter((x) => x.to === name)) {
-        const origin = originName(cfg, d.from);
-        const o = await c.query('SELECT 1 FROM pg_replication_origin WHERE roname = $1', [origin]);
-        if (o.rowCount) {
-          await c.query('SELECT pg_replication_origin_drop($1)', [origin]);
-          dropped.push(`origin ${origin}`);
+        // Loaders of a larger apply.snapshotLoaders set earlier go too.
+        const o = await c.query<{ roname: string }>(`SELECT roname FROM pg_replication_origin WHERE roname = $1 OR roname LIKE $2 ORDER BY roname`, [originName(cfg, d.from), `${originName(cfg, d.from).replace(/_/g, '\\_')}~load%`]);
+        for (const { roname } of o.rows) {
+          await c.query('SELECT pg_replication_origin_drop($1)', [roname]);
+          dropped.push(`origin ${roname}`);
         }
       }
       const h = await helperSchemaState(c);
@@ -315,7 +325,7 @@ export async function release(cfg: PipelineConfig, log: Logger, opts: { topics: 
         } else if (!h.ourTables) {
           log.warn({ cluster: name, owner: h.owner }, 'schema cdc was not created by pgbridge setup: left as it is');
         } else {
-          for (const t of ['heartbeat', 'apply_progress', 'conflicts', 'snapshot_progress', 'snapshot_ranges', 'snapshot_loads', 'barriers', 'table_watermarks', 'capture_state', 'control', 'apply_throttle']) {
+          for (const t of ['heartbeat', 'apply_progress', 'conflicts', 'snapshot_progress', 'snapshot_ranges', 'snapshot_loads', 'chunk_loads', 'barriers', 'table_watermarks', 'capture_state', 'control', 'apply_throttle']) {
             await c.query(`DELETE FROM cdc.${t} WHERE pipeline = $1`, [cfg.pipeline]);
           }
           const why = others.rowCount
@@ -353,4 +363,9 @@ async function dropSlot(c: pg.Client, slot: string): Promise<void> {
       await new Promise((r) => setTimeout(r, 100));
     }
   }
+}
+
+/** The replication origins of the direction's snapshot loaders (apply.snapshotLoaders). */
+function loaderOrigins(cfg: PipelineConfig, from: string): string[] {
+  return Array.from({ length: cfg.apply.snapshotLoaders }, (_, i) => loaderOriginName(cfg, from, i + 1));
 }
