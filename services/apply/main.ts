@@ -1,6 +1,7 @@
 /**
  * apply process: node dist/services/apply/main.js --config pipeline.yaml --direction a-b [--metrics-port n]
  */
+import '../../shared/boot.js';
 import { directionById, metricsPort } from '../../shared/config.js';
 import { errorMessage } from '../../shared/errors.js';
 import { metricsRegistry } from '../../shared/http.js';

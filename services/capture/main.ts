@@ -1,6 +1,7 @@
 /**
  * capture process: node dist/services/capture/main.js --config pipeline.yaml --cluster a [--metrics-port n]
  */
+import '../../shared/boot.js';
 import { metricsPort } from '../../shared/config.js';
 import { errorMessage } from '../../shared/errors.js';
 import { metricsRegistry } from '../../shared/http.js';

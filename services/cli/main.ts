@@ -3,6 +3,7 @@
  * pgbridge command line. Every command takes --config <pipeline.yaml> (or PGBRIDGE_CONFIG).
  * Exit codes: 0 success, 1 failure or differences found, 2 usage error.
  */
+import '../../shared/boot.js';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { loadConfig, type PipelineConfig } from '../../shared/config.js';
 import { PgBridgeError, errorMessage } from '../../shared/errors.js';
