@@ -1017,12 +1017,16 @@ function evaluatePair(cfg: PipelineConfig, from: ReachableClusterFacts, to: Reac
       const top = sa.next > sb.next ? sa.next : sb.next;
       const odd = mod(top, 2n) === 1n ? top : top + 1n;
       const ascending = sa.increment > 0n && sb.increment > 0n;
+      // DDL replication would carry the forward source's ALTER SEQUENCE over (and reject refuses the other's).
+      const byHand = cfg.ddl.forward === 'replicate' || cfg.ddl.reverse === 'reject'
+        ? `; by hand, run each ALTER after SET session_replication_role = replica, or DDL replication carries ${from.name}'s to ${to.name}${cfg.ddl.reverse === 'reject' ? ` and refuses ${to.name}'s` : ''}`
+        : '';
       add({
         level: 'warning',
         check: 'sequences',
         cluster: to.name,
         object: `${key(a)}.${sa.column}`,
-        message: `column ${qi(sa.column)} of ${qt(a.schema, a.table)} takes values from ${sa.sequence} on ${at(from)} (next ${sa.next}, increment ${sa.increment}) and ${sb.sequence} on ${at(to)} (next ${sb.next}, increment ${sb.increment}); both would hand out the same values, so rows inserted on both sides collide (insert_exists); \`pgbridge setup --split-sequences\` gives every such column odd values on ${from.name} and even ones on ${to.name}`,
+        message: `column ${qi(sa.column)} of ${qt(a.schema, a.table)} takes values from ${sa.sequence} on ${at(from)} (next ${sa.next}, increment ${sa.increment}) and ${sb.sequence} on ${at(to)} (next ${sb.next}, increment ${sb.increment}); both would hand out the same values, so rows inserted on both sides collide (insert_exists); \`pgbridge setup --split-sequences\` gives every such column odd values on ${from.name} and even ones on ${to.name}${byHand}`,
         fix: ascending
           ? `on ${from.name}: ${alter(sa, a, odd)}  on ${to.name}: ${alter(sb, b, odd + 1n)}`
           : `give the two clusters disjoint values (odd/even increments or separate ranges)`,

@@ -296,6 +296,11 @@ describe('sequencesOverlap', () => {
     const w = fs.filter((f) => f.check === 'sequences' && f.level === 'warning');
     expect(w).toHaveLength(1);
     expect(w[0]!.fix).toBe('on a: ALTER SEQUENCE "s"."q" INCREMENT BY 2 RESTART WITH 57;  on b: ALTER SEQUENCE "s"."q" INCREMENT BY 2 RESTART WITH 58;');
+    // DDL replication (ddl.forward: replicate by default) would carry a's ALTER SEQUENCE to b.
+    expect(w[0]!.message).toContain('pgbridge setup --split-sequences');
+    expect(w[0]!.message).toContain("by hand, run each ALTER after SET session_replication_role = replica, or DDL replication carries a's to b");
+    const off = evaluateFacts(config({ ddl: { forward: 'off' } }), facts({ a: { tables: [table({ sequences: [a] })] }, b: { tables: [table({ sequences: [b] })] } }));
+    expect(off.find((f) => f.check === 'sequences' && f.level === 'warning')!.message).not.toContain('session_replication_role');
     expect(sequencesOverlap(seq(57n, 2n), seq(58n, 2n))).toBe(false);
   });
 });
