@@ -21,6 +21,19 @@ export interface DecodedRecord {
   readonly value: Record<string, unknown>;
 }
 
+/**
+ * What capture's encoder (and the snapshot's chunk records) need of the registry: a schema
+ * registered under a subject, and its id. SchemaStore is the real one.
+ */
+export interface SchemaRegistrar {
+  register(subject: string, schema: Record<string, unknown>): Promise<number>;
+}
+
+/** What apply's decoder needs of the registry: a Confluent wire-format message read with its writer schema. */
+export interface SchemaReader {
+  decode(buf: Buffer | null): Promise<DecodedRecord>;
+}
+
 interface ErrorWithStatus {
   status?: number;
 }
@@ -69,7 +82,7 @@ export function registryGet(r: RegistryConfig, path: string, timeoutMs: number):
   }).finally(() => agent.destroy());
 }
 
-export class SchemaStore {
+export class SchemaStore implements SchemaRegistrar, SchemaReader {
   private readonly client: SchemaRegistry;
   private readonly registered = new Map<string, number>();
   /** Writer schemas by id: an id never changes its schema, so a hit costs no registry call. */

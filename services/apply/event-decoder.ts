@@ -5,7 +5,7 @@
 import { CONTROL_RECORD_NAME, ENCODED_PREFIX, SNAPSHOT_CHUNK_RECORD_NAME, pgName } from '../../shared/avro.js';
 import { PgBridgeError } from '../../shared/errors.js';
 import { lsnFromBigint, type Lsn } from '../../shared/lsn.js';
-import type { SchemaStore } from '../../shared/registry.js';
+import type { SchemaReader } from '../../shared/registry.js';
 import type { SnapshotChunkEvent } from './chunk-loader.js';
 
 export type Row = Record<string, unknown>;
@@ -74,7 +74,7 @@ function withSpecial(row: Row | null, special: Record<string, string> | undefine
 }
 
 /** Like decodeEvent, and snapshot chunk records (initial sync) as well. */
-export async function decodeRecord(store: SchemaStore, value: Buffer | null, pos: Position): Promise<ApplyEvent | SnapshotChunkEvent> {
+export async function decodeRecord(store: SchemaReader, value: Buffer | null, pos: Position): Promise<ApplyEvent | SnapshotChunkEvent> {
   const rec = await store.decode(value);
   if (rec.recordName !== SNAPSHOT_CHUNK_RECORD_NAME) return eventOf(rec.recordName, rec.schemaId, rec.value as Record<string, any>, pos);
   const v = rec.value as Record<string, any>;
@@ -96,7 +96,7 @@ export async function decodeRecord(store: SchemaStore, value: Buffer | null, pos
   };
 }
 
-export async function decodeEvent(store: SchemaStore, value: Buffer | null, pos: Position): Promise<ApplyEvent> {
+export async function decodeEvent(store: SchemaReader, value: Buffer | null, pos: Position): Promise<ApplyEvent> {
   const rec = await store.decode(value);
   return eventOf(rec.recordName, rec.schemaId, rec.value as Record<string, any>, pos);
 }

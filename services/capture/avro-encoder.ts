@@ -12,7 +12,7 @@ import { avroName, avroType, controlSchema, envelopeSchema, keySchema, specialCo
 import { PgBridgeError, errorMessage } from '../../shared/errors.js';
 import { formatLsn } from '../../shared/lsn.js';
 import type { ProducedMessage } from '../../shared/kafka.js';
-import type { SchemaStore } from '../../shared/registry.js';
+import type { SchemaRegistrar } from '../../shared/registry.js';
 import type { CaptureEvent, ChangeEvent, ControlEvent, Row } from './change-builder.js';
 
 export interface OutMessage {
@@ -49,7 +49,7 @@ export class EventEncoder {
   private txnId = '';
 
   constructor(
-    private readonly store: SchemaStore,
+    private readonly store: SchemaRegistrar,
     private readonly topic: string,
     private readonly cluster: string,
     private readonly database: string,
