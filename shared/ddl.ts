@@ -92,6 +92,19 @@ export function ddlObjectNames(pipeline: string): { fn: string; onEnd: string; o
   return { fn: `ddl_trigger_${pipeline}`, onEnd: `cdc_${pipeline}_ddl`, onDrop: `cdc_${pipeline}_ddl_drop` };
 }
 
+/** An identifier as SQL writes it: double-quoted ("" inside), or plain (folded to lower case). */
+const IDENT = '("(?:[^"]|"")+"|[[:alpha:]_][[:alnum:]_$]*)';
+const PLAIN_IDENT = IDENT.replace('(', '(?:');
+/** `RENAME [COLUMN] old TO new`: groups old, new. */
+const RENAME_COLUMN_RE = `\\mRENAME\\s+(?:COLUMN\\s+)?${IDENT}\\s+TO\\s+${IDENT}`;
+/** `ALTER TABLE [IF EXISTS] [ONLY] [schema.]old RENAME TO new`: groups old, new. */
+const RENAME_TABLE_RE = `\\mALTER\\s+TABLE\\s+(?:IF\\s+EXISTS\\s+)?(?:ONLY\\s+)?(?:${PLAIN_IDENT}\\s*\\.\\s*)?${IDENT}\\s+RENAME\\s+TO\\s+${IDENT}`;
+
+/** SQL that turns a matched identifier into the name the catalog holds. */
+function ident(expr: string): string {
+  return `(CASE WHEN left(${expr}, 1) = '"' THEN replace(substr(${expr}, 2, length(${expr}) - 2), '""', '"') ELSE lower(${expr}) END)`;
+}
+
 /** Transaction-local setting that remembers which statement texts were recorded already (one statement text can run several commands). */
 const SEEN = 'pgbridge.ddl_seen';
 
@@ -120,12 +133,32 @@ DECLARE
   key text;
   seen text;
   rid bigint;
+  cmd record;
+  m record;
+  tbl text;
+  col text;
 BEGIN
   PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
   q := current_query();
   key := md5(coalesce(q, ''));
   seen := coalesce(current_setting(${ql(SEEN)}, true), '');
   ${collect}
+  IF objs IS NOT NULL AND ev = 'ddl_command_end' AND TG_TAG = 'ALTER TABLE' AND q ~* '\\mRENAME\\M' THEN
+    -- Renames, for apply of the reverse direction (cdc.ddl_renames): the new name from the
+    -- catalog, the old one from the statement text (the catalog no longer has it).
+    FOR cmd IN SELECT c.object_type, c.schema_name, c.objid, c.objsubid FROM pg_event_trigger_ddl_commands() c
+              WHERE c.schema_name = ANY (${schemas}) AND c.object_type IN ('table', 'table column') LOOP
+      SELECT r.relname, a.attname INTO tbl, col FROM pg_class r LEFT JOIN pg_attribute a ON a.attrelid = r.oid AND a.attnum = cmd.objsubid AND cmd.objsubid > 0
+       WHERE r.oid = cmd.objid;
+      FOR m IN SELECT regexp_matches(q, CASE WHEN cmd.object_type = 'table column' THEN ${ql(RENAME_COLUMN_RE)} ELSE ${ql(RENAME_TABLE_RE)} END, 'gi') AS g LOOP
+        IF ${ident('m.g[2]')} = coalesce(col, tbl) THEN
+          INSERT INTO cdc.ddl_renames (pipeline, kind, schema_name, table_name, old_name, new_name)
+          VALUES (${ql(cfg.pipeline)}, CASE WHEN col IS NULL THEN 'table' ELSE 'column' END, cmd.schema_name, tbl, ${ident('m.g[1]')}, coalesce(col, tbl));
+          EXIT;
+        END IF;
+      END LOOP;
+    END LOOP;
+  END IF;
   IF objs IS NOT NULL AND position(key IN seen) = 0 THEN
     PERFORM set_config(${ql(SEEN)}, seen || ' ' || key, true);
     INSERT INTO cdc.control (pipeline, kind, payload)

@@ -24,6 +24,7 @@ import { ConflictStop, RowWriter, type BatchShape, type WriteResult } from './ro
 import { REPLAY_SELECT, filteredOut, inReplay, replayRangeOf, type ReplayColumns, type ReplayRange } from './replay-range.js';
 import { parseDdlRecord, runsOutsideTransaction } from '../../shared/ddl.js';
 import { runDdl } from './ddl-runner.js';
+import { ShapeGaps } from './shape-gaps.js';
 
 export interface ApplyMetrics {
   transactions: Counter;
@@ -60,7 +61,7 @@ export function applyMetrics(registry: Registry): ApplyMetrics {
     deadLettered: new Counter({ name: 'pgbridge_apply_dead_lettered_total', help: 'Poison messages written to the dead-letter topic', registers: [registry] }),
     refused: new Counter({ name: 'pgbridge_apply_refused_total', help: 'Records refused before writing (table outside the selection, wrong source cluster, unknown op, commit LSN beyond the source)', labelNames: ['reason'], registers: [registry] }),
     ddl: new Counter({ name: 'pgbridge_apply_ddl_total', help: 'Replicated DDL commands run on the destination, by command tag', labelNames: ['tag'], registers: [registry] }),
-    shapeGaps: new Counter({ name: 'pgbridge_apply_shape_gaps_total', help: 'Reverse direction: column values (what=column) or changes (what=table) left out because a replicated DDL dropped that column or table on the destination while they were on their way', labelNames: ['what'], registers: [registry] }),
+    shapeGaps: new Counter({ name: 'pgbridge_apply_shape_gaps_total', help: 'Reverse direction: column values (what=column) or changes (what=table) left out because a replicated DDL dropped that column or table on the destination while they were on their way; values or changes mapped to a name a replicated DDL renamed them to (what=renamed)', labelNames: ['what'], registers: [registry] }),
     unverifiedLsn: new Counter({ name: 'pgbridge_apply_unverified_lsn_total', help: 'Records applied without the commit-LSN check because the source cluster was unreachable', registers: [registry] }),
     throttleRows: new Gauge({ name: 'pgbridge_apply_throttle_rows_per_second', help: 'Throttle in force: rows per second apply may read (0: no limit)', registers: [registry] }),
     throttleBytes: new Gauge({ name: 'pgbridge_apply_throttle_bytes_per_second', help: 'Throttle in force: message bytes per second apply may read (0: no limit)', registers: [registry] }),
@@ -282,7 +283,7 @@ export class ApplyRun extends ServiceRun {
       if (cluster) names.set(Number(o.id), cluster);
     }
     // Reverse direction while DDL goes forward: events written before a drop arrived lose what was dropped.
-    const gaps = !direction.forward && cfg.ddl.forward === 'replicate' ? (table: string, column: string | null) => this.shapeGap(table, column) : null;
+    const gaps = !direction.forward && cfg.ddl.forward === 'replicate' ? new ShapeGaps(client, cfg.pipeline, (table, column, to) => this.shapeGap(table, column, to)) : null;
     this.writer = new RowWriter(client, cfg, direction.id, direction.to, names, gaps);
     this.chunks = new ChunkLoader(client, cfg, direction, this.writer);
     this.pool = await ChunkPool.open(cfg, direction, this.log);
@@ -316,15 +317,16 @@ export class ApplyRun extends ServiceRun {
 
   private readonly gapsLogged = new Set<string>();
 
-  /** A value (column) or change (table) of the reverse direction left out: counted, logged once per object. */
-  private shapeGap(table: string, column: string | null): void {
-    this.deps.metrics.shapeGaps.inc({ what: column === null ? 'table' : 'column' });
+  /** A value (column) or change (table) of the reverse direction mapped to a new name, or left out: counted, logged once per object. */
+  private shapeGap(table: string, column: string | null, renamedTo: string | null): void {
+    this.deps.metrics.shapeGaps.inc({ what: renamedTo !== null ? 'renamed' : column === null ? 'table' : 'column' });
     const name = column === null ? table : `${table}.${column}`;
     if (this.gapsLogged.has(name)) return;
     this.gapsLogged.add(name);
-    this.log.warn({ object: name }, column === null
+    if (renamedTo !== null) this.log.info({ object: name, renamedTo }, 'changes written under a name a replicated DDL has renamed since are applied under the new name');
+    else this.log.warn({ object: name }, column === null
       ? 'changes for a table the destination no longer has (dropped by a replicated DDL) are skipped'
-      : 'values of a column the destination no longer has (dropped or renamed by a replicated DDL) are left out');
+      : 'values of a column the destination no longer has (dropped by a replicated DDL) are left out');
   }
 
   /** On every assignment: roll back a group in flight and read from the stored positions (INV-3, INV-6: docs/invariants.md). */

@@ -10,8 +10,10 @@ import { policyFor, type ConflictPolicy, type PipelineConfig } from '../../share
 import { PgBridgeError, errorMessage } from '../../shared/errors.js';
 import { formatLsn } from '../../shared/lsn.js';
 import { qi, qt } from '../../shared/pg.js';
+import { isSelected } from '../../shared/selection.js';
 import { incomingWins, originDiffers, resolve, type ConflictKind, type Resolution, type Stamp } from './conflict-resolver.js';
 import type { ChangeEvent, Row } from './event-decoder.js';
+import type { ShapeGaps } from './shape-gaps.js';
 import { inReplay, keylessPassedOver, type ReplayRange } from './replay-range.js';
 
 interface Column {
@@ -89,10 +91,11 @@ export class RowWriter {
     private readonly originNames: ReadonlyMap<number, string>,
     /**
      * Reverse direction while DDL is replicated forward: an event written against a shape the
-     * destination has left behind (a column or table dropped by a replicated DDL while the
-     * event was on its way) loses what no longer exists, told here, instead of stopping.
+     * destination has left behind (a column or table renamed or dropped by a replicated DDL
+     * while the event was on its way) is mapped to the new names, or loses what no longer
+     * exists, instead of stopping (shape-gaps.ts).
      */
-    private readonly onShapeGap: ((table: string, column: string | null) => void) | null = null,
+    private readonly gaps: ShapeGaps | null = null,
   ) {
     this.roidents = new Map([[localCluster, 0], ...[...originNames].map(([id, name]): [string, number] => [name, id])]);
   }
@@ -154,11 +157,11 @@ export class RowWriter {
     try {
       t = await this.info(ev.schema, ev.table);
     } catch (err) {
-      if (this.onShapeGap && !(await this.exists(ev.schema, ev.table))) {
-        this.onShapeGap(`${ev.schema}.${ev.table}`, null);
-        return { rows: 0, conflicts: [] };
-      }
-      throw err;
+      if (!this.gaps || (await this.exists(ev.schema, ev.table))) throw err;
+      const to = await this.gaps.renamedTable(ev.schema, ev.table, (n) => this.exists(ev.schema, n));
+      if (to === null || !isSelected(this.cfg, ev.schema, to)) return { rows: 0, conflicts: [] };
+      ev = { ...ev, table: to };
+      t = await this.info(ev.schema, to);
     }
     const unknown = (): string | undefined => [ev.before, ev.after].flatMap((row) => Object.keys(row ?? {})).find((c) => !t.columns.has(c));
     if (unknown() !== undefined) {
@@ -166,8 +169,8 @@ export class RowWriter {
       this.tables.delete(`${ev.schema}.${ev.table}`);
       t = await this.info(ev.schema, ev.table);
       const missing = unknown();
-      if (missing !== undefined && !this.onShapeGap) throw new PgBridgeError('DESTINATION_REJECTED', `column ${missing} of ${t.schema}.${t.table} does not exist on the destination`);
-      if (missing !== undefined) ev = this.withoutGone(t, ev);
+      if (missing !== undefined && !this.gaps) throw new PgBridgeError('DESTINATION_REJECTED', `column ${missing} of ${t.schema}.${t.table} does not exist on the destination`);
+      if (missing !== undefined) ev = await this.gaps!.adapt(ev, (c) => t.columns.has(c));
     }
     // A replayed change of a table without a key cannot be told from a new one (it would double rows).
     if (t.key.length === 0 && keylessPassedOver(this.replay, ev.pos.offset)) return { rows: 0, conflicts: [] };
@@ -187,15 +190,6 @@ export class RowWriter {
   private async exists(schema: string, table: string): Promise<boolean> {
     const r = await this.client.query<{ t: string | null }>(`SELECT to_regclass(quote_ident($1) || '.' || quote_ident($2))::text AS t`, [schema, table]);
     return r.rows[0]?.t != null;
-  }
-
-  /** The event without the columns the destination no longer has (see onShapeGap). */
-  private withoutGone(t: TableInfo, ev: ChangeEvent): ChangeEvent {
-    const name = `${t.schema}.${t.table}`;
-    const gone = new Set([ev.before, ev.after].flatMap((row) => Object.keys(row ?? {})).filter((c) => !t.columns.has(c)));
-    for (const c of gone) this.onShapeGap!(name, c);
-    const strip = (row: Row | null): Row | null => row && Object.fromEntries(Object.entries(row).filter(([c]) => !gone.has(c)));
-    return { ...ev, before: strip(ev.before), after: strip(ev.after), unchanged: ev.unchanged.filter((c) => !gone.has(c)) };
   }
 
   /**
@@ -406,8 +400,8 @@ export class RowWriter {
   batchShape(ev: ChangeEvent): BatchShape | null | Promise<BatchShape | null> {
     // Synchronous once the table's shape is cached: no promise per event on the hot path.
     const t = this.tables.get(`${ev.schema}.${ev.table}`);
-    // With onShapeGap, a table the destination lacks goes to write(), which skips its events.
-    if (!t) return this.info(ev.schema, ev.table).then(() => this.batchShape(ev), (err: unknown) => (this.onShapeGap ? null : Promise.reject(err)));
+    // With gaps, a table the destination lacks goes to write(), which maps or skips its events.
+    if (!t) return this.info(ev.schema, ev.table).then(() => this.batchShape(ev), (err: unknown) => (this.gaps ? null : Promise.reject(err)));
     if (!t.batchableKey) return null;
     const row = ev.op === 'd' ? ev.before : ev.op === 'u' ? ev.before ?? ev.after : ev.after;
     if (!row || !t.key.every((k) => row[k] !== null && row[k] !== undefined)) return null;

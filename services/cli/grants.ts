@@ -85,6 +85,7 @@ export function serviceGrants(cfg: PipelineConfig, cluster: string, service: Ser
     { why: 'origin control records (origin.method message, or auto without origin privileges)', kind: 'TABLE', objects: ['cdc.control'], privileges: ['SELECT', 'INSERT', 'DELETE'] },
     { why: 'control record ids', kind: 'SEQUENCE', objects: ['cdc.control_id_seq'], privileges: ['USAGE'] },
     { why: 'the throttle set by pgbridge throttle', kind: 'TABLE', objects: ['cdc.apply_throttle'], privileges: ['SELECT'] },
+    { why: 'renames made by replicated DDL (changes written under an old name)', kind: 'TABLE', objects: ['cdc.ddl_renames'], privileges: ['SELECT'] },
   ];
   if (f.schemas.length) grants.push({ why: 'the selected schemas', kind: 'SCHEMA', objects: f.schemas, privileges: ['USAGE'] });
   if (f.tables.length) grants.push({ why: 'the selected tables', kind: 'TABLE', objects: f.tables, privileges: ['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE'] });

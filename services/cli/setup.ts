@@ -148,6 +148,19 @@ CREATE TABLE IF NOT EXISTS cdc.table_watermarks (
   lsn pg_lsn NOT NULL,
   PRIMARY KEY (pipeline, direction, table_name)
 );
+-- Renames of columns and tables on the forward source (its DDL trigger writes them): apply of
+-- the reverse direction maps changes written under an old name while the rename travelled.
+CREATE TABLE IF NOT EXISTS cdc.ddl_renames (
+  id bigserial PRIMARY KEY,
+  pipeline text NOT NULL,
+  kind text NOT NULL,
+  schema_name text NOT NULL,
+  table_name text NOT NULL,
+  old_name text NOT NULL,
+  new_name text NOT NULL,
+  renamed_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+REVOKE ALL ON cdc.ddl_renames FROM PUBLIC;
 CREATE INDEX IF NOT EXISTS conflicts_pipeline ON cdc.conflicts (pipeline, direction, detected_at);
 ${CONTROL_TABLE_SQL}CREATE TABLE IF NOT EXISTS cdc.apply_throttle (
   pipeline text NOT NULL,
@@ -325,7 +338,7 @@ export async function release(cfg: PipelineConfig, log: Logger, opts: { topics: 
         } else if (!h.ourTables) {
           log.warn({ cluster: name, owner: h.owner }, 'schema cdc was not created by pgbridge setup: left as it is');
         } else {
-          for (const t of ['heartbeat', 'apply_progress', 'conflicts', 'snapshot_progress', 'snapshot_ranges', 'snapshot_loads', 'chunk_loads', 'barriers', 'table_watermarks', 'capture_state', 'control', 'apply_throttle']) {
+          for (const t of ['heartbeat', 'apply_progress', 'conflicts', 'snapshot_progress', 'snapshot_ranges', 'snapshot_loads', 'chunk_loads', 'barriers', 'table_watermarks', 'capture_state', 'control', 'apply_throttle', 'ddl_renames']) {
             await c.query(`DELETE FROM cdc.${t} WHERE pipeline = $1`, [cfg.pipeline]);
           }
           const why = others.rowCount

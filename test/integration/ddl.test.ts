@@ -13,13 +13,15 @@ import type { PipelineConfig } from '../../shared/config.js';
 import { pgClient, testConfig, testLog, uniqueName, waitUntil } from '../support/pipeline.js';
 import { counter, startServices, waitServicesReady, type Running } from '../support/services.js';
 
-/** Inserts and updates rows of its own id range in a loop until stopped; adapts when a column it writes is dropped. */
+/** Inserts and updates rows of its own id range in a loop until stopped; follows a rename or drop of the column it writes once the DDL has reached its cluster. */
 class Writer {
   private stopped = false;
   private done: Promise<void> = Promise.resolve();
   private next: number;
   writes = 0;
   readonly errors: string[] = [];
+  /** What the test is about to do to the writer's column: its new name, or null for a drop. */
+  readonly renames: Record<string, string | null> = {};
 
   constructor(private readonly c: pg.Client, private readonly schema: string, private readonly first: number, private note: string | null) {
     this.next = first;
@@ -35,15 +37,15 @@ class Writer {
       while (!this.stopped) {
         try {
           const id = this.next;
-          if (this.note) await this.c.query(`INSERT INTO ${this.schema}.w (id, v, ${this.note}) VALUES ($1, 0, 'w')`, [id]);
+          if (this.note) await this.c.query(`INSERT INTO ${this.schema}.w (id, v, ${this.note}) VALUES ($1, 0, $2)`, [id, `w${id}`]);
           else await this.c.query(`INSERT INTO ${this.schema}.w (id, v) VALUES ($1, 0)`, [id]);
           this.next += 2;
           if (id > this.first + 4) await this.c.query(`UPDATE ${this.schema}.w SET v = v + 1 WHERE id = $1`, [id - 4]);
           this.writes++;
         } catch (err) {
           const e = err as { code?: string; message: string };
-          // Its column was dropped (replicated DDL): go on without it, as an application would after its own migration.
-          if (e.code === '42703' && this.note) this.note = null;
+          // Its column was renamed or dropped (replicated DDL): go on as an application would after its migration.
+          if (e.code === '42703' && this.note && this.note in this.renames) this.note = this.renames[this.note]!;
           else this.errors.push(e.message);
         }
         await new Promise((r) => setTimeout(r, 15));
@@ -133,7 +135,9 @@ describe('DDL replication, forward direction, under writes on both clusters', ()
     expect((await a.query(`SELECT count(*) AS n FROM ${schema}.w WHERE id % 2 = 0 AND flag = 'dflt'`)).rows[0].n).not.toBe('0');
   });
 
-  it('RENAME COLUMN, ALTER COLUMN TYPE / SET DEFAULT / DROP and SET NOT NULL', async () => {
+  it('RENAME COLUMN while b writes it: its in-flight values land in the renamed column on a; ALTER COLUMN TYPE / SET DEFAULT / DROP and SET NOT NULL', async () => {
+    wb.renames.bnote = 'bremark';
+    await a.query(`ALTER TABLE ${schema}.w RENAME COLUMN bnote TO bremark`);
     await a.query(`ALTER TABLE ${schema}.w RENAME COLUMN note TO remark`);
     // No rewrite of w here: a rewrite stamps every row with the DDL's commit (see the docs, "Schema changes").
     await a.query(`ALTER TABLE ${schema}.w ALTER COLUMN remark TYPE varchar, ALTER COLUMN flag SET DEFAULT 'dflt2'`);
@@ -143,11 +147,16 @@ describe('DDL replication, forward direction, under writes on both clusters', ()
     await waitUntil('renamed row on b', async () => (await b.query(`SELECT remark, flag FROM ${schema}.w WHERE id = -2`)).rows[0]?.remark === 'renamed');
     expect(await columns(b, schema, 'w')).toBe(await columns(a, schema, 'w'));
     expect((await b.query(`SELECT flag FROM ${schema}.w WHERE id = -2`)).rows[0].flag).toBe('dflt2');
+    const n = wb.writes;
+    await waitUntil('b writes bremark', async () => wb.writes > n + 5);
+    await same('w equal after the renames', a, b, `SELECT * FROM ${schema}.w WHERE id < ${Math.min(wa.settled, wb.settled)} ORDER BY id`);
+    expect((await a.query(`SELECT count(*) AS n FROM ${schema}.w WHERE id > 0 AND id % 2 = 0 AND bremark IS NULL`)).rows[0].n).toBe('0');
   });
 
   it('DROP COLUMN while b still writes it: its in-flight values are left out on a (counted), later ones no longer carry it', async () => {
-    await a.query(`ALTER TABLE ${schema}.w DROP COLUMN bnote`);
-    await waitUntil('bnote gone on b', async () => !(await columns(b, schema, 'w')).includes('bnote'));
+    wb.renames.bremark = null;
+    await a.query(`ALTER TABLE ${schema}.w DROP COLUMN bremark`);
+    await waitUntil('bremark gone on b', async () => !(await columns(b, schema, 'w')).includes('bremark'));
     const n = wb.writes;
     await waitUntil('b writes without bnote', async () => wb.writes > n + 5);
     await same('w equal after drop', a, b, `SELECT * FROM ${schema}.w WHERE id < ${Math.min(wa.settled, wb.settled)} ORDER BY id`);
@@ -193,6 +202,9 @@ describe('DDL replication, forward direction, under writes on both clusters', ()
     await a.query(`ALTER TABLE ${schema}.child RENAME TO kid`);
     await a.query(`INSERT INTO ${schema}.kid VALUES (4, 1, '2026-01-03T00:00:00Z')`);
     await same('kid equal', a, b, `SELECT * FROM ${schema}.kid ORDER BY id`);
+    // The forward source noted every rename with its old name (for changes of b still on their way).
+    const renames = await a.query(`SELECT kind, table_name, old_name, new_name FROM cdc.ddl_renames WHERE pipeline = $1 ORDER BY id`, [cfg.pipeline]);
+    expect(renames.rows.map((r) => Object.values(r).join(' '))).toEqual(['column w bnote bremark', 'column w note remark', 'table kid child kid']);
     await a.query(`DROP TABLE ${schema}.kid`);
     await a.query(`INSERT INTO ${schema}.parent (name) VALUES ('three')`);
     await waitUntil('kid gone on b', async () => (await b.query(`SELECT to_regclass('${schema}.kid') IS NULL AS gone`)).rows[0].gone === true);
@@ -214,11 +226,12 @@ describe('DDL replication, forward direction, under writes on both clusters', ()
     expect(report.equal).toBe(true);
     // Every DDL of a ran once on b; none went from b to a, and b recorded none.
     const applied = (d: string) => counter(svc.applies[d]!.registry, 'pgbridge_apply_ddl_total');
-    expect(await applied('a-b')).toBe(18);
+    expect(await applied('a-b')).toBe(19);
     expect(await applied('b-a')).toBe(0);
     expect(await counter(svc.captures.b!.registry, 'pgbridge_capture_ignored_control_total')).toBe(0);
     expect((await a.query(`SELECT to_regclass('${schema}.b_only') AS i`)).rows[0].i).toBeNull();
-    // The drop of bnote reached b while b wrote it: those values were left out on a, and said so.
+    // The rename and the drop of b's column reached b while b wrote it: its values were mapped, then left out, on a, and counted.
+    expect(await counter(svc.applies['b-a']!.registry, 'pgbridge_apply_shape_gaps_total', { what: 'renamed' })).toBeGreaterThan(0);
     expect(await counter(svc.applies['b-a']!.registry, 'pgbridge_apply_shape_gaps_total', { what: 'column' })).toBeGreaterThan(0);
     expect(svc.errors).toEqual([]);
   });
