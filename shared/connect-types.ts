@@ -170,7 +170,7 @@ function formatTime(us: bigint): string {
 const DAY_US = 86_400_000_000n;
 const INT64_MAX = 2n ** 63n - 1n;
 
-function timestampMicros(text: string): bigint | undefined {
+function timestampMicrosExact(text: string): bigint | undefined {
   const m = TIMESTAMP.exec(text);
   if (!m) return undefined;
   const [y, mo, d] = parseDate(m[1]!, m[2]!, m[3]!, m[9]);
@@ -194,14 +194,14 @@ function splitMicros(us: bigint): { date: string; time: string } {
   return { date: formatDate(y, m, d), time: formatTime(rest) };
 }
 
-function timestampText(us: bigint, tz: boolean): string {
+function timestampTextExact(us: bigint, tz: boolean): string {
   const { date, time } = splitMicros(us);
   const bc = date.endsWith(' BC');
   return `${bc ? date.slice(0, -3) : date} ${time}${tz ? '+00' : ''}${bc ? ' BC' : ''}`;
 }
 
 /** timestamptz text (TimeZone UTC) → ISO 8601 with Z, years outside 0000–9999 signed (Java's ISO parser reads them). */
-function timestamptzToIso(text: string): string | undefined {
+function timestamptzToIsoExact(text: string): string | undefined {
   if (isInfinity(text)) return text;
   const m = TIMESTAMP.exec(text);
   if (!m || !m[8]) return undefined;
@@ -225,7 +225,7 @@ function isoToTimestamptz(iso: string): string {
 
 // ---------------------------------------------------------------- decimal
 
-function decimalToBytes(text: string, scale: number): Buffer | undefined {
+function decimalToBytesExact(text: string, scale: number): Buffer | undefined {
   const m = /^(-?)(\d+)(?:\.(\d+))?$/.exec(text);
   if (!m) return undefined;
   const frac = m[3] ?? '';
@@ -239,7 +239,7 @@ function decimalToBytes(text: string, scale: number): Buffer | undefined {
   return Buffer.from(tc.toString(16).padStart(2 * bytes, '0'), 'hex');
 }
 
-function bytesToDecimal(buf: Buffer, scale: number): string {
+function bytesToDecimalExact(buf: Buffer, scale: number): string {
   if (buf.length === 0) return scale ? `0.${'0'.repeat(scale)}` : '0';
   let n = BigInt(`0x${buf.toString('hex')}`);
   if (buf[0]! & 0x80) n -= 1n << BigInt(buf.length * 8);
@@ -247,6 +247,98 @@ function bytesToDecimal(buf: Buffer, scale: number): string {
   const digits = (neg ? -n : n).toString().padStart(scale + 1, '0');
   const int = digits.slice(0, digits.length - scale);
   return `${neg ? '-' : ''}${int}${scale ? `.${digits.slice(digits.length - scale)}` : ''}`;
+}
+
+
+// ---------------------------------------------------------------- fast paths
+// The common values (years 1000-2254, decimals of up to 15 digits) take Number arithmetic;
+// everything else the exact BigInt functions above. test/unit/connect-types.test.ts checks
+// that both give the same result.
+
+const DIGIT0 = 48;
+/** The number of `len` digits at `at`, or NaN when one is not a digit. */
+function digits(t: string, at: number, len: number): number {
+  let n = 0;
+  for (let i = at; i < at + len; i++) {
+    const c = t.charCodeAt(i) - DIGIT0;
+    if (c < 0 || c > 9) return NaN;
+    n = n * 10 + c;
+  }
+  return n;
+}
+
+/** `YYYY-MM-DD HH:MM:SS[.f{1,6}]` (the year 1000-2254, no BC) → µs since the epoch as a Number, or undefined. */
+function fastMicros(t: string, end: number): number | undefined {
+  if (end < 19 || t.charCodeAt(4) !== 45 || t.charCodeAt(10) !== 32 || t.charCodeAt(13) !== 58) return undefined;
+  const y = digits(t, 0, 4);
+  if (!(y >= 1000 && y <= 2254)) return undefined;
+  let frac = 0;
+  if (end > 19) {
+    if (t.charCodeAt(19) !== 46 || end > 26) return undefined;
+    frac = digits(t, 20, end - 20) * 10 ** (26 - end);
+  }
+  const ms = Date.UTC(y, digits(t, 5, 2) - 1, digits(t, 8, 2), digits(t, 11, 2), digits(t, 14, 2), digits(t, 17, 2));
+  const us = ms * 1000 + frac;
+  return Number.isSafeInteger(us) ? us : undefined;
+}
+
+function timestampMicros(text: string): bigint | undefined {
+  const us = fastMicros(text, text.length);
+  return us !== undefined && text.charCodeAt(text.length - 3) !== 43 ? BigInt(us) : timestampMicrosExact(text);
+}
+
+/** ISO-ish date and time of µs within the fast range, or undefined. */
+function fastText(us: number): string | undefined {
+  if (!Number.isSafeInteger(us)) return undefined;
+  const ms = Math.floor(us / 1000);
+  const d = new Date(ms);
+  const y = d.getUTCFullYear();
+  if (y < 1000 || y > 2254) return undefined;
+  const f = us - ms * 1000 + d.getUTCMilliseconds() * 1000;
+  const base = `${y}-${pad(d.getUTCMonth() + 1, 2)}-${pad(d.getUTCDate(), 2)} ${pad(d.getUTCHours(), 2)}:${pad(d.getUTCMinutes(), 2)}:${pad(d.getUTCSeconds(), 2)}`;
+  return f === 0 ? base : `${base}.${pad(f, 6).replace(/0+$/, '')}`;
+}
+
+function timestampText(us: bigint, tz: boolean): string {
+  const fast = us >= -(2n ** 53n) && us <= 2n ** 53n ? fastText(Number(us)) : undefined;
+  return fast !== undefined ? (tz ? `${fast}+00` : fast) : timestampTextExact(us, tz);
+}
+
+function timestamptzToIso(text: string): string | undefined {
+  const n = text.length;
+  // 2026-11-30 07:00:00[.ffffff]+00 → 2026-11-30T07:00:00[.ffffff]Z
+  if (n >= 22 && text.charCodeAt(n - 3) === 43 && text.charCodeAt(n - 2) === 48 && text.charCodeAt(n - 1) === 48 && fastMicros(text, n - 3) !== undefined) {
+    return `${text.slice(0, 10)}T${text.slice(11, n - 3)}Z`;
+  }
+  return timestamptzToIsoExact(text);
+}
+
+const FAST_DECIMAL = /^-?\d{1,15}(?:\.\d+)?$/;
+
+function decimalToBytes(text: string, scale: number): Buffer | undefined {
+  const dot = text.indexOf('.');
+  const fracLen = dot < 0 ? 0 : text.length - dot - 1;
+  if (text.length - (dot < 0 ? 0 : 1) + (scale - fracLen) > 16 || fracLen > scale || !FAST_DECIMAL.test(text)) return decimalToBytesExact(text, scale);
+  const neg = text.charCodeAt(0) === 45;
+  const ds = (dot < 0 ? text : text.slice(0, dot) + text.slice(dot + 1)).slice(neg ? 1 : 0);
+  let n = Number(ds) * 10 ** (scale - fracLen);
+  if (!Number.isSafeInteger(n)) return decimalToBytesExact(text, scale);
+  if (neg) n = -n;
+  let bytes = 1;
+  while (n < -(2 ** (8 * bytes - 1)) || n >= 2 ** (8 * bytes - 1)) bytes++;
+  if (bytes > 6) return decimalToBytesExact(text, scale);
+  const out = Buffer.allocUnsafe(bytes);
+  out.writeIntBE(n, 0, bytes);
+  return out;
+}
+
+function bytesToDecimal(buf: Buffer, scale: number): string {
+  if (buf.length === 0 || buf.length > 6) return bytesToDecimalExact(buf, scale);
+  const n = buf.readIntBE(0, buf.length);
+  const neg = n < 0;
+  const ds = String(neg ? -n : n).padStart(scale + 1, '0');
+  const int = ds.slice(0, ds.length - scale);
+  return `${neg ? '-' : ''}${int}${scale ? `.${ds.slice(ds.length - scale)}` : ''}`;
 }
 
 // ---------------------------------------------------------------- avsc types
@@ -337,4 +429,7 @@ export function connectTypeFor(schema: unknown, opts: unknown): avro.Type | unde
 }
 
 /** Exposed for the unit tests: text ⇄ wire without an Avro round trip. */
-export const wire = { decimalToBytes, bytesToDecimal, timestamptzToIso, isoToTimestamptz, timestampMicros, timestampText, daysFromCivil, civilFromDays };
+export const wire = {
+  decimalToBytes, bytesToDecimal, timestamptzToIso, isoToTimestamptz, timestampMicros, timestampText, daysFromCivil, civilFromDays,
+  exact: { decimalToBytes: decimalToBytesExact, bytesToDecimal: bytesToDecimalExact, timestamptzToIso: timestamptzToIsoExact, timestampMicros: timestampMicrosExact, timestampText: timestampTextExact },
+};

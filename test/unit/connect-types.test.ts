@@ -90,4 +90,29 @@ describe('Connect semantic types', () => {
     expect(sp.ts!('294246-12-31 23:59:59.999999')).toBe(false);
     expect(keySchema(table).fields).toEqual([{ name: 'id', type: 'int', 'pg.type': 'integer' }]);
   });
+
+  it('the fast paths give what the exact BigInt functions give', () => {
+    let seed = 42;
+    const rnd = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    for (let i = 0; i < 5000; i++) {
+      const scale = rnd(6);
+      const int = String(rnd(2 ** 31) * (rnd(3) === 0 ? 1 : rnd(100000) + 1)).slice(0, rnd(16) + 1);
+      const text = `${rnd(2) ? '-' : ''}${int}${scale ? `.${String(rnd(10 ** scale)).padStart(scale, '0')}` : ''}`;
+      const bytes = wire.decimalToBytes(text, scale)!;
+      expect(bytes.equals(wire.exact.decimalToBytes(text, scale)!), text).toBe(true);
+      expect(wire.bytesToDecimal(bytes, scale), text).toBe(wire.exact.bytesToDecimal(bytes, scale));
+      expect(wire.bytesToDecimal(bytes, scale).replace(/^-(0\.?0*)$/, '$1')).toBe(text.replace(/^-(0\.?0*)$/, '$1').replace(/^(-?)0+(\d)/, '$1$2'));
+      // Half within years 1687-2252 (the fast range), half anywhere in 64 bits.
+      const us = BigInt(rnd(2 ** 31)) * BigInt(rnd(2 ** (i % 2 ? 21 : 31))) * (rnd(2) ? 1n : -1n) + BigInt(rnd(1_000_000));
+      const ts = wire.timestampText(us, false);
+      expect(ts, String(us)).toBe(wire.exact.timestampText(us, false));
+      expect(wire.timestampMicros(ts)).toBe(us);
+      expect(wire.exact.timestampMicros(ts)).toBe(us);
+      const tz = wire.timestampText(us, true);
+      expect(wire.timestamptzToIso(tz)).toBe(wire.exact.timestamptzToIso(tz));
+    }
+  });
 });
