@@ -367,7 +367,16 @@ export function parseConfig(input: unknown, where = 'config', env: NodeJS.Proces
     if (!c.selection.schemas.includes(schema!) || (include.length > 0 && !include.includes(t)) || exclude.includes(t)) {
       problems.push(`${where}: selection.tables.${t}: the table is not in the selection (schemas, include, exclude)`);
     }
-    for (const p of settingsProblems(t, settings, [`${fwd.from}-${fwd.to}`, `${fwd.to}-${fwd.from}`])) problems.push(`${where}: ${p}`);
+    for (const p of settingsProblems(t, settings, [`${fwd.from}-${fwd.to}`, `${fwd.to}-${fwd.from}`], names)) problems.push(`${where}: ${p}`);
+  }
+  for (const name of names) {
+    // Two tables cannot share a name on one cluster.
+    const on = new Map<string, string>();
+    for (const [t, settings] of Object.entries(c.selection.tables)) {
+      const physical = settings.rename?.[name] ?? t;
+      if (on.has(physical)) problems.push(`${where}: selection.tables: ${on.get(physical)} and ${t} are both ${physical} on cluster ${name}`);
+      on.set(physical, t);
+    }
   }
   if (!c.topics.pattern.includes('{from}') || !c.topics.pattern.includes('{to}')) problems.push(`${where}: topics.pattern: must contain {from} and {to}`);
   if (c.topics.partitions !== 1) {

@@ -13,8 +13,15 @@ const directionId = z.string().regex(/^[a-z][a-z0-9_]*-[a-z][a-z0-9_]*$/, 'a dir
 const column = z.string().min(1);
 const operationList = z.array(z.enum(OPERATIONS)).min(1, 'at least one operation; leave the table out of the selection to replicate none');
 
+const clusterName = z.string().regex(/^[a-z][a-z0-9_]{0,30}$/, 'a cluster name');
+const qualified = z.string().regex(/^[^.]+\.[^.]+$/, 'schema.table');
+
 export const tableSettingsSchema = z
   .object({
+    /** The table's name on a cluster where it differs from its key (schema.table), by cluster name. */
+    rename: z.record(clusterName, qualified).optional(),
+    /** Column names on a cluster that differ: cluster → { name in the key's naming: name on that cluster }. */
+    renameColumns: z.record(clusterName, z.record(column, column)).optional(),
     /** Columns that travel (include) or do not (exclude); both directions. */
     columns: z.union([z.object({ include: z.array(column).min(1) }).strict(), z.object({ exclude: z.array(column).min(1) }).strict()]).optional(),
     /** Row filter (a PostgreSQL boolean expression on the table's columns): one for both directions, or per direction id. */
@@ -83,9 +90,21 @@ export function missingColumns(s: TableSettings | undefined, tableColumns: reado
   return ('include' in c ? c.include : c.exclude).filter((n) => !tableColumns.includes(n));
 }
 
-/** Problems of the settings that need no database: direction ids that are not this pipeline's. */
-export function settingsProblems(name: string, s: TableSettings, directions: readonly string[]): string[] {
+/** Problems of the settings that need no database: direction ids and cluster names that are not this pipeline's. */
+export function settingsProblems(name: string, s: TableSettings, directions: readonly string[], clusters: readonly string[] = []): string[] {
   const out: string[] = [];
+  for (const key of ['rename', 'renameColumns'] as const) {
+    for (const c of Object.keys(s[key] ?? {})) {
+      if (clusters.length && !clusters.includes(c)) out.push(`selection.tables.${name}.${key}.${c}: not a cluster of this pipeline (${clusters.join(', ')})`);
+    }
+  }
+  for (const [c, cols] of Object.entries(s.renameColumns ?? {})) {
+    const seen = new Map<string, string>();
+    for (const [from, to] of Object.entries(cols)) {
+      if (seen.has(to)) out.push(`selection.tables.${name}.renameColumns.${c}: ${seen.get(to)} and ${from} are both named ${to} on cluster ${c}`);
+      seen.set(to, from);
+    }
+  }
   for (const key of ['where', 'operations'] as const) {
     const v = s[key];
     if (!v || typeof v === 'string' || Array.isArray(v)) continue;

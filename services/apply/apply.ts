@@ -16,9 +16,10 @@ import { SchemaStore } from '../../shared/registry.js';
 import { writeControl } from '../../shared/control-records.js';
 import { ChunkLoader, snapshotRowOf, type SnapshotChunkEvent } from './chunk-loader.js';
 import { ChunkPool } from './chunk-pool.js';
-import { decodeRecord, type ApplyEvent, type ChangeEvent, type ControlEvent, type Position } from './event-decoder.js';
+import { decodeRecord, type ApplyEvent, type ChangeEvent, type ControlEvent, type Position, type Row } from './event-decoder.js';
 import { EventGuard, type Refusal } from './event-guard.js';
 import { THROTTLE_REFRESH_MS, Throttle, configuredLimit, storedLimit } from './throttle.js';
+import { ClusterNaming } from '../../shared/naming.js';
 import { operationOfOp, operationsOf, tableSettings, type Operation } from '../../shared/table-settings.js';
 import { ConflictStop, RowWriter, type BatchShape, type WriteResult } from './row-writer.js';
 import { REPLAY_SELECT, filteredOut, inReplay, replayRangeOf, type ReplayColumns, type ReplayRange } from './replay-range.js';
@@ -154,6 +155,8 @@ export class ApplyRun extends ServiceRun {
   private consuming = false;
   /** Per-event trace lines are built only when trace is on (the hot path pays nothing otherwise). */
   private readonly traceEvents: boolean;
+  /** The destination's names of renamed tables and columns. */
+  private readonly naming: ClusterNaming;
 
   constructor(private readonly deps: ApplyDeps) {
     super();
@@ -161,6 +164,7 @@ export class ApplyRun extends ServiceRun {
     this.log = deps.log.child({ direction: d.id, topic: d.topic });
     this.store = new SchemaStore(deps.cfg.registry, (what, attempt, err) => this.log.warn({ attempt, err: errorMessage(err) }, `registry: ${what} failed, retrying`), deps.cfg.retry.otherMinutes * 60_000);
     this.traceEvents = this.log.isLevelEnabled('trace');
+    this.naming = new ClusterNaming(deps.cfg, d.to);
     this.guard = new EventGuard(deps.cfg, d, this.log, () => deps.metrics.unverifiedLsn.inc());
   }
 
@@ -518,12 +522,13 @@ export class ApplyRun extends ServiceRun {
         const replay = await this.flushBatch();
         if (replay !== null) return replay;
       }
-      this.truncates.push({ m, pos, ev });
+      this.truncates.push({ m, pos, ev: this.toDestination(ev) });
     } else if (ev.kind === 'change') {
       // The shape is known without a query once the table is cached: no promise per event then.
-      let shape = pos.offset > this.unbatchedUntil ? this.writer!.batchShape(ev) : null;
+      const dev = this.toDestination(ev);
+      let shape = pos.offset > this.unbatchedUntil ? this.writer!.batchShape(dev) : null;
       if (shape instanceof Promise) shape = await shape;
-      const replay = shape ? await this.addToBatch(ev, shape) : await this.writeAlone(m, pos, ev);
+      const replay = shape ? await this.addToBatch(dev, shape) : await this.writeAlone(m, pos, dev);
       if (replay !== null) return replay;
     } else if (ev.control === 'ddl') {
       return this.applyDdl(pos, ev);
@@ -598,6 +603,23 @@ export class ApplyRun extends ServiceRun {
     this.advance(pos, ev.last, ev.commitLsn, ev.commitTs);
     if (ev.last) await this.commitGroup();
     return null;
+  }
+
+  /** A change under the destination's names of its table and columns (selection.tables.<t>.rename / renameColumns). */
+  private toDestination(ev: ChangeEvent): ChangeEvent {
+    const n = this.naming;
+    if (!n.any) return ev;
+    const [schema, table] = n.physical(ev.schema, ev.table);
+    if (!n.hasColumns(ev.schema, ev.table)) return schema === ev.schema && table === ev.table ? ev : { ...ev, schema, table };
+    const row = (r: Row | null): Row | null => (r ? n.rowToCluster(ev.schema, ev.table, r) : r);
+    return { ...ev, schema, table, before: row(ev.before), after: row(ev.after), unchanged: ev.unchanged.map((c) => n.column(ev.schema, ev.table, c)) };
+  }
+
+  private chunkToDestination(ev: SnapshotChunkEvent): SnapshotChunkEvent {
+    const n = this.naming;
+    if (!n.any) return ev;
+    const [schema, table] = n.physical(ev.schema, ev.table);
+    return { ...ev, schema, table, columns: ev.columns.map((c) => ({ ...c, name: n.column(ev.schema, ev.table, c.name) })) };
   }
 
   /** The operation of a change when the table's settings leave it out in this direction (it is not applied), else null. */
@@ -725,7 +747,7 @@ export class ApplyRun extends ServiceRun {
       const replay = await this.flushBatch();
       if (replay !== null) return replay;
       try {
-        this.count(await this.chunks!.load(ev));
+        this.count(await this.chunks!.load(this.chunkToDestination(ev)));
       } catch (err) {
         return this.rejected(m, pos, ev, err);
       }

@@ -19,6 +19,7 @@ import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { policyFor, type Direction, type PipelineConfig } from '../../shared/config.js';
+import { ClusterNaming } from '../../shared/naming.js';
 import { PgBridgeError } from '../../shared/errors.js';
 import type { Lsn } from '../../shared/lsn.js';
 import { qi, qt } from '../../shared/pg.js';
@@ -67,8 +68,10 @@ export class ChunkLoader {
   ) {}
 
   async load(ev: SnapshotChunkEvent): Promise<WriteResult> {
+    // The chunk names the destination's table and columns (apply translated them); the selection the pipeline's.
     const name = `${ev.schema}.${ev.table}`;
-    if (!isSelected(this.cfg, ev.schema, ev.table)) {
+    const [ls, lt] = new ClusterNaming(this.cfg, this.direction.to).logical(ev.schema, ev.table) ?? ['', ''];
+    if (!isSelected(this.cfg, ls, lt)) {
       throw new PgBridgeError('DESTINATION_REJECTED', `snapshot chunk for ${name}, which is not a table of pipeline ${this.cfg.pipeline}'s selection: refused`);
     }
     if (ev.format !== COPY_TEXT_FORMAT) throw new PgBridgeError('POISON', `snapshot chunk for ${name} in format ${JSON.stringify(ev.format)}; this apply reads ${COPY_TEXT_FORMAT}`);
@@ -156,7 +159,8 @@ export class ChunkLoader {
     );
     let rows = ins.rowCount ?? 0;
     if (rows === ev.rows) return { rows, conflicts: [] };
-    const policy = policyFor(this.cfg, ev.schema, ev.table);
+    const [ps, pt] = new ClusterNaming(this.cfg, this.direction.to).logical(ev.schema, ev.table) ?? [ev.schema, ev.table];
+    const policy = policyFor(this.cfg, ps, pt);
     if (policy !== 'ignore' && inReplay(this.writer.replay, ev.pos.offset)) {
       // A replayed chunk (pgbridge replay) holds a table's state of the sync's time: it takes a
       // row only when the row is older (last-writer-wins, whatever the policy), so a replay

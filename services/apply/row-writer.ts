@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { rowToJson, toPgParam } from '../../shared/avro.js';
 import { policyFor, type ConflictPolicy, type PipelineConfig } from '../../shared/config.js';
+import { ClusterNaming } from '../../shared/naming.js';
 import { PgBridgeError, errorMessage } from '../../shared/errors.js';
 import { formatLsn } from '../../shared/lsn.js';
 import { qi, qt } from '../../shared/pg.js';
@@ -650,7 +651,9 @@ export class RowWriter {
    * the state it had, and the clusters stay equal).
    */
   private policy(t: TableInfo, ev: ChangeEvent): ConflictPolicy {
-    const policy = policyFor(this.cfg, t.schema, t.table);
+    // Policies are keyed by the pipeline's table names; the writer works in the destination's.
+    const [schema, table] = new ClusterNaming(this.cfg, this.localCluster).logical(t.schema, t.table) ?? [t.schema, t.table];
+    const policy = policyFor(this.cfg, schema, table);
     return policy === 'overwrite' && inReplay(this.replay, ev.pos.offset) ? 'last-writer-wins' : policy;
   }
 

@@ -16,6 +16,7 @@ import { EventEncoder } from './avro-encoder.js';
 import { ChangeBuilder, type CaptureEvent, type IgnoredReason, type TransactionEnd } from './change-builder.js';
 import { isControlTable } from '../../shared/control-records.js';
 import { isSelected } from '../../shared/selection.js';
+import { ClusterNaming } from '../../shared/naming.js';
 import { KafkaPublisher } from './kafka-publisher.js';
 import type { PgoutputMessage } from './pgoutput-decoder.js';
 import { ReplicationStream } from './replication-stream.js';
@@ -217,6 +218,7 @@ export class CaptureRun extends ServiceRun {
       isControlTable,
       obeyOriginRecords: cfg.origin.method !== 'replication-origin',
       isSelected: (s, t) => isSelected(cfg, s, t),
+      naming: new ClusterNaming(cfg, cluster),
       publishDdl: cfg.ddl.forward === 'replicate' && this.direction.forward,
       onIgnored: (reason, detail) => this.ignored(reason, detail),
     });

@@ -7,6 +7,7 @@ import { fromPgText, kindOfType, type AvroValue, type TableDef } from '../../sha
 import { PgBridgeError, errorMessage } from '../../shared/errors.js';
 import { formatLsn, type Lsn } from '../../shared/lsn.js';
 import { splitTableName } from '../../shared/selection.js';
+import type { ClusterNaming } from '../../shared/naming.js';
 import { parseDdlRecord, tableOfIdentity } from '../../shared/ddl.js';
 import { UNCHANGED, type PgoutputMessage, type Relation, type TupleValue } from './pgoutput-decoder.js';
 
@@ -71,6 +72,8 @@ export interface BuilderOptions {
   readonly pipeline: string;
   /** The table of control records (cdc.control): the only control input capture obeys. */
   readonly isControlTable: (schema: string, table: string) => boolean;
+  /** This cluster's names of renamed tables and columns (selection.tables); events carry the pipeline's names. */
+  readonly naming?: ClusterNaming;
   /** Obey `origin` control records (apply's loop marker). False in replication-origin mode. */
   readonly obeyOriginRecords: boolean;
   /** The selection: a resync chunk for any other table is refused. */
@@ -292,7 +295,8 @@ export class ChangeBuilder {
   /** Notes a changed key for every open resync window of this table. */
   private touch(rel: Relation, tuple: TupleValue[] | null): void {
     if (!tuple || this.windows.size === 0) return;
-    const name = `${rel.schema}.${rel.table}`;
+    const def = this.table(rel);
+    const name = `${def.schema}.${def.table}`;
     let key: string | null = null;
     for (const w of this.windows.values()) {
       if (w.table !== name) continue;
@@ -376,12 +380,15 @@ export class ChangeBuilder {
     return def;
   }
 
+  /** The relation under the pipeline's names (selection.tables.<t>.rename / renameColumns of this cluster). */
   private tableDef(rel: Relation): TableDef {
+    const n = this.opts.naming;
+    const [schema, table] = n?.logical(rel.schema, rel.table) ?? [rel.schema, rel.table];
     return {
-      schema: rel.schema,
-      table: rel.table,
+      schema,
+      table,
       replicaIdentity: rel.replicaIdentity,
-      columns: rel.columns.map((c) => ({ name: c.name, typeOid: c.typeOid, typeMod: c.typeMod, typeName: this.opts.typeName(c.typeOid, c.typeMod), key: c.key })),
+      columns: rel.columns.map((c) => ({ name: n ? n.logicalColumn(schema, table, c.name) : c.name, typeOid: c.typeOid, typeMod: c.typeMod, typeName: this.opts.typeName(c.typeOid, c.typeMod), key: c.key })),
     };
   }
 }

@@ -39,9 +39,9 @@ export interface GrantFacts {
   readonly schemas: readonly string[];
 }
 
-export async function grantFacts(cfg: PipelineConfig, client: pg.Client): Promise<GrantFacts> {
+export async function grantFacts(cfg: PipelineConfig, client: pg.Client, cluster?: string): Promise<GrantFacts> {
   const v = await client.query<{ v: string }>(`SELECT current_setting('server_version_num') AS v`);
-  const tables = await selectedTables(client, cfg);
+  const tables = await selectedTables(client, cfg, cluster);
   return { versionNum: Number(v.rows[0]!.v), tables: tables.map((t) => qt(t.schema, t.table)), schemas: [...new Set(tables.map((t) => t.schema))] };
 }
 
@@ -179,7 +179,7 @@ export async function grants(cfg: PipelineConfig, only?: string): Promise<{ clus
   }
   const out: { cluster: string; script: string }[] = [];
   for (const name of names) {
-    const f = await withClient(cfg.clusters[name]!, 'pgbridge-grants', (client) => grantFacts(cfg, client));
+    const f = await withClient(cfg.clusters[name]!, 'pgbridge-grants', (client) => grantFacts(cfg, client, name));
     out.push({ cluster: name, script: grantScript(cfg, name, f) });
   }
   return out;

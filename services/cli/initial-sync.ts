@@ -8,8 +8,9 @@ import type { Logger } from '../../shared/log.js';
 import { connect } from '../../shared/pg.js';
 import { type ResyncChunk, type ResyncWindow } from '../capture/change-builder.js';
 import { writeControl } from '../../shared/control-records.js';
-import { scoped, tableChunks, tableDef } from '../snapshot/table.js';
-import { selectedTables } from './setup.js';
+import { pipelineDef, scoped, tableChunks, tableDef } from '../snapshot/table.js';
+import { ClusterNaming } from '../../shared/naming.js';
+import { selectedTables, type SelectedTable } from './setup.js';
 
 export { formatProgress, initialSync, syncSchema, type SyncOptions, type SyncReport, type TableProgress } from '../snapshot/initial-sync.js';
 
@@ -40,17 +41,22 @@ export async function resyncTable(cfg: PipelineConfig, table: string, log: Logge
   const src = cfg.clusters[from]!;
   const reader = await connect(src, 'pgbridge-resync');
   try {
-    const tables = await selectedTables(reader, cfg);
-    const t = tables.find((x) => `${x.schema}.${x.table}` === table);
-    if (!t) throw new PgBridgeError('CONFIG_INVALID', `table ${table} is not selected by this pipeline on ${from} (selected: ${tables.map((x) => `${x.schema}.${x.table}`).join(', ') || 'none'})`);
+    // `table` is the pipeline's name; on `from` it may be named otherwise (selection.tables.<t>.rename).
+    const tables = await selectedTables(reader, cfg, from);
+    const nameOf = (x: SelectedTable): string => x.name ?? `${x.schema}.${x.table}`;
+    const t = tables.find((x) => nameOf(x) === table);
+    if (!t) throw new PgBridgeError('CONFIG_INVALID', `table ${table} is not selected by this pipeline on ${from} (selected: ${tables.map(nameOf).join(', ') || 'none'})`);
+    const naming = new ClusterNaming(cfg, from);
     const whole = await tableDef(reader, t);
     const pk = whole.pk;
     // What this direction replicates of the table: its column list and row filter.
     const to = cfg.clusterNames.find((c) => c !== from)!;
-    const { def, where: filter } = scoped(cfg, `${from}-${to}`, whole.def);
+    const { def, where: filter } = scoped(cfg, `${from}-${to}`, whole.def, naming);
+    // Read under the source's names, sent under the pipeline's (capture matches its window by them).
+    const wire = pipelineDef(def, table, naming);
     const where = [filter, opts.where].filter((x): x is string => !!x).map((x) => `(${x})`).join(' AND ') || undefined;
     if (pk.length === 0) throw new PgBridgeError('CONFIG_INVALID', `table ${table} has no primary key: resync reads and matches chunks by key`);
-    const key = def.columns.filter((c) => c.key).map((c) => c.name);
+    const key = wire.columns.filter((c) => c.key).map((c) => c.name);
     const id = `${cfg.pipeline}:${Date.now().toString(36)}:${Math.random().toString(36).slice(2, 8)}`;
     const emit = (kind: 'resync.low' | 'resync.high', payload: ResyncWindow | ResyncChunk): Promise<void> => writeControl(reader, cfg.pipeline, kind, JSON.stringify(payload));
     let rows = 0;
@@ -64,7 +70,7 @@ export async function resyncTable(cfg: PipelineConfig, table: string, log: Logge
       const next = await it.next();
       await reader.query('COMMIT');
       if (next.done) break;
-      const payload: ResyncChunk = { id: cid, pipeline: cfg.pipeline, table: def, key, rows: next.value.rows };
+      const payload: ResyncChunk = { id: cid, pipeline: cfg.pipeline, table: wire, key, rows: next.value.rows };
       await emit('resync.high', payload);
       rows += next.value.rows.length;
       chunks++;

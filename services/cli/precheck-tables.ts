@@ -9,11 +9,14 @@ import type pg from 'pg';
 import type { PipelineConfig } from '../../shared/config.js';
 import { withClient, qt } from '../../shared/pg.js';
 import { splitTableName } from '../../shared/selection.js';
+import { ClusterNaming } from '../../shared/naming.js';
 import { missingColumns, operationsOf, publishedColumns, rowFilter, tableSettings } from '../../shared/table-settings.js';
 import type { Finding } from './precheck.js';
 
 export interface SettingsTableFacts {
   readonly exists: boolean;
+  /** Its name on the cluster (differs with selection.tables.<t>.rename). */
+  readonly physical?: string;
   /** Columns in order, generated ones included. */
   readonly columns: readonly string[];
   readonly generated: readonly string[];
@@ -55,7 +58,20 @@ export async function gatherTableSettings(cfg: PipelineConfig): Promise<TableSet
   const names = Object.keys(cfg.selection.tables);
   const out: Record<string, Record<string, SettingsTableFacts> | null> = {};
   for (const cluster of cfg.clusterNames) {
-    out[cluster] = names.length === 0 ? {} : await withClient(cfg.clusters[cluster]!, 'pgbridge-precheck', (c) => gatherOne(c, names)).catch(() => null);
+    // Read under each cluster's names (rename, renameColumns), kept under the pipeline's.
+    const naming = new ClusterNaming(cfg, cluster);
+    const physical = names.map((n) => naming.physical(...splitTableName(n)).join('.'));
+    const facts = names.length === 0 ? {} : await withClient(cfg.clusters[cluster]!, 'pgbridge-precheck', (c) => gatherOne(c, physical)).catch(() => null);
+    if (!facts) {
+      out[cluster] = null;
+      continue;
+    }
+    out[cluster] = Object.fromEntries(names.map((n, i) => {
+      const f = facts[physical[i]!]!;
+      const [schema, table] = splitTableName(n);
+      const col = (c: string): string => naming.logicalColumn(schema, table, c);
+      return [n, { ...f, physical: physical[i]!, columns: f.columns.map(col), generated: f.generated.map(col), identity: typeof f.identity === 'string' ? f.identity : f.identity.map(col) }];
+    }));
   }
   return out;
 }
@@ -95,7 +111,8 @@ export function evaluateTableSettings(cfg: PipelineConfig, facts: TableSettingsF
       const s = tableSettings(cfg, schema, table);
       const key = `selection.tables.${name}`;
       if (!t.exists) {
-        error(cluster, name, `${key}: table ${name} does not exist on cluster ${cluster}`, `create it on ${cluster}, or remove ${key}`);
+        const there = t.physical && t.physical !== name ? ` (named ${t.physical} there: ${key}.rename.${cluster})` : '';
+        error(cluster, name, `${key}: table ${t.physical ?? name} does not exist on cluster ${cluster}${there}`, `create it on ${cluster}, or correct or remove ${key}`);
         continue;
       }
       const missing = missingColumns(s, t.columns);

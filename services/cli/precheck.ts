@@ -16,6 +16,8 @@ import { registryGet } from '../../shared/registry.js';
 import { grantFacts, missingGrants, type Service } from './grants.js';
 import { evaluateExtensions, gatherExtensions, type ExtensionFacts } from './precheck-extensions.js';
 import { selectedTables } from './setup.js';
+import { ClusterNaming } from '../../shared/naming.js';
+import { splitTableName } from '../../shared/selection.js';
 import { evaluateTableSettings, gatherTableSettings, unpublishedColumns, type TableSettingsFacts } from './precheck-tables.js';
 
 export type FindingLevel = 'error' | 'warning' | 'ok';
@@ -268,14 +270,14 @@ async function gatherCluster(cfg: PipelineConfig, c: ClusterConfig, countRows: b
       let tables: TableFacts[] = [];
       let tablesError: string | undefined;
       try {
-        tables = await gatherTables(client, cfg, countRows);
+        tables = await gatherTables(client, cfg, countRows, c.name);
       } catch (err) {
         tablesError = errorMessage(err);
       }
       const serviceRoles: { service: Service; role: string; missing: string[] }[] = [];
       const roles = cfg.clusters[c.name]!.roles;
       if (roles?.capture || roles?.apply) {
-        const gf = await grantFacts(cfg, client);
+        const gf = await grantFacts(cfg, client, c.name);
         for (const service of ['capture', 'apply'] as const) {
           const role = roles[service]?.user;
           if (role) serviceRoles.push({ service, role, missing: await missingGrants(client, cfg, c.name, service, role, gf) });
@@ -319,8 +321,10 @@ async function gatherCluster(cfg: PipelineConfig, c: ClusterConfig, countRows: b
   }
 }
 
-async function gatherTables(client: pg.Client, cfg: PipelineConfig, countRows: boolean): Promise<TableFacts[]> {
-  const selected = await selectedTables(client, cfg);
+/** Facts of the selected tables of a cluster, under the pipeline's table and column names (a table renamed there is read under its own). */
+async function gatherTables(client: pg.Client, cfg: PipelineConfig, countRows: boolean, cluster: string): Promise<TableFacts[]> {
+  const selected = await selectedTables(client, cfg, cluster);
+  const naming = new ClusterNaming(cfg, cluster);
   if (selected.length === 0) return [];
   const params = [selected.map((t) => t.schema), selected.map((t) => t.table)];
   const sel = `JOIN unnest($1::text[], $2::text[]) AS sel(s, t) ON n.nspname = sel.s AND c.relname = sel.t`;
@@ -403,16 +407,17 @@ async function gatherTables(client: pg.Client, cfg: PipelineConfig, countRows: b
     if (countRows && privileges.select) {
       hasRows = bool((await client.query<Row>(`SELECT EXISTS (SELECT 1 FROM ${qt(t.schema, t.table)}) AS x`)).rows[0]!.x);
     }
+    const [schema, table] = t.name ? splitTableName(t.name) : [t.schema, t.table];
     out.push({
-      schema: t.schema,
-      table: t.table,
+      schema,
+      table,
       // selectedTables reads has_pk through RAW_TYPES, which hands booleans back as 't'/'f' text.
       hasPrimaryKey: (t.hasPrimaryKey as unknown) === true || (t.hasPrimaryKey as unknown) === 't',
       replicaIdentity: t.replicaIdentity,
       replicaIdentityIndexOk: bool(d.ri_ok ?? 't'),
       owned: bool(d.owned),
       privileges,
-      columns: columns.get(k) ?? [],
+      columns: (columns.get(k) ?? []).map((c) => ({ ...c, name: naming.logicalColumn(schema, table, c.name) })),
       hasRows,
       sequences: sequences.get(k) ?? [],
     });

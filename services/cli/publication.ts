@@ -12,6 +12,7 @@ import { qi, qt, ql } from '../../shared/pg.js';
 import type { PipelineConfig } from '../../shared/config.js';
 import { OPERATIONS, missingColumns, operationsOf, publishedColumns, rowFilter, tableSettings, type Operation } from '../../shared/table-settings.js';
 import { selectedTables } from './setup.js';
+import { ClusterNaming } from '../../shared/naming.js';
 
 /** Helper tables capture reads (heartbeat, control records); always published, with every column and row. */
 export const PUBLISHED_HELPERS = ['cdc.heartbeat', 'cdc.control'];
@@ -54,26 +55,31 @@ async function columnsOf(client: pg.Client, names: readonly string[]): Promise<M
 /** What the publication should hold for the current selection. */
 async function desiredState(client: pg.Client, cfg: PipelineConfig, cluster: string, current: PubState | null): Promise<PubState> {
   const dir = outgoingId(cfg, cluster);
-  const selected = (await selectedTables(client, cfg)).map((t) => `${t.schema}.${t.table}`);
-  const cols = await columnsOf(client, selected);
+  const naming = new ClusterNaming(cfg, cluster);
+  // Pipeline name → this cluster's name (they differ for a table renamed here).
+  const selected = new Map((await selectedTables(client, cfg, cluster)).map((t) => [t.name ?? `${t.schema}.${t.table}`, `${t.schema}.${t.table}`]));
+  const cols = await columnsOf(client, [...selected.values()]);
   const publish = new Set<Operation>(['insert', 'update']); // the helper tables need both (heartbeat upserts)
   const tables = new Map<string, PubTable>();
   const problems: string[] = [];
   let filtered = false;
-  for (const name of selected) {
+  for (const [name, physical] of selected) {
     const [schema, table] = [name.slice(0, name.indexOf('.')), name.slice(name.indexOf('.') + 1)];
     const s = tableSettings(cfg, schema, table);
     for (const op of operationsOf(s, dir)) publish.add(op);
-    const have = cols.get(name) ?? [];
-    for (const m of missingColumns(s, have)) problems.push(`selection.tables.${name}.columns names column ${m}, which ${name} does not have on cluster ${cluster} (or it is a generated column, never published)`);
-    const columns = publishedColumns(s, have);
+    // Column lists name the pipeline's columns; this cluster may call them otherwise.
+    const have = cols.get(physical) ?? [];
+    const pipelineNames = have.map((c) => naming.logicalColumn(schema, table, c));
+    for (const m of missingColumns(s, pipelineNames)) problems.push(`selection.tables.${name}.columns names column ${m}, which ${physical} does not have on cluster ${cluster} (or it is a generated column, never published)`);
+    const listed = publishedColumns(s, pipelineNames);
+    const columns = listed ? listed.map((c) => naming.column(schema, table, c)) : null;
     const where = rowFilter(s, dir);
-    if (columns || where) filtered = true;
-    tables.set(name, { name, columns, where });
+    if (columns || where || physical !== name) filtered = true;
+    tables.set(physical, { name: physical, columns, where });
   }
   if (problems.length) throw new PgBridgeError('CONFIG_INVALID', problems.join('\n'));
-  for (const s of cfg.selection.tables ? Object.keys(cfg.selection.tables) : []) {
-    if (!tables.has(s)) problems.push(`selection.tables.${s}: no such table on cluster ${cluster}`);
+  for (const s of Object.keys(cfg.selection.tables)) {
+    if (!selected.has(s)) problems.push(`selection.tables.${s}: no such table on cluster ${cluster}${naming.physical(...(s.split('.') as [string, string])).join('.') !== s ? ` (renamed there to ${naming.physical(...(s.split('.') as [string, string])).join('.')})` : ''}`);
   }
   if (problems.length) throw new PgBridgeError('CONFIG_INVALID', problems.join('\n'));
   const { include, exclude, schemas } = cfg.selection;

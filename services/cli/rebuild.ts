@@ -45,7 +45,7 @@ export async function rebuild(cfg: PipelineConfig, directionId: string, opts: { 
   const dest = await connect(clusterByName(cfg, d.to), `pgbridge-replay-${d.id}`);
   try {
     if (!opts.dryRun) await refuseWhileRunning(dest, cfg, d, admin);
-    const there = await selectedTables(dest, cfg);
+    const there = await selectedTables(dest, cfg, d.to);
     const full: string[] = [];
     for (const t of there) {
       const r = await dest.query(`SELECT 1 FROM ${qt(t.schema, t.table)} LIMIT 1`);

@@ -11,6 +11,7 @@ import type { Logger } from '../../shared/log.js';
 import { qi, ql, qt, withClient } from '../../shared/pg.js';
 import { CONTROL_TABLE_SQL } from '../../shared/control-records.js';
 import { isSelected } from '../../shared/selection.js';
+import { ClusterNaming } from '../../shared/naming.js';
 import { reconcilePublication } from './publication.js';
 import { REPLAY_COLUMNS_SQL } from '../apply/replay-range.js';
 import { dropDdlTrigger, installDdlTrigger } from '../../shared/ddl.js';
@@ -173,14 +174,21 @@ ${CONTROL_TABLE_SQL}CREATE TABLE IF NOT EXISTS cdc.apply_throttle (
 ${REPLAY_COLUMNS_SQL}`;
 
 export interface SelectedTable {
+  /** The table's schema and name on the cluster it was read from. */
   readonly schema: string;
   readonly table: string;
+  /** Its pipeline name (selection.tables key) when the cluster names it differently (rename). */
+  readonly name?: string;
   readonly hasPrimaryKey: boolean;
   readonly replicaIdentity: 'default' | 'nothing' | 'full' | 'index';
 }
 
-/** Tables of the selection that exist on a cluster (ordinary and partitioned tables). */
-export async function selectedTables(client: pg.Client, cfg: PipelineConfig): Promise<SelectedTable[]> {
+/**
+ * Tables of the selection that exist on a cluster (ordinary and partitioned tables). Given the
+ * cluster, a table renamed there (selection.tables.<t>.rename) is found under its name there.
+ */
+export async function selectedTables(client: pg.Client, cfg: PipelineConfig, cluster?: string): Promise<SelectedTable[]> {
+  const naming = cluster ? new ClusterNaming(cfg, cluster) : null;
   const r = await client.query<{ schema: string; table: string; has_pk: boolean; ri: string }>(
     `SELECT n.nspname AS schema, c.relname AS table,
             EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'p') AS has_pk,
@@ -188,12 +196,17 @@ export async function selectedTables(client: pg.Client, cfg: PipelineConfig): Pr
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = ANY($1::text[])
       ORDER BY 1, 2`,
-    [cfg.selection.schemas],
+    [[...cfg.selection.schemas, ...(naming?.physicalSchemas ?? [])]],
   );
   const ri = { d: 'default', n: 'nothing', f: 'full', i: 'index' } as const;
-  return r.rows
-    .filter((t) => isSelected(cfg, t.schema, t.table))
-    .map((t) => ({ schema: t.schema, table: t.table, hasPrimaryKey: t.has_pk, replicaIdentity: ri[t.ri as keyof typeof ri] ?? 'default' }));
+  const out: SelectedTable[] = [];
+  for (const t of r.rows) {
+    const l: [string, string] | null = naming ? naming.logical(t.schema, t.table) : [t.schema, t.table];
+    if (!l || !isSelected(cfg, l[0], l[1])) continue;
+    const renamed = l[0] !== t.schema || l[1] !== t.table;
+    out.push({ schema: t.schema, table: t.table, ...(renamed ? { name: `${l[0]}.${l[1]}` } : {}), hasPrimaryKey: t.has_pk, replicaIdentity: ri[t.ri as keyof typeof ri] ?? 'default' });
+  }
+  return out;
 }
 
 /**

@@ -22,6 +22,8 @@ import type { PipelineConfig } from '../../shared/config.js';
 import { PgBridgeError } from '../../shared/errors.js';
 import { connect, qi, ql, qt } from '../../shared/pg.js';
 import { selectedTables } from './setup.js';
+import { ClusterNaming } from '../../shared/naming.js';
+import { splitTableName } from '../../shared/selection.js';
 import { publishedColumns, sharedRowFilter, tableSettings } from '../../shared/table-settings.js';
 
 export interface VerifyOptions {
@@ -74,7 +76,10 @@ interface Side {
   readonly client: pg.Client;
 }
 interface Column {
+  /** The pipeline's name of the column. */
   name: string;
+  /** Its name on the cluster it was read from. */
+  physical: string;
   type: string;
   pk: number | null;
   exact: boolean;
@@ -108,13 +113,16 @@ export async function verify(cfg: PipelineConfig, opts: VerifyOptions = {}): Pro
   try {
     for (const name of cfg.clusterNames) clients.push(await connect(cfg.clusters[name]!, 'pgbridge-verify'));
     const sides = cfg.clusterNames.map((name, i) => ({ name, client: clients[i]! })) as [Side, Side];
-    const lists = await Promise.all(sides.map((s) => selectedTables(s.client, cfg)));
-    const all = new Map<string, { schema: string; table: string; on: [boolean, boolean] }>();
+    const lists = await Promise.all(sides.map((s) => selectedTables(s.client, cfg, s.name)));
+    // Keyed by the pipeline's name; each cluster's own name and column names (rename, renameColumns) kept per side.
+    const all = new Map<string, VerifiedTable>();
     lists.forEach((list, i) => {
       for (const t of list.filter((x) => x.schema !== 'cdc')) {
-        const id = `${t.schema}.${t.table}`;
-        const e = all.get(id) ?? { schema: t.schema, table: t.table, on: [false, false] };
+        const id = t.name ?? `${t.schema}.${t.table}`;
+        const [schema, table] = splitTableName(id);
+        const e = all.get(id) ?? { schema, table, on: [false, false], physical: [qt(schema, table), qt(schema, table)], naming: [new ClusterNaming(cfg, sides[0].name), new ClusterNaming(cfg, sides[1].name)] };
         e.on[i] = true;
+        e.physical[i] = qt(t.schema, t.table);
         all.set(id, e);
       }
     });
@@ -144,15 +152,28 @@ interface Scope {
   readonly columns: (names: readonly string[]) => string[] | null;
 }
 
-async function verifyTable(sides: [Side, Side], t: { schema: string; table: string; on: [boolean, boolean] }, buckets: number, maxKeys: number, scope: Scope): Promise<TableReport> {
-  // A row filter narrows what is compared to the rows it selects (on both clusters).
-  const rel = `${qt(t.schema, t.table)} r${scope.where ? ` WHERE (${scope.where})` : ''}`;
+interface VerifiedTable {
+  /** The pipeline's name. */
+  readonly schema: string;
+  readonly table: string;
+  readonly on: [boolean, boolean];
+  /** The table's quoted name on each cluster. */
+  readonly physical: [string, string];
+  readonly naming: [ClusterNaming, ClusterNaming];
+}
+
+async function verifyTable(sides: [Side, Side], t: VerifiedTable, buckets: number, maxKeys: number, scope: Scope): Promise<TableReport> {
+  const renamedColumns = t.naming.some((n) => n.hasColumns(t.schema, t.table));
+  // A row filter narrows what is compared to the rows it selects (on both clusters); it is
+  // written in a cluster's column names, so with renamed columns it is not applied.
+  const where = scope.where && !renamedColumns ? scope.where : null;
+  const rels = t.physical.map((p) => `${p} r${where ? ` WHERE (${where})` : ''}`) as [string, string];
   const report: TableReport = { table: `${t.schema}.${t.table}`, rowsA: 0, rowsB: 0, equal: false, differingKeys: [], truncated: false };
   const [a, b] = sides;
   await Promise.all(sides.map((s) => s.client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')));
   try {
     const counts = async (): Promise<void> => {
-      const n = await Promise.all(sides.map(async (s, i) => (t.on[i] ? Number((await s.client.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${rel}`)).rows[0]!.n) : 0)));
+      const n = await Promise.all(sides.map(async (s, i) => (t.on[i] ? Number((await s.client.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${rels[i]}`)).rows[0]!.n) : 0)));
       [report.rowsA, report.rowsB] = n as [number, number];
     };
     if (!t.on[0] || !t.on[1]) {
@@ -160,12 +181,14 @@ async function verifyTable(sides: [Side, Side], t: { schema: string; table: stri
       await counts();
       return report;
     }
-    const all = (await Promise.all(sides.map((s) => columns(s.client, qt(t.schema, t.table))))) as [Column[], Column[]];
+    // Columns under the pipeline's names; `physical` keeps each cluster's.
+    const all = (await Promise.all(sides.map(async (s, i) => (await columns(s.client, t.physical[i]!)).map((c) => ({ ...c, name: t.naming[i]!.logicalColumn(t.schema, t.table, c.name) }))))) as [Column[], Column[]];
     // Columns a column list leaves out never travel: they are not compared.
     const listed = scope.columns([...new Set(all.flatMap((list) => list.map((c) => c.name)))]);
     const cols = all.map((list) => (listed ? list.filter((c) => listed.includes(c.name)) : list)) as [Column[], Column[]];
-    const notes = [scope.where ? `rows where ${scope.where}` : '', listed ? `columns ${listed.join(', ')}` : ''].filter(Boolean);
+    const notes = [where ? `rows where ${where}` : '', listed ? `columns ${listed.join(', ')}` : ''].filter(Boolean);
     if (notes.length) report.scope = notes.join('; ');
+    if (scope.where && !where) report.problem = `row filter ${scope.where} not applied: the table's columns are renamed on a cluster, so its rows are compared whole`;
     // The key is the first cluster's primary key (or none); it must exist on both sides.
     const keyCols = cols[0].filter((c) => c.pk !== null).sort((x, y) => x.pk! - y.pk!).map((c) => c.name);
     const lacking = keyCols.filter((k) => !cols[1].some((c) => c.name === k));
@@ -175,7 +198,8 @@ async function verifyTable(sides: [Side, Side], t: { schema: string; table: stri
       await counts();
       return report;
     }
-    const base = cols.map((c, i) => baseSql(rel, c, keyCols, all[i]!.filter((x) => !c.includes(x)).map((x) => x.name)));
+    const explicit = renamedColumns || listed !== null;
+    const base = cols.map((c, i) => baseSql(rels[i]!, c, keyCols, explicit));
     // ::bigint: abs() of the int4 minimum overflows. hashtext is the same on both sides as long
     // as both servers share a byte order; a mismatch only costs re-reads, never a wrong verdict.
     const bucketOf = `abs(hashtext(k)::bigint) % ${buckets}`;
@@ -219,7 +243,7 @@ async function columns(c: pg.Client, rel: string): Promise<Column[]> {
       WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`,
     [rel, JSONB_EXACT],
   );
-  return r.rows.map((x) => ({ name: x.name, type: x.type, pk: x.pk === null ? null : Number(x.pk), exact: x.exact === 'true' }));
+  return r.rows.map((x) => ({ name: x.name, physical: x.name, type: x.type, pk: x.pk === null ? null : Number(x.pk), exact: x.exact === 'true' }));
 }
 
 function columnDifferences(cols: [Column[], Column[]], a: string, b: string): string {
@@ -234,16 +258,23 @@ function columnDifferences(cols: [Column[], Column[]], a: string, b: string): st
   return out.length ? `columns differ: ${out.join('; ')}` : '';
 }
 
-/** `SELECT k, v` over `rel` (a table aliased r, with its row filter): k the key text (the row's canonical text for PK-less tables), v the row's canonical text. */
-function baseSql(rel: string, cols: Column[], keyCols: string[], hidden: readonly string[] = []): string {
-  // Columns left out of the comparison (a column list) come off the row's jsonb.
-  const parts = [hidden.length ? `(to_jsonb(r.*) - ARRAY[${hidden.map(ql).join(', ')}]::text[])` : 'to_jsonb(r.*)'];
-  const inexact = cols.filter((c) => !c.exact);
+/**
+ * `SELECT k, v` over `rel` (a table aliased r, with its row filter): k the key text (the row's
+ * canonical text for PK-less tables), v the row's canonical text. Explicit: the row is built
+ * from `cols` alone under their pipeline names (renamed or left-out columns); else from the whole row.
+ */
+function baseSql(rel: string, cols: Column[], keyCols: string[], explicit = false): string {
+  const phys = (name: string): string => qi(cols.find((c) => c.name === name)?.physical ?? name);
+  const parts = explicit ? [] : ['to_jsonb(r.*)'];
+  const pairs = explicit
+    ? cols.map((c) => `${ql(c.name)}, ${c.exact ? `r.${qi(c.physical)}` : `r.${qi(c.physical)}::text`}`)
+    : cols.filter((c) => !c.exact).map((c) => `${ql(c.name)}, r.${qi(c.physical)}::text`);
   // jsonb_build_object takes at most 100 arguments: 50 columns per call.
-  for (let i = 0; i < inexact.length; i += 50) parts.push(`jsonb_build_object(${inexact.slice(i, i + 50).map((c) => `${ql(c.name)}, r.${qi(c.name)}::text`).join(', ')})`);
+  for (let i = 0; i < pairs.length; i += 50) parts.push(`jsonb_build_object(${pairs.slice(i, i + 50).join(', ')})`);
+  if (parts.length === 0) parts.push(`'{}'::jsonb`);
   const row = `(${parts.join(' || ')})::text`;
   if (keyCols.length === 0) return `SELECT v AS k, v FROM (SELECT ${row} AS v FROM ${rel}) y`;
-  return `SELECT jsonb_build_object(${keyCols.map((k) => `${ql(k)}, r.${qi(k)}::text`).join(', ')})::text AS k, ${row} AS v FROM ${rel}`;
+  return `SELECT jsonb_build_object(${keyCols.map((k) => `${ql(k)}, r.${phys(k)}::text`).join(', ')})::text AS k, ${row} AS v FROM ${rel}`;
 }
 
 /** Reads the open cursor in pages; `group` returns the next run of rows with one key hash. */

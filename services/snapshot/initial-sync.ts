@@ -42,7 +42,8 @@ import { COPY_TEXT_FORMAT, ChunkEncoder, MAX_CHUNK_BYTES } from './chunk-record.
 import { classifyExtensions, destinationExtensions, extensionRole, planSchema } from './schema-objects.js';
 import { copyOutChunks } from './copy-out.js';
 import { parseCopyText } from './copy-text.js';
-import { scoped, tableDef, type ColumnInfo } from './table.js';
+import { pipelineDef, scoped, tableDef, type ColumnInfo } from './table.js';
+import { ClusterNaming } from '../../shared/naming.js';
 
 export interface SyncOptions {
   /** Rows per range: the unit of one Kafka transaction and of resume (default 100,000). */
@@ -131,6 +132,11 @@ export interface SchemaReport {
 export async function syncSchema(cfg: PipelineConfig, existing: 'error' | 'ignore', log: Logger, fwd: Direction = cfg.directions[0]): Promise<SchemaReport> {
   const src = cfg.clusters[fwd.from]!;
   const dst = cfg.clusters[fwd.to]!;
+  const renamed = Object.entries(cfg.selection.tables).filter(([, t]) => t.rename?.[fwd.to] || t.rename?.[fwd.from] || t.renameColumns?.[fwd.to] || t.renameColumns?.[fwd.from]).map(([n]) => n);
+  if (renamed.length) {
+    // pg_dump would create them under the source's names: the destination's tables are made by hand.
+    throw new PgBridgeError('PRECHECK', `the schema step cannot create tables named differently on ${fwd.to} (selection.tables.<t>.rename / renameColumns: ${renamed.join(', ')}): create the tables on ${fwd.to} yourself and run the sync with --no-schema`);
+  }
   const { tables, plan } = await withPg(src, async (c) => {
     const selected = await selectedTables(c, cfg);
     return { tables: selected, plan: await planSchema(c, cfg, selected) };
@@ -226,6 +232,8 @@ interface TableJob {
   readonly t: SelectedTable;
   readonly name: string;
   readonly def: TableDef;
+  /** def under the pipeline's names (rename, renameColumns): what the events and chunks carry. */
+  readonly wire: TableDef;
   readonly pk: ColumnInfo[];
   /** The forward direction's row filter (selection.tables.<t>.where), null: every row. */
   readonly where: string | null;
@@ -313,10 +321,13 @@ export async function initialSync(cfg: PipelineConfig, log: Logger, opts: SyncOp
     const plan = readers[0]!;
     const jobs: TableJob[] = [];
     const reports: TableProgress[] = [];
-    for (const t of await selectedTables(plan, cfg)) {
-      const name = `${t.schema}.${t.table}`;
+    const naming = new ClusterNaming(cfg, fwd.from);
+    for (const t of await selectedTables(plan, cfg, fwd.from)) {
+      // The pipeline's name (what the topic carries); `t` and `def` are the source's names, to read with.
+      const name = t.name ?? `${t.schema}.${t.table}`;
       const whole = await tableDef(plan, t);
-      const { def, where } = scoped(cfg, fwd.id, whole.def);
+      const { def, where } = scoped(cfg, fwd.id, whole.def, naming);
+      const wire = pipelineDef(def, name, naming);
       const pk = whole.pk;
       const est = await plan.query<{ n: string; pages: string }>('SELECT reltuples::bigint::text AS n, (pg_relation_size(oid) / current_setting(\'block_size\')::int)::text AS pages FROM pg_class WHERE oid = $1::regclass', [qt(t.schema, t.table)]);
       let estimate = Number(est.rows[0]!.n);
@@ -331,7 +342,7 @@ export async function initialSync(cfg: PipelineConfig, log: Logger, opts: SyncOp
       );
       const st = (await control.query<{ rows_done: string; bytes_done: string; done: boolean }>(
         'SELECT rows_done::text, bytes_done::text, done FROM cdc.snapshot_progress WHERE table_name = $1 AND pipeline = $2', [name, cfg.pipeline])).rows[0]!;
-      const job: TableJob = { t, name, def, pk, where, estimate, ranges: [], remaining: 0, readWhole: true, rowsDone: Number(st.rows_done), bytesDone: Number(st.bytes_done), started: Date.now() };
+      const job: TableJob = { t, name, def, wire, pk, where, estimate, ranges: [], remaining: 0, readWhole: true, rowsDone: Number(st.rows_done), bytesDone: Number(st.bytes_done), started: Date.now() };
       if (st.done) {
         reports.push(tableReport(job, true));
         continue;
@@ -396,12 +407,12 @@ export async function initialSync(cfg: PipelineConfig, log: Logger, opts: SyncOp
           if (events === 'rows') {
             const parsed = parseCopyText(data);
             for (const [i, raw] of parsed.entries()) {
-              await publisher.add(await encoder.encode(snapshotRow(job.def, typedRow(job.def, raw), consistent, snapTs, fwd.from, i, i === parsed.length - 1)));
+              await publisher.add(await encoder.encode(snapshotRow(job.wire, typedRow(job.wire, raw), consistent, snapTs, fwd.from, i, i === parsed.length - 1)));
             }
           } else {
             await publisher.add(await chunkEncoder.encode({
-              cluster: fwd.from, origin: fwd.from, db: src.database, schema: job.t.schema, table: job.t.table,
-              columns: job.def.columns.map((c) => ({ name: c.name, type: c.typeName, key: job.pk.some((k) => k.name === c.name) })),
+              cluster: fwd.from, origin: fwd.from, db: src.database, schema: job.wire.schema, table: job.wire.table,
+              columns: job.def.columns.map((c, i) => ({ name: job.wire.columns[i]!.name, type: c.typeName, key: job.pk.some((k) => k.name === c.name) })),
               format: COPY_TEXT_FORMAT, rows: BigInt(n), data, snapshot: snapshotId, range: BigInt(range.no), seq: BigInt(seq++),
               lsn: BigInt(consistent), commitTs: snapTs,
             }, consistent));

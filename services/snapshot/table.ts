@@ -8,16 +8,27 @@ import { qi, qt } from '../../shared/pg.js';
 import type { SelectedTable } from '../cli/setup.js';
 import type { PipelineConfig } from '../../shared/config.js';
 import { publishedColumns, rowFilter, tableSettings } from '../../shared/table-settings.js';
+import type { ClusterNaming } from '../../shared/naming.js';
 
 /**
  * What a direction sends of a table (selection.tables): the columns of its column list (the
  * key is always among them: setup and precheck see to it) and the rows of its row filter,
  * as the publication does for the stream. Initial sync and resync read only these.
  */
-export function scoped(cfg: PipelineConfig, direction: string, def: TableDef): { def: TableDef; where: string | null } {
-  const s = tableSettings(cfg, def.schema, def.table);
-  const listed = publishedColumns(s, def.columns.map((c) => c.name));
-  return { def: listed ? { ...def, columns: def.columns.filter((c) => listed.includes(c.name)) } : def, where: rowFilter(s, direction) };
+export function scoped(cfg: PipelineConfig, direction: string, def: TableDef, naming?: ClusterNaming): { def: TableDef; where: string | null } {
+  // def is in the source's names; settings are keyed and listed in the pipeline's.
+  const [schema, table] = naming?.logical(def.schema, def.table) ?? [def.schema, def.table];
+  const s = tableSettings(cfg, schema, table);
+  const pipelineName = (c: string): string => naming?.logicalColumn(schema, table, c) ?? c;
+  const listed = publishedColumns(s, def.columns.map((c) => pipelineName(c.name)));
+  return { def: listed ? { ...def, columns: def.columns.filter((c) => listed.includes(pipelineName(c.name))) } : def, where: rowFilter(s, direction) };
+}
+
+/** A source table's def under the pipeline's names (`name`: its pipeline name), same column order. */
+export function pipelineDef(def: TableDef, name: string, naming: ClusterNaming): TableDef {
+  const i = name.indexOf('.');
+  const [schema, table] = [name.slice(0, i), name.slice(i + 1)];
+  return { ...def, schema, table, columns: def.columns.map((c) => ({ ...c, name: naming.logicalColumn(schema, table, c.name) })) };
 }
 
 export interface ColumnInfo {

@@ -134,3 +134,38 @@ describe('config: selection.tables', () => {
     expect(publishedColumns(tableSettings(cfg, 'app', 'none'), ['id'])).toBeNull();
   });
 });
+
+describe('config: selection.tables rename and renameColumns', () => {
+  const base = { pipeline: 'p', clusters: { a: {}, b: {} }, kafka: { brokers: ['k:9092'] }, registry: { url: 'http://r:8081' } };
+  it('refuses unknown clusters, two tables under one name on a cluster and two columns under one name', () => {
+    let err: Error | null = null;
+    try {
+      parseConfig({
+        ...base,
+        selection: {
+          schemas: ['app'],
+          tables: {
+            'app.orders': { rename: { b: 'sales.orders', c: 'x.y' }, renameColumns: { b: { amount: 'total', price: 'total' } } },
+            'app.other': { rename: { b: 'sales.orders' } },
+          },
+        },
+      });
+    } catch (e) {
+      err = e as Error;
+    }
+    expect(err?.message.split('\n')).toEqual([
+      'config: selection.tables.app.orders.rename.c: not a cluster of this pipeline (a, b)',
+      'config: selection.tables.app.orders.renameColumns.b: amount and price are both named total on cluster b',
+      'config: selection.tables: app.orders and app.other are both sales.orders on cluster b',
+    ]);
+  });
+
+  it('maps names both ways on the cluster that renames, and leaves the other cluster alone', async () => {
+    const { ClusterNaming } = await import('../../shared/naming.js');
+    const cfg = parseConfig({ ...base, selection: { schemas: ['app'], tables: { 'app.orders': { rename: { b: 'sales.orders' }, renameColumns: { b: { amount: 'total' } } } } } });
+    const b = new ClusterNaming(cfg, 'b');
+    expect([b.physical('app', 'orders'), b.logical('sales', 'orders'), b.logical('app', 'orders'), b.logical('app', 'other')]).toEqual([['sales', 'orders'], ['app', 'orders'], null, ['app', 'other']]);
+    expect([b.column('app', 'orders', 'amount'), b.logicalColumn('app', 'orders', 'total'), b.rowToCluster('app', 'orders', { id: 1, amount: 2 })]).toEqual(['total', 'amount', { id: 1, total: 2 }]);
+    expect(new ClusterNaming(cfg, 'a').any).toBe(false);
+  });
+});
