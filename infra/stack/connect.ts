@@ -137,8 +137,20 @@ export async function connectUp(s: StackSettings, say: Say = () => undefined): P
   mkdirSync(p.dir, { recursive: true });
   const props = join(p.dir, 'worker.properties');
   writeFileSync(props, connectWorkerProperties(s, plugins, p.dir));
-  const log4j = join(p.dir, 'log4j2.yaml');
-  writeFileSync(log4j, 'Configuration:\n  Appenders:\n    Console:\n      name: STDOUT\n      PatternLayout:\n        pattern: "[%d] %p %m (%c)%n"\n  Loggers:\n    Root:\n      level: WARN\n      AppenderRef:\n        - ref: STDOUT\n    Logger:\n      - name: io.debezium\n        level: INFO\n');
+  // Properties, not YAML: the worker's class path has no YAML parser for log4j.
+  const log4j = join(p.dir, 'log4j2.properties');
+  writeFileSync(log4j, [
+    'status = warn',
+    'appender.console.type = Console',
+    'appender.console.name = STDOUT',
+    'appender.console.layout.type = PatternLayout',
+    'appender.console.layout.pattern = [%d] %p %m (%c)%n',
+    'rootLogger.level = WARN',
+    'rootLogger.appenderRef.stdout.ref = STDOUT',
+    'logger.debezium.name = io.debezium',
+    'logger.debezium.level = INFO',
+    '',
+  ].join('\n'));
   const out = openSync(p.log, 'a');
   const child = spawn(process.env.JAVA ?? 'java', [
     `-Xmx${s.connectHeapMb}m`, '-XX:+UseSerialGC', '-Djava.awt.headless=true', `-Dlog4j2.configurationFile=${log4j}`, '-Dpgbridge.stack=connect',
