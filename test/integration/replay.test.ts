@@ -7,6 +7,7 @@
 import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { drainBarrier } from '../../services/cli/barrier.js';
+import { setThrottle } from '../../services/cli/throttle.js';
 import { formatVerifyReport, verify } from '../../services/cli/verify.js';
 import { writeControl } from '../../shared/control-records.js';
 import { writeConfigFile, type ConfigFile } from '../support/processes.js';
@@ -157,10 +158,20 @@ describe('pgbridge replay', () => {
     expect(await count('t', 'id BETWEEN 61 AND 70')).toBe(0);
     expect(await count('u', 'id BETWEEN 101 AND 110')).toBe(0);
 
-    // A second replay from the log start repairs the rest.
+    // A second replay from the log start repairs the rest, across an apply restart halfway
+    // (throttled so that it is stopped inside the range): the range lives in the progress row.
     await stopApply();
     const again = cli(['replay', '-c', file.path, '--direction', 'a-b', '--from', 'earliest']);
     expect(again.code, again.out).toBe(0);
+    const until = (await progress()).replay_until;
+    await setThrottle(tp.cfg, 'a-b', { rowsPerSecond: 50 });
+    await startApply();
+    await waitUntil('part of the range applied', async () => Number((await progress()).next_offset) > 0, 60_000, 100);
+    await stopApply();
+    const half = await progress();
+    expect(half.replay_until).toBe(until);
+    expect(BigInt(half.next_offset)).toBeLessThan(BigInt(until!));
+    await setThrottle(tp.cfg, 'a-b', null);
     await startApply();
     await replayed();
     const v = await verify(tp.cfg);
