@@ -13,7 +13,7 @@ import { createLogger } from '../../shared/log.js';
 import { withClient } from '../../shared/pg.js';
 import { argValue, isMainModule } from '../../shared/service-main.js';
 import { drainBarrier } from './barrier.js';
-import { formatFindings, precheck } from './precheck.js';
+import { formatFindings, precheck } from './precheck/index.js';
 import { waitReady } from './probe.js';
 import { spawnServices, statusLine, stopServices } from './run.js';
 import { release, setup } from './setup.js';

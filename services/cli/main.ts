@@ -70,7 +70,7 @@ export function program(): Command {
     .addOption(new Option('--existing-tables <mode>', 'destination tables that already hold rows').choices(['error', 'ignore']).default('error'))
     .action(async (o) => {
       const { cfg } = config(o);
-      const { precheck, formatFindings } = await import('./precheck.js');
+      const { precheck, formatFindings } = await import('./precheck/index.js');
       const findings = await precheck(cfg, { existingTables: o.existingTables });
       console.log(formatFindings(findings));
       process.exitCode = findings.some((f) => f.level === 'error') ? 1 : 0;

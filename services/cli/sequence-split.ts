@@ -17,7 +17,7 @@ import { ddlObjectNames } from '../../shared/ddl.js';
 import { PgBridgeError, errorMessage } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
 import { connect } from '../../shared/pg.js';
-import { sequencesOverlap } from './precheck.js';
+import { sequencesOverlap } from './precheck/sequences.js';
 import { selectedTables } from './setup.js';
 
 export interface ColumnSequence {

@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type pg from 'pg';
-import { precheck } from '../../services/cli/precheck.js';
+import { precheck } from '../../services/cli/precheck/index.js';
 import { resyncTable } from '../../services/cli/initial-sync.js';
 import { release, setup } from '../../services/cli/setup.js';
 import { verify } from '../../services/cli/verify.js';

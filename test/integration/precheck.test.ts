@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
 import type pg from 'pg';
-import { formatFindings, precheck, type Finding } from '../../services/cli/precheck.js';
+import { formatFindings, precheck, type Finding } from '../../services/cli/precheck/index.js';
 import type { PipelineConfig, PipelineConfigInput } from '../../shared/config.js';
 import { ensureTopics, kafkaClient } from '../../shared/kafka.js';
 import { qi } from '../../shared/pg.js';

@@ -18,7 +18,7 @@ import { stringify } from 'yaml';
 import { stackConnections } from '../../infra/stack/settings.js';
 import { drainBarrier } from '../../services/cli/barrier.js';
 import { initialSync } from '../../services/cli/initial-sync.js';
-import { precheck } from '../../services/cli/precheck.js';
+import { precheck } from '../../services/cli/precheck/index.js';
 import { splitSequences } from '../../services/cli/sequence-split.js';
 import { release } from '../../services/cli/setup.js';
 import { formatVerifyReport, verify } from '../../services/cli/verify.js';

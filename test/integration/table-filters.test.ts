@@ -5,7 +5,7 @@
  * b from reaching a (counted), and setup refuses a filter the replica identity cannot carry.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { precheck } from '../../services/cli/precheck.js';
+import { precheck } from '../../services/cli/precheck/index.js';
 import { resyncTable } from '../../services/cli/initial-sync.js';
 import { setup } from '../../services/cli/setup.js';
 import { verify } from '../../services/cli/verify.js';

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../shared/config.js';
-import { evaluateTableSettings, filterColumns, type SettingsTableFacts } from '../../services/cli/precheck-tables.js';
-import type { Finding } from '../../services/cli/precheck.js';
+import { evaluateTableSettings, filterColumns, type SettingsTableFacts } from '../../services/cli/precheck/table-settings.js';
+import type { Finding } from '../../services/cli/precheck/index.js';
 
 const base = { pipeline: 'p', clusters: { a: {}, b: {} }, kafka: { brokers: ['k:9092'] }, registry: { url: 'http://r:8081' } };
 const table = (over: Partial<SettingsTableFacts> = {}): SettingsTableFacts => ({ exists: true, columns: ['id', 'region', 'note', 'len'], generated: ['len'], identity: ['id'], ...over });

@@ -14,7 +14,7 @@ import {
   type ReachableClusterFacts,
   type SequenceFacts,
   type TableFacts,
-} from '../../services/cli/precheck.js';
+} from '../../services/cli/precheck/index.js';
 
 function config(over: Partial<PipelineConfigInput> = {}): PipelineConfig {
   return parseConfig({

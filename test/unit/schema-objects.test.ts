@@ -5,8 +5,8 @@
  * and the residue arithmetic of the split.
  */
 import { describe, expect, it } from 'vitest';
-import { evaluateExtensions } from '../../services/cli/precheck-extensions.js';
-import type { Finding } from '../../services/cli/precheck.js';
+import { evaluateExtensions } from '../../services/cli/precheck/extensions.js';
+import type { Finding } from '../../services/cli/precheck/index.js';
 import { nextInResidue } from '../../services/cli/sequence-split.js';
 import { classifyExtensions, type DestinationExtension, type NeededExtension } from '../../services/snapshot/schema-objects.js';
 import { parseConfig } from '../../shared/config.js';

@@ -4,12 +4,12 @@
  * `sync` creates the missing ones; this rule says beforehand which it cannot create, and how
  * to fix that. Gathering is read-only and never throws (a failure becomes a fact).
  */
-import type { PipelineConfig } from '../../shared/config.js';
-import { errorMessage } from '../../shared/errors.js';
-import { withClient } from '../../shared/pg.js';
-import { classifyExtensions, destinationExtensions, extensionRole, planSchema, type DestinationExtension, type NeededExtension } from '../snapshot/schema-objects.js';
-import type { Finding } from './precheck.js';
-import { selectedTables } from './setup.js';
+import type { PipelineConfig } from '../../../shared/config.js';
+import { errorMessage } from '../../../shared/errors.js';
+import { withClient } from '../../../shared/pg.js';
+import { classifyExtensions, destinationExtensions, extensionRole, planSchema, type DestinationExtension, type NeededExtension } from '../../snapshot/schema-objects.js';
+import type { Finding } from './findings.js';
+import { selectedTables } from '../setup.js';
 
 export interface ExtensionFacts {
   readonly needed: readonly NeededExtension[];

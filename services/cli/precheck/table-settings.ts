@@ -6,12 +6,12 @@
  * these are errors with their fix. `setup` checks the same with PostgreSQL itself.
  */
 import type pg from 'pg';
-import type { PipelineConfig } from '../../shared/config.js';
-import { withClient, qt } from '../../shared/pg.js';
-import { splitTableName } from '../../shared/selection.js';
-import { ClusterNaming } from '../../shared/naming.js';
-import { missingColumns, operationsOf, publishedColumns, rowFilter, tableSettings } from '../../shared/table-settings.js';
-import type { Finding } from './precheck.js';
+import type { PipelineConfig } from '../../../shared/config.js';
+import { withClient, qt } from '../../../shared/pg.js';
+import { splitTableName } from '../../../shared/selection.js';
+import { ClusterNaming } from '../../../shared/naming.js';
+import { missingColumns, operationsOf, publishedColumns, rowFilter, tableSettings } from '../../../shared/table-settings.js';
+import type { Finding } from './findings.js';
 
 export interface SettingsTableFacts {
   readonly exists: boolean;
