@@ -28,6 +28,7 @@ import { spawn } from 'node:child_process';
 import pg from 'pg';
 import { fromPgText, kindOfType, type TableDef } from '../../shared/avro.js';
 import { slotName, type Direction, type PipelineConfig } from '../../shared/config.js';
+import { ddlObjectNames } from '../../shared/ddl.js';
 import { PgBridgeError, errorMessage } from '../../shared/errors.js';
 import { kafkaClient } from '../../shared/kafka.js';
 import type { Logger } from '../../shared/log.js';
@@ -149,7 +150,7 @@ export async function syncSchema(cfg: PipelineConfig, existing: 'error' | 'ignor
   }
   // Extensions: every one the selected objects use must be on the destination, in the same
   // schema, or creatable there; nothing is restored otherwise.
-  const { ext, schemasCreated } = await withPg(dst, async (c) => {
+  const { ext, schemasCreated, ddlTrigger } = await withPg(dst, async (c) => {
     const state = await destinationExtensions(c, plan.extensions.map((e) => e.name));
     const ext = classifyExtensions(plan.extensions, state, await extensionRole(c), fwd.to);
     if (ext.problems.length) {
@@ -163,7 +164,9 @@ export async function syncSchema(cfg: PipelineConfig, existing: 'error' | 'ignor
       await c.query(`CREATE SCHEMA IF NOT EXISTS ${qi(s)}`);
       made.push(s);
     }
-    return { ext, schemasCreated: made };
+    const n = ddlObjectNames(cfg.pipeline);
+    const t = await c.query('SELECT 1 FROM pg_event_trigger WHERE evtname = ANY($1::text[])', [[n.onEnd, n.onDrop]]);
+    return { ext, schemasCreated: made, ddlTrigger: (t.rowCount ?? 0) > 0 };
   });
   // Names as exact pg_dump patterns (double-quoted: no wildcard, case kept), and
   // --strict-names: a schema that matches nothing is an error, not an empty dump.
@@ -176,7 +179,10 @@ export async function syncSchema(cfg: PipelineConfig, existing: 'error' | 'ignor
   const dump = await runTool(pgTool('pg_dump'), args, libpqEnv(src));
   if (dump.code !== 0) throw new PgBridgeError('INTERNAL', `pg_dump of ${fwd.from} failed: ${dump.stderr.trim()}`);
   // A selected schema that exists on the destination already is kept as it is, with what it holds.
-  const sql = dump.stdout.replace(/^CREATE SCHEMA ([^;\n]+);$/gm, 'CREATE SCHEMA IF NOT EXISTS $1;');
+  // The pipeline's DDL trigger must not see the restore: on the forward source it would record
+  // it for replication (the other cluster has these objects), on the reverse one warn or refuse.
+  // Sessions in session_replication_role = replica fire no event trigger.
+  const sql = (ddlTrigger ? 'SET session_replication_role = replica;\n' : '') + dump.stdout.replace(/^CREATE SCHEMA ([^;\n]+);$/gm, 'CREATE SCHEMA IF NOT EXISTS $1;');
   const psqlArgs = ['-X', '-q', ...(existing === 'error' ? ['-v', 'ON_ERROR_STOP=1'] : [])];
   const { Readable } = await import('node:stream');
   const restore = await runTool(pgTool('psql'), psqlArgs, libpqEnv(dst), Readable.from([sql]));

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type pg from 'pg';
 import { release, setup } from '../../services/cli/setup.js';
 import { verify } from '../../services/cli/verify.js';
+import { syncSchema } from '../../services/cli/initial-sync.js';
 import type { PipelineConfig } from '../../shared/config.js';
 import { pgClient, testConfig, testLog, uniqueName, waitUntil } from '../support/pipeline.js';
 import { counter, startServices, waitServicesReady, type Running } from '../support/services.js';
@@ -282,6 +283,13 @@ describe('ddl.reverse: reject and ddl.forward: off', () => {
     await b.query(`CREATE TABLE public.${schema}_elsewhere (id int); DROP TABLE public.${schema}_elsewhere`);
     await b.query(`BEGIN; SET LOCAL session_replication_role = replica; ALTER TABLE ${schema}.t ADD COLUMN y int; COMMIT`);
     expect(await columns(b, schema, 't')).toBe('id integer not null, y integer');
+  });
+
+  it('the schema sync restores past the reject trigger (its session fires no event trigger)', async () => {
+    await a.query(`CREATE TABLE ${schema}.only_a (id int PRIMARY KEY, v text)`);
+    const r = await syncSchema(cfg, 'ignore', testLog);
+    expect(r.created).toEqual([`${schema}.only_a`]);
+    expect(await columns(b, schema, 'only_a')).toBe('id integer not null, v text');
   });
 
   it('with ddl.forward: off the forward source has no trigger, and release leaves none behind', async () => {
