@@ -9,8 +9,8 @@ import { z } from 'zod';
 import { PgBridgeError } from './errors.js';
 import { settingsProblems, tableSettingsSchema } from './table-settings.js';
 
-/** Largest record by default: a row of 64 MiB replicates (docs/configuration.md, topics.maxMessageBytes). */
-export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+/** Largest record by default: a row of 64 MiB and its envelope (docs/configuration.md, topics.maxMessageBytes). */
+export const DEFAULT_MAX_MESSAGE_BYTES = 65 * 1024 * 1024;
 /** Kafka's socket.request.max.bytes default (100 MiB) bounds a produce request: records stay below it. */
 const MAX_MESSAGE_BYTES_CEILING = 96 * 1024 * 1024;
 /** Room for the record batch and record headers around the largest record. */

@@ -258,7 +258,7 @@ describe('precheck (real PostgreSQL, Kafka, registry)', () => {
       ['error', rev, 'max.message.bytes)'],
     ]);
     // The broker's default (about 1 MB) is below what 64 MiB rows need.
-    expect(t[2]!.message).toContain(`below the ${64 * 1024 * 1024 + 64 * 1024} that topics.maxMessageBytes (67108864) needs`);
+    expect(t[2]!.message).toContain(`below the ${65 * 1024 * 1024 + 64 * 1024} that topics.maxMessageBytes (68157440) needs`);
     expect(t[0]!.message).toContain('3 partition(s)');
     expect(problems(fs).filter((f) => f.check !== 'kafka_topics')).toEqual([]);
   });
