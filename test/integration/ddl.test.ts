@@ -199,6 +199,16 @@ describe('DDL replication, forward direction, under writes on both clusters', ()
     expect(await same('enum', a, b, `SELECT enum_range(NULL::${schema}.mood)::text AS r`)).toBe('[{"r":"{ok,bad,great}"}]');
   });
 
+  it('DDL between DML statements of one transaction: applied in order, in one destination transaction', async () => {
+    await a.query('BEGIN');
+    await a.query(`INSERT INTO ${schema}.parent (name) VALUES ('in txn')`);
+    await a.query(`ALTER TABLE ${schema}.parent ADD COLUMN tag text DEFAULT 'dflt'`);
+    await a.query(`UPDATE ${schema}.parent SET tag = 'set in txn' WHERE name = 'in txn'`);
+    await a.query('COMMIT');
+    await waitUntil('txn on b', async () => (await b.query(`SELECT tag FROM ${schema}.parent WHERE name = 'in txn'`).catch(() => ({ rows: [] }))).rows[0]?.tag === 'set in txn');
+    await same('parent equal', a, b, `SELECT * FROM ${schema}.parent ORDER BY id`);
+  });
+
   it('RENAME TABLE and DROP TABLE, each followed by writes', async () => {
     await a.query(`ALTER TABLE ${schema}.child RENAME TO kid`);
     await a.query(`INSERT INTO ${schema}.kid VALUES (4, 1, '2026-01-03T00:00:00Z')`);
@@ -227,7 +237,7 @@ describe('DDL replication, forward direction, under writes on both clusters', ()
     expect(report.equal).toBe(true);
     // Every DDL of a ran once on b; none went from b to a, and b recorded none.
     const applied = (d: string) => counter(svc.applies[d]!.registry, 'pgbridge_apply_ddl_total');
-    expect(await applied('a-b')).toBe(19);
+    expect(await applied('a-b')).toBe(20);
     expect(await applied('b-a')).toBe(0);
     expect(await counter(svc.captures.b!.registry, 'pgbridge_capture_ignored_control_total')).toBe(0);
     expect((await a.query(`SELECT to_regclass('${schema}.b_only') AS i`)).rows[0].i).toBeNull();
