@@ -101,8 +101,9 @@ export function kafkaConnection(cfg: PipelineConfig, clientId: string): KafkaCon
   };
 }
 
-export function kafkaClient(cfg: PipelineConfig, clientId: string, log: Logger): KafkaClient {
-  return new KafkaClient(kafkaConnection(cfg, `${cfg.kafka.clientId}-${clientId}`), log);
+/** The client of a pipeline's Kafka, named `<kafka.clientId>-<clientId>`; `timeouts` shortens the config's for a quick look (status). */
+export function kafkaClient(cfg: PipelineConfig, clientId: string, log?: Logger, timeouts: Pick<KafkaConnection, 'connectTimeoutMs'> = {}): KafkaClient {
+  return new KafkaClient({ ...kafkaConnection(cfg, `${cfg.kafka.clientId}-${clientId}`), ...timeouts }, log);
 }
 
 /** Protocol error names (e.g. PRODUCER_FENCED) anywhere in an error's chain. */

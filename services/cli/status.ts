@@ -4,7 +4,7 @@
  */
 import { metricsPort, slotName, type PipelineConfig } from '../../shared/config.js';
 import { errorMessage } from '../../shared/errors.js';
-import { KafkaClient, kafkaConnection, recordsBehind } from '../../shared/kafka.js';
+import { kafkaClient, recordsBehind } from '../../shared/kafka.js';
 import { withClient } from '../../shared/pg.js';
 import { readiness, scrapeMetrics } from './probe.js';
 import { configuredLimit, storedLimit, type ThrottleLimit } from '../apply/throttle.js';
@@ -29,7 +29,7 @@ export interface DirectionStatus {
 }
 
 export async function status(cfg: PipelineConfig): Promise<DirectionStatus[]> {
-  const admin = new KafkaClient({ ...kafkaConnection(cfg, 'pgbridge-status'), connectTimeoutMs: 2000 }).admin({ retries: 1 });
+  const admin = kafkaClient(cfg, 'status', undefined, { connectTimeoutMs: 2000 }).admin({ retries: 1 });
   let ends: Map<string, bigint> | null = null;
   try {
     ends = new Map();

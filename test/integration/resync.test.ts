@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { drainBarrier } from '../../services/cli/barrier.js';
 import { resyncTable } from '../../services/cli/initial-sync.js';
 import { formatVerifyReport, verify } from '../../services/cli/verify.js';
-import { runWorkload } from '../../services/cli/workload.js';
+import { runWorkload } from '../../infra/demo/workload.js';
 import type { PipelineConfig } from '../../shared/config.js';
 import { withClient } from '../../shared/pg.js';
 import { writeControl } from '../../shared/control-records.js';

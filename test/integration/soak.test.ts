@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { drainBarrier } from '../../services/cli/barrier.js';
 import { verify, formatVerifyReport } from '../../services/cli/verify.js';
-import { ACCOUNTS, INITIAL_BALANCE, runWorkload, type Ledger } from '../../services/cli/workload.js';
+import { ACCOUNTS, INITIAL_BALANCE, runWorkload, type Ledger } from '../../infra/demo/workload.js';
 import type { PipelineConfig } from '../../shared/config.js';
 import { withClient } from '../../shared/pg.js';
 import { counter, workloadPipeline, type Running, type WorkloadPipeline } from '../support/services.js';

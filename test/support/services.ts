@@ -8,7 +8,7 @@ import { CaptureRun, captureMetrics, type CaptureMetrics } from '../../services/
 import type { PipelineConfig } from '../../shared/config.js';
 import { kafkaClient } from '../../shared/kafka.js';
 import { release, setup } from '../../services/cli/setup.js';
-import { workloadSchemaSql } from '../../services/cli/workload.js';
+import { workloadSchemaSql } from '../../infra/demo/workload.js';
 import type pg from 'pg';
 import { withClient } from '../../shared/pg.js';
 import { pgClient, testConfig, testLog, uniqueName, waitUntil } from './pipeline.js';
@@ -67,7 +67,7 @@ export interface WorkloadPipeline {
 }
 
 /**
- * The bank-and-orders workload schema (services/cli/workload.ts) on both clusters, a
+ * The bank-and-orders workload schema (infra/demo/workload.ts) on both clusters, a
  * last-writer-wins pipeline over it, and its four services running and ready.
  */
 export async function workloadPipeline(prefix: string): Promise<WorkloadPipeline> {

@@ -6,18 +6,18 @@
 import { mkdirSync, openSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { endpointsOf, stackConnections, stackSettings } from '../../infra/stack/settings.js';
+import { endpointsOf, stackConnections, stackSettings } from '../stack/settings.js';
 import { loadConfig, type PipelineConfigInput } from '../../shared/config.js';
 import { errorMessage } from '../../shared/errors.js';
 import { createLogger } from '../../shared/log.js';
 import { withClient } from '../../shared/pg.js';
 import { argValue, isMainModule } from '../../shared/service-main.js';
-import { drainBarrier } from './barrier.js';
-import { formatFindings, precheck } from './precheck/index.js';
-import { waitReady } from './probe.js';
-import { spawnServices, statusLine, stopServices } from './run.js';
-import { release, setup } from './setup.js';
-import { formatVerifyReport, verify } from './verify.js';
+import { drainBarrier } from '../../services/cli/barrier.js';
+import { formatFindings, precheck } from '../../services/cli/precheck/index.js';
+import { waitReady } from '../../services/cli/probe.js';
+import { spawnServices, statusLine, stopServices } from '../../services/cli/run.js';
+import { release, setup } from '../../services/cli/setup.js';
+import { formatVerifyReport, verify } from '../../services/cli/verify.js';
 import { ledgerTotal, runWorkload, workloadSchemaSql } from './workload.js';
 
 const SCHEMA = 'demo';
