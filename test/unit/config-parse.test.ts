@@ -33,7 +33,7 @@ describe('config defaults (as docs/configuration.md lists them)', () => {
   it('kafka, registry and topics', () => {
     expect(cfg.kafka).toEqual({ brokers: ['k:9092'], clientId: 'pgbridge', connectionTimeoutMs: 3000, requestTimeoutMs: 30000, ssl: null, sasl: null });
     expect(cfg.registry).toEqual({ url: 'http://r:8081' });
-    expect(cfg.topics).toEqual({ pattern: '{pipeline}.{from}.to.{to}', partitions: 1, replicationFactor: 1, maxMessageBytes: 64 * 1024 * 1024 });
+    expect(cfg.topics).toEqual({ pattern: '{pipeline}.{from}.to.{to}', partitions: 1, replicationFactor: 1, maxMessageBytes: 68_157_440 });
   });
 
   it('selection, conflicts, origin, ddl, sync, retry and metrics', () => {
