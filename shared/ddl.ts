@@ -70,6 +70,38 @@ export function tableOfIdentity(schema: string, identity: string): string {
   return parts[0] === schema && parts.length > 1 ? parts[1]! : parts[0] ?? '';
 }
 
+/** Whether `text` (lower case) has `word` as a whole identifier. */
+function mentions(text: string, word: string): boolean {
+  let i = text.indexOf(word);
+  const part = (ch: string | undefined): boolean => ch !== undefined && /[a-z0-9_$]/.test(ch);
+  while (i >= 0) {
+    if (!part(text[i - 1]) && !part(text[i + word.length])) return true;
+    i = text.indexOf(word, i + 1);
+  }
+  return false;
+}
+
+/**
+ * Tables named differently on the two clusters (selection.tables.<t>.rename / renameColumns)
+ * that a DDL record touches: its text names the source's tables and columns, which the
+ * destination calls otherwise, so it cannot be run there as it is. Matched on the record's
+ * table objects and, for the objects that do not name their table (an index, a constraint),
+ * on the statement text.
+ */
+export function renamedTablesTouched(cfg: PipelineConfig, d: DdlRecord): string[] {
+  const out = new Set<string>();
+  const text = d.sql.toLowerCase();
+  for (const [name, s] of Object.entries(cfg.selection.tables)) {
+    const physical = [name, ...Object.values(s.rename ?? {})];
+    const columns = Object.values(s.renameColumns ?? {}).some((m) => Object.keys(m).length > 0);
+    if (physical.every((p) => p === name) && !columns) continue;
+    const touched = d.objects.some((o) => (o.type === 'table' || o.type === 'table column') && physical.includes(`${o.schema}.${tableOfIdentity(o.schema, o.identity)}`))
+      || physical.some((p) => mentions(text, p.slice(p.indexOf('.') + 1).toLowerCase()));
+    if (touched) out.add(name);
+  }
+  return [...out];
+}
+
 /**
  * CREATE/DROP INDEX CONCURRENTLY and REINDEX CONCURRENTLY cannot run inside a transaction
  * block: apply runs them on their own, between two destination transactions.

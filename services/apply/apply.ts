@@ -23,7 +23,7 @@ import { ClusterNaming } from '../../shared/naming.js';
 import { operationOfOp, operationsOf, tableSettings, type Operation } from '../../shared/table-settings.js';
 import { ConflictStop, RowWriter, type BatchShape, type WriteResult } from './row-writer.js';
 import { REPLAY_SELECT, filteredOut, inReplay, replayRangeOf, type ReplayColumns, type ReplayRange } from './replay-range.js';
-import { parseDdlRecord, runsOutsideTransaction } from '../../shared/ddl.js';
+import { parseDdlRecord, renamedTablesTouched, runsOutsideTransaction } from '../../shared/ddl.js';
 import { runDdl } from './ddl-runner.js';
 import { ShapeGaps } from './shape-gaps.js';
 
@@ -575,6 +575,14 @@ export class ApplyRun extends ServiceRun {
       this.log.info({ tag: d.tag, offset: String(pos.offset) }, 'replayed range: DDL passed over (the destination has it)');
       this.advance(pos, ev.last, ev.commitLsn, ev.commitTs);
       return null;
+    }
+    const renamed = renamedTablesTouched(this.deps.cfg, d);
+    if (renamed.length) {
+      await this.rollbackGroup();
+      throw new PgBridgeError('DDL_FAILED', `replicated DDL (${d.tag}) at ${pos.topic}/${pos.partition}@${pos.offset}, source commit LSN ${formatLsn(ev.commitLsn)}, touches ${renamed.join(', ')}, which the clusters name differently (selection.tables.<t>.rename / renameColumns): its text names ${this.deps.direction.from}'s tables and columns and cannot run on ${this.deps.direction.to} as it is. ` +
+        `Command: ${d.sql.slice(0, 2000)}. Apply stopped before it: make the equivalent change on ${this.deps.direction.to} by hand, move cdc.apply_progress past offset ${pos.offset}, then start apply again.`, {
+        details: { topic: pos.topic, partition: pos.partition, offset: String(pos.offset), tag: d.tag, tables: renamed },
+      });
     }
     let g = this.group!;
     if (!g.inTxn && g.txns > 0) {
