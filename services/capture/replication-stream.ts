@@ -1,41 +1,18 @@
 /**
- * The replication connection: pg-logical-replication with acknowledgement fully under our
- * control. Hazards of the library handled here (RELIABILITY.md):
- *  - acknowledge.auto off and timeoutSeconds 0: the library never acks on its own; we ack
- *    only durable positions (INV-1, docs/invariants.md).
- *  - a handler error is emitted and the library would go on with the next message: after the
- *    first error every later message is ignored and the stream is stopped.
- *  - on reconnect the library resumes from the last *received* LSN: an instance is never
- *    reused; every start is a new connection from the slot's confirmed position.
- *  - its pgoutput plugin does not send `messages`: ours does, and decodes values as text.
+ * The replication connection: a plain pg Client in replication mode running
+ * `START_REPLICATION SLOT … LOGICAL`, its CopyBoth stream read by our own reader
+ * (wal-stream.ts; docs/decisions.md, "Our own replication stream reader").
+ *  - Nothing is acknowledged on its own: the server hears only the positions ack() is given,
+ *    durable ones (INV-1, docs/invariants.md), and exactly those (no `+ 1`).
+ *  - A message is handled only after the one before it settled; meanwhile the socket is not
+ *    read (INV-7). After the first failure of a handler nothing more is handed on.
+ *  - Every start is a new connection from the slot's confirmed position.
+ *  - pgoutput with `messages`, values decoded as text (pgoutput-decoder.ts).
  */
-import { LogicalReplicationService } from 'pg-logical-replication';
-import { AbstractPlugin } from 'pg-logical-replication/dist/output-plugins/abstract.plugin.js';
-import type pg from 'pg';
-import { formatLsn, parseLsn, type Lsn } from '../../shared/lsn.js';
+import pg from 'pg';
+import { formatLsn, type Lsn } from '../../shared/lsn.js';
 import { PgoutputDecoder, type PgoutputMessage } from './pgoutput-decoder.js';
-
-type Decoded = PgoutputMessage | { tag: 'decode-error'; error: Error };
-
-class PgbridgePgoutputPlugin extends AbstractPlugin<{ publication: string }> {
-  private readonly decoder = new PgoutputDecoder();
-  get name(): string {
-    return 'pgoutput';
-  }
-  /** Called by the library inside the socket handler: never throw from here. */
-  parse(buffer: Buffer): Decoded {
-    try {
-      return this.decoder.decode(buffer);
-    } catch (error) {
-      return { tag: 'decode-error', error: error as Error };
-    }
-  }
-  start(client: pg.Client, slotName: string, lastLsn: string): Promise<unknown> {
-    const pub = this.options.publication.replaceAll("'", "''");
-    // proto_version 1, no streaming: only committed transactions arrive, in commit order.
-    return client.query(`START_REPLICATION SLOT "${slotName}" LOGICAL ${lastLsn} (proto_version '1', publication_names '${pub}', messages 'true')`);
-  }
-}
+import { WalStreamQuery } from './wal-stream.js';
 
 export interface StreamHandlers {
   /** Awaited before the next message is taken (backpressure). */
@@ -45,8 +22,16 @@ export interface StreamHandlers {
   onError(err: Error): void;
 }
 
+/** The START_REPLICATION command capture runs. */
+export function startReplicationSql(slot: string, publication: string, from: bigint): string {
+  const pub = publication.replaceAll("'", "''");
+  // proto_version 1, no streaming: only committed transactions arrive, in commit order.
+  return `START_REPLICATION SLOT "${slot.replaceAll('"', '""')}" LOGICAL ${formatLsn(from)} (proto_version '1', publication_names '${pub}', messages 'true')`;
+}
+
 export class ReplicationStream {
-  private service: LogicalReplicationService | null = null;
+  private client: pg.Client | null = null;
+  private query: WalStreamQuery | null = null;
   private failed = false;
   /** Draining: no message or keepalive is handled any more, but acks still reach the server. */
   private paused = false;
@@ -59,59 +44,60 @@ export class ReplicationStream {
 
   /** Starts streaming from `from` (the server starts at max(from, confirmed_flush_lsn)). Resolves when streaming has started. */
   async start(from: Lsn, h: StreamHandlers): Promise<void> {
-    const service = new LogicalReplicationService(
-      { ...this.connection } as never,
-      { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } },
-    );
-    this.service = service;
     const fail = (err: Error): void => {
       if (this.failed) return;
       this.failed = true;
       h.onError(err);
     };
-    service.on('data', async (lsn: string, msg: Decoded) => {
-      if (this.failed || this.paused) return;
-      if (msg.tag === 'decode-error') {
-        fail(msg.error);
-        return;
-      }
-      try {
-        await h.onMessage(msg, parseLsn(lsn));
-      } catch (err) {
-        fail(err as Error);
-      }
+    const client = new pg.Client({ ...this.connection, replication: 'database' } as pg.ClientConfig);
+    this.client = client;
+    client.on('error', (err) => fail(err));
+    try {
+      await client.connect();
+    } catch (err) {
+      fail(err as Error);
+      throw err;
+    }
+    const decoder = new PgoutputDecoder();
+    let started: () => void = () => undefined;
+    const startedP = new Promise<void>((r) => (started = r));
+    const q = new WalStreamQuery(startReplicationSql(this.slot, this.publication, from), {
+      onData: (lsn, payload) => {
+        if (this.failed || this.paused) return;
+        // A decode error fails the run like a handler error (the message is not skipped).
+        return h.onMessage(decoder.decode(payload), lsn);
+      },
+      onKeepalive: (lsn, reply) => {
+        // Paused: messages are being dropped unhandled, so a keepalive position is not durable.
+        if (!this.failed && !this.paused) h.onKeepalive(lsn, reply);
+      },
+      onStart: () => started(),
+      onHandlerError: (err) => fail(err),
     });
-    service.on('heartbeat', (lsn: string, _ts: number, shouldRespond: boolean) => {
-      // Paused: messages are being dropped unhandled, so a keepalive position is not durable.
-      if (!this.failed && !this.paused) h.onKeepalive(parseLsn(lsn), shouldRespond);
-    });
-    service.on('error', (err: Error) => fail(err));
-    const started = new Promise<void>((resolve) => service.once('start', () => resolve()));
-    const plugin = new PgbridgePgoutputPlugin({ publication: this.publication });
-    const subscribed = service.subscribe(plugin as never, this.slot, formatLsn(from));
-    subscribed.then(
+    this.query = q;
+    void client.query(q as unknown as pg.QueryConfig);
+    const ended = q.done.then(
       () => fail(new Error('replication stream ended')),
-      (err: Error) => fail(err),
+      (err: Error) => {
+        fail(err);
+        throw err;
+      },
     );
-    await Promise.race([started, subscribed.then(() => undefined)]);
+    await Promise.race([startedP, ended]);
   }
 
-  /** True when the library holds no received-but-unprocessed message (never once paused: messages are dropped then). */
+  /** True when no received message waits to be handled (never once paused: messages are dropped then). */
   get drained(): boolean {
-    const s = this.service as unknown as { _messageQueue?: unknown[]; _processing?: boolean } | null;
-    return !!s && !this.paused && (s._messageQueue?.length ?? 0) === 0 && !s._processing;
+    return !!this.query && !this.paused && this.query.idle;
   }
 
   /**
    * Tells the server that everything before `lsn` is durable (INV-1: callers pass only
-   * Kafka-acked positions: a commit's end LSN, or an idle keepalive position).
-   * The library reports `lsn + 1` as flushed. That would be one byte too far: a commit
-   * record that starts exactly at our end LSN (the next record in WAL) would be skipped on
-   * restart, since decoding skips commits that start before confirmed_flush_lsn. So we
-   * hand it `lsn - 1`.
+   * Kafka-acked positions: a commit's end LSN, or an idle keepalive position). The standby
+   * status update carries `lsn` itself as written, flushed and applied position.
    */
   async ack(lsn: Lsn): Promise<void> {
-    if (this.service && !this.failed && lsn > 0n) await this.service.acknowledge(formatLsn(lsn - 1n));
+    if (this.query && !this.failed && lsn > 0n) this.query.sendStatus(lsn);
   }
 
   /**
@@ -125,9 +111,12 @@ export class ReplicationStream {
 
   async stop(): Promise<void> {
     this.failed = true;
-    const s = this.service;
-    this.service = null;
-    await s?.stop().catch(() => undefined);
-    s?.removeAllListeners();
+    this.query?.stop();
+    const c = this.client;
+    this.client = null;
+    this.query = null;
+    await c?.end().catch(() => undefined);
+    c?.removeAllListeners();
+    c?.on('error', () => undefined);
   }
 }
