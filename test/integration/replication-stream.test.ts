@@ -31,6 +31,10 @@ describe('replication stream reader (real walsender)', () => {
   const confirmed = async (): Promise<Lsn> =>
     parseLsn((await a.query<{ l: string }>('SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots WHERE slot_name = $1', [slot])).rows[0]!.l);
 
+  /** A stopped stream's walsender lets go of the slot a moment later; a new start waits for that. */
+  const slotFree = (): Promise<boolean> =>
+    waitUntil('slot inactive', async () => (await a.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active', [slot])).rows.length === 0, 15_000);
+
   beforeAll(async () => {
     cfg = testConfig(uniqueName('prs'), schema);
     a = await pgClient(cfg, 'a');
@@ -41,7 +45,7 @@ describe('replication stream reader (real walsender)', () => {
 
   afterAll(async () => {
     for (const s of streams) await s.stop();
-    await waitUntil('slot inactive', async () => (await a.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active', [slot])).rows.length === 0, 10_000).catch(() => undefined);
+    await slotFree().catch(() => undefined);
     await a?.query('SELECT pg_drop_replication_slot($1)', [slot]).catch(() => undefined);
     await a?.query(`DROP PUBLICATION IF EXISTS ${pub}`);
     await a?.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
@@ -49,6 +53,7 @@ describe('replication stream reader (real walsender)', () => {
   });
 
   it('moves the slot to exactly the acknowledged commit end LSN, and not before the ack', async () => {
+    await slotFree();
     const s = open();
     const start = await confirmed();
     const msgs: { msg: PgoutputMessage; lsn: Lsn }[] = [];
@@ -69,6 +74,7 @@ describe('replication stream reader (real walsender)', () => {
 
   it('answers keepalives that ask for a reply, so the walsender keeps the connection; unanswered, it drops it and the error surfaces', async () => {
     for (const answer of [true, false]) {
+      await slotFree();
       const s = open(2000);
       const errors: Error[] = [];
       let asked = 0;
@@ -91,6 +97,7 @@ describe('replication stream reader (real walsender)', () => {
   }, 60_000);
 
   it('stops reading while a message is being handled: the walsender waits instead of the process buffering', async () => {
+    await slotFree();
     const s = open();
     const from = await confirmed();
     let count = 0;
