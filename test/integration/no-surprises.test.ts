@@ -62,8 +62,9 @@ describe('no destructive surprises', () => {
     }
     const table = `${schema}.keep`;
     await expect(resyncTable(cfg, table, testLog, { where: `nextval('${s}.seq') > 0` })).rejects.toThrow(/read-only transaction/);
-    // Closes the parentheses around the condition and appends a statement: the simple query protocol would run it.
-    const injected = `true) ORDER BY 1 LIMIT 1; DROP TABLE ${s}.keep; SELECT 1 FROM ${s}.keep x WHERE (true`;
+    // Closes the parentheses around the condition (resync's and the chunk reader's) and appends a
+    // statement that the simple query protocol would run.
+    const injected = `true)) ORDER BY 1 LIMIT 1; DROP TABLE ${s}.keep; SELECT 1 FROM ${s}.keep x WHERE ((true`;
     await expect(resyncTable(cfg, table, testLog, { where: injected })).rejects.toThrow(/multiple commands/);
     expect(await on('a', `SELECT count(*)::int AS n FROM ${s}.keep`)).toEqual([{ n: '10' }]);
     expect(await on('a', `SELECT is_called FROM ${s}.seq`)).toEqual([{ is_called: false }]);
