@@ -66,7 +66,10 @@ function latencyPanel(res: BenchResults, top: number): { svg: string[]; height: 
     const gx = left + gi * groupW + groupW / 2 - (ks.length * (2 * barW + 14)) / 2;
     ks.forEach((k, ki) => {
       const bx = gx + ki * (2 * barW + 14);
-      for (const [j, p, color] of [[0, l.pgbridge, BRIDGE], [1, l.native, NATIVE]] as const) {
+      for (const [j, p, color] of [
+        [0, l.pgbridge, BRIDGE],
+        [1, l.native, NATIVE],
+      ] as const) {
         const xx = bx + j * barW;
         if (isFailed(p)) {
           svg.push(text(xx + barW / 2, plotTop + plotH - 4, '×', 'text-anchor="middle" fill="#c53030"'));
@@ -77,14 +80,26 @@ function latencyPanel(res: BenchResults, top: number): { svg: string[]; height: 
       }
       svg.push(text(bx + barW, plotTop + plotH + 16, k, 'text-anchor="middle"'));
     });
-    svg.push(text(left + gi * groupW + groupW / 2, plotTop + plotH + 36, `${l.rate} rows/s (pgbridge ÷ native p99 ${Number.isFinite(l.ratio.p99) ? l.ratio.p99.toFixed(2) : '-'})`, 'text-anchor="middle"'));
+    svg.push(
+      text(
+        left + gi * groupW + groupW / 2,
+        plotTop + plotH + 36,
+        `${l.rate} rows/s (pgbridge ÷ native p99 ${Number.isFinite(l.ratio.p99) ? l.ratio.p99.toFixed(2) : '-'})`,
+        'text-anchor="middle"',
+      ),
+    );
   });
   svg.push(`<line x1="${left}" y1="${plotTop + plotH}" x2="${W - 40}" y2="${plotTop + plotH}" stroke="#333"/>`);
   svg.push(`<line x1="${left}" y1="${plotTop}" x2="${left}" y2="${plotTop + plotH}" stroke="#333"/>`);
   svg.push(text(left - 6, plotTop + 10, `${Math.round(max)} ms`, 'text-anchor="end" class="s"'));
   svg.push(text(left - 6, plotTop + plotH, '0', 'text-anchor="end" class="s"'));
   const ly = plotTop + plotH + 56;
-  svg.push(rect(left, ly - 10, 12, 12, BRIDGE), text(left + 18, ly, 'pgbridge'), rect(left + 100, ly - 10, 12, 12, NATIVE), text(left + 118, ly, 'native logical replication'));
+  svg.push(
+    rect(left, ly - 10, 12, 12, BRIDGE),
+    text(left + 18, ly, 'pgbridge'),
+    rect(left + 100, ly - 10, 12, 12, NATIVE),
+    text(left + 118, ly, 'native logical replication'),
+  );
   return { svg, height: ly + 16 - top };
 }
 
@@ -98,7 +113,9 @@ export function renderChart(res: BenchResults): string {
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${Math.round(height)}" viewBox="0 0 ${W} ${Math.round(height)}" font-family="sans-serif" font-size="12">`,
     '<style>.t{font-size:15px;font-weight:bold}.h{font-size:13px;font-weight:bold}.s{font-size:10px}</style>',
     `<rect width="${W}" height="${Math.round(height)}" fill="#fff"/>`,
-    ...head, ...t.svg, ...l.svg,
+    ...head,
+    ...t.svg,
+    ...l.svg,
     '</svg>',
     '',
   ].join('\n');

@@ -28,7 +28,9 @@ export async function createLink(id: string, from: Side, schema: string, tables:
   }
   const dst = await db(link.to);
   try {
-    await dst.query(`CREATE SUBSCRIPTION "${link.name}" CONNECTION '${conninfo(from)}' PUBLICATION "${link.name}" WITH (enabled = false, copy_data = false, create_slot = true)`);
+    await dst.query(
+      `CREATE SUBSCRIPTION "${link.name}" CONNECTION '${conninfo(from)}' PUBLICATION "${link.name}" WITH (enabled = false, copy_data = false, create_slot = true)`,
+    );
   } finally {
     await dst.end();
   }
@@ -59,15 +61,17 @@ export async function awaitLauncher(links: readonly NativeLink[]): Promise<void>
 }
 
 export async function enableLinks(links: readonly NativeLink[]): Promise<void> {
-  await Promise.all(links.map(async (l) => {
-    const c = await db(l.to);
-    try {
-      await c.query(`ALTER SUBSCRIPTION "${l.name}" ENABLE`);
-      lastEnabled[l.to] = performance.now();
-    } finally {
-      await c.end();
-    }
-  }));
+  await Promise.all(
+    links.map(async (l) => {
+      const c = await db(l.to);
+      try {
+        await c.query(`ALTER SUBSCRIPTION "${l.name}" ENABLE`);
+        lastEnabled[l.to] = performance.now();
+      } finally {
+        await c.end();
+      }
+    }),
+  );
 }
 
 /** Drops subscription (and with it the slot on the publisher) and publication. Safe to repeat. */

@@ -145,10 +145,14 @@ export function startServices(p: BridgePipeline, which: Which): Services {
   const list = specs.map((s): Service => {
     const logFile = join(p.dir, `${s.name}.log`);
     const fd = openSync(logFile, 'a');
-    const child = spawn(process.execPath, [...SERVICE_NODE_ARGS, ...profileArgs(), join(distRoot, 'services', s.script), '--config', p.file, ...s.args, '--metrics-port', '0'], {
-      stdio: ['ignore', fd, fd],
-      env: { ...process.env, PGBRIDGE_LOG_LEVEL: process.env.PGBRIDGE_BENCH_SERVICE_LOG_LEVEL ?? 'warn' },
-    });
+    const child = spawn(
+      process.execPath,
+      [...SERVICE_NODE_ARGS, ...profileArgs(), join(distRoot, 'services', s.script), '--config', p.file, ...s.args, '--metrics-port', '0'],
+      {
+        stdio: ['ignore', fd, fd],
+        env: { ...process.env, PGBRIDGE_LOG_LEVEL: process.env.PGBRIDGE_BENCH_SERVICE_LOG_LEVEL ?? 'warn' },
+      },
+    );
     closeSync(fd);
     const exited = new Promise<number>((resolve) => child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 : 1))));
     return { name: s.name, child, logFile, exited, peakKib: 0 };
@@ -160,10 +164,14 @@ export function startServices(p: BridgePipeline, which: Which): Services {
 export function startSync(p: BridgePipeline, args: readonly string[]): Services {
   const logFile = join(p.dir, 'sync.log');
   const fd = openSync(logFile, 'a');
-  const child = spawn(process.execPath, [...SERVICE_NODE_ARGS, ...profileArgs(), join(distRoot, 'services', 'cli', 'main.js'), 'sync', '--config', p.file, ...args], {
-    stdio: ['ignore', fd, fd],
-    env: { ...process.env, PGBRIDGE_LOG_LEVEL: process.env.PGBRIDGE_BENCH_SERVICE_LOG_LEVEL ?? 'warn' },
-  });
+  const child = spawn(
+    process.execPath,
+    [...SERVICE_NODE_ARGS, ...profileArgs(), join(distRoot, 'services', 'cli', 'main.js'), 'sync', '--config', p.file, ...args],
+    {
+      stdio: ['ignore', fd, fd],
+      env: { ...process.env, PGBRIDGE_LOG_LEVEL: process.env.PGBRIDGE_BENCH_SERVICE_LOG_LEVEL ?? 'warn' },
+    },
+  );
   closeSync(fd);
   const exited = new Promise<number>((resolve) => child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 : 1))));
   return new Services([{ name: 'sync', child, logFile, exited, peakKib: 0 }]);
@@ -212,7 +220,10 @@ export async function releasePipeline(p: BridgePipeline): Promise<void> {
   } finally {
     await admin.close();
   }
-  await deleteSubjects(p.cfg.registry.url, p.cfg.directions.map((d) => `${d.topic}-`));
+  await deleteSubjects(
+    p.cfg.registry.url,
+    p.cfg.directions.map((d) => `${d.topic}-`),
+  );
   rmSync(p.dir, { recursive: true, force: true });
 }
 

@@ -17,7 +17,13 @@ export interface BenchResults {
   readonly date: string;
   readonly mode: BenchParams['mode'];
   readonly params: BenchParams;
-  readonly machine: { readonly cpus: number; readonly node: string; readonly postgres: string; readonly database: string; readonly loadAverageAtStart: readonly number[] };
+  readonly machine: {
+    readonly cpus: number;
+    readonly node: string;
+    readonly postgres: string;
+    readonly database: string;
+    readonly loadAverageAtStart: readonly number[];
+  };
   readonly elapsedSeconds: number;
   readonly oneWay: readonly ThroughputResult[];
   readonly twoWay: readonly ThroughputResult[];
@@ -29,7 +35,11 @@ export interface BenchResults {
 
 function table(head: readonly string[], rows: readonly (readonly string[])[]): string {
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (r: readonly string[]): string => r.map((c, i) => (i === 0 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join('  ').trimEnd();
+  const line = (r: readonly string[]): string =>
+    r
+      .map((c, i) => (i === 0 ? c.padEnd(w[i]!) : c.padStart(w[i]!)))
+      .join('  ')
+      .trimEnd();
   return [line(head), w.map((x) => '-'.repeat(x)).join('  '), ...rows.map(line)].join('\n');
 }
 
@@ -52,12 +62,39 @@ function seconds(d: Drain | { error: string }, k: 'seconds' | 'firstRowSec'): st
 
 function throughputTable(rows: readonly ThroughputResult[]): string {
   return table(
-    ['backlog shape', 'rows', 'pgbridge rows/s', 'steady/s', 'total s', '1st row s', 'in Kafka s', 'native rows/s', 'steady/s', 'total s', '1st row s', 'ratio', 'steady ratio', 'capture MiB', 'apply MiB'],
+    [
+      'backlog shape',
+      'rows',
+      'pgbridge rows/s',
+      'steady/s',
+      'total s',
+      '1st row s',
+      'in Kafka s',
+      'native rows/s',
+      'steady/s',
+      'total s',
+      '1st row s',
+      'ratio',
+      'steady ratio',
+      'capture MiB',
+      'apply MiB',
+    ],
     rows.map((r) => [
-      r.shape, num(r.totalRows), rate(r.pgbridge), steady(r.pgbridge), seconds(r.pgbridge, 'seconds'), seconds(r.pgbridge, 'firstRowSec'),
+      r.shape,
+      num(r.totalRows),
+      rate(r.pgbridge),
+      steady(r.pgbridge),
+      seconds(r.pgbridge, 'seconds'),
+      seconds(r.pgbridge, 'firstRowSec'),
       isFailed(r.pgbridge) ? '-' : num(r.pgbridge.publishedSec ?? undefined, 2),
-      rate(r.native), steady(r.native), seconds(r.native, 'seconds'), seconds(r.native, 'firstRowSec'), num(r.ratio, 2), num(r.steadyRatio, 2),
-      isFailed(r.pgbridge) ? '-' : num(r.pgbridge.captureMib, 0), isFailed(r.pgbridge) ? '-' : num(r.pgbridge.applyMib, 0),
+      rate(r.native),
+      steady(r.native),
+      seconds(r.native, 'seconds'),
+      seconds(r.native, 'firstRowSec'),
+      num(r.ratio, 2),
+      num(r.steadyRatio, 2),
+      isFailed(r.pgbridge) ? '-' : num(r.pgbridge.captureMib, 0),
+      isFailed(r.pgbridge) ? '-' : num(r.pgbridge.applyMib, 0),
     ]),
   );
 }
@@ -74,15 +111,34 @@ function failures(rows: readonly ThroughputResult[]): string[] {
 function latencyTable(rows: readonly LatencyResult[]): string {
   const body: string[][] = [];
   for (const r of rows) {
-    for (const [engine, p] of [['pgbridge', r.pgbridge], ['native', r.native]] as const) {
-      body.push(isFailed(p)
-        ? [`${r.rate}`, `${r.seconds}`, engine, 'FAILED', '-', '-', '-', '-', '-', '-', '-']
-        : [`${r.rate}`, `${r.seconds}`, engine, num(p.achievedRate), num(p.p50, 1), num(p.p95, 1), num(p.p99, 1), num(p.max, 1),
-          `${p.keptUp ? 'yes' : 'NO'} (${num(p.firstQuarterP50, 0)}→${num(p.lastQuarterP50, 0)})`, num(p.captureMib), num(p.applyMib)]);
+    for (const [engine, p] of [
+      ['pgbridge', r.pgbridge],
+      ['native', r.native],
+    ] as const) {
+      body.push(
+        isFailed(p)
+          ? [`${r.rate}`, `${r.seconds}`, engine, 'FAILED', '-', '-', '-', '-', '-', '-', '-']
+          : [
+              `${r.rate}`,
+              `${r.seconds}`,
+              engine,
+              num(p.achievedRate),
+              num(p.p50, 1),
+              num(p.p95, 1),
+              num(p.p99, 1),
+              num(p.max, 1),
+              `${p.keptUp ? 'yes' : 'NO'} (${num(p.firstQuarterP50, 0)}→${num(p.lastQuarterP50, 0)})`,
+              num(p.captureMib),
+              num(p.applyMib),
+            ],
+      );
     }
     body.push([`${r.rate}`, `${r.seconds}`, 'ratio', '', num(r.ratio.p50, 2), num(r.ratio.p95, 2), num(r.ratio.p99, 2), '', '', '', '']);
   }
-  return table(['rate/s', 's', 'engine', 'achieved/s', 'p50 ms', 'p95 ms', 'p99 ms', 'max ms', 'kept up (p50 ms 1st→last quarter)', 'capture MiB', 'apply MiB'], body);
+  return table(
+    ['rate/s', 's', 'engine', 'achieved/s', 'p50 ms', 'p95 ms', 'p99 ms', 'max ms', 'kept up (p50 ms 1st→last quarter)', 'capture MiB', 'apply MiB'],
+    body,
+  );
 }
 
 function memoryTable(res: BenchResults): string {
@@ -99,16 +155,26 @@ function memoryTable(res: BenchResults): string {
 }
 
 function fullSyncTable(f: FullSyncResult): string {
-  return table(['method', 'rows', 'seconds', 'rows/s', 'ratio to pg_dump', 'ratio to COPY pipe', 'peak MiB sync / apply'], f.runs.map((r) => [
-    r.method, num(f.rows), r.seconds !== undefined ? num(r.seconds, 2) : '-', r.rowsPerSec !== undefined ? num(r.rowsPerSec) : (r.note ?? '-'), r.ratio !== undefined ? num(r.ratio, 2) : '-',
-    r.ratioToCopy !== undefined ? num(r.ratioToCopy, 2) : '-', r.syncMib !== undefined ? `${r.syncMib} / ${r.applyMib}` : '-',
-  ]));
+  return table(
+    ['method', 'rows', 'seconds', 'rows/s', 'ratio to pg_dump', 'ratio to COPY pipe', 'peak MiB sync / apply'],
+    f.runs.map((r) => [
+      r.method,
+      num(f.rows),
+      r.seconds !== undefined ? num(r.seconds, 2) : '-',
+      r.rowsPerSec !== undefined ? num(r.rowsPerSec) : (r.note ?? '-'),
+      r.ratio !== undefined ? num(r.ratio, 2) : '-',
+      r.ratioToCopy !== undefined ? num(r.ratioToCopy, 2) : '-',
+      r.syncMib !== undefined ? `${r.syncMib} / ${r.applyMib}` : '-',
+    ]),
+  );
 }
 
 /** The human-readable report, as printed at the end of a run. */
 export function formatReport(res: BenchResults): string {
   const out: string[] = [];
-  out.push(`pgbridge benchmark ${res.date} (${res.mode}; ${res.machine.cpus} CPUs, Node ${res.machine.node}, PostgreSQL ${res.machine.postgres}; load at start ${res.machine.loadAverageAtStart.map((x) => x.toFixed(2)).join(' ')})`);
+  out.push(
+    `pgbridge benchmark ${res.date} (${res.mode}; ${res.machine.cpus} CPUs, Node ${res.machine.node}, PostgreSQL ${res.machine.postgres}; load at start ${res.machine.loadAverageAtStart.map((x) => x.toFixed(2)).join(' ')})`,
+  );
   out.push('ratio = pgbridge ÷ native PostgreSQL logical replication, measured back to back in this run; >1 is faster (throughput) or slower (latency).');
   out.push('');
   if (res.oneWay.length) {

@@ -20,7 +20,10 @@ const QUICK: BenchParams = {
   // Backlogs big enough that start-up is a small part of the drain (steady ratio beside the total).
   oneWayRows: { 'single-row': 50_000, '10-row': 50_000, 'one-transaction': 200_000 },
   bigTransactionRows: 200_000,
-  latencyRuns: [{ rate: 1000, seconds: 10 }, { rate: 5000, seconds: 10 }],
+  latencyRuns: [
+    { rate: 1000, seconds: 10 },
+    { rate: 5000, seconds: 10 },
+  ],
   // The 1M-row table of the issue's target: below that, start-up (pg_dump of the schema,
   // setup, two Node processes, a consumer group join: about 2 s) outweighs the copy.
   fullSyncRows: 1_000_000,
@@ -30,7 +33,11 @@ const FULL: BenchParams = {
   mode: 'full',
   oneWayRows: { 'single-row': 100_000, '10-row': 100_000, 'one-transaction': 1_000_000 },
   bigTransactionRows: 5_000_000,
-  latencyRuns: [{ rate: 1000, seconds: 30 }, { rate: 3000, seconds: 30 }, { rate: 5000, seconds: 60 }],
+  latencyRuns: [
+    { rate: 1000, seconds: 30 },
+    { rate: 3000, seconds: 30 },
+    { rate: 5000, seconds: 60 },
+  ],
   // Shows the sync's and apply's peak RSS stay flat with table size.
   fullSyncRows: 5_000_000,
 };
@@ -122,9 +129,17 @@ async function main(argv: readonly string[]): Promise<number> {
   }
 
   const res: BenchResults = {
-    version: 1, date, mode: params.mode, params, machine,
+    version: 1,
+    date,
+    mode: params.mode,
+    params,
+    machine,
     elapsedSeconds: (performance.now() - started) / 1000,
-    oneWay, twoWay, latency: lat, bigTransaction: big, fullSync: full,
+    oneWay,
+    twoWay,
+    latency: lat,
+    bigTransaction: big,
+    fullSync: full,
     notes: [
       'Absolute numbers come from a shared, noisy machine; compare ratios (pgbridge ÷ native, same run).',
       'Throughput clocks include start-up: pgbridge from spawning its processes, native from ALTER SUBSCRIPTION … ENABLE.',
@@ -145,7 +160,7 @@ async function main(argv: readonly string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
-    process.stderr.write(`bench: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+    process.stderr.write(`bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
     process.exit(1);
   },
 );

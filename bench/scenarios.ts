@@ -9,8 +9,17 @@ import { percentile, ratio, waitForRows, type Expectation } from './measure.js';
 import { awaitLauncher, createLink, dropLink, enableLinks, type NativeLink } from './native.js';
 import { createPipeline, releasePipeline, startServices, startSync, watchPublished, benchLog, type BridgePipeline, type Services } from './pgbridge.js';
 import {
-  arrivalTimes, createLatencyTable, createThroughputTables, dropSchema, qname, rowsPerTransaction,
-  sourceCommitTimes, writeBacklog, writePaced, writeWarmupRow, type Shape,
+  arrivalTimes,
+  createLatencyTable,
+  createThroughputTables,
+  dropSchema,
+  qname,
+  rowsPerTransaction,
+  sourceCommitTimes,
+  writeBacklog,
+  writePaced,
+  writeWarmupRow,
+  type Shape,
 } from './workload.js';
 
 export type Engine = 'pgbridge' | 'native';
@@ -149,14 +158,16 @@ export async function drain(engine: Engine, n: number, shape: Shape, writers: re
       if (engine === 'pgbridge') pipeline = await createPipeline(id, schema);
       else for (const s of writers) links.push(await createLink(id, s, schema, [`t_${s}`]));
       // Two-way: both backlogs are written at the same time, each on its own connection.
-      await Promise.all(writers.map(async (s) => {
-        const w = await db(s, 'pgbridge-bench-writer');
-        try {
-          await writeBacklog(w, schema, `t_${s}`, n, perTxn);
-        } finally {
-          await w.end();
-        }
-      }));
+      await Promise.all(
+        writers.map(async (s) => {
+          const w = await db(s, 'pgbridge-bench-writer');
+          try {
+            await writeBacklog(w, schema, `t_${s}`, n, perTxn);
+          } finally {
+            await w.end();
+          }
+        }),
+      );
       const exp: Expectation[] = writers.map((s) => ({ dest: conn[other(s)], schema, table: `t_${s}`, n }));
       if (links.length) await awaitLauncher(links);
       const t0 = performance.now();
@@ -167,7 +178,12 @@ export async function drain(engine: Engine, n: number, shape: Shape, writers: re
       const arrival = await waitForRows(t0, exp, drainTimeoutSec(n * writers.length), () => svc?.check()).finally(() => watch?.stop());
       const total = n * writers.length;
       const steadySec = arrival.lastSec - arrival.firstSec;
-      const out: Drain = { seconds: arrival.lastSec, firstRowSec: arrival.firstSec, rowsPerSec: total / arrival.lastSec, steadyRowsPerSec: steadySec >= 0.1 ? (total - writers.length) / steadySec : NaN };
+      const out: Drain = {
+        seconds: arrival.lastSec,
+        firstRowSec: arrival.firstSec,
+        rowsPerSec: total / arrival.lastSec,
+        steadyRowsPerSec: steadySec >= 0.1 ? (total - writers.length) / steadySec : NaN,
+      };
       if (!svc) return out;
       svc.sample();
       return { ...out, publishedSec: await watch!.stop(), captureMib: svc.peakMib('capture'), applyMib: svc.peakMib('apply') };
@@ -177,7 +193,13 @@ export async function drain(engine: Engine, n: number, shape: Shape, writers: re
   });
 }
 
-async function cleanup(services: Services | null, pipeline: BridgePipeline | null, links: readonly NativeLink[], conns: readonly Db[], schema: string): Promise<void> {
+async function cleanup(
+  services: Services | null,
+  pipeline: BridgePipeline | null,
+  links: readonly NativeLink[],
+  conns: readonly Db[],
+  schema: string,
+): Promise<void> {
   await services?.stop().catch(() => undefined);
   if (pipeline) await releasePipeline(pipeline).catch((err) => process.stderr.write(`bench: cleanup of ${pipeline!.cfg.pipeline} failed: ${errorText(err)}\n`));
   for (const l of links) await dropLink(l).catch((err) => process.stderr.write(`bench: dropping ${l.name} failed: ${errorText(err)}\n`));
@@ -243,7 +265,11 @@ export async function latencyRun(engine: Engine, rate: number, seconds: number):
         inOrder.push(at - c);
       }
       const q = Math.max(1, Math.floor(inOrder.length / 4));
-      const p50Of = (xs: number[]): number => percentile(xs.sort((x, y) => x - y), 50);
+      const p50Of = (xs: number[]): number =>
+        percentile(
+          xs.sort((x, y) => x - y),
+          50,
+        );
       const firstQuarterP50 = p50Of(inOrder.slice(0, q));
       const lastQuarterP50 = p50Of(inOrder.slice(-q));
       const lat = [...inOrder].sort((x, y) => x - y);
@@ -257,9 +283,15 @@ export async function latencyRun(engine: Engine, rate: number, seconds: number):
       }
       const span = (hi - lo) / 1000;
       const out: Percentiles = {
-        p50: percentile(lat, 50), p95: percentile(lat, 95), p99: percentile(lat, 99), max: lat[lat.length - 1] ?? NaN,
-        achievedRate: span > 0 ? (n - 1) / span : NaN, rows: n,
-        keptUp: lastQuarterP50 <= 2 * firstQuarterP50 + 100, firstQuarterP50, lastQuarterP50,
+        p50: percentile(lat, 50),
+        p95: percentile(lat, 95),
+        p99: percentile(lat, 99),
+        max: lat[lat.length - 1] ?? NaN,
+        achievedRate: span > 0 ? (n - 1) / span : NaN,
+        rows: n,
+        keptUp: lastQuarterP50 <= 2 * firstQuarterP50 + 100,
+        firstQuarterP50,
+        lastQuarterP50,
       };
       if (!svc) return out;
       svc.sample();
@@ -306,7 +338,10 @@ export async function fullSync(n: number): Promise<FullSyncResult> {
     const count = async (): Promise<number> => Number(await scalar<string>(b, `SELECT count(*) FROM ${qname(schema, 't_a')}`));
     try {
       await createThroughputTables(a, schema, ['t_a']);
-      await a.query(`INSERT INTO ${qname(schema, 't_a')} (id, payload, amount) SELECT g, 'payload ' || g || ' ' || md5(g::text), (g % 100000) / 100.0 FROM generate_series(1, $1::bigint) g`, [n]);
+      await a.query(
+        `INSERT INTO ${qname(schema, 't_a')} (id, payload, amount) SELECT g, 'payload ' || g || ' ' || md5(g::text), (g % 100000) / 100.0 FROM generate_series(1, $1::bigint) g`,
+        [n],
+      );
       await a.query(`VACUUM ANALYZE ${qname(schema, 't_a')}`);
       const timed = async (method: string, cmd: string): Promise<void> => {
         const t0 = performance.now();
@@ -323,10 +358,16 @@ export async function fullSync(n: number): Promise<FullSyncResult> {
       };
       // pg_dump | psql: table definition, data by COPY, then the primary key index.
       await b.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE; CREATE SCHEMA "${schema}"`);
-      await timed('pg_dump -t | psql', `pg_dump ${libpqArgs('a')} --no-owner --no-privileges -t '${qname(schema, 't_a')}' | psql -X -q -v ON_ERROR_STOP=1 ${libpqArgs('b')}`);
+      await timed(
+        'pg_dump -t | psql',
+        `pg_dump ${libpqArgs('a')} --no-owner --no-privileges -t '${qname(schema, 't_a')}' | psql -X -q -v ON_ERROR_STOP=1 ${libpqArgs('b')}`,
+      );
       // COPY TO STDOUT | COPY FROM STDIN into the pre-created table (index maintained while loading).
       await createThroughputTables(b, schema, ['t_a']);
-      await timed('COPY TO STDOUT | COPY FROM STDIN', `psql -X -q -v ON_ERROR_STOP=1 ${libpqArgs('a')} -c 'COPY ${qname(schema, 't_a')} TO STDOUT' | psql -X -q -v ON_ERROR_STOP=1 ${libpqArgs('b')} -c 'COPY ${qname(schema, 't_a')} FROM STDIN'`);
+      await timed(
+        'COPY TO STDOUT | COPY FROM STDIN',
+        `psql -X -q -v ON_ERROR_STOP=1 ${libpqArgs('a')} -c 'COPY ${qname(schema, 't_a')} TO STDOUT' | psql -X -q -v ON_ERROR_STOP=1 ${libpqArgs('b')} -c 'COPY ${qname(schema, 't_a')} FROM STDIN'`,
+      );
       for (const events of syncEventModes()) {
         if (events === 'rows' && n > 1_000_000) continue; // one op=r event per row: minutes for millions of rows
         await dropSchema(b, schema);
@@ -339,7 +380,9 @@ export async function fullSync(n: number): Promise<FullSyncResult> {
   });
   const base = runs.find((r) => r.method.startsWith('pg_dump'))?.rowsPerSec;
   const copy = runs.find((r) => r.method.startsWith('COPY'))?.rowsPerSec;
-  const withRatio = runs.map((r) => (r.rowsPerSec !== undefined ? { ...r, ...(base ? { ratio: r.rowsPerSec / base } : {}), ...(copy ? { ratioToCopy: r.rowsPerSec / copy } : {}) } : r));
+  const withRatio = runs.map((r) =>
+    r.rowsPerSec !== undefined ? { ...r, ...(base ? { ratio: r.rowsPerSec / base } : {}), ...(copy ? { ratioToCopy: r.rowsPerSec / copy } : {}) } : r,
+  );
   return { rows: n, runs: withRatio, ratioToCopy: withRatio.find((r) => r.method.startsWith('pgbridge') && r.method.includes('chunks'))?.ratioToCopy ?? null };
 }
 
@@ -382,7 +425,10 @@ async function pgbridgeFullSync(id: string, schema: string, n: number, count: ()
         synced ??= since(t0);
         if (sync.list[0]!.child.exitCode !== 0) sync.check();
       }
-      if (!services && (await scalar<boolean>(a, 'SELECT EXISTS (SELECT 1 FROM cdc.snapshot_progress WHERE pipeline = $1)', [cfg.pipeline]).catch(() => false))) {
+      if (
+        !services &&
+        (await scalar<boolean>(a, 'SELECT EXISTS (SELECT 1 FROM cdc.snapshot_progress WHERE pipeline = $1)', [cfg.pipeline]).catch(() => false))
+      ) {
         services = startServices(p, { captures: [], applies: ['a-b'] });
       }
       services?.check();
@@ -395,7 +441,14 @@ async function pgbridgeFullSync(id: string, schema: string, n: number, count: ()
     synced ??= since(t0);
     const syncMib = Math.round(sync.peakMib('sync'));
     const applyMib = Math.round(services!.peakMib('apply'));
-    return { method, seconds: s, rowsPerSec: n / s, syncMib, applyMib, note: `sync done after ${synced.toFixed(2)} s; peak RSS sync ${syncMib} MiB, apply ${applyMib} MiB` };
+    return {
+      method,
+      seconds: s,
+      rowsPerSec: n / s,
+      syncMib,
+      applyMib,
+      note: `sync done after ${synced.toFixed(2)} s; peak RSS sync ${syncMib} MiB, apply ${applyMib} MiB`,
+    };
   } catch (err) {
     process.stderr.write(`bench: ${method} failed: ${errorText(err)}\n`);
     return { method, note: `failed: ${errorText(err).split('\n')[0]}` };

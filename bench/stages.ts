@@ -61,17 +61,26 @@ async function main(): Promise<void> {
   const a = cfg.clusters.a!;
   const b = cfg.clusters.b!;
   try {
-    for (const c of [a, b]) await withClient(c, 'stages', (cl) => cl.query(`CREATE SCHEMA ${schema}; CREATE TABLE ${schema}.t (id bigint PRIMARY KEY, payload text, amount numeric)`));
+    for (const c of [a, b])
+      await withClient(c, 'stages', (cl) =>
+        cl.query(`CREATE SCHEMA ${schema}; CREATE TABLE ${schema}.t (id bigint PRIMARY KEY, payload text, amount numeric)`),
+      );
     await setup(cfg, log);
     await withClient(a, 'stages', async (cl) => {
-      await cl.query(`CREATE PROCEDURE ${schema}.fill(n int, per int) LANGUAGE plpgsql AS $$ BEGIN FOR i IN 1..n LOOP INSERT INTO ${schema}.t VALUES (i, 'payload ' || i || ' ' || md5(i::text), i / 100.0); IF i % per = 0 THEN COMMIT; END IF; END LOOP; COMMIT; END $$`);
+      await cl.query(
+        `CREATE PROCEDURE ${schema}.fill(n int, per int) LANGUAGE plpgsql AS $$ BEGIN FOR i IN 1..n LOOP INSERT INTO ${schema}.t VALUES (i, 'payload ' || i || ' ' || md5(i::text), i / 100.0); IF i % per = 0 THEN COMMIT; END IF; END LOOP; COMMIT; END $$`,
+      );
       await cl.query(`CALL ${schema}.fill($1, $2)`, [n, per]);
     });
     const target = await withClient(a, 'stages', (cl) => cl.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l')).then((r) => r.rows[0]!.l);
     // PGBRIDGE_CPU_PROF=<folder>: each service writes a V8 CPU profile there (open it in Chrome DevTools).
     const profile = process.env.PGBRIDGE_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PGBRIDGE_CPU_PROF}`] : [];
     const start = (script: string, args: string[]): ChildProcess =>
-      spawn(process.env.PGBRIDGE_STAGES_NODE ?? process.execPath, [...SERVICE_NODE_ARGS, ...profile, join(services, script), '--config', file, ...args, '--metrics-port', '0'], { stdio: 'inherit', env: { ...process.env, PGBRIDGE_LOG_LEVEL: process.env.PGBRIDGE_STAGES_LOG_LEVEL ?? 'warn' } });
+      spawn(
+        process.env.PGBRIDGE_STAGES_NODE ?? process.execPath,
+        [...SERVICE_NODE_ARGS, ...profile, join(services, script), '--config', file, ...args, '--metrics-port', '0'],
+        { stdio: 'inherit', env: { ...process.env, PGBRIDGE_LOG_LEVEL: process.env.PGBRIDGE_STAGES_LOG_LEVEL ?? 'warn' } },
+      );
     const stop = async (p: ChildProcess): Promise<void> => {
       p.kill('SIGTERM');
       await new Promise((r) => p.once('exit', r));
@@ -81,7 +90,12 @@ async function main(): Promise<void> {
     let capPeak = 0;
     for (;;) {
       capPeak = Math.max(capPeak, hwmMib(cap.pid));
-      const ok = await withClient(a, 'stages', (cl) => cl.query<{ ok: boolean }>('SELECT confirmed_flush_lsn >= $2::pg_lsn AS ok FROM pg_replication_slots WHERE slot_name = $1', [`cdc_${cfg.pipeline}_a`, target])).then((r) => r.rows[0]?.ok);
+      const ok = await withClient(a, 'stages', (cl) =>
+        cl.query<{ ok: boolean }>('SELECT confirmed_flush_lsn >= $2::pg_lsn AS ok FROM pg_replication_slots WHERE slot_name = $1', [
+          `cdc_${cfg.pipeline}_a`,
+          target,
+        ]),
+      ).then((r) => r.rows[0]?.ok);
       if (ok) break;
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -94,7 +108,9 @@ async function main(): Promise<void> {
     let firstRow: number | null = null;
     for (;;) {
       appPeak = Math.max(appPeak, hwmMib(app.pid));
-      const got = await withClient(b, 'stages', (cl) => cl.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${schema}.t`)).then((r) => Number(r.rows[0]!.n));
+      const got = await withClient(b, 'stages', (cl) => cl.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${schema}.t`)).then((r) =>
+        Number(r.rows[0]!.n),
+      );
       if (got > 0 && firstRow === null) firstRow = (Date.now() - t0) / 1000;
       if (got >= n) break;
       await new Promise((r) => setTimeout(r, firstRow === null ? 10 : 50));
@@ -103,15 +119,20 @@ async function main(): Promise<void> {
     const appCpu = cpuSeconds(app.pid);
     await stop(app);
     const us = (cpu: number): string => `${((cpu * 1e6) / n).toFixed(1)} µs CPU/row`;
-    console.log(`rows ${n} (${per} per transaction): capture alone ${capS.toFixed(2)} s = ${Math.round(n / capS)} rows/s, ${us(capCpu)}, peak RSS ${capPeak} MiB; ` +
-      `apply alone from the filled topic ${appS.toFixed(2)} s = ${Math.round(n / appS)} rows/s, ${us(appCpu)}, peak RSS ${appPeak} MiB, first row on b ${firstRow?.toFixed(2)} s after its start (both include process start; CPU of the node process only)`);
+    console.log(
+      `rows ${n} (${per} per transaction): capture alone ${capS.toFixed(2)} s = ${Math.round(n / capS)} rows/s, ${us(capCpu)}, peak RSS ${capPeak} MiB; ` +
+        `apply alone from the filled topic ${appS.toFixed(2)} s = ${Math.round(n / appS)} rows/s, ${us(appCpu)}, peak RSS ${appPeak} MiB, first row on b ${firstRow?.toFixed(2)} s after its start (both include process start; CPU of the node process only)`,
+    );
   } finally {
     await release(cfg, log, { topics: true }).catch(() => undefined);
     for (const c of [a, b]) await withClient(c, 'stages', (cl) => cl.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)).catch(() => undefined);
   }
 }
 
-main().then(() => process.exit(0), (err: unknown) => {
-  console.error(err);
-  process.exit(1);
-});
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);

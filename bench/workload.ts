@@ -28,7 +28,9 @@ export async function createThroughputTables(c: Db, schema: string, tables: read
   const parts = [`DROP SCHEMA IF EXISTS ${q(schema)} CASCADE`, `CREATE SCHEMA ${q(schema)}`];
   for (const t of tables) {
     const tn = qname(schema, t);
-    parts.push(`CREATE TABLE ${tn} (id bigint PRIMARY KEY, payload text NOT NULL, amount numeric(12,2) NOT NULL, created_at timestamptz NOT NULL DEFAULT now())`);
+    parts.push(
+      `CREATE TABLE ${tn} (id bigint PRIMARY KEY, payload text NOT NULL, amount numeric(12,2) NOT NULL, created_at timestamptz NOT NULL DEFAULT now())`,
+    );
     parts.push(`CREATE PROCEDURE ${qname(schema, `fill_${t}`)}(n bigint, per_txn int) LANGUAGE plpgsql AS $$
 DECLARE i bigint := 1;
 BEGIN
@@ -67,7 +69,9 @@ export async function createLatencyTable(c: Db, schema: string, stamp: boolean):
     `CREATE TABLE ${tn} (id bigint PRIMARY KEY, payload text NOT NULL, arrived timestamptz)`,
   ];
   if (stamp) {
-    parts.push(`CREATE FUNCTION ${qname(schema, 'stamp_arrival')}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.arrived := clock_timestamp(); RETURN NEW; END $$`);
+    parts.push(
+      `CREATE FUNCTION ${qname(schema, 'stamp_arrival')}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.arrived := clock_timestamp(); RETURN NEW; END $$`,
+    );
     parts.push(`CREATE TRIGGER stamp_arrival BEFORE INSERT OR UPDATE ON ${tn} FOR EACH ROW EXECUTE FUNCTION ${qname(schema, 'stamp_arrival')}()`);
     parts.push(`ALTER TABLE ${tn} ENABLE ALWAYS TRIGGER stamp_arrival`);
   } else {
@@ -100,13 +104,17 @@ export async function writePaced(c: Db, schema: string, n: number, rate: number)
 
 /** Per row: source commit time (pg_xact_commit_timestamp of the row's own transaction), in epoch ms. */
 export async function sourceCommitTimes(c: Db, schema: string): Promise<Map<number, number>> {
-  const r = await c.query<{ id: string; ms: number }>(`SELECT id::text AS id, extract(epoch FROM pg_xact_commit_timestamp(xmin))::float8 * 1000 AS ms FROM ${qname(schema, 'lat')} WHERE id > 0`);
+  const r = await c.query<{ id: string; ms: number }>(
+    `SELECT id::text AS id, extract(epoch FROM pg_xact_commit_timestamp(xmin))::float8 * 1000 AS ms FROM ${qname(schema, 'lat')} WHERE id > 0`,
+  );
   return new Map(r.rows.map((x) => [Number(x.id), x.ms]));
 }
 
 /** Per row: arrival time stamped by the destination trigger, in epoch ms. */
 export async function arrivalTimes(c: Db, schema: string): Promise<Map<number, number>> {
-  const r = await c.query<{ id: string; ms: number | null }>(`SELECT id::text AS id, extract(epoch FROM arrived)::float8 * 1000 AS ms FROM ${qname(schema, 'lat')} WHERE id > 0`);
+  const r = await c.query<{ id: string; ms: number | null }>(
+    `SELECT id::text AS id, extract(epoch FROM arrived)::float8 * 1000 AS ms FROM ${qname(schema, 'lat')} WHERE id > 0`,
+  );
   const m = new Map<number, number>();
   for (const x of r.rows) if (x.ms !== null) m.set(Number(x.id), x.ms);
   return m;

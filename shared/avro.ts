@@ -45,7 +45,7 @@ function writeBigLong(tap: Tap, val: bigint): void {
     tap.writeLong(Number(n));
     return;
   }
-  let z = n >= 0n ? n << 1n : ((-n) << 1n) - 1n;
+  let z = n >= 0n ? n << 1n : (-n << 1n) - 1n;
   const buf = tap.buf;
   while (z > 0x7fn) {
     buf[tap.pos++] = Number(z & 0x7fn) | 0x80;
@@ -107,7 +107,13 @@ export const AVRO_OPTIONS = {
     // Connect semantic types (shared/connect-types.ts): PostgreSQL text in memory.
     const semantic = connectTypeFor(schema, opts);
     if (semantic) return semantic;
-    if (schema === 'long' || (typeof schema === 'object' && !Array.isArray(schema) && (schema as { type?: unknown }).type === 'long' && !(schema as { logicalType?: unknown }).logicalType)) {
+    if (
+      schema === 'long' ||
+      (typeof schema === 'object' &&
+        !Array.isArray(schema) &&
+        (schema as { type?: unknown }).type === 'long' &&
+        !(schema as { logicalType?: unknown }).logicalType)
+    ) {
       return BigIntLong;
     }
     return undefined;

@@ -99,10 +99,7 @@ const configSchema = z
     pipeline: ident,
     clusters: z.record(ident, clusterSchema).refine((c) => Object.keys(c).length === 2, 'exactly two clusters are needed'),
     /** Direction that does schema and full data sync (DTS "forward"); the other one is incremental only. */
-    forward: z
-      .object({ from: ident, to: ident })
-      .strict()
-      .optional(),
+    forward: z.object({ from: ident, to: ident }).strict().optional(),
     kafka: z
       .object({
         brokers: z.array(z.string().min(1)).min(1),
@@ -131,7 +128,12 @@ const configSchema = z
         partitions: z.number().int().min(1).default(1),
         replicationFactor: z.number().int().min(1).default(1),
         /** Largest record capture publishes (one row change, encoded); a larger row stops capture. setup sets the topics' max.message.bytes above it. */
-        maxMessageBytes: z.number().int().min(1024 * 1024).max(MAX_MESSAGE_BYTES_CEILING).default(DEFAULT_MAX_MESSAGE_BYTES),
+        maxMessageBytes: z
+          .number()
+          .int()
+          .min(1024 * 1024)
+          .max(MAX_MESSAGE_BYTES_CEILING)
+          .default(DEFAULT_MAX_MESSAGE_BYTES),
       })
       .strict()
       .default({ pattern: '{pipeline}.{from}.to.{to}', partitions: 1, replicationFactor: 1, maxMessageBytes: DEFAULT_MAX_MESSAGE_BYTES }),
@@ -173,7 +175,13 @@ const configSchema = z
         compression: z.enum(['none', 'lz4', 'zstd', 'gzip', 'snappy']).default('none'),
       })
       .strict()
-      .default({ heartbeatSeconds: 5, foreignOrigins: 'skip', batch: { maxTransactions: 500, maxRows: 5000, lingerMs: 20 }, statusIntervalSeconds: 10, compression: 'none' }),
+      .default({
+        heartbeatSeconds: 5,
+        foreignOrigins: 'skip',
+        batch: { maxTransactions: 500, maxRows: 5000, lingerMs: 20 },
+        statusIntervalSeconds: 10,
+        compression: 'none',
+      }),
     apply: z
       .object({
         batch: batchSchema.default({ maxTransactions: 500, maxRows: 5000, lingerMs: 20 }),
@@ -189,7 +197,9 @@ const configSchema = z
           .object({
             ...throttleLimitShape,
             /** Per-direction overrides, keyed by direction id (a-b). */
-            directions: z.record(z.string().regex(/^[a-z][a-z0-9_]*-[a-z][a-z0-9_]*$/, 'a direction id such as a-b'), z.object(throttleLimitShape).strict()).default({}),
+            directions: z
+              .record(z.string().regex(/^[a-z][a-z0-9_]*-[a-z][a-z0-9_]*$/, 'a direction id such as a-b'), z.object(throttleLimitShape).strict())
+              .default({}),
           })
           .strict()
           .default({ directions: {} }),
@@ -308,7 +318,8 @@ function formatIssues(err: z.ZodError, where: string): string {
   return err.issues
     .map((i) => {
       const path = i.path.map(String).join('.') || '(top level)';
-      if (i.code === 'unrecognized_keys') return `${where}: ${path === '(top level)' ? '' : `${path}: `}unknown key(s) ${i.keys.map((k) => `"${k}"`).join(', ')}`;
+      if (i.code === 'unrecognized_keys')
+        return `${where}: ${path === '(top level)' ? '' : `${path}: `}unknown key(s) ${i.keys.map((k) => `"${k}"`).join(', ')}`;
       return `${where}: ${path}: ${i.message}`;
     })
     .join('\n');
@@ -336,11 +347,13 @@ export function parseConfig(input: unknown, where = 'config', env: NodeJS.Proces
     const cc = c.clusters[name]!;
     const password = secret(`clusters.${name}`, cc);
     pair(`clusters.${name}`, cc.sslCert, cc.sslKey, ['sslCert', 'sslKey']);
-    if (cc.sslMode === 'disable' && (cc.sslRootCert || cc.sslCert)) problems.push(`${where}: clusters.${name}: sslRootCert/sslCert are set but sslMode is disable`);
+    if (cc.sslMode === 'disable' && (cc.sslRootCert || cc.sslCert))
+      problems.push(`${where}: clusters.${name}: sslRootCert/sslCert are set but sslMode is disable`);
     const { passwordEnv: _pe, password: _pw, capture, apply, ...rest } = cc;
     const login = (service: 'capture' | 'apply', r: z.output<typeof roleSchema> | undefined): RoleLogin | undefined =>
       r && { user: r.user, password: secret(`clusters.${name}.${service}`, r) };
-    const roles = capture || apply ? { roles: { ...(capture ? { capture: login('capture', capture) } : {}), ...(apply ? { apply: login('apply', apply) } : {}) } } : {};
+    const roles =
+      capture || apply ? { roles: { ...(capture ? { capture: login('capture', capture) } : {}), ...(apply ? { apply: login('apply', apply) } : {}) } } : {};
     clusters[name] = { name, ...rest, password, ...roles };
   }
   const { ssl, sasl, ...kafkaRest } = c.kafka;
@@ -381,11 +394,14 @@ export function parseConfig(input: unknown, where = 'config', env: NodeJS.Proces
   if (!c.topics.pattern.includes('{from}') || !c.topics.pattern.includes('{to}')) problems.push(`${where}: topics.pattern: must contain {from} and {to}`);
   if (c.topics.partitions !== 1) {
     // Apply relies on total order and on transaction boundaries within one partition.
-    problems.push(`${where}: topics.partitions: only 1 is supported (source commit order and whole transactions); pgbridge has no row-keyed partitioning (yet)`);
+    problems.push(
+      `${where}: topics.partitions: only 1 is supported (source commit order and whole transactions); pgbridge has no row-keyed partitioning (yet)`,
+    );
   }
   for (const name of names) {
     // cdc_<pipeline>_<cluster>, plus the `_resume` suffix of the initial sync's temporary slot, within PostgreSQL's 63 bytes.
-    if (`cdc_${c.pipeline}_${name}_resume`.length > 63) problems.push(`${where}: pipeline "${c.pipeline}" with cluster "${name}" makes a slot name longer than PostgreSQL allows; shorten one of them`);
+    if (`cdc_${c.pipeline}_${name}_resume`.length > 63)
+      problems.push(`${where}: pipeline "${c.pipeline}" with cluster "${name}" makes a slot name longer than PostgreSQL allows; shorten one of them`);
   }
   if (problems.length) throw new PgBridgeError('CONFIG_INVALID', problems.join('\n'));
   const topic = (from: string, to: string): string => c.topics.pattern.replaceAll('{pipeline}', c.pipeline).replaceAll('{from}', from).replaceAll('{to}', to);

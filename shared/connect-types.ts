@@ -32,10 +32,29 @@ export interface ConnectField {
 }
 
 const OID = {
-  int2: 21, oid: 26, json: 114, xml: 142, cidr: 650, money: 790, macaddr: 829, inet: 869,
-  bpchar: 1042, varchar: 1043, date: 1082, time: 1083, timestamp: 1114, timestamptz: 1184,
-  numeric: 1700, uuid: 2950, jsonb: 3802, int4range: 3904, numrange: 3906, tsrange: 3908,
-  tstzrange: 3910, daterange: 3912, int8range: 3926,
+  int2: 21,
+  oid: 26,
+  json: 114,
+  xml: 142,
+  cidr: 650,
+  money: 790,
+  macaddr: 829,
+  inet: 869,
+  bpchar: 1042,
+  varchar: 1043,
+  date: 1082,
+  time: 1083,
+  timestamp: 1114,
+  timestamptz: 1184,
+  numeric: 1700,
+  uuid: 2950,
+  jsonb: 3802,
+  int4range: 3904,
+  numrange: 3906,
+  tsrange: 3908,
+  tstzrange: 3910,
+  daterange: 3912,
+  int8range: 3926,
 } as const;
 
 const NAME = {
@@ -50,9 +69,16 @@ const NAME = {
 
 /** Source column types the Debezium JDBC sink maps by `__debezium.source.column.type` (the value stays text). */
 const BY_SOURCE_TYPE: ReadonlyMap<number, string> = new Map([
-  [OID.inet, 'INET'], [OID.cidr, 'CIDR'], [OID.macaddr, 'MACADDR'], [OID.money, 'MONEY'],
-  [OID.int4range, 'INT4RANGE'], [OID.int8range, 'INT8RANGE'], [OID.numrange, 'NUMRANGE'],
-  [OID.tsrange, 'TSRANGE'], [OID.tstzrange, 'TSTZRANGE'], [OID.daterange, 'DATERANGE'],
+  [OID.inet, 'INET'],
+  [OID.cidr, 'CIDR'],
+  [OID.macaddr, 'MACADDR'],
+  [OID.money, 'MONEY'],
+  [OID.int4range, 'INT4RANGE'],
+  [OID.int8range, 'INT8RANGE'],
+  [OID.numrange, 'NUMRANGE'],
+  [OID.tsrange, 'TSRANGE'],
+  [OID.tstzrange, 'TSTZRANGE'],
+  [OID.daterange, 'DATERANGE'],
 ]);
 
 const params = (p: Record<string, string | number>): Record<string, string> =>
@@ -80,7 +106,13 @@ export function connectField(c: ColumnType): ConnectField | null {
       // Avro's decimal needs 0 <= scale <= precision; an unconstrained numeric has no fixed scale.
       if (!n || n.scale < 0 || n.scale > n.precision) return null;
       return {
-        type: { type: 'bytes', logicalType: 'decimal', precision: n.precision, scale: n.scale, 'connect.parameters': { 'connect.decimal.precision': String(n.precision) } },
+        type: {
+          type: 'bytes',
+          logicalType: 'decimal',
+          precision: n.precision,
+          scale: n.scale,
+          'connect.parameters': { 'connect.decimal.precision': String(n.precision) },
+        },
         special: (t) => t === 'NaN',
       };
     }
@@ -103,7 +135,10 @@ export function connectField(c: ColumnType): ConnectField | null {
     case OID.varchar:
     case OID.bpchar: {
       if (c.typeMod < 4) return null;
-      return { type: { type: 'string', 'connect.parameters': params({ type: c.typeOid === OID.varchar ? 'VARCHAR' : 'BPCHAR', length: c.typeMod - 4 }) }, special: null };
+      return {
+        type: { type: 'string', 'connect.parameters': params({ type: c.typeOid === OID.varchar ? 'VARCHAR' : 'BPCHAR', length: c.typeMod - 4 }) },
+        special: null,
+      };
     }
   }
   const source = BY_SOURCE_TYPE.get(c.typeOid);
@@ -248,7 +283,6 @@ function bytesToDecimalExact(buf: Buffer, scale: number): string {
   const int = digits.slice(0, digits.length - scale);
   return `${neg ? '-' : ''}${int}${scale ? `.${digits.slice(digits.length - scale)}` : ''}`;
 }
-
 
 // ---------------------------------------------------------------- fast paths
 // The common values (years 1000-2254, decimals of up to 15 digits) take Number arithmetic;
@@ -430,6 +464,19 @@ export function connectTypeFor(schema: unknown, opts: unknown): avro.Type | unde
 
 /** Exposed for the unit tests: text ⇄ wire without an Avro round trip. */
 export const wire = {
-  decimalToBytes, bytesToDecimal, timestamptzToIso, isoToTimestamptz, timestampMicros, timestampText, daysFromCivil, civilFromDays,
-  exact: { decimalToBytes: decimalToBytesExact, bytesToDecimal: bytesToDecimalExact, timestamptzToIso: timestamptzToIsoExact, timestampMicros: timestampMicrosExact, timestampText: timestampTextExact },
+  decimalToBytes,
+  bytesToDecimal,
+  timestamptzToIso,
+  isoToTimestamptz,
+  timestampMicros,
+  timestampText,
+  daysFromCivil,
+  civilFromDays,
+  exact: {
+    decimalToBytes: decimalToBytesExact,
+    bytesToDecimal: bytesToDecimalExact,
+    timestamptzToIso: timestamptzToIsoExact,
+    timestampMicros: timestampMicrosExact,
+    timestampText: timestampTextExact,
+  },
 };

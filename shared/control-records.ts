@@ -39,6 +39,10 @@ export function isControlTable(schema: string, table: string): boolean {
  * record then takes that transaction's place in the stream), else in a transaction of its own.
  */
 export async function writeControl(client: pg.ClientBase, pipeline: string, kind: ControlKind, payload: string): Promise<void> {
-  const r = await client.query<{ id: string }>('INSERT INTO cdc.control (pipeline, kind, payload) VALUES ($1, $2, $3) RETURNING id::text AS id', [pipeline, kind, payload]);
+  const r = await client.query<{ id: string }>('INSERT INTO cdc.control (pipeline, kind, payload) VALUES ($1, $2, $3) RETURNING id::text AS id', [
+    pipeline,
+    kind,
+    payload,
+  ]);
   await client.query('DELETE FROM cdc.control WHERE id = $1', [r.rows[0]!.id]);
 }

@@ -42,8 +42,17 @@ export function parseDdlRecord(text: string): DdlRecord | null {
     return null;
   }
   const d = v as Partial<DdlRecord> | null;
-  if (!d || typeof d !== 'object' || typeof d.pipeline !== 'string' || typeof d.tag !== 'string' || typeof d.sql !== 'string' || typeof d.searchPath !== 'string') return null;
-  if (!Array.isArray(d.objects) || !d.objects.every((o) => o && typeof o.schema === 'string' && typeof o.identity === 'string' && typeof o.type === 'string')) return null;
+  if (
+    !d ||
+    typeof d !== 'object' ||
+    typeof d.pipeline !== 'string' ||
+    typeof d.tag !== 'string' ||
+    typeof d.sql !== 'string' ||
+    typeof d.searchPath !== 'string'
+  )
+    return null;
+  if (!Array.isArray(d.objects) || !d.objects.every((o) => o && typeof o.schema === 'string' && typeof o.identity === 'string' && typeof o.type === 'string'))
+    return null;
   return { pipeline: d.pipeline, tag: d.tag, sql: d.sql, searchPath: d.searchPath, role: typeof d.role === 'string' ? d.role : '', objects: d.objects };
 }
 
@@ -59,7 +68,13 @@ export function tableOfIdentity(schema: string, identity: string): string {
     if (identity[i] === '"') {
       i++;
       while (i < identity.length) {
-        if (identity[i] === '"' && identity[i + 1] === '"') { part += '"'; i += 2; } else if (identity[i] === '"') { i++; break; } else part += identity[i++];
+        if (identity[i] === '"' && identity[i + 1] === '"') {
+          part += '"';
+          i += 2;
+        } else if (identity[i] === '"') {
+          i++;
+          break;
+        } else part += identity[i++];
       }
     } else {
       while (i < identity.length && identity[i] !== '.') part += identity[i++];
@@ -67,7 +82,7 @@ export function tableOfIdentity(schema: string, identity: string): string {
     parts.push(part);
     if (identity[i] === '.') i++;
   }
-  return parts[0] === schema && parts.length > 1 ? parts[1]! : parts[0] ?? '';
+  return parts[0] === schema && parts.length > 1 ? parts[1]! : (parts[0] ?? '');
 }
 
 /** Whether `text` (lower case) has `word` as a whole identifier. */
@@ -95,8 +110,9 @@ export function renamedTablesTouched(cfg: PipelineConfig, d: DdlRecord): string[
     const physical = [name, ...Object.values(s.rename ?? {})];
     const columns = Object.values(s.renameColumns ?? {}).some((m) => Object.keys(m).length > 0);
     if (physical.every((p) => p === name) && !columns) continue;
-    const touched = d.objects.some((o) => (o.type === 'table' || o.type === 'table column') && physical.includes(`${o.schema}.${tableOfIdentity(o.schema, o.identity)}`))
-      || physical.some((p) => mentions(text, p.slice(p.indexOf('.') + 1).toLowerCase()));
+    const touched =
+      d.objects.some((o) => (o.type === 'table' || o.type === 'table column') && physical.includes(`${o.schema}.${tableOfIdentity(o.schema, o.identity)}`)) ||
+      physical.some((p) => mentions(text, p.slice(p.indexOf('.') + 1).toLowerCase()));
     if (touched) out.add(name);
   }
   return [...out];
@@ -143,7 +159,8 @@ const SEEN = 'pgbridge.ddl_seen';
 function triggerSql(cfg: PipelineConfig, mode: DdlTriggerMode): string {
   const n = ddlObjectNames(cfg.pipeline);
   const schemas = `ARRAY[${cfg.selection.schemas.map(ql).join(', ')}]::text[]`;
-  const objects = (alias: string) => `jsonb_agg(jsonb_build_object('type', ${alias}.object_type, 'schema', ${alias}.schema_name, 'identity', ${alias}.object_identity))`;
+  const objects = (alias: string) =>
+    `jsonb_agg(jsonb_build_object('type', ${alias}.object_type, 'schema', ${alias}.schema_name, 'identity', ${alias}.object_identity))`;
   // The objects of the command in the selected schemas; null when it touches none.
   const collect = `
   IF ev = 'sql_drop' THEN
@@ -202,10 +219,11 @@ BEGIN
   PERFORM pg_catalog.set_config('search_path', caller_path, true);
 END $pgbridge$;`;
   }
-  const raise = mode === 'reject'
-    ? `RAISE EXCEPTION 'pgbridge pipeline % refuses % on this cluster: it is the reverse source, and DDL is replicated from the forward source only (ddl.reverse: reject)', ${ql(cfg.pipeline)}, TG_TAG
+  const raise =
+    mode === 'reject'
+      ? `RAISE EXCEPTION 'pgbridge pipeline % refuses % on this cluster: it is the reverse source, and DDL is replicated from the forward source only (ddl.reverse: reject)', ${ql(cfg.pipeline)}, TG_TAG
         USING ERRCODE = 'insufficient_privilege', HINT = 'Run the DDL on the forward source; pgbridge replicates it here.';`
-    : `RAISE WARNING 'pgbridge pipeline %: % on the reverse source is not replicated (DDL goes from the forward source only); run it on the forward source, or the clusters differ', ${ql(cfg.pipeline)}, TG_TAG;`;
+      : `RAISE WARNING 'pgbridge pipeline %: % on the reverse source is not replicated (DDL goes from the forward source only); run it on the forward source, or the clusters differ', ${ql(cfg.pipeline)}, TG_TAG;`;
   // Runs as the issuing role: only catalog functions, schema-qualified, and no table writes.
   return `
 CREATE OR REPLACE FUNCTION cdc.${qi(n.fn)}() RETURNS event_trigger LANGUAGE plpgsql AS $pgbridge$
@@ -246,7 +264,10 @@ export async function installDdlTrigger(client: pg.Client, cfg: PipelineConfig, 
   }
   if (!isSu) {
     const key = mode === 'record' ? 'ddl.forward: off' : 'ddl.reverse';
-    throw new PgBridgeError('PRECHECK', `cluster ${cluster}: DDL ${mode === 'record' ? 'replication' : 'guard'} needs an event trigger, and only a superuser can create one; run pgbridge setup as a superuser (clusters.${cluster}.user)${mode === 'record' ? `, or set ${key}` : ''}`);
+    throw new PgBridgeError(
+      'PRECHECK',
+      `cluster ${cluster}: DDL ${mode === 'record' ? 'replication' : 'guard'} needs an event trigger, and only a superuser can create one; run pgbridge setup as a superuser (clusters.${cluster}.user)${mode === 'record' ? `, or set ${key}` : ''}`,
+    );
   }
   await client.query(triggerSql(cfg, mode));
   await client.query(`DROP EVENT TRIGGER IF EXISTS ${qi(n.onEnd)}; DROP EVENT TRIGGER IF EXISTS ${qi(n.onDrop)}`);
@@ -262,10 +283,17 @@ export async function dropDdlTrigger(client: pg.Client, pipeline: string): Promi
   if (r.rowCount) {
     await client.query(`DROP EVENT TRIGGER IF EXISTS ${qi(n.onEnd)}; DROP EVENT TRIGGER IF EXISTS ${qi(n.onDrop)}`).catch((err: unknown) => {
       if ((err as { code?: string }).code !== '42501') throw err;
-      throw new PgBridgeError('PRECHECK', `event triggers ${n.onEnd} and ${n.onDrop} of pipeline ${pipeline} can only be dropped by a superuser (their owner): run this as one`, { cause: err });
+      throw new PgBridgeError(
+        'PRECHECK',
+        `event triggers ${n.onEnd} and ${n.onDrop} of pipeline ${pipeline} can only be dropped by a superuser (their owner): run this as one`,
+        { cause: err },
+      );
     });
   }
-  const f = await client.query(`SELECT 1 FROM pg_proc p JOIN pg_namespace s ON s.oid = p.pronamespace WHERE s.nspname = 'cdc' AND p.proname = ANY($1::text[])`, [[n.fn]]);
+  const f = await client.query(
+    `SELECT 1 FROM pg_proc p JOIN pg_namespace s ON s.oid = p.pronamespace WHERE s.nspname = 'cdc' AND p.proname = ANY($1::text[])`,
+    [[n.fn]],
+  );
   if (f.rowCount) await client.query(`DROP FUNCTION IF EXISTS cdc.${qi(n.fn)}()`);
   return (r.rowCount ?? 0) > 0;
 }

@@ -31,7 +31,11 @@ export class PgBridgeError extends Error {
   /** Row values (keys, columns) that help find the cause: logged at debug level only, never in the message. */
   declare readonly sensitive: Readonly<Record<string, unknown>>;
 
-  constructor(code: ErrorCode, message: string, opts: { retriable?: boolean; details?: Record<string, unknown>; sensitive?: Record<string, unknown>; cause?: unknown } = {}) {
+  constructor(
+    code: ErrorCode,
+    message: string,
+    opts: { retriable?: boolean; details?: Record<string, unknown>; sensitive?: Record<string, unknown>; cause?: unknown } = {},
+  ) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'PgBridgeError';
     this.code = code;

@@ -97,7 +97,9 @@ export function kafkaConnection(cfg: PipelineConfig, clientId: string): KafkaCon
           },
         }
       : {}),
-    ...(sasl ? { sasl: { mechanism: sasl.mechanism.toUpperCase() as 'PLAIN' | 'SCRAM-SHA-256' | 'SCRAM-SHA-512', username: sasl.username, password: sasl.password } } : {}),
+    ...(sasl
+      ? { sasl: { mechanism: sasl.mechanism.toUpperCase() as 'PLAIN' | 'SCRAM-SHA-256' | 'SCRAM-SHA-512', username: sasl.username, password: sasl.password } }
+      : {}),
   };
 }
 
@@ -153,7 +155,19 @@ export class KafkaClient {
   ) {}
 
   /** Options every client of this connection shares. */
-  base(suffix: string, retries = 8): { clientId: string; bootstrapBrokers: string[]; connectTimeout: number; requestTimeout: number; retries: number; retryDelay: typeof retryDelay; tls?: TlsConnectionOptions; sasl?: KafkaConnection['sasl'] } {
+  base(
+    suffix: string,
+    retries = 8,
+  ): {
+    clientId: string;
+    bootstrapBrokers: string[];
+    connectTimeout: number;
+    requestTimeout: number;
+    retries: number;
+    retryDelay: typeof retryDelay;
+    tls?: TlsConnectionOptions;
+    sasl?: KafkaConnection['sasl'];
+  } {
     const c = this.connection;
     return {
       clientId: suffix ? `${c.clientId}-${suffix}` : c.clientId,
@@ -173,7 +187,9 @@ export class KafkaClient {
 
   /** Idempotent producer (acks=all) outside transactions: the dead-letter topic, tests. */
   producer(): PlainProducer {
-    return new PlainProducer(new Producer({ ...this.base('producer', 20), ...NEW_PRODUCER, idempotent: true, acks: ProduceAcks.ALL, partitioner: compatibilityPartitioner }));
+    return new PlainProducer(
+      new Producer({ ...this.base('producer', 20), ...NEW_PRODUCER, idempotent: true, acks: ProduceAcks.ALL, partitioner: compatibilityPartitioner }),
+    );
   }
 
   transactionalProducer(transactionalId: string, transactionTimeoutMs: number, opts: { compression?: Compression } = {}): TransactionalProducer {
@@ -335,10 +351,18 @@ const OFFSET_OUT_OF_RANGE = 1;
  * producer until that producer's abort marker, even when the marker lies beyond this response
  * (@platformatic/kafka keeps such records: it only drops ranges whose marker it has seen).
  */
-function partitionRecords(topic: string, partition: number, p: FetchResponse['responses'][number]['partitions'][number], from: bigint, acceptLeadingHole = false): PartitionFetch {
+function partitionRecords(
+  topic: string,
+  partition: number,
+  p: FetchResponse['responses'][number]['partitions'][number],
+  from: bigint,
+  acceptLeadingHole = false,
+): PartitionFetch {
   const messages: ConsumedMessage[] = [];
   let next = from;
-  const aborted = (p.abortedTransactions ?? []).slice().sort((a: { firstOffset: bigint }, b: { firstOffset: bigint }) => (a.firstOffset < b.firstOffset ? -1 : a.firstOffset > b.firstOffset ? 1 : 0));
+  const aborted = (p.abortedTransactions ?? [])
+    .slice()
+    .sort((a: { firstOffset: bigint }, b: { firstOffset: bigint }) => (a.firstOffset < b.firstOffset ? -1 : a.firstOffset > b.firstOffset ? 1 : 0));
   const aborting = new Set<bigint>();
   let ai = 0;
   let prevLast: bigint | null = null;
@@ -355,7 +379,8 @@ function partitionRecords(topic: string, partition: number, p: FetchResponse['re
     // only when a fetch of a single batch from `from` shows it again (fetchPartitions).
     const holeAt = prevLast === null ? from : prevLast + 1n;
     if (batch.firstOffset > holeAt && (prevLast !== null || !acceptLeadingHole)) {
-      if (prevLast === null) return { messages, next: from, highWatermark: p.highWatermark, logStart: p.logStartOffset, errorCode: p.errorCode, leadingHole: true };
+      if (prevLast === null)
+        return { messages, next: from, highWatermark: p.highWatermark, logStart: p.logStartOffset, errorCode: p.errorCode, leadingHole: true };
       break;
     }
     prevLast = lastOffset;
@@ -392,7 +417,18 @@ async function fetchPartitions(
   const fetchFrom = async (node: number, partitions: readonly number[], maxBytes: number, acceptLeadingHole = false): Promise<[number, PartitionFetch][]> => {
     const r = await consumer.fetch({
       node,
-      topics: [{ topicId: t.id, partitions: partitions.map((partition) => ({ partition, currentLeaderEpoch: -1, fetchOffset: positions.get(partition)!, lastFetchedEpoch: -1, partitionMaxBytes: maxBytes })) }],
+      topics: [
+        {
+          topicId: t.id,
+          partitions: partitions.map((partition) => ({
+            partition,
+            currentLeaderEpoch: -1,
+            fetchOffset: positions.get(partition)!,
+            lastFetchedEpoch: -1,
+            partitionMaxBytes: maxBytes,
+          })),
+        },
+      ],
       maxWaitTime: opts.maxWaitMs,
       minBytes: 1,
       maxBytes: maxBytes * partitions.length,
@@ -402,7 +438,8 @@ async function fetchPartitions(
     for (const rt of r.responses) {
       for (const p of rt.partitions) {
         const from = positions.get(p.partitionIndex);
-        if (from !== undefined && partitions.includes(p.partitionIndex)) got.push([p.partitionIndex, partitionRecords(topic, p.partitionIndex, p, from, acceptLeadingHole)]);
+        if (from !== undefined && partitions.includes(p.partitionIndex))
+          got.push([p.partitionIndex, partitionRecords(topic, p.partitionIndex, p, from, acceptLeadingHole)]);
       }
     }
     return got;
@@ -417,7 +454,9 @@ async function fetchPartitions(
     const leader = leaderOf(partition);
     byNode.set(leader, [...(byNode.get(leader) ?? []), partition]);
   }
-  const out = new Map<number, PartitionFetch>((await Promise.all([...byNode].map(([node, partitions]) => fetchFrom(node, partitions, opts.maxBytesPerPartition)))).flat());
+  const out = new Map<number, PartitionFetch>(
+    (await Promise.all([...byNode].map(([node, partitions]) => fetchFrom(node, partitions, opts.maxBytesPerPartition)))).flat(),
+  );
   // A response that started after the position: ask for that partition again, one batch only
   // (maxBytes 1: the broker still returns the first batch whole), and believe a hole that
   // this shows too.
@@ -448,9 +487,13 @@ export class TopicReader {
   }
 
   /** One fetch per partition from the given offsets (empty arrays when nothing is there within maxWaitMs). */
-  async fetch(topic: string, positions: ReadonlyMap<number, bigint>): Promise<Map<number, { messages: ConsumedMessage[]; next: bigint; highWatermark: bigint }>> {
+  async fetch(
+    topic: string,
+    positions: ReadonlyMap<number, bigint>,
+  ): Promise<Map<number, { messages: ConsumedMessage[]; next: bigint; highWatermark: bigint }>> {
     const r = await fetchPartitions(this.consumer, topic, positions, this.opts);
-    for (const [p, f] of r) if (f.errorCode === OFFSET_OUT_OF_RANGE) throw new Error(`offset ${positions.get(p)} out of range for ${topic}/${p} (log starts at ${f.logStart})`);
+    for (const [p, f] of r)
+      if (f.errorCode === OFFSET_OUT_OF_RANGE) throw new Error(`offset ${positions.get(p)} out of range for ${topic}/${p} (log starts at ${f.logStart})`);
     return r;
   }
 
@@ -489,7 +532,12 @@ export async function readTopic(client: KafkaClient, topic: string, opts: Reader
  * Reads every partition of a topic from its log start, on and on, handing each fetch's
  * records to `onMessages` until stop() (tests and tools; no group, nothing committed).
  */
-export function followTopic(client: KafkaClient, topic: string, opts: ReaderOptions, onMessages: (messages: ConsumedMessage[]) => void | Promise<void>): { ready: Promise<void>; stop(): Promise<void> } {
+export function followTopic(
+  client: KafkaClient,
+  topic: string,
+  opts: ReaderOptions,
+  onMessages: (messages: ConsumedMessage[]) => void | Promise<void>,
+): { ready: Promise<void>; stop(): Promise<void> } {
   let running = true;
   const admin = client.admin();
   const reader = client.reader(opts);
@@ -664,10 +712,17 @@ export class GroupConsumer {
           if (!this.running || gen !== this.generation) break;
           // A seek during the fetch wins over what this fetch read.
           if (this.positions.get(p) !== asked.get(p)) continue;
-          if (f.errorCode === OFFSET_OUT_OF_RANGE) throw new Error(`offset ${asked.get(p)} is out of range for ${this.o.topic}/${p} (log starts at ${f.logStart})`);
+          if (f.errorCode === OFFSET_OUT_OF_RANGE)
+            throw new Error(`offset ${asked.get(p)} is out of range for ${this.o.topic}/${p} (log starts at ${f.logStart})`);
           this.positions.set(p, f.next);
           if (f.messages.length === 0) continue;
-          await h.onBatch({ topic: this.o.topic, partition: p, messages: f.messages, highWatermark: f.highWatermark, isStale: () => !this.running || gen !== this.generation });
+          await h.onBatch({
+            topic: this.o.topic,
+            partition: p,
+            messages: f.messages,
+            highWatermark: f.highWatermark,
+            isStale: () => !this.running || gen !== this.generation,
+          });
         }
       }
     } finally {
@@ -757,10 +812,12 @@ export class KafkaAdmin {
     const offsets = await this.topicOffsets(topic);
     const r = await this.a.listOffsets({ topics: [{ name: topic, partitions: offsets.map((o) => ({ partitionIndex: o.partition, timestamp: ms })) }] });
     const found = new Map((r.find((x) => x.name === topic)?.partitions ?? []).map((p) => [p.partitionIndex, p.offset]));
-    return new Map(offsets.map((o) => {
-      const at = found.get(o.partition);
-      return [o.partition, at === undefined || at < 0n ? o.high : at];
-    }));
+    return new Map(
+      offsets.map((o) => {
+        const at = found.get(o.partition);
+        return [o.partition, at === undefined || at < 0n ? o.high : at];
+      }),
+    );
   }
 
   /** Members of a consumer group (empty when it has none or does not exist). */
@@ -781,7 +838,10 @@ export class KafkaAdmin {
   }
 
   async setGroupOffsets(groupId: string, topic: string, offsets: ReadonlyMap<number, bigint>): Promise<void> {
-    await this.a.alterConsumerGroupOffsets({ groupId, topics: [{ name: topic, partitionOffsets: [...offsets].map(([partition, offset]) => ({ partition, offset })) }] });
+    await this.a.alterConsumerGroupOffsets({
+      groupId,
+      topics: [{ name: topic, partitionOffsets: [...offsets].map(([partition, offset]) => ({ partition, offset })) }],
+    });
   }
 
   /** The group's state (Empty, Stable, PreparingRebalance, …, Dead when unknown) and member count. */
@@ -808,7 +868,10 @@ export class KafkaAdmin {
   /** Config values of a broker or topics (names not set explicitly come back with their defaults). */
   async describeConfigs(kind: 'broker' | 'topic', names: readonly string[], keys: readonly string[]): Promise<Map<string, Map<string, string | null>>> {
     const resourceType = kind === 'broker' ? 4 : 2;
-    const r = await this.a.describeConfigs({ resources: names.map((resourceName) => ({ resourceType, resourceName, configurationKeys: [...keys] })), includeSynonyms: false });
+    const r = await this.a.describeConfigs({
+      resources: names.map((resourceName) => ({ resourceType, resourceName, configurationKeys: [...keys] })),
+      includeSynonyms: false,
+    });
     return new Map(r.map((x) => [x.resourceName, new Map(x.configs.map((c) => [c.name, c.value ?? null]))]));
   }
 
@@ -834,7 +897,14 @@ export async function ensureTopics(admin: KafkaAdmin, cfg: PipelineConfig, extra
   // The topic is the replayable log: keep everything unless the operator says otherwise.
   const maxBytes = String(topicMaxMessageBytes(cfg));
   // The dead-letter topic takes apply's rejected records whole: the same limit.
-  await admin.createTopics(wanted.map((topic) => ({ topic, partitions: cfg.topics.partitions, replicationFactor: cfg.topics.replicationFactor, configs: { 'retention.ms': '-1', 'max.message.bytes': maxBytes } })));
+  await admin.createTopics(
+    wanted.map((topic) => ({
+      topic,
+      partitions: cfg.topics.partitions,
+      replicationFactor: cfg.topics.replicationFactor,
+      configs: { 'retention.ms': '-1', 'max.message.bytes': maxBytes },
+    })),
+  );
   // Topics made before the limit existed (or with a lower one) are raised to it.
   const old = [...cfg.directions.map((d) => d.topic), ...extra].filter((t) => existing.has(t));
   if (old.length) {

@@ -26,7 +26,10 @@ export class ClusterNaming {
   private readonly byName = new Map<string, Mapped>();
   private readonly byPhysical = new Map<string, Mapped>();
 
-  constructor(cfg: PipelineConfig, readonly cluster: string) {
+  constructor(
+    cfg: PipelineConfig,
+    readonly cluster: string,
+  ) {
     for (const [name, s] of Object.entries(cfg.selection.tables)) {
       const physical = s.rename?.[cluster] ?? name;
       const cols = Object.entries(s.renameColumns?.[cluster] ?? {});

@@ -19,7 +19,8 @@ const bool = (v: string): boolean => v === 't';
 const BOOL_OID = 16;
 /** Type parsers that hand back the text form of every type but boolean (catalog flags read as booleans). */
 export const RAW_TYPES = {
-  getTypeParser: ((oid: number, format?: string) => (format === 'binary' ? rawBinary : oid === BOOL_OID ? bool : rawText)) as unknown as pg.CustomTypesConfig['getTypeParser'],
+  getTypeParser: ((oid: number, format?: string) =>
+    format === 'binary' ? rawBinary : oid === BOOL_OID ? bool : rawText) as unknown as pg.CustomTypesConfig['getTypeParser'],
 };
 
 /**

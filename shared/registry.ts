@@ -72,10 +72,14 @@ export function registryGet(r: RegistryConfig, path: string, timeoutMs: number):
   const auth = basicAuth(r);
   const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
   return new Promise<number>((resolve, reject) => {
-    const req = send(url, { agent, timeout: timeoutMs, headers: { accept: 'application/vnd.schemaregistry.v1+json, application/json', ...(auth ? { authorization: auth } : {}) } }, (res) => {
-      res.resume();
-      res.once('end', () => resolve(res.statusCode ?? 0));
-    });
+    const req = send(
+      url,
+      { agent, timeout: timeoutMs, headers: { accept: 'application/vnd.schemaregistry.v1+json, application/json', ...(auth ? { authorization: auth } : {}) } },
+      (res) => {
+        res.resume();
+        res.once('end', () => resolve(res.statusCode ?? 0));
+      },
+    );
     req.once('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
     req.once('error', reject);
     req.end();
@@ -97,7 +101,10 @@ export class SchemaStore implements SchemaRegistrar, SchemaReader {
   ) {
     this.url = registry.url;
     const auth = registry.username === undefined ? {} : { auth: { username: registry.username, password: registry.password ?? '' } };
-    this.client = new SchemaRegistry({ host: registry.url, retry: { retries: 0 }, agent: registryAgent(registry), ...auth }, { [SchemaType.AVRO]: AVRO_OPTIONS as never });
+    this.client = new SchemaRegistry(
+      { host: registry.url, retry: { retries: 0 }, agent: registryAgent(registry), ...auth },
+      { [SchemaType.AVRO]: AVRO_OPTIONS as never },
+    );
   }
 
   /** Registers (or finds) a schema under a subject. Retries while the registry is unreachable. */
@@ -142,9 +149,17 @@ export class SchemaStore implements SchemaRegistrar, SchemaReader {
   async schema(id: number): Promise<avro.Type> {
     const hit = this.types.get(id);
     if (hit) return hit;
-    const type = await this.retrying(`fetch schema id ${id}`, () => this.client.getSchema(id) as Promise<unknown> as Promise<avro.Type>, (err) => {
-      if (statusOf(err) === 404) throw new PgBridgeError('SCHEMA_UNKNOWN', `schema id ${id} is not in the registry at ${redactUrl(this.url)}`, { details: { schemaId: id }, cause: err });
-    });
+    const type = await this.retrying(
+      `fetch schema id ${id}`,
+      () => this.client.getSchema(id) as Promise<unknown> as Promise<avro.Type>,
+      (err) => {
+        if (statusOf(err) === 404)
+          throw new PgBridgeError('SCHEMA_UNKNOWN', `schema id ${id} is not in the registry at ${redactUrl(this.url)}`, {
+            details: { schemaId: id },
+            cause: err,
+          });
+      },
+    );
     this.types.set(id, type);
     return type;
   }
@@ -173,9 +188,14 @@ export class SchemaStore implements SchemaRegistrar, SchemaReader {
         const network = /ECONNREFUSED|ECONNRESET|socket hang up|ETIMEDOUT|EAI_AGAIN|fetch failed|network/i.test(errorMessage(err));
         const transient = network || (status !== undefined && (status >= 500 || status === 408 || status === 429));
         const permanent = !transient;
-        if (permanent) throw new PgBridgeError('REGISTRY', `${what}: registry at ${redactUrl(this.url)} refused: ${errorMessage(err)}`, { cause: err, details: { status } });
+        if (permanent)
+          throw new PgBridgeError('REGISTRY', `${what}: registry at ${redactUrl(this.url)} refused: ${errorMessage(err)}`, { cause: err, details: { status } });
         if (Date.now() - started > this.maxWaitMs) {
-          throw new PgBridgeError('REGISTRY', `${what}: registry at ${redactUrl(this.url)} unreachable for ${Math.round((Date.now() - started) / 1000)} s: ${errorMessage(err)}`, { retriable: true, cause: err });
+          throw new PgBridgeError(
+            'REGISTRY',
+            `${what}: registry at ${redactUrl(this.url)} unreachable for ${Math.round((Date.now() - started) / 1000)} s: ${errorMessage(err)}`,
+            { retriable: true, cause: err },
+          );
         }
         this.onRetry(what, attempt, err);
         await sleep(backoff(attempt));

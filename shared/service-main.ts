@@ -45,19 +45,30 @@ interface RetryView {
 
 function serviceGauges(registry: Registry, probe: Probe, retry: RetryView): void {
   new Gauge({
-    name: 'pgbridge_service_state', help: 'Current state of the service (1 for the state it is in): starting, ready, standby, retrying, stopped', labelNames: ['state'], registers: [registry],
+    name: 'pgbridge_service_state',
+    help: 'Current state of the service (1 for the state it is in): starting, ready, standby, retrying, stopped',
+    labelNames: ['state'],
+    registers: [registry],
     collect() {
       const now = probe.ready() ? 'ready' : probe.state().split(':')[0];
       for (const st of STATES) this.set({ state: st }, st === now ? 1 : 0);
     },
   });
   new Gauge({
-    name: 'pgbridge_retry_window_seconds', help: 'Length of the retry window of the failure being retried (retry.connectionMinutes or retry.otherMinutes); 0 when nothing is retried', registers: [registry],
-    collect() { this.set(retry.since === null || retry.recovered() ? 0 : retry.windowS); },
+    name: 'pgbridge_retry_window_seconds',
+    help: 'Length of the retry window of the failure being retried (retry.connectionMinutes or retry.otherMinutes); 0 when nothing is retried',
+    registers: [registry],
+    collect() {
+      this.set(retry.since === null || retry.recovered() ? 0 : retry.windowS);
+    },
   });
   new Gauge({
-    name: 'pgbridge_retry_elapsed_seconds', help: 'Time since the first failure of the outage being retried; the service stops when it passes pgbridge_retry_window_seconds; 0 when nothing is retried', registers: [registry],
-    collect() { this.set(retry.since === null || retry.recovered() ? 0 : (Date.now() - retry.since) / 1000); },
+    name: 'pgbridge_retry_elapsed_seconds',
+    help: 'Time since the first failure of the outage being retried; the service stops when it passes pgbridge_retry_window_seconds; 0 when nothing is retried',
+    registers: [registry],
+    collect() {
+      this.set(retry.since === null || retry.recovered() ? 0 : (Date.now() - retry.since) / 1000);
+    },
   });
 }
 
@@ -86,7 +97,8 @@ export function metricsPortArg(argv: readonly string[], fallback: number): numbe
   const raw = argValue(argv, '--metrics-port') ?? process.env.PGBRIDGE_METRICS_PORT;
   if (raw === undefined) return fallback;
   const n = Number(raw);
-  if (raw.trim() === '' || !Number.isInteger(n) || n < 0 || n > 65535) throw new PgBridgeError('CONFIG_INVALID', `--metrics-port / PGBRIDGE_METRICS_PORT: expected a port from 0 to 65535, got ${JSON.stringify(raw)}`);
+  if (raw.trim() === '' || !Number.isInteger(n) || n < 0 || n > 65535)
+    throw new PgBridgeError('CONFIG_INVALID', `--metrics-port / PGBRIDGE_METRICS_PORT: expected a port from 0 to 65535, got ${JSON.stringify(raw)}`);
   return n;
 }
 
@@ -233,7 +245,10 @@ export async function superviseService(opts: {
       retry.since = firstFailureAt;
       if (Date.now() - firstFailureAt > windowMs) {
         lastState = `stopped: ${errorMessage(err)}`;
-        log.fatal({ err: errorMessage(err), ...details, retriedForMs: Date.now() - firstFailureAt }, `${opts.name} stopped: retry window of ${windowMs / 60_000} min passed`);
+        log.fatal(
+          { err: errorMessage(err), ...details, retriedForMs: Date.now() - firstFailureAt },
+          `${opts.name} stopped: retry window of ${windowMs / 60_000} min passed`,
+        );
         code = 1;
         break;
       }

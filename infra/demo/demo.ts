@@ -53,7 +53,12 @@ export async function demo(argv: readonly string[]): Promise<number> {
 
   const findings = await precheck(cfg, { existingTables: 'ignore' });
   say('== precheck');
-  say(formatFindings(findings).split('\n').map((l) => `   ${l}`).join('\n'));
+  say(
+    formatFindings(findings)
+      .split('\n')
+      .map((l) => `   ${l}`)
+      .join('\n'),
+  );
   if (findings.some((f) => f.level === 'error')) return 1;
 
   await setup(cfg, log);
@@ -62,12 +67,25 @@ export async function demo(argv: readonly string[]): Promise<number> {
   const procs = spawnServices(cfgFile, cfg, { logFile: openSync(logFile, 'w') });
   let code = 1;
   try {
-    await waitReady(cfg.metrics.host, procs.map((p) => p.port), 60_000);
+    await waitReady(
+      cfg.metrics.host,
+      procs.map((p) => p.port),
+      60_000,
+    );
     say(`== 4 services running (capture a, capture b, apply a→b, apply b→a); logs in ${logFile}`);
     say(`== writers on both clusters for ${seconds} s: transfers, orders, and the same accounts updated on both sides at once`);
     const end = Date.now() + seconds * 1000;
-    const tick = setInterval(() => void statusLine(cfg).then((l) => say(`   ${Math.max(0, Math.round((end - Date.now()) / 1000))
-      .toString().padStart(3)} s left | ${l}`)), 2000);
+    const tick = setInterval(
+      () =>
+        void statusLine(cfg).then((l) =>
+          say(
+            `   ${Math.max(0, Math.round((end - Date.now()) / 1000))
+              .toString()
+              .padStart(3)} s left | ${l}`,
+          ),
+        ),
+      2000,
+    );
     const ledgers = await runWorkload(cfg, SCHEMA, { until: () => Date.now() < end, writersPerSide: 2, conflictEveryMs: 500 });
     clearInterval(tick);
     say(`== writes acknowledged: a ${ledgerTotal(ledgers[0]!)}, b ${ledgerTotal(ledgers[1]!)} (failed: ${ledgers[0]!.failed + ledgers[1]!.failed})`);
@@ -76,13 +94,28 @@ export async function demo(argv: readonly string[]): Promise<number> {
     say(`== drain barrier applied in both directions after ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     const report = await verify(cfg);
     say('== verify');
-    say(formatVerifyReport(report).split('\n').map((l) => `   ${l}`).join('\n'));
+    say(
+      formatVerifyReport(report)
+        .split('\n')
+        .map((l) => `   ${l}`)
+        .join('\n'),
+    );
     for (const c of cfg.clusterNames) {
-      const rows = await withClient(cfg.clusters[c]!, 'pgbridge-demo', (cl) => cl.query<{ kind: string; resolution: string; n: string }>(
-        'SELECT kind, resolution, count(*)::text AS n FROM cdc.conflicts WHERE pipeline = $1 GROUP BY 1, 2 ORDER BY 1, 2', [cfg.pipeline]));
-      say(`== conflicts recorded in cdc.conflicts on ${c}: ${rows.rows.length ? rows.rows.map((r) => `${r.n} ${r.kind} → ${r.resolution}`).join(', ') : 'none'}`);
+      const rows = await withClient(cfg.clusters[c]!, 'pgbridge-demo', (cl) =>
+        cl.query<{ kind: string; resolution: string; n: string }>(
+          'SELECT kind, resolution, count(*)::text AS n FROM cdc.conflicts WHERE pipeline = $1 GROUP BY 1, 2 ORDER BY 1, 2',
+          [cfg.pipeline],
+        ),
+      );
+      say(
+        `== conflicts recorded in cdc.conflicts on ${c}: ${rows.rows.length ? rows.rows.map((r) => `${r.n} ${r.kind} → ${r.resolution}`).join(', ') : 'none'}`,
+      );
     }
-    const sums = await Promise.all(cfg.clusterNames.map((c) => withClient(cfg.clusters[c]!, 'pgbridge-demo', (cl) => cl.query<{ s: string }>(`SELECT sum(balance)::text AS s FROM ${SCHEMA}.accounts`))));
+    const sums = await Promise.all(
+      cfg.clusterNames.map((c) =>
+        withClient(cfg.clusters[c]!, 'pgbridge-demo', (cl) => cl.query<{ s: string }>(`SELECT sum(balance)::text AS s FROM ${SCHEMA}.accounts`)),
+      ),
+    );
     say(`== total balance: a ${sums[0]!.rows[0]!.s}, b ${sums[1]!.rows[0]!.s} (transfers keep it at ${100 * 1000}.00)`);
     say(report.equal ? '\nclusters equal' : '\nclusters DIFFER');
     code = report.equal ? 0 : 1;
@@ -100,8 +133,11 @@ export async function demo(argv: readonly string[]): Promise<number> {
 }
 
 if (isMainModule(import.meta.url)) {
-  demo(process.argv.slice(2)).then((code) => process.exit(code), (err: unknown) => {
-    console.error(`demo failed: ${errorMessage(err)}`);
-    process.exit(1);
-  });
+  demo(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      console.error(`demo failed: ${errorMessage(err)}`);
+      process.exit(1);
+    },
+  );
 }

@@ -60,22 +60,38 @@ async function oneOp(c: pg.Client, schema: string, side: number, l: Ledger): Pro
     if (to === from) to = from === hi ? lo : from + 1;
     const amount = (rnd(5000) / 100).toFixed(2);
     // Lower id first: two writers moving money between the same accounts never deadlock.
-    const steps: [string, number][] = [[`-${amount}`, from], [amount, to]];
+    const steps: [string, number][] = [
+      [`-${amount}`, from],
+      [amount, to],
+    ];
     steps.sort((x, y) => x[1] - y[1]);
     await c.query('BEGIN');
     for (const [delta, id] of steps) {
-      await c.query(`UPDATE ${s}.accounts SET balance = balance + $1::numeric, version = version + 1, updated_at = clock_timestamp() WHERE id = $2`, [delta, id]);
+      await c.query(`UPDATE ${s}.accounts SET balance = balance + $1::numeric, version = version + 1, updated_at = clock_timestamp() WHERE id = $2`, [
+        delta,
+        id,
+      ]);
     }
     await c.query('COMMIT');
     l.transfers++;
   } else if (roll < 0.8) {
-    await c.query(`INSERT INTO ${s}.orders (account_id, amount, status, note) VALUES ($1, $2, 'new', $3)`, [lo + rnd(hi - lo) - 1, (rnd(100000) / 100).toFixed(2), JSON.stringify({ side, n: rnd(1e9) })]);
+    await c.query(`INSERT INTO ${s}.orders (account_id, amount, status, note) VALUES ($1, $2, 'new', $3)`, [
+      lo + rnd(hi - lo) - 1,
+      (rnd(100000) / 100).toFixed(2),
+      JSON.stringify({ side, n: rnd(1e9) }),
+    ]);
     l.ordersInserted++;
   } else if (roll < 0.93) {
-    const r = await c.query(`UPDATE ${s}.orders SET status = 'paid' WHERE id = (SELECT id FROM ${s}.orders WHERE status = 'new' AND account_id BETWEEN $1 AND $2 ORDER BY random() LIMIT 1)`, [lo, hi]);
+    const r = await c.query(
+      `UPDATE ${s}.orders SET status = 'paid' WHERE id = (SELECT id FROM ${s}.orders WHERE status = 'new' AND account_id BETWEEN $1 AND $2 ORDER BY random() LIMIT 1)`,
+      [lo, hi],
+    );
     if (r.rowCount) l.ordersUpdated++;
   } else {
-    const r = await c.query(`DELETE FROM ${s}.orders WHERE id = (SELECT id FROM ${s}.orders WHERE account_id BETWEEN $1 AND $2 ORDER BY random() LIMIT 1)`, [lo, hi]);
+    const r = await c.query(`DELETE FROM ${s}.orders WHERE id = (SELECT id FROM ${s}.orders WHERE account_id BETWEEN $1 AND $2 ORDER BY random() LIMIT 1)`, [
+      lo,
+      hi,
+    ]);
     if (r.rowCount) l.ordersDeleted++;
   }
 }
@@ -84,47 +100,60 @@ async function oneOp(c: pg.Client, schema: string, side: number, l: Ledger): Pro
  * Runs writers on both clusters until `until()` is false. Every `conflictEveryMs` both sides
  * set the owner of the same account at once (a true conflict, resolved by the policy).
  */
-export async function runWorkload(cfg: PipelineConfig, schema: string, opts: { until: () => boolean; writersPerSide?: number; conflictEveryMs?: number; pauseMs?: number }): Promise<Ledger[]> {
+export async function runWorkload(
+  cfg: PipelineConfig,
+  schema: string,
+  opts: { until: () => boolean; writersPerSide?: number; conflictEveryMs?: number; pauseMs?: number },
+): Promise<Ledger[]> {
   const ledgers = cfg.clusterNames.map(() => emptyLedger());
   const writers: Promise<void>[] = [];
   const perSide = opts.writersPerSide ?? 2;
   for (const [side, name] of cfg.clusterNames.entries()) {
     for (let w = 0; w < perSide; w++) {
-      writers.push((async () => {
-        const c = await connect(cfg.clusters[name]!, `pgbridge-workload-${name}`);
-        try {
-          while (opts.until()) {
-            try {
-              await oneOp(c, schema, side, ledgers[side]!);
-            } catch {
-              ledgers[side]!.failed++;
-              await c.query('ROLLBACK').catch(() => undefined);
+      writers.push(
+        (async () => {
+          const c = await connect(cfg.clusters[name]!, `pgbridge-workload-${name}`);
+          try {
+            while (opts.until()) {
+              try {
+                await oneOp(c, schema, side, ledgers[side]!);
+              } catch {
+                ledgers[side]!.failed++;
+                await c.query('ROLLBACK').catch(() => undefined);
+              }
+              if (opts.pauseMs) await new Promise((r) => setTimeout(r, opts.pauseMs));
             }
-            if (opts.pauseMs) await new Promise((r) => setTimeout(r, opts.pauseMs));
+          } finally {
+            await c.end().catch(() => undefined);
           }
-        } finally {
-          await c.end().catch(() => undefined);
-        }
-      })());
+        })(),
+      );
     }
   }
   if (opts.conflictEveryMs) {
-    writers.push((async () => {
-      const clients = await Promise.all(cfg.clusterNames.map((n) => connect(cfg.clusters[n]!, 'pgbridge-workload-conflicts')));
-      try {
-        let k = 0;
-        while (opts.until()) {
-          const id = ACCOUNTS - (k++ % 5);
-          await Promise.all(clients.map(async (c, side) => {
-            await c.query(`UPDATE ${qi(schema)}.accounts SET owner = $1, version = version + 1, updated_at = clock_timestamp() WHERE id = $2`, [`set on ${cfg.clusterNames[side]} #${k}`, id]);
-            ledgers[side]!.conflictWrites++;
-          }));
-          await new Promise((r) => setTimeout(r, opts.conflictEveryMs));
+    writers.push(
+      (async () => {
+        const clients = await Promise.all(cfg.clusterNames.map((n) => connect(cfg.clusters[n]!, 'pgbridge-workload-conflicts')));
+        try {
+          let k = 0;
+          while (opts.until()) {
+            const id = ACCOUNTS - (k++ % 5);
+            await Promise.all(
+              clients.map(async (c, side) => {
+                await c.query(`UPDATE ${qi(schema)}.accounts SET owner = $1, version = version + 1, updated_at = clock_timestamp() WHERE id = $2`, [
+                  `set on ${cfg.clusterNames[side]} #${k}`,
+                  id,
+                ]);
+                ledgers[side]!.conflictWrites++;
+              }),
+            );
+            await new Promise((r) => setTimeout(r, opts.conflictEveryMs));
+          }
+        } finally {
+          await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
         }
-      } finally {
-        await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
-      }
-    })());
+      })(),
+    );
   }
   await Promise.all(writers);
   return ledgers;

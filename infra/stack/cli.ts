@@ -39,8 +39,12 @@ async function main(argv: string[]): Promise<number> {
       console.log(`  registry    ${ep.registryUrl}`);
       if (s.secure) {
         const f = secureFiles(s);
-        console.log(`  tls         PostgreSQL: TLS only, client certificate (sslMode verify-full, sslRootCert ${f.caCert}, sslCert ${f.clientCert}, sslKey ${f.clientKey})`);
-        console.log(`              Kafka: SASL_SSL, user ${f.kafkaUser} (SCRAM-SHA-256, SCRAM-SHA-512, PLAIN), password in ${f.kafkaPasswordFile}, CA ${f.caCert}`);
+        console.log(
+          `  tls         PostgreSQL: TLS only, client certificate (sslMode verify-full, sslRootCert ${f.caCert}, sslCert ${f.clientCert}, sslKey ${f.clientKey})`,
+        );
+        console.log(
+          `              Kafka: SASL_SSL, user ${f.kafkaUser} (SCRAM-SHA-256, SCRAM-SHA-512, PLAIN), password in ${f.kafkaPasswordFile}, CA ${f.caCert}`,
+        );
       }
       return 0;
     }

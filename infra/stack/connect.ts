@@ -68,7 +68,14 @@ export function ensureConnectJars(s: StackSettings, say: Say): ConnectFiles {
   });
   cached(join(plugins, 'apicurio-converter'), say, `Apicurio's Avro converter ${APICURIO_CONVERTER_VERSION}`, (tmp) => {
     // Kafka's own jars come from the worker: a plugin bringing older copies of them would clash.
-    mvn(['-f', pom('apicurio-converter'), 'dependency:copy-dependencies', `-DoutputDirectory=${tmp}`, '-DincludeScope=runtime', '-DexcludeGroupIds=org.apache.kafka']);
+    mvn([
+      '-f',
+      pom('apicurio-converter'),
+      'dependency:copy-dependencies',
+      `-DoutputDirectory=${tmp}`,
+      '-DincludeScope=runtime',
+      '-DexcludeGroupIds=org.apache.kafka',
+    ]);
   });
   if (!readdirSync(join(plugins, 'debezium-connector-jdbc')).some((f) => f.startsWith('debezium-connector-jdbc-'))) {
     throw new StackError('connect', `no debezium-connector-jdbc jar in ${plugins}`);
@@ -139,30 +146,46 @@ export async function connectUp(s: StackSettings, say: Say = () => undefined): P
   writeFileSync(props, connectWorkerProperties(s, plugins, p.dir));
   // Properties, not YAML: the worker's class path has no YAML parser for log4j.
   const log4j = join(p.dir, 'log4j2.properties');
-  writeFileSync(log4j, [
-    'status = warn',
-    'appender.console.type = Console',
-    'appender.console.name = STDOUT',
-    'appender.console.layout.type = PatternLayout',
-    'appender.console.layout.pattern = [%d] %p %m (%c)%n',
-    'rootLogger.level = WARN',
-    'rootLogger.appenderRef.stdout.ref = STDOUT',
-    'logger.debezium.name = io.debezium',
-    'logger.debezium.level = INFO',
-    '',
-  ].join('\n'));
+  writeFileSync(
+    log4j,
+    [
+      'status = warn',
+      'appender.console.type = Console',
+      'appender.console.name = STDOUT',
+      'appender.console.layout.type = PatternLayout',
+      'appender.console.layout.pattern = [%d] %p %m (%c)%n',
+      'rootLogger.level = WARN',
+      'rootLogger.appenderRef.stdout.ref = STDOUT',
+      'logger.debezium.name = io.debezium',
+      'logger.debezium.level = INFO',
+      '',
+    ].join('\n'),
+  );
   const out = openSync(p.log, 'a');
-  const child = spawn(process.env.JAVA ?? 'java', [
-    `-Xmx${s.connectHeapMb}m`, '-XX:+UseSerialGC', '-Djava.awt.headless=true', `-Dlog4j2.configurationFile=${log4j}`, '-Dpgbridge.stack=connect',
-    '-cp', `${libs}/*`, 'org.apache.kafka.connect.cli.ConnectStandalone', props,
-  ], { detached: true, stdio: ['ignore', out, out], cwd: p.dir });
+  const child = spawn(
+    process.env.JAVA ?? 'java',
+    [
+      `-Xmx${s.connectHeapMb}m`,
+      '-XX:+UseSerialGC',
+      '-Djava.awt.headless=true',
+      `-Dlog4j2.configurationFile=${log4j}`,
+      '-Dpgbridge.stack=connect',
+      '-cp',
+      `${libs}/*`,
+      'org.apache.kafka.connect.cli.ConnectStandalone',
+      props,
+    ],
+    { detached: true, stdio: ['ignore', out, out], cwd: p.dir },
+  );
   if (!child.pid) throw new StackError('connect', 'java did not start (is Java 17+ on PATH?)');
   child.unref();
   writeFileSync(p.pidFile, `${child.pid}\n`);
   const deadline = Date.now() + 180_000;
   while (Date.now() < deadline) {
     if (await connectAnswers(s).catch(() => false)) {
-      say(`connect: Kafka Connect ${CONNECT_VERSION} (Debezium JDBC sink ${DEBEZIUM_JDBC_VERSION}, Apicurio converter ${APICURIO_CONVERTER_VERSION}) at ${p.url}`);
+      say(
+        `connect: Kafka Connect ${CONNECT_VERSION} (Debezium JDBC sink ${DEBEZIUM_JDBC_VERSION}, Apicurio converter ${APICURIO_CONVERTER_VERSION}) at ${p.url}`,
+      );
       return p.url;
     }
     if (!pidAlive(child.pid)) break;
@@ -191,12 +214,18 @@ export async function connectDown(s: StackSettings): Promise<boolean> {
 /** Creates (or replaces) a connector and waits until its task runs. */
 export async function putConnector(s: StackSettings, name: string, config: Record<string, string>): Promise<void> {
   const url = connectPaths(s).url;
-  const r = await fetch(`${url}/connectors/${encodeURIComponent(name)}/config`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify(config) });
+  const r = await fetch(`${url}/connectors/${encodeURIComponent(name)}/config`, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(config),
+  });
   if (!r.ok) throw new StackError('connect', `cannot create connector ${name}: ${r.status} ${await r.text()}`);
   const deadline = Date.now() + 60_000;
   let last = '';
   while (Date.now() < deadline) {
-    const st = await fetch(`${url}/connectors/${encodeURIComponent(name)}/status`).then((x) => x.json() as Promise<{ connector: { state: string }; tasks: { state: string; trace?: string }[] }>).catch(() => null);
+    const st = await fetch(`${url}/connectors/${encodeURIComponent(name)}/status`)
+      .then((x) => x.json() as Promise<{ connector: { state: string }; tasks: { state: string; trace?: string }[] }>)
+      .catch(() => null);
     last = JSON.stringify(st);
     const failed = st?.tasks.find((t) => t.state === 'FAILED');
     if (failed) throw new StackError('connect', `connector ${name} failed: ${failed.trace?.split('\n').slice(0, 12).join('\n')}`);
@@ -208,7 +237,9 @@ export async function putConnector(s: StackSettings, name: string, config: Recor
 
 /** The state of a connector's tasks, with the first lines of a failed task's trace. */
 export async function connectorTaskErrors(s: StackSettings, name: string): Promise<string[]> {
-  const st = (await fetch(`${connectPaths(s).url}/connectors/${encodeURIComponent(name)}/status`).then((x) => x.json())) as { tasks: { id: number; state: string; trace?: string }[] };
+  const st = (await fetch(`${connectPaths(s).url}/connectors/${encodeURIComponent(name)}/status`).then((x) => x.json())) as {
+    tasks: { id: number; state: string; trace?: string }[];
+  };
   return st.tasks.filter((t) => t.state === 'FAILED').map((t) => `task ${t.id}: ${t.trace?.split('\n').slice(0, 12).join('\n')}`);
 }
 

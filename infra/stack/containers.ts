@@ -28,13 +28,20 @@ const CCOMPAT_PATH = '/apis/ccompat/v7';
 /** The server settings of postgresConf() in settings.ts, as command-line flags. */
 const PG_COMMAND = [
   'postgres',
-  '-c', 'wal_level=logical',
-  '-c', 'track_commit_timestamp=on',
-  '-c', 'max_replication_slots=40',
-  '-c', 'max_wal_senders=40',
-  '-c', 'max_worker_processes=16',
-  '-c', 'max_connections=200',
-  '-c', 'timezone=UTC',
+  '-c',
+  'wal_level=logical',
+  '-c',
+  'track_commit_timestamp=on',
+  '-c',
+  'max_replication_slots=40',
+  '-c',
+  'max_wal_senders=40',
+  '-c',
+  'max_worker_processes=16',
+  '-c',
+  'max_connections=200',
+  '-c',
+  'timezone=UTC',
 ];
 
 export interface StartedContainers {
@@ -78,15 +85,17 @@ async function waitFromHost(service: string, timeoutMs: number, check: () => Pro
 }
 
 function postgres(cluster: ClusterName): GenericContainer {
-  return new GenericContainer(PG_IMAGE)
-    .withEnvironment({ POSTGRES_HOST_AUTH_METHOD: 'trust', POSTGRES_USER: 'postgres', POSTGRES_DB: 'postgres' })
-    .withCommand(PG_COMMAND)
-    .withExposedPorts(5432)
-    .withLabels({ 'pgbridge.service': `pg-${cluster}` })
-    // The image's init phase runs a temporary server on the Unix socket only, so a TCP
-    // answer on 127.0.0.1 means the final server is up.
-    .withWaitStrategy(Wait.forSuccessfulCommand('pg_isready -h 127.0.0.1 -p 5432 -U postgres -d postgres'))
-    .withStartupTimeout(60_000);
+  return (
+    new GenericContainer(PG_IMAGE)
+      .withEnvironment({ POSTGRES_HOST_AUTH_METHOD: 'trust', POSTGRES_USER: 'postgres', POSTGRES_DB: 'postgres' })
+      .withCommand(PG_COMMAND)
+      .withExposedPorts(5432)
+      .withLabels({ 'pgbridge.service': `pg-${cluster}` })
+      // The image's init phase runs a temporary server on the Unix socket only, so a TCP
+      // answer on 127.0.0.1 means the final server is up.
+      .withWaitStrategy(Wait.forSuccessfulCommand('pg_isready -h 127.0.0.1 -p 5432 -U postgres -d postgres'))
+      .withStartupTimeout(60_000)
+  );
 }
 
 async function pgFromHost(ep: PgEndpoint): Promise<boolean> {
@@ -102,36 +111,38 @@ async function pgFromHost(ep: PgEndpoint): Promise<boolean> {
 
 /** Single-node KRaft broker; the same settings as kafkaServerProperties() in settings.ts. */
 function kafka(network: StartedNetwork, hostPort: number): GenericContainer {
-  return new GenericContainer(KAFKA_IMAGE)
-    .withNetwork(network)
-    .withNetworkAliases(KAFKA_ALIAS)
-    .withEnvironment({
-      CLUSTER_ID: 'cGdicmlkZ2UtdGVzdC0wMQ',
-      KAFKA_NODE_ID: '1',
-      KAFKA_PROCESS_ROLES: 'broker,controller',
-      KAFKA_CONTROLLER_QUORUM_VOTERS: `1@localhost:${KAFKA_CONTROLLER_PORT}`,
-      KAFKA_LISTENERS: `INTERNAL://0.0.0.0:${KAFKA_INTERNAL_PORT},EXTERNAL://0.0.0.0:${KAFKA_EXTERNAL_PORT},CONTROLLER://0.0.0.0:${KAFKA_CONTROLLER_PORT}`,
-      // Containers reach the broker by its alias, the host through the fixed mapping below.
-      KAFKA_ADVERTISED_LISTENERS: `INTERNAL://${KAFKA_ALIAS}:${KAFKA_INTERNAL_PORT},EXTERNAL://${HOST}:${hostPort}`,
-      KAFKA_LISTENER_SECURITY_PROTOCOL_MAP: 'INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT',
-      KAFKA_CONTROLLER_LISTENER_NAMES: 'CONTROLLER',
-      KAFKA_INTER_BROKER_LISTENER_NAME: 'INTERNAL',
-      KAFKA_LOG_DIRS: '/var/lib/kafka/data',
-      KAFKA_NUM_PARTITIONS: '1',
-      KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR: '1',
-      KAFKA_OFFSETS_TOPIC_NUM_PARTITIONS: '4',
-      KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR: '1',
-      KAFKA_TRANSACTION_STATE_LOG_MIN_ISR: '1',
-      KAFKA_TRANSACTION_STATE_LOG_NUM_PARTITIONS: '4',
-      KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS: '0',
-      KAFKA_AUTO_CREATE_TOPICS_ENABLE: 'false',
-      KAFKA_LOG_RETENTION_HOURS: '-1',
-    })
-    // Fixed mapping: the advertised address must be known before the broker starts.
-    .withExposedPorts({ container: KAFKA_EXTERNAL_PORT, host: hostPort })
-    .withLabels({ 'pgbridge.service': 'kafka' })
-    .withWaitStrategy(Wait.forLogMessage(/Kafka Server started/))
-    .withStartupTimeout(120_000);
+  return (
+    new GenericContainer(KAFKA_IMAGE)
+      .withNetwork(network)
+      .withNetworkAliases(KAFKA_ALIAS)
+      .withEnvironment({
+        CLUSTER_ID: 'cGdicmlkZ2UtdGVzdC0wMQ',
+        KAFKA_NODE_ID: '1',
+        KAFKA_PROCESS_ROLES: 'broker,controller',
+        KAFKA_CONTROLLER_QUORUM_VOTERS: `1@localhost:${KAFKA_CONTROLLER_PORT}`,
+        KAFKA_LISTENERS: `INTERNAL://0.0.0.0:${KAFKA_INTERNAL_PORT},EXTERNAL://0.0.0.0:${KAFKA_EXTERNAL_PORT},CONTROLLER://0.0.0.0:${KAFKA_CONTROLLER_PORT}`,
+        // Containers reach the broker by its alias, the host through the fixed mapping below.
+        KAFKA_ADVERTISED_LISTENERS: `INTERNAL://${KAFKA_ALIAS}:${KAFKA_INTERNAL_PORT},EXTERNAL://${HOST}:${hostPort}`,
+        KAFKA_LISTENER_SECURITY_PROTOCOL_MAP: 'INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT',
+        KAFKA_CONTROLLER_LISTENER_NAMES: 'CONTROLLER',
+        KAFKA_INTER_BROKER_LISTENER_NAME: 'INTERNAL',
+        KAFKA_LOG_DIRS: '/var/lib/kafka/data',
+        KAFKA_NUM_PARTITIONS: '1',
+        KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR: '1',
+        KAFKA_OFFSETS_TOPIC_NUM_PARTITIONS: '4',
+        KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR: '1',
+        KAFKA_TRANSACTION_STATE_LOG_MIN_ISR: '1',
+        KAFKA_TRANSACTION_STATE_LOG_NUM_PARTITIONS: '4',
+        KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS: '0',
+        KAFKA_AUTO_CREATE_TOPICS_ENABLE: 'false',
+        KAFKA_LOG_RETENTION_HOURS: '-1',
+      })
+      // Fixed mapping: the advertised address must be known before the broker starts.
+      .withExposedPorts({ container: KAFKA_EXTERNAL_PORT, host: hostPort })
+      .withLabels({ 'pgbridge.service': 'kafka' })
+      .withWaitStrategy(Wait.forLogMessage(/Kafka Server started/))
+      .withStartupTimeout(120_000)
+  );
 }
 
 async function kafkaFromHost(brokers: readonly string[]): Promise<boolean> {
@@ -146,17 +157,19 @@ async function kafkaFromHost(brokers: readonly string[]): Promise<boolean> {
 
 /** Apicurio with kafkasql storage: schemas live in the broker, as in the local stack. */
 function registry(network: StartedNetwork): GenericContainer {
-  return new GenericContainer(REGISTRY_IMAGE)
-    .withNetwork(network)
-    .withEnvironment({
-      APICURIO_STORAGE_KIND: 'kafkasql',
-      APICURIO_KAFKASQL_BOOTSTRAP_SERVERS: `${KAFKA_ALIAS}:${KAFKA_INTERNAL_PORT}`,
-    })
-    .withExposedPorts(REGISTRY_PORT)
-    .withLabels({ 'pgbridge.service': 'registry' })
-    // The Confluent API itself, the URL clients will use (it answers only once storage is ready).
-    .withWaitStrategy(Wait.forHttp(`${CCOMPAT_PATH}/subjects`, REGISTRY_PORT).forStatusCode(200))
-    .withStartupTimeout(180_000);
+  return (
+    new GenericContainer(REGISTRY_IMAGE)
+      .withNetwork(network)
+      .withEnvironment({
+        APICURIO_STORAGE_KIND: 'kafkasql',
+        APICURIO_KAFKASQL_BOOTSTRAP_SERVERS: `${KAFKA_ALIAS}:${KAFKA_INTERNAL_PORT}`,
+      })
+      .withExposedPorts(REGISTRY_PORT)
+      .withLabels({ 'pgbridge.service': 'registry' })
+      // The Confluent API itself, the URL clients will use (it answers only once storage is ready).
+      .withWaitStrategy(Wait.forHttp(`${CCOMPAT_PATH}/subjects`, REGISTRY_PORT).forStatusCode(200))
+      .withStartupTimeout(180_000)
+  );
 }
 
 /**
@@ -188,11 +201,7 @@ export async function startContainers(): Promise<StartedContainers> {
   try {
     network = await new Network().start();
     const kafkaPort = await freePort();
-    const results = await Promise.allSettled([
-      track(postgres('a').start()),
-      track(postgres('b').start()),
-      track(kafka(network, kafkaPort).start()),
-    ]);
+    const results = await Promise.allSettled([track(postgres('a').start()), track(postgres('b').start()), track(kafka(network, kafkaPort).start())]);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
     const [pgA, pgB] = results.map((r) => (r as PromiseFulfilledResult<StartedTestContainer>).value);

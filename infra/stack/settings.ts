@@ -135,7 +135,12 @@ export function stackSettings(env: NodeJS.ProcessEnv = process.env, cwd: string 
   const connectPort = port(env, 'PGBRIDGE_CONNECT_PORT', 18083 + shift);
   const kafkaInternalPort = port(env, 'PGBRIDGE_KAFKA_INTERNAL_PORT', kafkaPort + 2);
   const all = {
-    PGBRIDGE_PG_A_PORT: pgA, PGBRIDGE_PG_B_PORT: pgB, PGBRIDGE_KAFKA_PORT: kafkaPort, PGBRIDGE_KAFKA_CONTROLLER_PORT: kafkaControllerPort, PGBRIDGE_REGISTRY_PORT: registryPort, PGBRIDGE_CONNECT_PORT: connectPort,
+    PGBRIDGE_PG_A_PORT: pgA,
+    PGBRIDGE_PG_B_PORT: pgB,
+    PGBRIDGE_KAFKA_PORT: kafkaPort,
+    PGBRIDGE_KAFKA_CONTROLLER_PORT: kafkaControllerPort,
+    PGBRIDGE_REGISTRY_PORT: registryPort,
+    PGBRIDGE_CONNECT_PORT: connectPort,
     ...(secure ? { PGBRIDGE_KAFKA_INTERNAL_PORT: kafkaInternalPort } : {}),
   };
   const seen = new Map<number, string>();
@@ -145,8 +150,7 @@ export function stackSettings(env: NodeJS.ProcessEnv = process.env, cwd: string 
     seen.set(p, name);
   }
   const cacheBase = env.XDG_CACHE_HOME && env.XDG_CACHE_HOME !== '' ? env.XDG_CACHE_HOME : join(homedir(), '.cache');
-  const endpoint = (cluster: ClusterName, p: number): PgEndpoint =>
-    Object.freeze({ cluster, host, port: p, user: 'postgres', database: 'postgres' });
+  const endpoint = (cluster: ClusterName, p: number): PgEndpoint => Object.freeze({ cluster, host, port: p, user: 'postgres', database: 'postgres' });
   return Object.freeze({
     host,
     pg: Object.freeze({ a: endpoint('a', pgA), b: endpoint('b', pgB) }),
@@ -187,7 +191,9 @@ export function stackConnections(ep: StackEndpoints, database?: string) {
 
 /** Lines appended to postgresql.conf of each cluster (secure: TLS with the files setup copies into the data folder). */
 export function postgresConf(ep: PgEndpoint, secure = false): string {
-  const tls = secure ? ['ssl = on', "ssl_cert_file = 'server.crt'", "ssl_key_file = 'server.key'", "ssl_ca_file = 'root.crt'", "ssl_min_protocol_version = 'TLSv1.2'"] : [];
+  const tls = secure
+    ? ['ssl = on', "ssl_cert_file = 'server.crt'", "ssl_key_file = 'server.key'", "ssl_ca_file = 'root.crt'", "ssl_min_protocol_version = 'TLSv1.2'"]
+    : [];
   return [
     ...tls,
     '# written by pgbridge infra/stack',

@@ -77,7 +77,14 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-async function waitFor(service: ServiceName, what: string, timeoutMs: number, log: string, check: () => Promise<boolean>, alive?: () => boolean): Promise<void> {
+async function waitFor(
+  service: ServiceName,
+  what: string,
+  timeoutMs: number,
+  log: string,
+  check: () => Promise<boolean>,
+  alive?: () => boolean,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (await check().catch(() => false)) return;
@@ -93,9 +100,15 @@ function tcpOpen(host: string, port: number): Promise<boolean> {
   return new Promise((res) => {
     const sock = createConnection({ host, port });
     sock.setTimeout(1000);
-    sock.once('connect', () => { sock.destroy(); res(true); });
+    sock.once('connect', () => {
+      sock.destroy();
+      res(true);
+    });
     sock.once('error', () => res(false));
-    sock.once('timeout', () => { sock.destroy(); res(false); });
+    sock.once('timeout', () => {
+      sock.destroy();
+      res(false);
+    });
   });
 }
 
@@ -148,7 +161,23 @@ export function ensureCertificates(s: StackSettings, say: Say = () => undefined)
     const extFile = join(f.dir, `${name}.ext`);
     writeFileSync(extFile, `${ext}\n`);
     openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(f.dir, `${name}.key`), '-out', csr, '-subj', `/CN=${cn}`]);
-    openssl(['x509', '-req', '-in', csr, '-CA', f.caCert, '-CAkey', f.caKey, '-CAcreateserial', '-out', join(f.dir, `${name}.crt`), '-days', days, '-extfile', extFile]);
+    openssl([
+      'x509',
+      '-req',
+      '-in',
+      csr,
+      '-CA',
+      f.caCert,
+      '-CAkey',
+      f.caKey,
+      '-CAcreateserial',
+      '-out',
+      join(f.dir, `${name}.crt`),
+      '-days',
+      days,
+      '-extfile',
+      extFile,
+    ]);
     rmSync(csr);
     rmSync(extFile);
   };
@@ -203,7 +232,14 @@ function pgPid(s: StackSettings, c: ClusterName): number | null {
 
 async function pgAnswers(s: StackSettings, c: ClusterName): Promise<boolean> {
   const ep = s.pg[c];
-  const client = new pg.Client({ host: ep.host, port: ep.port, user: ep.user, database: ep.database, connectionTimeoutMillis: 2000, ...(s.secure ? { ssl: securePgSsl(s) } : {}) });
+  const client = new pg.Client({
+    host: ep.host,
+    port: ep.port,
+    user: ep.user,
+    database: ep.database,
+    connectionTimeoutMillis: 2000,
+    ...(s.secure ? { ssl: securePgSsl(s) } : {}),
+  });
   try {
     await client.connect();
     const r = await client.query<{ wal_level: string }>('SHOW wal_level');
@@ -228,7 +264,10 @@ async function pgUp(s: StackSettings, c: ClusterName, say: Say): Promise<void> {
     chownTree(dir);
     // initdb runs as postgres: every folder above the data must be traversable by it.
     if (run('test', ['-w', dir], { asPostgres: true }).status !== 0) {
-      throw new StackError(service, `the postgres user cannot reach ${dir}; make its parent folders world-traversable (chmod o+x) or set PGBRIDGE_STACK_DIR elsewhere`);
+      throw new StackError(
+        service,
+        `the postgres user cannot reach ${dir}; make its parent folders world-traversable (chmod o+x) or set PGBRIDGE_STACK_DIR elsewhere`,
+      );
     }
   }
   if (!existsSync(join(data, 'PG_VERSION'))) {
@@ -363,7 +402,10 @@ async function kafkaUp(s: StackSettings, say: Say): Promise<void> {
   const props = join(js.dir, 'server.properties');
   writeFileSync(props, kafkaServerProperties(s, data, s.secure ? secureKafkaPassword(s) : ''), { mode: 0o600 });
   const log4j = join(js.dir, 'log4j2.yaml');
-  writeFileSync(log4j, 'Configuration:\n  Appenders:\n    Console:\n      name: STDOUT\n      PatternLayout:\n        pattern: "[%d] %p %m (%c)%n"\n  Loggers:\n    Root:\n      level: WARN\n      AppenderRef:\n        - ref: STDOUT\n    Logger:\n      - name: kafka.server.KafkaRaftServer\n        level: INFO\n');
+  writeFileSync(
+    log4j,
+    'Configuration:\n  Appenders:\n    Console:\n      name: STDOUT\n      PatternLayout:\n        pattern: "[%d] %p %m (%c)%n"\n  Loggers:\n    Root:\n      level: WARN\n      AppenderRef:\n        - ref: STDOUT\n    Logger:\n      - name: kafka.server.KafkaRaftServer\n        level: INFO\n',
+  );
   const cp = `${libs}/*`;
   if (!existsSync(join(data, 'meta.properties'))) {
     const id = spawnSync('java', ['-cp', cp, 'kafka.tools.StorageTool', 'random-uuid'], { encoding: 'utf8' });
@@ -377,11 +419,26 @@ async function kafkaUp(s: StackSettings, say: Say): Promise<void> {
     if (f.status !== 0) throw new StackError('kafka', `formatting the storage failed: ${f.stderr || f.stdout}`);
   }
   const pid = startDetached(js, [
-    `-Xmx${s.kafkaHeapMb}m`, `-Xms${Math.min(256, s.kafkaHeapMb)}m`, '-XX:+UseG1GC', '-XX:MaxGCPauseMillis=20',
-    '-Djava.awt.headless=true', `-Dlog4j2.configurationFile=${log4j}`, '-Dpgbridge.stack=kafka',
-    '-cp', cp, 'kafka.Kafka', props,
+    `-Xmx${s.kafkaHeapMb}m`,
+    `-Xms${Math.min(256, s.kafkaHeapMb)}m`,
+    '-XX:+UseG1GC',
+    '-XX:MaxGCPauseMillis=20',
+    '-Djava.awt.headless=true',
+    `-Dlog4j2.configurationFile=${log4j}`,
+    '-Dpgbridge.stack=kafka',
+    '-cp',
+    cp,
+    'kafka.Kafka',
+    props,
   ]);
-  await waitFor('kafka', 'answering', 90_000, js.log, () => kafkaAnswers(s), () => pidAlive(pid));
+  await waitFor(
+    'kafka',
+    'answering',
+    90_000,
+    js.log,
+    () => kafkaAnswers(s),
+    () => pidAlive(pid),
+  );
   say(`kafka: Apache Kafka ${KAFKA_VERSION} listening on ${s.host}:${s.kafkaPort}`);
 }
 
@@ -401,13 +458,26 @@ async function registryUp(s: StackSettings, say: Say): Promise<void> {
   // kafkasql storage keeps the schemas in the broker (like Confluent's _schemas topic), so a
   // registry restart keeps every schema id that events in the topics refer to.
   const pid = startDetached(js, [
-    `-Xmx${s.registryHeapMb}m`, '-XX:+UseSerialGC', '-Dpgbridge.stack=registry',
-    `-Dquarkus.http.port=${s.registryPort}`, `-Dquarkus.http.host=${s.host}`,
-    '-Dquarkus.log.level=WARN', '-Dquarkus.log.category."io.quarkus".level=INFO',
-    '-Dapicurio.storage.kind=kafkasql', `-Dapicurio.kafkasql.bootstrap.servers=${s.host}:${s.secure ? s.kafkaInternalPort : s.kafkaPort}`,
-    '-jar', jar,
+    `-Xmx${s.registryHeapMb}m`,
+    '-XX:+UseSerialGC',
+    '-Dpgbridge.stack=registry',
+    `-Dquarkus.http.port=${s.registryPort}`,
+    `-Dquarkus.http.host=${s.host}`,
+    '-Dquarkus.log.level=WARN',
+    '-Dquarkus.log.category."io.quarkus".level=INFO',
+    '-Dapicurio.storage.kind=kafkasql',
+    `-Dapicurio.kafkasql.bootstrap.servers=${s.host}:${s.secure ? s.kafkaInternalPort : s.kafkaPort}`,
+    '-jar',
+    jar,
   ]);
-  await waitFor('registry', 'answering', 120_000, js.log, () => registryAnswers(s), () => pidAlive(pid));
+  await waitFor(
+    'registry',
+    'answering',
+    120_000,
+    js.log,
+    () => registryAnswers(s),
+    () => pidAlive(pid),
+  );
   say(`registry: Apicurio Registry ${APICURIO_VERSION} (Confluent API) at ${endpointsOf(s).registryUrl}`);
 }
 
@@ -475,14 +545,32 @@ export async function status(s: StackSettings): Promise<ServiceStatus[]> {
   for (const c of ['a', 'b'] as const) {
     const pid = pgPid(s, c);
     const ok = pidAlive(pid) && (await pgAnswers(s, c).catch(() => false));
-    out.push({ service: `pg-${c}`, healthy: ok, pid: pidAlive(pid) ? pid : null, listen: `${s.pg[c].host}:${s.pg[c].port}`, detail: ok ? 'PostgreSQL, wal_level=logical' : 'not answering' });
+    out.push({
+      service: `pg-${c}`,
+      healthy: ok,
+      pid: pidAlive(pid) ? pid : null,
+      listen: `${s.pg[c].host}:${s.pg[c].port}`,
+      detail: ok ? 'PostgreSQL, wal_level=logical' : 'not answering',
+    });
   }
   const kpid = readPid(javaService(s, 'kafka').pidFile);
   const kok = pidAlive(kpid) && (await kafkaAnswers(s).catch(() => false));
-  out.push({ service: 'kafka', healthy: kok, pid: pidAlive(kpid) ? kpid : null, listen: `${s.host}:${s.kafkaPort}`, detail: kok ? `Apache Kafka ${KAFKA_VERSION} (KRaft)` : 'not answering' });
+  out.push({
+    service: 'kafka',
+    healthy: kok,
+    pid: pidAlive(kpid) ? kpid : null,
+    listen: `${s.host}:${s.kafkaPort}`,
+    detail: kok ? `Apache Kafka ${KAFKA_VERSION} (KRaft)` : 'not answering',
+  });
   const rpid = readPid(javaService(s, 'registry').pidFile);
   const rok = pidAlive(rpid) && (await registryAnswers(s).catch(() => false));
-  out.push({ service: 'registry', healthy: rok, pid: pidAlive(rpid) ? rpid : null, listen: endpointsOf(s).registryUrl, detail: rok ? `Apicurio Registry ${APICURIO_VERSION}` : 'not answering' });
+  out.push({
+    service: 'registry',
+    healthy: rok,
+    pid: pidAlive(rpid) ? rpid : null,
+    listen: endpointsOf(s).registryUrl,
+    detail: rok ? `Apicurio Registry ${APICURIO_VERSION}` : 'not answering',
+  });
   return out;
 }
 

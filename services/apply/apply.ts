@@ -8,7 +8,15 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import { clusterByName, originCluster, serviceConnection, originName, type Direction, type PipelineConfig } from '../../shared/config.js';
 import { PgBridgeError, classifyPgError, errorMessage } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
-import { recordsBehind, type ConsumedBatch, type ConsumedMessage, type GroupConsumer, type KafkaClient, type PlainProducer, type TopicOffsets } from '../../shared/kafka.js';
+import {
+  recordsBehind,
+  type ConsumedBatch,
+  type ConsumedMessage,
+  type GroupConsumer,
+  type KafkaClient,
+  type PlainProducer,
+  type TopicOffsets,
+} from '../../shared/kafka.js';
 import { ServiceRun } from '../../shared/service-run.js';
 import { formatLsn, parseLsn, type Lsn } from '../../shared/lsn.js';
 import { connect } from '../../shared/pg.js';
@@ -54,26 +62,86 @@ export function applyMetrics(registry: Registry): ApplyMetrics {
   return {
     transactions: new Counter({ name: 'pgbridge_apply_transactions_total', help: 'Source transactions applied', registers: [registry] }),
     rows: new Counter({ name: 'pgbridge_apply_rows_total', help: 'Rows written to the destination', registers: [registry] }),
-    setRows: new Counter({ name: 'pgbridge_apply_set_rows_total', help: 'Rows written by set-based statements (one statement per batch of one table, op and column set); the rest of pgbridge_apply_rows_total went one by one', registers: [registry] }),
-    conflicts: new Counter({ name: 'pgbridge_apply_conflicts_total', help: 'Conflicts detected, by kind and resolution', labelNames: ['kind', 'resolution'], registers: [registry] }),
-    droppedLoopbacks: new Counter({ name: 'pgbridge_apply_dropped_loopback_events_total', help: 'Events dropped because they originated at the destination', registers: [registry] }),
-    filteredOperations: new Counter({ name: 'pgbridge_apply_filtered_operations_total', help: 'Changes not applied because selection.tables.<table>.operations leaves their operation out in this direction', labelNames: ['operation'], registers: [registry] }),
-    skippedDuplicates: new Counter({ name: 'pgbridge_apply_skipped_duplicate_events_total', help: 'Events at or below the stored source commit LSN (replayed), skipped', registers: [registry] }),
+    setRows: new Counter({
+      name: 'pgbridge_apply_set_rows_total',
+      help: 'Rows written by set-based statements (one statement per batch of one table, op and column set); the rest of pgbridge_apply_rows_total went one by one',
+      registers: [registry],
+    }),
+    conflicts: new Counter({
+      name: 'pgbridge_apply_conflicts_total',
+      help: 'Conflicts detected, by kind and resolution',
+      labelNames: ['kind', 'resolution'],
+      registers: [registry],
+    }),
+    droppedLoopbacks: new Counter({
+      name: 'pgbridge_apply_dropped_loopback_events_total',
+      help: 'Events dropped because they originated at the destination',
+      registers: [registry],
+    }),
+    filteredOperations: new Counter({
+      name: 'pgbridge_apply_filtered_operations_total',
+      help: 'Changes not applied because selection.tables.<table>.operations leaves their operation out in this direction',
+      labelNames: ['operation'],
+      registers: [registry],
+    }),
+    skippedDuplicates: new Counter({
+      name: 'pgbridge_apply_skipped_duplicate_events_total',
+      help: 'Events at or below the stored source commit LSN (replayed), skipped',
+      registers: [registry],
+    }),
     deadLettered: new Counter({ name: 'pgbridge_apply_dead_lettered_total', help: 'Poison messages written to the dead-letter topic', registers: [registry] }),
-    refused: new Counter({ name: 'pgbridge_apply_refused_total', help: 'Records refused before writing (table outside the selection, wrong source cluster, unknown op, commit LSN beyond the source)', labelNames: ['reason'], registers: [registry] }),
-    ddl: new Counter({ name: 'pgbridge_apply_ddl_total', help: 'Replicated DDL commands run on the destination, by command tag', labelNames: ['tag'], registers: [registry] }),
-    shapeGaps: new Counter({ name: 'pgbridge_apply_shape_gaps_total', help: 'Reverse direction: column values (what=column) or changes (what=table) left out because a replicated DDL dropped that column or table on the destination while they were on their way; values or changes mapped to a name a replicated DDL renamed them to (what=renamed)', labelNames: ['what'], registers: [registry] }),
-    unverifiedLsn: new Counter({ name: 'pgbridge_apply_unverified_lsn_total', help: 'Records applied without the commit-LSN check because the source cluster was unreachable', registers: [registry] }),
-    throttleRows: new Gauge({ name: 'pgbridge_apply_throttle_rows_per_second', help: 'Throttle in force: rows per second apply may read (0: no limit)', registers: [registry] }),
-    throttleBytes: new Gauge({ name: 'pgbridge_apply_throttle_bytes_per_second', help: 'Throttle in force: message bytes per second apply may read (0: no limit)', registers: [registry] }),
+    refused: new Counter({
+      name: 'pgbridge_apply_refused_total',
+      help: 'Records refused before writing (table outside the selection, wrong source cluster, unknown op, commit LSN beyond the source)',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
+    ddl: new Counter({
+      name: 'pgbridge_apply_ddl_total',
+      help: 'Replicated DDL commands run on the destination, by command tag',
+      labelNames: ['tag'],
+      registers: [registry],
+    }),
+    shapeGaps: new Counter({
+      name: 'pgbridge_apply_shape_gaps_total',
+      help: 'Reverse direction: column values (what=column) or changes (what=table) left out because a replicated DDL dropped that column or table on the destination while they were on their way; values or changes mapped to a name a replicated DDL renamed them to (what=renamed)',
+      labelNames: ['what'],
+      registers: [registry],
+    }),
+    unverifiedLsn: new Counter({
+      name: 'pgbridge_apply_unverified_lsn_total',
+      help: 'Records applied without the commit-LSN check because the source cluster was unreachable',
+      registers: [registry],
+    }),
+    throttleRows: new Gauge({
+      name: 'pgbridge_apply_throttle_rows_per_second',
+      help: 'Throttle in force: rows per second apply may read (0: no limit)',
+      registers: [registry],
+    }),
+    throttleBytes: new Gauge({
+      name: 'pgbridge_apply_throttle_bytes_per_second',
+      help: 'Throttle in force: message bytes per second apply may read (0: no limit)',
+      registers: [registry],
+    }),
     throttledSeconds: new Counter({ name: 'pgbridge_apply_throttled_seconds_total', help: 'Time apply waited to keep to its throttle', registers: [registry] }),
-    lagOffsets: new Gauge({ name: 'pgbridge_apply_lag_offsets', help: 'Records still to read between the applied position and the end of the partition (commit markers not counted)', labelNames: ['partition'], registers: [registry] }),
+    lagOffsets: new Gauge({
+      name: 'pgbridge_apply_lag_offsets',
+      help: 'Records still to read between the applied position and the end of the partition (commit markers not counted)',
+      labelNames: ['partition'],
+      registers: [registry],
+    }),
     // Read at scrape time, so it grows while nothing is applied (capture sends a heartbeat every few seconds).
     lagSeconds: new Gauge({
-      name: 'pgbridge_apply_lag_seconds', help: 'Now minus the source commit time of the last applied transaction or heartbeat (0 before the first)', registers: [registry],
-      collect() { if (sourceTime !== null) this.set(Math.max(0, Date.now() / 1000 - sourceTime)); },
+      name: 'pgbridge_apply_lag_seconds',
+      help: 'Now minus the source commit time of the last applied transaction or heartbeat (0 before the first)',
+      registers: [registry],
+      collect() {
+        if (sourceTime !== null) this.set(Math.max(0, Date.now() / 1000 - sourceTime));
+      },
     }),
-    appliedSourceTime: (seconds) => { sourceTime = seconds; },
+    appliedSourceTime: (seconds) => {
+      sourceTime = seconds;
+    },
   };
 }
 
@@ -111,7 +179,6 @@ export interface ApplyDeps {
   readonly log: Logger;
   readonly metrics: ApplyMetrics;
 }
-
 
 /** The Kafka consumer group of a direction's apply (its static member id too). */
 export function applyGroupId(cfg: PipelineConfig, direction: string): string {
@@ -162,7 +229,11 @@ export class ApplyRun extends ServiceRun {
     super();
     const d = deps.direction;
     this.log = deps.log.child({ direction: d.id, topic: d.topic });
-    this.store = new SchemaStore(deps.cfg.registry, (what, attempt, err) => this.log.warn({ attempt, err: errorMessage(err) }, `registry: ${what} failed, retrying`), deps.cfg.retry.otherMinutes * 60_000);
+    this.store = new SchemaStore(
+      deps.cfg.registry,
+      (what, attempt, err) => this.log.warn({ attempt, err: errorMessage(err) }, `registry: ${what} failed, retrying`),
+      deps.cfg.retry.otherMinutes * 60_000,
+    );
     this.traceEvents = this.log.isLevelEnabled('trace');
     this.naming = new ClusterNaming(deps.cfg, d.to);
     this.guard = new EventGuard(deps.cfg, d, this.log, () => deps.metrics.unverifiedLsn.inc());
@@ -267,10 +338,18 @@ export class ApplyRun extends ServiceRun {
         // direction that is running (this one is its standby and takes over when it stops),
         // or a previous apply that died and PostgreSQL has not noticed yet. Either way: wait.
         if (code === '55006') {
-          throw new PgBridgeError('STANDBY', `replication origin ${origin} on ${direction.to} is held by another session (another apply of ${direction.id} running, or one that died and is not yet noticed); waiting to take over`, { retriable: true, cause: err, details: { origin } });
+          throw new PgBridgeError(
+            'STANDBY',
+            `replication origin ${origin} on ${direction.to} is held by another session (another apply of ${direction.id} running, or one that died and is not yet noticed); waiting to take over`,
+            { retriable: true, cause: err, details: { origin } },
+          );
         }
         if (method === 'replication-origin' || (code !== '42501' && code !== '42704')) {
-          throw new PgBridgeError('CONNECTION', `cannot use replication origin ${origin} on cluster ${direction.to}: ${errorMessage(err)}${code === '42704' ? ' (run pgbridge setup)' : ''}`, { retriable: code !== '42704' && code !== '42501', cause: err });
+          throw new PgBridgeError(
+            'CONNECTION',
+            `cannot use replication origin ${origin} on cluster ${direction.to}: ${errorMessage(err)}${code === '42704' ? ' (run pgbridge setup)' : ''}`,
+            { retriable: code !== '42704' && code !== '42501', cause: err },
+          );
         }
         this.log.warn({ err: errorMessage(err) }, 'replication origins unavailable; marking transactions with an origin control record (cdc.control) instead');
         this.originMode = 'message';
@@ -281,38 +360,59 @@ export class ApplyRun extends ServiceRun {
     const names = new Map<number, string>();
     // Snapshot loaders' origins first: for each cluster the row writer compares with the origin
     // of apply itself, which comes last (loaded rows carry the oldest commit time instead).
-    const r = await client.query<{ id: string; name: string }>(`SELECT roident::text AS id, roname AS name FROM pg_replication_origin ORDER BY roname LIKE '%~load%' DESC, roident`);
+    const r = await client.query<{ id: string; name: string }>(
+      `SELECT roident::text AS id, roname AS name FROM pg_replication_origin ORDER BY roname LIKE '%~load%' DESC, roident`,
+    );
     for (const o of r.rows) {
       const cluster = originCluster(cfg, o.name);
       if (cluster) names.set(Number(o.id), cluster);
     }
     // Reverse direction while DDL goes forward: events written before a drop arrived lose what was dropped.
-    const gaps = !direction.forward && cfg.ddl.forward === 'replicate' ? new ShapeGaps(client, cfg.pipeline, (table, column, to) => this.shapeGap(table, column, to)) : null;
+    const gaps =
+      !direction.forward && cfg.ddl.forward === 'replicate'
+        ? new ShapeGaps(client, cfg.pipeline, (table, column, to) => this.shapeGap(table, column, to))
+        : null;
     this.writer = new RowWriter(client, cfg, direction.id, direction.to, names, gaps);
     this.chunks = new ChunkLoader(client, cfg, direction, this.writer);
     this.pool = await ChunkPool.open(cfg, direction, this.log);
     await this.pool?.readLoaded(client).catch(async (err: unknown) => {
-      this.log.warn({ err: errorMessage(err) }, 'cdc.chunk_loads is not readable (run pgbridge setup): snapshot chunks load on apply\'s own connection');
+      this.log.warn({ err: errorMessage(err) }, "cdc.chunk_loads is not readable (run pgbridge setup): snapshot chunks load on apply's own connection");
       await this.pool?.close();
       this.pool = null;
     });
     // The session returns every value as text (RAW_TYPES): partition is "0", not 0.
-    const p = await client.query<{ partition: string; next_offset: string; commit_lsn: string } & ReplayColumns>(
-      `SELECT partition, next_offset::text, commit_lsn::text, ${REPLAY_SELECT} FROM cdc.apply_progress p WHERE pipeline = $1 AND direction = $2`,
-      [cfg.pipeline, direction.id],
-    ).catch((err: unknown) => {
-      throw new PgBridgeError('CONNECTION', `cdc.apply_progress is not readable on ${direction.to} (run pgbridge setup): ${errorMessage(err)}`, { retriable: false, cause: err });
-    });
+    const p = await client
+      .query<
+        { partition: string; next_offset: string; commit_lsn: string } & ReplayColumns
+      >(`SELECT partition, next_offset::text, commit_lsn::text, ${REPLAY_SELECT} FROM cdc.apply_progress p WHERE pipeline = $1 AND direction = $2`, [cfg.pipeline, direction.id])
+      .catch((err: unknown) => {
+        throw new PgBridgeError('CONNECTION', `cdc.apply_progress is not readable on ${direction.to} (run pgbridge setup): ${errorMessage(err)}`, {
+          retriable: false,
+          cause: err,
+        });
+      });
     for (const row of p.rows) {
       const replay = replayRangeOf(row);
       this.stored.set(Number(row.partition), { nextOffset: BigInt(row.next_offset), commitLsn: parseLsn(row.commit_lsn), replay });
       if (replay) {
         this.writer.replay = replay;
-        this.log.info({ replay: replay.id, partition: Number(row.partition), from: row.next_offset, until: String(replay.until), tables: replay.tables ? [...replay.tables] : 'all' }, 'replaying: offsets below the replay end are applied again');
+        this.log.info(
+          {
+            replay: replay.id,
+            partition: Number(row.partition),
+            from: row.next_offset,
+            until: String(replay.until),
+            tables: replay.tables ? [...replay.tables] : 'all',
+          },
+          'replaying: offsets below the replay end are applied again',
+        );
       }
     }
     await this.readThrottle();
-    const w = await client.query<{ table_name: string; lsn: string }>('SELECT table_name, lsn::text FROM cdc.table_watermarks WHERE pipeline = $1 AND direction = $2', [cfg.pipeline, direction.id]);
+    const w = await client.query<{ table_name: string; lsn: string }>(
+      'SELECT table_name, lsn::text FROM cdc.table_watermarks WHERE pipeline = $1 AND direction = $2',
+      [cfg.pipeline, direction.id],
+    );
     for (const row of w.rows) this.watermarks.set(row.table_name, parseLsn(row.lsn));
     if (cfg.apply.deadLetterTopic) {
       this.dlq = this.deps.kafka.producer();
@@ -327,10 +427,15 @@ export class ApplyRun extends ServiceRun {
     const name = column === null ? table : `${table}.${column}`;
     if (this.gapsLogged.has(name)) return;
     this.gapsLogged.add(name);
-    if (renamedTo !== null) this.log.info({ object: name, renamedTo }, 'changes written under a name a replicated DDL has renamed since are applied under the new name');
-    else this.log.warn({ object: name }, column === null
-      ? 'changes for a table the destination no longer has (dropped by a replicated DDL) are skipped'
-      : 'values of a column the destination no longer has (dropped by a replicated DDL) are left out');
+    if (renamedTo !== null)
+      this.log.info({ object: name, renamedTo }, 'changes written under a name a replicated DDL has renamed since are applied under the new name');
+    else
+      this.log.warn(
+        { object: name },
+        column === null
+          ? 'changes for a table the destination no longer has (dropped by a replicated DDL) are skipped'
+          : 'values of a column the destination no longer has (dropped by a replicated DDL) are left out',
+      );
   }
 
   /** On every assignment: roll back a group in flight and read from the stored positions (INV-3, INV-6: docs/invariants.md). */
@@ -342,7 +447,10 @@ export class ApplyRun extends ServiceRun {
       const s = this.stored.get(p);
       const low = offsets.find((o) => o.partition === p)?.low ?? 0n;
       if (s && s.nextOffset < low) {
-        throw new PgBridgeError('OFFSET_BELOW_LOG_START', `stored position ${topic}/${p}@${s.nextOffset} is below the log start ${low}: events were deleted by retention before they were applied. Resync this direction.`);
+        throw new PgBridgeError(
+          'OFFSET_BELOW_LOG_START',
+          `stored position ${topic}/${p}@${s.nextOffset} is below the log start ${low}: events were deleted by retention before they were applied. Resync this direction.`,
+        );
       }
       if (s) from.set(p, s.nextOffset);
     }
@@ -399,14 +507,18 @@ export class ApplyRun extends ServiceRun {
   private passWhenLoaded(partition: number): void {
     if (this.passScheduled) return;
     this.passScheduled = true;
-    void this.pool!.whenSettled().then(() => this.serial(async () => {
-      this.passScheduled = false;
-      if (!this.pool?.inFlight || this.stopping) return;
-      let replay = await this.passLoads(false);
-      if (replay === null && this.group && !this.group.inTxn) replay = await this.flushAndCommit();
-      if (replay !== null) this.consumer!.seek(partition, replay);
-      if (this.pool.inFlight) this.passWhenLoaded(partition);
-    })).catch(() => undefined);
+    void this.pool!.whenSettled()
+      .then(() =>
+        this.serial(async () => {
+          this.passScheduled = false;
+          if (!this.pool?.inFlight || this.stopping) return;
+          let replay = await this.passLoads(false);
+          if (replay === null && this.group && !this.group.inTxn) replay = await this.flushAndCommit();
+          if (replay !== null) this.consumer!.seek(partition, replay);
+          if (this.pool.inFlight) this.passWhenLoaded(partition);
+        }),
+      )
+      .catch(() => undefined);
   }
 
   /** Reads the throttle again when THROTTLE_REFRESH_MS have passed since the last read. */
@@ -419,7 +531,7 @@ export class ApplyRun extends ServiceRun {
     const { cfg, direction } = this.deps;
     this.throttleReadAt = performance.now();
     const stored = await storedLimit(this.client!, cfg.pipeline, direction.id).catch((err: unknown) => {
-      this.log.warn({ err: errorMessage(err) }, 'cdc.apply_throttle is not readable (run pgbridge setup); using the pipeline file\'s throttle');
+      this.log.warn({ err: errorMessage(err) }, "cdc.apply_throttle is not readable (run pgbridge setup); using the pipeline file's throttle");
       return null;
     });
     const limit = stored ?? configuredLimit(cfg, direction.id);
@@ -486,7 +598,19 @@ export class ApplyRun extends ServiceRun {
     }
     if (ev.kind === 'chunk') return this.handleChunk(m, pos, ev);
     const s = this.stored.get(pos.partition);
-    if (this.traceEvents) this.log.trace({ offset: String(pos.offset), kind: ev.kind, op: ev.kind === 'change' ? ev.op : ev.control, table: ev.kind === 'change' ? `${ev.schema}.${ev.table}` : undefined, lsn: formatLsn(ev.commitLsn), origin: ev.origin, last: ev.last }, 'event');
+    if (this.traceEvents)
+      this.log.trace(
+        {
+          offset: String(pos.offset),
+          kind: ev.kind,
+          op: ev.kind === 'change' ? ev.op : ev.control,
+          table: ev.kind === 'change' ? `${ev.schema}.${ev.table}` : undefined,
+          lsn: formatLsn(ev.commitLsn),
+          origin: ev.origin,
+          last: ev.last,
+        },
+        'event',
+      );
     // Initial-sync rows (op r) all carry the slot's consistent point: they are deduplicated by offset only.
     const snapshotRow = (ev.kind === 'change' && ev.snapshot) || (ev.kind === 'control' && ev.control === 'watermark');
     // Applied already: committed (stored) or earlier in the open group (a capture replay can
@@ -535,10 +659,12 @@ export class ApplyRun extends ServiceRun {
     } else if (ev.control === 'barrier' && ev.id) {
       const replay = await this.flushBatch();
       if (replay !== null) return replay;
-      await this.client!.query(
-        'INSERT INTO cdc.barriers (pipeline, direction, id, source_commit_lsn) VALUES ($1, $2, $3, $4::pg_lsn) ON CONFLICT DO NOTHING',
-        [this.deps.cfg.pipeline, this.deps.direction.id, ev.id, formatLsn(ev.commitLsn)],
-      );
+      await this.client!.query('INSERT INTO cdc.barriers (pipeline, direction, id, source_commit_lsn) VALUES ($1, $2, $3, $4::pg_lsn) ON CONFLICT DO NOTHING', [
+        this.deps.cfg.pipeline,
+        this.deps.direction.id,
+        ev.id,
+        formatLsn(ev.commitLsn),
+      ]);
     } else if (ev.control === 'heartbeat') {
       g.heartbeatTs = ev.commitTs;
     } else if (ev.control === 'watermark' && ev.id && ev.payload) {
@@ -579,10 +705,14 @@ export class ApplyRun extends ServiceRun {
     const renamed = renamedTablesTouched(this.deps.cfg, d);
     if (renamed.length) {
       await this.rollbackGroup();
-      throw new PgBridgeError('DDL_FAILED', `replicated DDL (${d.tag}) at ${pos.topic}/${pos.partition}@${pos.offset}, source commit LSN ${formatLsn(ev.commitLsn)}, touches ${renamed.join(', ')}, which the clusters name differently (selection.tables.<t>.rename / renameColumns): its text names ${this.deps.direction.from}'s tables and columns and cannot run on ${this.deps.direction.to} as it is. ` +
-        `Command: ${d.sql.slice(0, 2000)}. Apply stopped before it: make the equivalent change on ${this.deps.direction.to} by hand, move cdc.apply_progress past offset ${pos.offset}, then start apply again.`, {
-        details: { topic: pos.topic, partition: pos.partition, offset: String(pos.offset), tag: d.tag, tables: renamed },
-      });
+      throw new PgBridgeError(
+        'DDL_FAILED',
+        `replicated DDL (${d.tag}) at ${pos.topic}/${pos.partition}@${pos.offset}, source commit LSN ${formatLsn(ev.commitLsn)}, touches ${renamed.join(', ')}, which the clusters name differently (selection.tables.<t>.rename / renameColumns): its text names ${this.deps.direction.from}'s tables and columns and cannot run on ${this.deps.direction.to} as it is. ` +
+          `Command: ${d.sql.slice(0, 2000)}. Apply stopped before it: make the equivalent change on ${this.deps.direction.to} by hand, move cdc.apply_progress past offset ${pos.offset}, then start apply again.`,
+        {
+          details: { topic: pos.topic, partition: pos.partition, offset: String(pos.offset), tag: d.tag, tables: renamed },
+        },
+      );
     }
     let g = this.group!;
     if (!g.inTxn && g.txns > 0) {
@@ -605,8 +735,10 @@ export class ApplyRun extends ServiceRun {
     }
     this.writer!.invalidate();
     this.deps.metrics.ddl.inc({ tag: d.tag });
-    this.log.info({ tag: d.tag, offset: String(pos.offset), lsn: formatLsn(ev.commitLsn), objects: d.objects.map((o) => o.identity) },
-      done === 'applied' ? 'replicated DDL applied' : 'replicated DDL (CONCURRENTLY) was done already, before a restart: its position is recorded now');
+    this.log.info(
+      { tag: d.tag, offset: String(pos.offset), lsn: formatLsn(ev.commitLsn), objects: d.objects.map((o) => o.identity) },
+      done === 'applied' ? 'replicated DDL applied' : 'replicated DDL (CONCURRENTLY) was done already, before a restart: its position is recorded now',
+    );
     g.ddl = true;
     this.advance(pos, ev.last, ev.commitLsn, ev.commitTs);
     if (ev.last) await this.commitGroup();
@@ -697,7 +829,13 @@ export class ApplyRun extends ServiceRun {
       this.advance(pos, true, null, null);
       return null;
     }
-    if (ev.kind === 'chunk' && ev.origin !== this.deps.direction.to && !this.group?.inTxn && this.chunks!.straightCopy(ev) && !(await this.guard.refuse(snapshotRowOf(ev, null)))) {
+    if (
+      ev.kind === 'chunk' &&
+      ev.origin !== this.deps.direction.to &&
+      !this.group?.inTxn &&
+      this.chunks!.straightCopy(ev) &&
+      !(await this.guard.refuse(snapshotRowOf(ev, null)))
+    ) {
       // What apply's own transaction holds commits first (the table's first chunk recorded it empty there).
       if (this.group?.open) {
         const replay = await this.flushAndCommit();
@@ -726,7 +864,10 @@ export class ApplyRun extends ServiceRun {
       if ('error' in r) {
         // After the loads still in flight: the chunk then meets the merge, dead-letter and stop rules.
         done.push(...(await pool.settle()));
-        this.log.debug({ offset: String(d.pos.offset), table: `${d.ev.schema}.${d.ev.table}`, err: errorMessage(r.error) }, 'snapshot chunk back from its loader');
+        this.log.debug(
+          { offset: String(d.pos.offset), table: `${d.ev.schema}.${d.ev.table}`, err: errorMessage(r.error) },
+          'snapshot chunk back from its loader',
+        );
         const replay = await this.handleChunk(d.m, d.pos, d.ev);
         if (replay !== null) return replay;
         continue;
@@ -782,7 +923,22 @@ export class ApplyRun extends ServiceRun {
   }
 
   private newGroup(pos: Position): Group {
-    return { open: false, partition: pos.partition, startOffset: pos.offset, lastOffset: pos.offset - 1n, inTxn: false, txns: 0, rows: 0, setRows: 0, lastCommitLsn: null, lastCommitTs: null, heartbeatTs: null, conflicts: [], dropped: 0, ddl: false };
+    return {
+      open: false,
+      partition: pos.partition,
+      startOffset: pos.offset,
+      lastOffset: pos.offset - 1n,
+      inTxn: false,
+      txns: 0,
+      rows: 0,
+      setRows: 0,
+      lastCommitLsn: null,
+      lastCommitTs: null,
+      heartbeatTs: null,
+      conflicts: [],
+      dropped: 0,
+      ddl: false,
+    };
   }
 
   private async beginGroup(pos: Position): Promise<void> {
@@ -863,11 +1019,24 @@ export class ApplyRun extends ServiceRun {
        VALUES ($7, $1, $2, $3, $4::pg_lsn, 'epoch'::timestamptz + $5::bigint * interval '1 microsecond', 'epoch'::timestamptz + $6::bigint * interval '1 microsecond', clock_timestamp())
        ON CONFLICT (pipeline, direction, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, commit_lsn = EXCLUDED.commit_lsn,
          commit_ts = COALESCE(EXCLUDED.commit_ts, cdc.apply_progress.commit_ts), heartbeat_ts = COALESCE(EXCLUDED.heartbeat_ts, cdc.apply_progress.heartbeat_ts), updated_at = EXCLUDED.updated_at`,
-      [this.deps.direction.id, g.partition, next.toString(), formatLsn(commitLsn), g.lastCommitTs?.toString() ?? null, g.heartbeatTs?.toString() ?? null, this.deps.cfg.pipeline],
+      [
+        this.deps.direction.id,
+        g.partition,
+        next.toString(),
+        formatLsn(commitLsn),
+        g.lastCommitTs?.toString() ?? null,
+        g.heartbeatTs?.toString() ?? null,
+        this.deps.cfg.pipeline,
+      ],
     );
     if (this.pool?.passedLoads(g.partition, next)) {
       // Loaded chunks below the position need no marker any more (INV-3 holds them now).
-      await c.query('DELETE FROM cdc.chunk_loads WHERE pipeline = $1 AND direction = $2 AND kafka_partition = $3 AND kafka_offset < $4', [this.deps.cfg.pipeline, this.deps.direction.id, g.partition, next.toString()]);
+      await c.query('DELETE FROM cdc.chunk_loads WHERE pipeline = $1 AND direction = $2 AND kafka_partition = $3 AND kafka_offset < $4', [
+        this.deps.cfg.pipeline,
+        this.deps.direction.id,
+        g.partition,
+        next.toString(),
+      ]);
     }
     const range = prev?.replay ?? null;
     let storedLsn = commitLsn;
@@ -883,7 +1052,10 @@ export class ApplyRun extends ServiceRun {
     if (this.originMode === 'replication-origin' && g.lastCommitLsn !== null && g.lastCommitTs !== null) {
       // The destination commit then carries the source commit time (what last-writer-wins
       // compares) and pgoutput tags it with our origin (loop prevention, INV-5).
-      await c.query(`SELECT pg_replication_origin_xact_setup($1::pg_lsn, 'epoch'::timestamptz + $2::bigint * interval '1 microsecond')`, [formatLsn(g.lastCommitLsn), g.lastCommitTs.toString()]);
+      await c.query(`SELECT pg_replication_origin_xact_setup($1::pg_lsn, 'epoch'::timestamptz + $2::bigint * interval '1 microsecond')`, [
+        formatLsn(g.lastCommitLsn),
+        g.lastCommitTs.toString(),
+      ]);
     }
     await c.query('COMMIT');
     this.log.debug({ partition: g.partition, offset: String(next), txns: g.txns, rows: g.rows, lsn: formatLsn(commitLsn) }, 'committed');
@@ -933,10 +1105,14 @@ export class ApplyRun extends ServiceRun {
       // source, which this direction writes into): read them again and try once more.
       this.reshapedAt = pos.offset;
       this.writer!.invalidate();
-      this.log.info({ offset: String(pos.offset), err: errorMessage(err) }, 'destination rejected a change; retrying its group once with table shapes read again');
+      this.log.info(
+        { offset: String(pos.offset), err: errorMessage(err) },
+        'destination rejected a change; retrying its group once with table shapes read again',
+      );
       return start;
     }
-    const what = ev.kind === 'change' ? `${ev.op} on ${ev.schema}.${ev.table}` : ev.kind === 'chunk' ? `snapshot chunk of ${ev.schema}.${ev.table}` : ev.control;
+    const what =
+      ev.kind === 'change' ? `${ev.op} on ${ev.schema}.${ev.table}` : ev.kind === 'chunk' ? `snapshot chunk of ${ev.schema}.${ev.table}` : ev.control;
     const reason = `destination ${this.deps.direction.to} rejected ${what}${cls.sqlstate ? ` (SQLSTATE ${cls.sqlstate})` : ''}: ${errorMessage(err)}`;
     await this.poison(m, pos, new PgBridgeError('DESTINATION_REJECTED', reason, { cause: err }));
     this.skip.add(`${pos.partition}:${pos.offset}`);
@@ -948,11 +1124,16 @@ export class ApplyRun extends ServiceRun {
     const where = `${pos.topic}/${pos.partition}@${pos.offset}`;
     const dlq = this.deps.cfg.apply.deadLetterTopic;
     if (!dlq || !this.dlq) {
-      throw new PgBridgeError(err.code === 'SCHEMA_UNKNOWN' ? 'SCHEMA_UNKNOWN' : 'POISON', `poison message at ${where}: ${err.message}. Configure apply.deadLetterTopic to set such messages aside, or fix the cause and restart.`, {
-        details: { topic: pos.topic, partition: pos.partition, offset: String(pos.offset), reason: err.message },
-      });
+      throw new PgBridgeError(
+        err.code === 'SCHEMA_UNKNOWN' ? 'SCHEMA_UNKNOWN' : 'POISON',
+        `poison message at ${where}: ${err.message}. Configure apply.deadLetterTopic to set such messages aside, or fix the cause and restart.`,
+        {
+          details: { topic: pos.topic, partition: pos.partition, offset: String(pos.offset), reason: err.message },
+        },
+      );
     }
-    await this.dlq.send(dlq, [{
+    await this.dlq.send(dlq, [
+      {
         key: m.key,
         value: m.value ?? Buffer.alloc(0),
         headers: {
@@ -963,8 +1144,12 @@ export class ApplyRun extends ServiceRun {
           'pgbridge.dlq.offset': String(pos.offset),
           'pgbridge.dlq.direction': this.deps.direction.id,
         },
-      }]);
+      },
+    ]);
     this.deps.metrics.deadLettered.inc();
-    this.log.error({ topic: pos.topic, partition: pos.partition, offset: String(pos.offset), reason: err.message, deadLetterTopic: dlq }, 'poison message sent to the dead-letter topic');
+    this.log.error(
+      { topic: pos.topic, partition: pos.partition, offset: String(pos.offset), reason: err.message, deadLetterTopic: dlq },
+      'poison message sent to the dead-letter topic',
+    );
   }
 }

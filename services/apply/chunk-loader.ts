@@ -51,8 +51,20 @@ export interface SnapshotChunkEvent {
 /** A row of a chunk as the op=r change event it stands for (after null: the chunk as a whole, for the checks). */
 export function snapshotRowOf(ev: SnapshotChunkEvent, after: Record<string, string | null> | null): ChangeEvent {
   return {
-    kind: 'change', pos: ev.pos, sourceCluster: ev.sourceCluster, origin: ev.origin, commitLsn: ev.commitLsn, commitTs: ev.commitTs, last: true,
-    schema: ev.schema, table: ev.table, op: 'r', before: null, after, unchanged: [], snapshot: true,
+    kind: 'change',
+    pos: ev.pos,
+    sourceCluster: ev.sourceCluster,
+    origin: ev.origin,
+    commitLsn: ev.commitLsn,
+    commitTs: ev.commitTs,
+    last: true,
+    schema: ev.schema,
+    table: ev.table,
+    op: 'r',
+    before: null,
+    after,
+    unchanged: [],
+    snapshot: true,
   };
 }
 
@@ -74,7 +86,8 @@ export class ChunkLoader {
     if (!isSelected(this.cfg, ls, lt)) {
       throw new PgBridgeError('DESTINATION_REJECTED', `snapshot chunk for ${name}, which is not a table of pipeline ${this.cfg.pipeline}'s selection: refused`);
     }
-    if (ev.format !== COPY_TEXT_FORMAT) throw new PgBridgeError('POISON', `snapshot chunk for ${name} in format ${JSON.stringify(ev.format)}; this apply reads ${COPY_TEXT_FORMAT}`);
+    if (ev.format !== COPY_TEXT_FORMAT)
+      throw new PgBridgeError('POISON', `snapshot chunk for ${name} in format ${JSON.stringify(ev.format)}; this apply reads ${COPY_TEXT_FORMAT}`);
     if (ev.rows === 0) return { rows: 0, conflicts: [] };
     const target = qt(ev.schema, ev.table);
     // A replay (not a rebuild) passes over tables without a key: their rows would be doubled.
@@ -103,8 +116,13 @@ export class ChunkLoader {
    * of its sync reached it (known from that chunk, loaded here), and no replay is going on.
    */
   straightCopy(ev: SnapshotChunkEvent): boolean {
-    return ev.format === COPY_TEXT_FORMAT && ev.rows > 0 && this.writer.replay == null && isSelected(this.cfg, ev.schema, ev.table)
-      && this.emptyAtStart.get(`${ev.snapshot}\n${qt(ev.schema, ev.table)}`) === true;
+    return (
+      ev.format === COPY_TEXT_FORMAT &&
+      ev.rows > 0 &&
+      this.writer.replay == null &&
+      isSelected(this.cfg, ev.schema, ev.table) &&
+      this.emptyAtStart.get(`${ev.snapshot}\n${qt(ev.schema, ev.table)}`) === true
+    );
   }
 
   /**
@@ -187,7 +205,9 @@ export class ChunkLoader {
       }
     }
     // What is left (last-writer-wins, other unique keys) goes row by row, as op=r events would.
-    const left = await c.query<Record<string, string | null>>(`SELECT ${ev.columns.map((col) => `${qi(col.name)}::text AS ${qi(col.name)}`).join(', ')} FROM pg_temp.${stage}`);
+    const left = await c.query<Record<string, string | null>>(
+      `SELECT ${ev.columns.map((col) => `${qi(col.name)}::text AS ${qi(col.name)}`).join(', ')} FROM pg_temp.${stage}`,
+    );
     const conflicts: ConflictRecord[] = [];
     for (const after of left.rows) {
       const w = await this.writer.write(snapshotRowOf(ev, after));
@@ -206,7 +226,9 @@ export class ChunkLoader {
     try {
       if (set.length) {
         const older = `(SELECT t.timestamp IS NULL OR t.timestamp < 'epoch'::timestamptz + $1::bigint * interval '1 microsecond' FROM pg_xact_commit_timestamp_origin(x.xmin) t)`;
-        const up = await c.query(`UPDATE ${target} x SET ${set.join(', ')} FROM pg_temp.pgbridge_chunk_stage s WHERE ${on} AND ${older}`, [ev.commitTs.toString()]);
+        const up = await c.query(`UPDATE ${target} x SET ${set.join(', ')} FROM pg_temp.pgbridge_chunk_stage s WHERE ${on} AND ${older}`, [
+          ev.commitTs.toString(),
+        ]);
         rows = up.rowCount ?? 0;
       }
       await c.query(`DELETE FROM pg_temp.pgbridge_chunk_stage s USING ${target} x WHERE ${on}`);

@@ -92,7 +92,10 @@ export class ChunkPool {
       }
     } catch (err) {
       for (const l of loaders) await l.client.end().catch(() => undefined);
-      log.warn({ err: errorMessage(err), loaders: n }, 'snapshot chunks load on apply\'s own connection: the loaders\' replication origins are missing (run pgbridge setup) or held');
+      log.warn(
+        { err: errorMessage(err), loaders: n },
+        "snapshot chunks load on apply's own connection: the loaders' replication origins are missing (run pgbridge setup) or held",
+      );
       return null;
     }
     return new ChunkPool(cfg, direction, loaders);
@@ -192,7 +195,12 @@ export class ChunkPool {
       await c.query('SET LOCAL synchronous_commit = off');
       const stream = c.query(copyFrom(`COPY ${target} (${ev.columns.map((x) => qi(x.name)).join(', ')}) FROM STDIN`));
       await pipeline(Readable.from([ev.data]), stream);
-      await c.query('INSERT INTO cdc.chunk_loads (pipeline, direction, kafka_partition, kafka_offset) VALUES ($1, $2, $3, $4)', [this.cfg.pipeline, this.direction.id, pos.partition, pos.offset.toString()]);
+      await c.query('INSERT INTO cdc.chunk_loads (pipeline, direction, kafka_partition, kafka_offset) VALUES ($1, $2, $3, $4)', [
+        this.cfg.pipeline,
+        this.direction.id,
+        pos.partition,
+        pos.offset.toString(),
+      ]);
       // The oldest commit time there is: any change made on the source after the snapshot is
       // newer than the rows of the snapshot, whatever the clocks (conflict detection compares it).
       await c.query(`SELECT pg_replication_origin_xact_setup($1::pg_lsn, 'epoch'::timestamptz + interval '1 microsecond')`, [formatLsn(ev.commitLsn)]);

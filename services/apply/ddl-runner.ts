@@ -67,10 +67,14 @@ export async function runDdl(client: pg.Client, ev: ControlEvent, d: DdlRecord, 
     if (outside && (await alreadyDone(client, d, cls.sqlstate))) return 'already';
     const where = `${ev.pos.topic}/${ev.pos.partition}@${ev.pos.offset}`;
     const text = d.sql.length > QUOTED ? `${d.sql.slice(0, QUOTED)}…` : d.sql;
-    throw new PgBridgeError('DDL_FAILED', `replicated DDL (${d.tag}) at ${where}, source commit LSN ${formatLsn(ev.commitLsn)}, failed on destination ${destination}${cls.sqlstate ? ` (SQLSTATE ${cls.sqlstate})` : ''}: ${errorMessage(err)}. ` +
-      `Command (search_path ${d.searchPath}): ${text}. Apply stopped before it: nothing after it was applied. Make the destination accept it (or apply an equivalent change there by hand and move cdc.apply_progress past offset ${ev.pos.offset}), then start apply again.`, {
-      cause: err,
-      details: { topic: ev.pos.topic, partition: ev.pos.partition, offset: String(ev.pos.offset), tag: d.tag, sqlstate: cls.sqlstate ?? null },
-    });
+    throw new PgBridgeError(
+      'DDL_FAILED',
+      `replicated DDL (${d.tag}) at ${where}, source commit LSN ${formatLsn(ev.commitLsn)}, failed on destination ${destination}${cls.sqlstate ? ` (SQLSTATE ${cls.sqlstate})` : ''}: ${errorMessage(err)}. ` +
+        `Command (search_path ${d.searchPath}): ${text}. Apply stopped before it: nothing after it was applied. Make the destination accept it (or apply an equivalent change there by hand and move cdc.apply_progress past offset ${ev.pos.offset}), then start apply again.`,
+      {
+        cause: err,
+        details: { topic: ev.pos.topic, partition: ev.pos.partition, offset: String(ev.pos.offset), tag: d.tag, sqlstate: cls.sqlstate ?? null },
+      },
+    );
   }
 }

@@ -51,11 +51,13 @@ export class EventGuard {
     let lsn = ev.commitLsn;
     if (ev.kind === 'change') {
       if (!OPS.has(ev.op)) return { reason: 'op', message: `unknown op "${ev.op}"` };
-      if (!isSelected(this.cfg, ev.schema, ev.table)) return { reason: 'table', message: `table ${ev.schema}.${ev.table} is not in the selection of pipeline ${this.cfg.pipeline}` };
+      if (!isSelected(this.cfg, ev.schema, ev.table))
+        return { reason: 'table', message: `table ${ev.schema}.${ev.table} is not in the selection of pipeline ${this.cfg.pipeline}` };
     } else if (ev.control === 'watermark') {
       // A watermark makes apply skip a table's changes below an LSN: same checks as a change.
       const [schema, table] = splitTableName(ev.id ?? '');
-      if (!isSelected(this.cfg, schema, table)) return { reason: 'table', message: `watermark for table ${ev.id ?? '(none)'}, which is not in the selection of pipeline ${this.cfg.pipeline}` };
+      if (!isSelected(this.cfg, schema, table))
+        return { reason: 'table', message: `watermark for table ${ev.id ?? '(none)'}, which is not in the selection of pipeline ${this.cfg.pipeline}` };
       let w: Lsn;
       try {
         w = parseLsn(ev.payload ?? '');
@@ -65,14 +67,23 @@ export class EventGuard {
       if (w > lsn) lsn = w;
     } else if (ev.control === 'ddl') {
       // DDL runs as apply's role on the destination: only what the forward source's trigger records.
-      if (!d.forward || this.cfg.ddl.forward !== 'replicate') return { reason: 'ddl', message: `DDL record on ${d.topic}: DDL is replicated in the forward direction only, with ddl.forward: replicate` };
+      if (!d.forward || this.cfg.ddl.forward !== 'replicate')
+        return { reason: 'ddl', message: `DDL record on ${d.topic}: DDL is replicated in the forward direction only, with ddl.forward: replicate` };
       const rec = parseDdlRecord(ev.payload ?? '');
       if (!rec || rec.pipeline !== this.cfg.pipeline) return { reason: 'ddl', message: 'DDL record whose payload is not a DDL record of this pipeline' };
       const outside = rec.objects.find((o) => isSystemSchema(o.schema) || !this.cfg.selection.schemas.includes(o.schema));
-      if (outside || rec.objects.length === 0) return { reason: 'table', message: `DDL record (${rec.tag}) on ${outside?.identity ?? 'no object'}, which is not in the schemas of pipeline ${this.cfg.pipeline}` };
+      if (outside || rec.objects.length === 0)
+        return {
+          reason: 'table',
+          message: `DDL record (${rec.tag}) on ${outside?.identity ?? 'no object'}, which is not in the schemas of pipeline ${this.cfg.pipeline}`,
+        };
     }
     if (lsn <= this.ceiling) return null;
-    return this.reached(lsn).then((ok) => (ok ? null : { reason: 'lsn' as const, message: `commit LSN ${formatLsn(lsn)} is beyond the WAL position of cluster ${d.from} (${formatLsn(this.ceiling)})` }));
+    return this.reached(lsn).then((ok) =>
+      ok
+        ? null
+        : { reason: 'lsn' as const, message: `commit LSN ${formatLsn(lsn)} is beyond the WAL position of cluster ${d.from} (${formatLsn(this.ceiling)})` },
+    );
   }
 
   /**
@@ -92,7 +103,9 @@ export class EventGuard {
         });
         this.source = c;
       }
-      const r = await this.source.query<{ lsn: string }>('SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text AS lsn');
+      const r = await this.source.query<{ lsn: string }>(
+        'SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text AS lsn',
+      );
       const now = parseLsn(r.rows[0]!.lsn);
       if (now > this.ceiling) this.ceiling = now;
       this.unverifiedLogged = false;
@@ -101,7 +114,11 @@ export class EventGuard {
       this.lastFailure = Date.now();
       await this.source?.end().catch(() => undefined);
       this.source = null;
-      if (!this.unverifiedLogged) this.log.warn({ err: errorMessage(err), cluster: this.direction.from }, 'cannot reach the source to check commit LSNs; applying unverified until it is back');
+      if (!this.unverifiedLogged)
+        this.log.warn(
+          { err: errorMessage(err), cluster: this.direction.from },
+          'cannot reach the source to check commit LSNs; applying unverified until it is back',
+        );
       this.unverifiedLogged = true;
       return this.unverified();
     }

@@ -113,17 +113,19 @@ export class RowWriter {
     const k = `${schema}.${table}`;
     const hit = this.tables.get(k);
     if (hit) return hit;
-    const r = await this.client.query<{ name: string; type: string; generated: string; identity: string; pk: boolean }>(
-      `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attgenerated AS generated, a.attidentity AS identity,
+    const r = await this.client
+      .query<{ name: string; type: string; generated: string; identity: string; pk: boolean }>(
+        `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attgenerated AS generated, a.attidentity AS identity,
               COALESCE(a.attnum = ANY(i.indkey), false) AS pk
          FROM pg_attribute a
          LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
         WHERE a.attrelid = (quote_ident($1) || '.' || quote_ident($2))::regclass AND a.attnum > 0 AND NOT a.attisdropped
         ORDER BY a.attnum`,
-      [schema, table],
-    ).catch((err: unknown) => {
-      throw new PgBridgeError('DESTINATION_REJECTED', `table ${k} is not usable on the destination: ${errorMessage(err)}`, { cause: err });
-    });
+        [schema, table],
+      )
+      .catch((err: unknown) => {
+        throw new PgBridgeError('DESTINATION_REJECTED', `table ${k} is not usable on the destination: ${errorMessage(err)}`, { cause: err });
+      });
     const u = await this.client.query<{ name: string; plain: boolean; cols: string }>(
       `SELECT c.relname AS name, i.indexprs IS NULL AND i.indpred IS NULL AS plain,
               (SELECT json_agg(a.attname ORDER BY k.o) FROM unnest(i.indkey) WITH ORDINALITY k(n, o)
@@ -137,7 +139,10 @@ export class RowWriter {
     const uniques = u.rows.map((x) => ({ name: x.name, columns: x.plain && x.cols ? (JSON.parse(x.cols) as string[]) : null }));
     const key = r.rows.filter((c) => c.pk).map((c) => c.name);
     const batchableKey = key.length > 0 && key.every((k) => CANONICAL_KEY_TYPE.test(columns.get(k)!.type));
-    const kind = await this.client.query<{ relkind: string }>(`SELECT relkind FROM pg_class WHERE oid = (quote_ident($1) || '.' || quote_ident($2))::regclass`, [schema, table]);
+    const kind = await this.client.query<{ relkind: string }>(
+      `SELECT relkind FROM pg_class WHERE oid = (quote_ident($1) || '.' || quote_ident($2))::regclass`,
+      [schema, table],
+    );
     const partitioned = kind.rows[0]?.relkind === 'p';
     const overriding = [...columns.values()].some((c) => c.identityAlways) ? ' OVERRIDING SYSTEM VALUE' : '';
     const t: TableInfo = { schema, table, qname: qt(schema, table), columns, key, uniques, batchableKey, partitioned, overriding };
@@ -170,7 +175,8 @@ export class RowWriter {
       this.tables.delete(`${ev.schema}.${ev.table}`);
       t = await this.info(ev.schema, ev.table);
       const missing = unknown();
-      if (missing !== undefined && !this.gaps) throw new PgBridgeError('DESTINATION_REJECTED', `column ${missing} of ${t.schema}.${t.table} does not exist on the destination`);
+      if (missing !== undefined && !this.gaps)
+        throw new PgBridgeError('DESTINATION_REJECTED', `column ${missing} of ${t.schema}.${t.table} does not exist on the destination`);
       if (missing !== undefined) ev = await this.gaps!.adapt(ev, (c) => t.columns.has(c));
     }
     // A replayed change of a table without a key cannot be told from a new one (it would double rows).
@@ -304,7 +310,10 @@ export class RowWriter {
     if (t.key.every(has)) return t.key;
     const by = t.uniques.find((u) => u.columns?.length && u.columns.every(has))?.columns;
     if (by) return by;
-    throw new PgBridgeError('POISON', `event for ${t.schema}.${t.table} lacks key column(s) ${t.key.filter((k) => !has(k)).join(', ')}, and no unique index of the destination table covers the columns it has (${Object.keys(row).filter(has).join(', ')})`);
+    throw new PgBridgeError(
+      'POISON',
+      `event for ${t.schema}.${t.table} lacks key column(s) ${t.key.filter((k) => !has(k)).join(', ')}, and no unique index of the destination table covers the columns it has (${Object.keys(row).filter(has).join(', ')})`,
+    );
   }
 
   /** Reads the destination row (locked) and who last wrote it. */
@@ -326,14 +335,17 @@ export class RowWriter {
     if (!hit) return null;
     // Values arrive as text (RAW_TYPES): '0' means a local write.
     const roident = hit.roident === null ? 0 : Number(hit.roident);
-    const origin = roident === 0 ? this.localCluster : this.originNames.get(roident) ?? `origin#${roident}`;
+    const origin = roident === 0 ? this.localCluster : (this.originNames.get(roident) ?? `origin#${roident}`);
     return { rowJson: hit.row, ctid: hit.ctid, stamp: { ts: hit.ts === null ? null : BigInt(hit.ts), origin } };
   }
 
   private async insertRow(t: TableInfo, row: Row, unchanged: readonly string[], onConflictNothing: boolean): Promise<number> {
     const cols = this.writable(t, row, unchanged);
     const text = `INSERT INTO ${t.qname} (${cols.map(qi).join(', ')})${t.overriding} VALUES (${cols.map((_, i) => `$${i + 1}`).join(', ')})${onConflictNothing ? ' ON CONFLICT DO NOTHING' : ''}`;
-    const r = await this.q(text, cols.map((c) => toPgParam(row[c])));
+    const r = await this.q(
+      text,
+      cols.map((c) => toPgParam(row[c])),
+    );
     return r.rowCount ?? 0;
   }
 
@@ -372,7 +384,11 @@ export class RowWriter {
     if (cols.length === 0) return false;
     const m = this.match(t, where, cols.length + 1);
     const nc = this.noConflictSql(ev, cols.length + m.values.length + 1);
-    const r = await this.q(`UPDATE ${t.qname} x SET ${cols.map((c, i) => `${qi(c)} = $${i + 1}`).join(', ')} WHERE ${m.sql} AND ${nc.sql}`, [...cols.map((c) => toPgParam(after[c])), ...m.values, ...nc.values]);
+    const r = await this.q(`UPDATE ${t.qname} x SET ${cols.map((c, i) => `${qi(c)} = $${i + 1}`).join(', ')} WHERE ${m.sql} AND ${nc.sql}`, [
+      ...cols.map((c) => toPgParam(after[c])),
+      ...m.values,
+      ...nc.values,
+    ]);
     return (r.rowCount ?? 0) === 1;
   }
 
@@ -402,9 +418,13 @@ export class RowWriter {
     // Synchronous once the table's shape is cached: no promise per event on the hot path.
     const t = this.tables.get(`${ev.schema}.${ev.table}`);
     // With gaps, a table the destination lacks goes to write(), which maps or skips its events.
-    if (!t) return this.info(ev.schema, ev.table).then(() => this.batchShape(ev), (err: unknown) => (this.gaps ? null : Promise.reject(err)));
+    if (!t)
+      return this.info(ev.schema, ev.table).then(
+        () => this.batchShape(ev),
+        (err: unknown) => (this.gaps ? null : Promise.reject(err)),
+      );
     if (!t.batchableKey) return null;
-    const row = ev.op === 'd' ? ev.before : ev.op === 'u' ? ev.before ?? ev.after : ev.after;
+    const row = ev.op === 'd' ? ev.before : ev.op === 'u' ? (ev.before ?? ev.after) : ev.after;
     if (!row || !t.key.every((k) => row[k] !== null && row[k] !== undefined)) return null;
     if ([ev.before, ev.after].some((r) => r && Object.keys(r).some((c) => !t.columns.has(c)))) return null;
     let cols: string[] = [];
@@ -519,7 +539,10 @@ export class RowWriter {
     const text = `WITH v AS (SELECT * FROM unnest(${cols.map((_, i) => `$${i + 1}::text[]`).join(', ')}) WITH ORDINALITY AS v(${names.join(', ')}, n)),
       ins AS (INSERT INTO ${t.qname} (${cols.map(qi).join(', ')})${t.overriding} SELECT ${cols.map(typed).join(', ')} FROM v ORDER BY v.n ON CONFLICT DO NOTHING RETURNING ${t.key.map(qi).join(', ')})
       SELECT v.n::int AS n FROM ins JOIN v ON ${keyJoin}`;
-    const r = await this.q(text, this.columnArrays(evs, cols, (ev) => ev.after!));
+    const r = await this.q(
+      text,
+      this.columnArrays(evs, cols, (ev) => ev.after!),
+    );
     return ordinals(r);
   }
 
@@ -563,7 +586,8 @@ export class RowWriter {
       // An initial-sync or resync row over an existing row is expected, not a conflict: the
       // policy decides who wins (resync rows carry the time of their read), nothing is recorded.
       const policy = this.policy(t, ev);
-      if (policy === 'ignore' || ((policy === 'last-writer-wins' || inReplay(this.replay, ev.pos.offset)) && !incomingWins(this.incoming(ev), cur.stamp))) return { rows: 0, conflicts: [] };
+      if (policy === 'ignore' || ((policy === 'last-writer-wins' || inReplay(this.replay, ev.pos.offset)) && !incomingWins(this.incoming(ev), cur.stamp)))
+        return { rows: 0, conflicts: [] };
       return this.guarded(t, ev, after, async () => ({ rows: await this.updateRow(t, after, after, []), conflicts: [] }));
     }
     if (!cur) {
@@ -666,11 +690,17 @@ export class RowWriter {
     const where = `${ev.pos.topic}/${ev.pos.partition}@${ev.pos.offset} (source ${ev.sourceCluster} commit LSN ${formatLsn(ev.commitLsn)})`;
     if (resolution === 'fail') {
       // The key is a row value: at debug level only (PGBRIDGE_LOG_LEVEL=debug), never in the message.
-      const during = replayId ? ` during replay ${replayId} (the replayed range re-applies events the destination may hold already: pgbridge replay under fail stops at the first one; see docs/operations.md, "Replay and rebuild")` : '';
-      throw new ConflictStop('CONFLICT', `${kind} on ${t.schema}.${t.table} at ${where}${during}: policy "${policy}" stops this direction; nothing of the source transaction was applied`, {
-        details: { table: `${t.schema}.${t.table}`, kind, topic: ev.pos.topic, partition: ev.pos.partition, offset: String(ev.pos.offset) },
-        sensitive: { key },
-      });
+      const during = replayId
+        ? ` during replay ${replayId} (the replayed range re-applies events the destination may hold already: pgbridge replay under fail stops at the first one; see docs/operations.md, "Replay and rebuild")`
+        : '';
+      throw new ConflictStop(
+        'CONFLICT',
+        `${kind} on ${t.schema}.${t.table} at ${where}${during}: policy "${policy}" stops this direction; nothing of the source transaction was applied`,
+        {
+          details: { table: `${t.schema}.${t.table}`, kind, topic: ev.pos.topic, partition: ev.pos.partition, offset: String(ev.pos.offset) },
+          sensitive: { key },
+        },
+      );
     }
     const incoming = rowToJson(ev.after ?? ev.before);
     // A conflict of a replayed event carries the replay's id (a helper schema without the column never sees one).
@@ -678,9 +708,21 @@ export class RowWriter {
       `INSERT INTO cdc.conflicts (pipeline, direction, table_name, key, kind, incoming, existing, resolution, policy, source_cluster, source_commit_lsn, source_commit_ts, topic, kafka_partition, kafka_offset${replayId ? ', replay_id' : ''})
        VALUES ($15, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10::pg_lsn, 'epoch'::timestamptz + $11::bigint * interval '1 microsecond', $12, $13, $14${replayId ? ', $16' : ''})`,
       [
-        this.direction, `${t.schema}.${t.table}`, JSON.stringify(key), kind, JSON.stringify(incoming), cur ? cur.rowJson : null,
+        this.direction,
+        `${t.schema}.${t.table}`,
+        JSON.stringify(key),
+        kind,
+        JSON.stringify(incoming),
+        cur ? cur.rowJson : null,
         kind === 'update_missing' && ev.unchanged.length ? `${resolution} (unchanged TOAST columns ${ev.unchanged.join(', ')} took defaults)` : resolution,
-        policy, ev.sourceCluster, formatLsn(ev.commitLsn), ev.commitTs.toString(), ev.pos.topic, ev.pos.partition, ev.pos.offset.toString(), this.cfg.pipeline,
+        policy,
+        ev.sourceCluster,
+        formatLsn(ev.commitLsn),
+        ev.commitTs.toString(),
+        ev.pos.topic,
+        ev.pos.partition,
+        ev.pos.offset.toString(),
+        this.cfg.pipeline,
         ...(replayId ? [replayId] : []),
       ],
     );
@@ -714,7 +756,8 @@ function ordinals(r: pg.QueryResult): Set<number> {
  * tell two events of one key apart from two keys. numeric (1.0 and 1.00), citext, floats
  * (-0 and 0) and the rest go one event at a time.
  */
-const CANONICAL_KEY_TYPE = /^(smallint|integer|bigint|text|character varying(\(\d+\))?|uuid|date|timestamp(\(\d\))? (with|without) time zone|bytea|oid|boolean)$/;
+const CANONICAL_KEY_TYPE =
+  /^(smallint|integer|bigint|text|character varying(\(\d+\))?|uuid|date|timestamp(\(\d\))? (with|without) time zone|bytea|oid|boolean)$/;
 
 /** Text form of a value for a text[] parameter (bytea as \x hex, as PostgreSQL reads it). */
 function textOf(value: unknown): string | null {

@@ -24,10 +24,15 @@ export class ShapeGaps {
 
   /** Renames of one kind, oldest first: [old, new]. */
   private async renames(kind: 'table' | 'column', schema: string, table: string | null): Promise<[string, string][]> {
-    const r = await this.client.query<{ old_name: string; new_name: string }>(
-      `SELECT old_name, new_name FROM cdc.ddl_renames WHERE pipeline = $1 AND kind = $2 AND schema_name = $3 AND ($4::text IS NULL OR table_name = $4) ORDER BY id`,
-      [this.pipeline, kind, schema, table],
-    ).catch(() => ({ rows: [] as { old_name: string; new_name: string }[] }));
+    const r = await this.client
+      .query<{
+        old_name: string;
+        new_name: string;
+      }>(
+        `SELECT old_name, new_name FROM cdc.ddl_renames WHERE pipeline = $1 AND kind = $2 AND schema_name = $3 AND ($4::text IS NULL OR table_name = $4) ORDER BY id`,
+        [this.pipeline, kind, schema, table],
+      )
+      .catch(() => ({ rows: [] as { old_name: string; new_name: string }[] }));
     return r.rows.map((x) => [x.old_name, x.new_name]);
   }
 

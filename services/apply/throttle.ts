@@ -39,7 +39,12 @@ export async function storedLimit(client: pg.ClientBase, pipeline: string, direc
 }
 
 /** Stores (or, with null, removes) the limit of a direction; apply picks it up within THROTTLE_REFRESH_MS. */
-export async function storeLimit(client: pg.ClientBase, pipeline: string, direction: string, limit: { rowsPerSecond: number; bytesPerSecond: number } | null): Promise<void> {
+export async function storeLimit(
+  client: pg.ClientBase,
+  pipeline: string,
+  direction: string,
+  limit: { rowsPerSecond: number; bytesPerSecond: number } | null,
+): Promise<void> {
   if (limit === null) {
     await client.query('DELETE FROM cdc.apply_throttle WHERE pipeline = $1 AND direction = $2', [pipeline, direction]);
     return;

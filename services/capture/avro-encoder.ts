@@ -91,7 +91,10 @@ export class EventEncoder {
     let special: Record<string, string> = NO_SPECIAL;
     let keySpecial = false;
     if (specials.length) {
-      for (const [side, row, rec] of [['before', ev.before, before], ['after', ev.after, after]] as const) {
+      for (const [side, row, rec] of [
+        ['before', ev.before, before],
+        ['after', ev.after, after],
+      ] as const) {
         if (!row || !rec) continue;
         for (const sp of specials) {
           const v = row[sp.name];

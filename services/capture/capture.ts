@@ -41,12 +41,34 @@ export function captureMetrics(registry: Registry): CaptureMetrics {
     events: new Counter({ name: 'pgbridge_capture_events_total', help: 'Change and control events published', labelNames: ['kind'], registers: [registry] }),
     bytes: new Counter({ name: 'pgbridge_capture_bytes_total', help: 'Bytes of Kafka message keys and values published', registers: [registry] }),
     transactions: new Counter({ name: 'pgbridge_capture_transactions_total', help: 'Source transactions published', registers: [registry] }),
-    skippedTransactions: new Counter({ name: 'pgbridge_capture_skipped_transactions_total', help: 'Source transactions not published (written by apply from another cluster, or empty)', labelNames: ['reason'], registers: [registry] }),
+    skippedTransactions: new Counter({
+      name: 'pgbridge_capture_skipped_transactions_total',
+      help: 'Source transactions not published (written by apply from another cluster, or empty)',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
     ackedLsn: new Gauge({ name: 'pgbridge_capture_acked_lsn', help: 'Last LSN acknowledged to the slot (as a number)', registers: [registry] }),
-    slotLagBytes: new Gauge({ name: 'pgbridge_capture_slot_lag_bytes', help: 'WAL bytes between the current WAL position and the slot confirmed_flush_lsn', registers: [registry] }),
-    slotRetainedBytes: new Gauge({ name: 'pgbridge_capture_slot_retained_bytes', help: 'WAL bytes the slot keeps on the server (current WAL position minus the slot restart_lsn)', registers: [registry] }),
-    slotWalKeepLimitBytes: new Gauge({ name: 'pgbridge_capture_slot_wal_keep_limit_bytes', help: 'max_slot_wal_keep_size of the source cluster in bytes (-1: no limit); past it the server invalidates the slot', registers: [registry] }),
-    ignoredControl: new Counter({ name: 'pgbridge_capture_ignored_control_total', help: 'Control inputs not obeyed: logical messages (forgeable), malformed or unselected control records', labelNames: ['reason'], registers: [registry] }),
+    slotLagBytes: new Gauge({
+      name: 'pgbridge_capture_slot_lag_bytes',
+      help: 'WAL bytes between the current WAL position and the slot confirmed_flush_lsn',
+      registers: [registry],
+    }),
+    slotRetainedBytes: new Gauge({
+      name: 'pgbridge_capture_slot_retained_bytes',
+      help: 'WAL bytes the slot keeps on the server (current WAL position minus the slot restart_lsn)',
+      registers: [registry],
+    }),
+    slotWalKeepLimitBytes: new Gauge({
+      name: 'pgbridge_capture_slot_wal_keep_limit_bytes',
+      help: 'max_slot_wal_keep_size of the source cluster in bytes (-1: no limit); past it the server invalidates the slot',
+      registers: [registry],
+    }),
+    ignoredControl: new Counter({
+      name: 'pgbridge_capture_ignored_control_total',
+      help: 'Control inputs not obeyed: logical messages (forgeable), malformed or unselected control records',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
   };
 }
 
@@ -72,15 +94,28 @@ export async function checkSlot(client: pg.Client, slot: string, cluster: Cluste
   );
   const row = r.rows[0];
   if (!row) {
-    throw new PgBridgeError('SLOT_MISSING', `replication slot ${slot} does not exist on cluster ${cluster.name} (${cluster.host}:${cluster.port}). ` +
-      'It is never recreated on its own: changes made since it was lost would be missed. Run `pgbridge setup` for a new pipeline, or resync.', { details: { slot } });
+    throw new PgBridgeError(
+      'SLOT_MISSING',
+      `replication slot ${slot} does not exist on cluster ${cluster.name} (${cluster.host}:${cluster.port}). ` +
+        'It is never recreated on its own: changes made since it was lost would be missed. Run `pgbridge setup` for a new pipeline, or resync.',
+      { details: { slot } },
+    );
   }
   if (row.wal_status === 'lost') {
-    throw new PgBridgeError('SLOT_INVALIDATED', `replication slot ${slot} on cluster ${cluster.name} has lost required WAL (wal_status=lost; max_slot_wal_keep_size passed). Changes are gone from WAL: resync is needed.`, { details: { slot } });
+    throw new PgBridgeError(
+      'SLOT_INVALIDATED',
+      `replication slot ${slot} on cluster ${cluster.name} has lost required WAL (wal_status=lost; max_slot_wal_keep_size passed). Changes are gone from WAL: resync is needed.`,
+      { details: { slot } },
+    );
   }
   if (row.plugin !== 'pgoutput') throw new PgBridgeError('SLOT_MISSING', `slot ${slot} uses plugin ${row.plugin}, not pgoutput`);
   if (row.database !== cluster.database) throw new PgBridgeError('SLOT_MISSING', `slot ${slot} belongs to database ${row.database}, not ${cluster.database}`);
-  return { confirmedFlush: row.confirmed_flush_lsn ? parseLsn(row.confirmed_flush_lsn) : ZERO_LSN, walStatus: row.wal_status, plugin: row.plugin, database: row.database };
+  return {
+    confirmedFlush: row.confirmed_flush_lsn ? parseLsn(row.confirmed_flush_lsn) : ZERO_LSN,
+    walStatus: row.wal_status,
+    plugin: row.plugin,
+    database: row.database,
+  };
 }
 
 /**
@@ -102,8 +137,12 @@ export async function checkSystem(client: pg.Client, pipeline: string, cluster: 
   );
   const stored = r.rows[0]!;
   if (stored.system_identifier !== sys || stored.timeline !== tli) {
-    throw new PgBridgeError('SYSTEM_CHANGED', `cluster ${cluster.name} (${cluster.host}:${cluster.port}) is system ${sys} on timeline ${tli}, but this pipeline first captured system ${stored.system_identifier} on timeline ${stored.timeline}: ` +
-      'it was restored or failed over, and its WAL no longer matches what was published. Resync from a known-good side, then delete its row in cdc.capture_state.', { details: { system: sys, timeline: tli } });
+    throw new PgBridgeError(
+      'SYSTEM_CHANGED',
+      `cluster ${cluster.name} (${cluster.host}:${cluster.port}) is system ${sys} on timeline ${tli}, but this pipeline first captured system ${stored.system_identifier} on timeline ${stored.timeline}: ` +
+        'it was restored or failed over, and its WAL no longer matches what was published. Resync from a known-good side, then delete its row in cdc.capture_state.',
+      { details: { system: sys, timeline: tli } },
+    );
   }
 }
 
@@ -131,8 +170,12 @@ export async function checkPublished(client: pg.Client, kafka: KafkaClient, pipe
   const published = BigInt(row.published_offset);
   if (end === null || end <= published) {
     const where = end === null ? `topic ${topic} does not exist` : `topic ${topic} ends at offset ${end}`;
-    throw new PgBridgeError('SLOT_AHEAD', `${where}, but capture of cluster ${cluster.name} had committed records to it up to offset ${published} (recorded ${row.published_at}, slot then at ${row.published_lsn}): ` +
-      'the topic was deleted or recreated, and the slot has already released the WAL of those events. Resync the direction, then clear published_offset in cdc.capture_state.', { details: { topic, end: end === null ? null : String(end), published: String(published) } });
+    throw new PgBridgeError(
+      'SLOT_AHEAD',
+      `${where}, but capture of cluster ${cluster.name} had committed records to it up to offset ${published} (recorded ${row.published_at}, slot then at ${row.published_lsn}): ` +
+        'the topic was deleted or recreated, and the slot has already released the WAL of those events. Resync the direction, then clear published_offset in cdc.capture_state.',
+      { details: { topic, end: end === null ? null : String(end), published: String(published) } },
+    );
   }
 }
 
@@ -140,14 +183,20 @@ export async function checkPublished(client: pg.Client, kafka: KafkaClient, pipe
 export function tooLarge(ev: CaptureEvent, size: number, limit: number, cluster: string): PgBridgeError {
   const mib = (n: number): string => `${(n / 1048576).toFixed(1)} MiB`;
   const where = `at LSN ${formatLsn(ev.lsn)} (xid ${ev.txn.xid}, commit LSN ${formatLsn(ev.txn.commitLsn)}) on cluster ${cluster}`;
-  if (ev.kind !== 'change') return new PgBridgeError('ROW_TOO_LARGE', `control record ${ev.control} ${where} is ${size} bytes (${mib(size)}) encoded, over topics.maxMessageBytes ${limit} (${mib(limit)})`);
+  if (ev.kind !== 'change')
+    return new PgBridgeError(
+      'ROW_TOO_LARGE',
+      `control record ${ev.control} ${where} is ${size} bytes (${mib(size)}) encoded, over topics.maxMessageBytes ${limit} (${mib(limit)})`,
+    );
   const table = `${ev.table.schema}.${ev.table.table}`;
   const keyCols = ev.table.columns.filter((c) => c.key).map((c) => c.name);
   const key = keyCols.length ? `key (${keyCols.join(', ')}), values logged at debug level` : 'no key columns';
-  return new PgBridgeError('ROW_TOO_LARGE',
+  return new PgBridgeError(
+    'ROW_TOO_LARGE',
     `row too large: ${ev.op === 'd' ? 'delete' : ev.op === 'u' ? 'update' : 'insert'} of ${table} ${key}, ${where}, is ${size} bytes (${mib(size)}) encoded, over topics.maxMessageBytes ${limit} (${mib(limit)}). ` +
-      'Nothing of its transaction was published and the slot still holds it: raise topics.maxMessageBytes (run pgbridge setup to raise the topics\' max.message.bytes) and start capture again, or change the row at the source and resync the table.',
-    { details: { table, keyColumns: keyCols, bytes: size, limit, lsn: formatLsn(ev.lsn), xid: ev.txn.xid }, sensitive: { key: ev.key } });
+      "Nothing of its transaction was published and the slot still holds it: raise topics.maxMessageBytes (run pgbridge setup to raise the topics' max.message.bytes) and start capture again, or change the row at the source and resync the table.",
+    { details: { table, keyColumns: keyCols, bytes: size, limit, lsn: formatLsn(ev.lsn), xid: ev.txn.xid }, sensitive: { key: ev.key } },
+  );
 }
 
 export interface CaptureDeps {
@@ -201,10 +250,21 @@ export class CaptureRun extends ServiceRun {
     this.slot = slotName(cfg, cluster);
     this.direction = outgoing(cfg, cluster);
     this.log = deps.log.child({ cluster, slot: this.slot, topic: this.direction.topic });
-    this.store = new SchemaStore(cfg.registry, (what, attempt, err) => this.log.warn({ attempt, err: errorMessage(err) }, `registry: ${what} failed, retrying`), cfg.retry.otherMinutes * 60_000);
+    this.store = new SchemaStore(
+      cfg.registry,
+      (what, attempt, err) => this.log.warn({ attempt, err: errorMessage(err) }, `registry: ${what} failed, retrying`),
+      cfg.retry.otherMinutes * 60_000,
+    );
     this.encoder = new EventEncoder(this.store, this.direction.topic, cluster, this.cluster.database);
     // One partition (the default; docs/decisions.md, "One partition per topic"): name it rather than hash every key to find it.
-    this.publisher = new KafkaPublisher(deps.kafka, `pgbridge-${cfg.pipeline}-capture-${cluster}`, this.direction.topic, undefined, cfg.topics.partitions === 1 ? 0 : undefined, cfg.capture.compression);
+    this.publisher = new KafkaPublisher(
+      deps.kafka,
+      `pgbridge-${cfg.pipeline}-capture-${cluster}`,
+      this.direction.topic,
+      undefined,
+      cfg.topics.partitions === 1 ? 0 : undefined,
+      cfg.capture.compression,
+    );
     this.stream = new ReplicationStream(clientConfig(this.cluster, `pgbridge-capture-${cluster}`), this.slot, this.slot);
     const heartbeat = `${HEARTBEAT_SCHEMA}.${HEARTBEAT_TABLE}`;
     this.builder = new ChangeBuilder({
@@ -262,10 +322,14 @@ export class CaptureRun extends ServiceRun {
       this.streaming = true;
       this.log.info({ lsn: formatLsn(this.acked) }, 'capture streaming');
       const statusMs = this.deps.cfg.capture.statusIntervalSeconds * 1000;
-      this.statusTimer = setInterval(() => void this.serial(async () => {
-        await this.stream.ack(this.acked);
-        await this.recordPublished();
-      }).catch((e: Error) => this.fail(e)), statusMs);
+      this.statusTimer = setInterval(
+        () =>
+          void this.serial(async () => {
+            await this.stream.ack(this.acked);
+            await this.recordPublished();
+          }).catch((e: Error) => this.fail(e)),
+        statusMs,
+      );
       if (this.deps.cfg.capture.heartbeatSeconds > 0) {
         this.heartbeatTimer = setInterval(() => void this.heartbeat(), this.deps.cfg.capture.heartbeatSeconds * 1000);
         void this.heartbeat();

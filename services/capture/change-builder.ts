@@ -84,7 +84,15 @@ export interface BuilderOptions {
   readonly onIgnored: (reason: IgnoredReason, detail: string) => void;
 }
 
-export type IgnoredReason = 'logical-message' | 'malformed' | 'origin-not-obeyed' | 'unselected-table' | 'unknown-kind' | 'window-evicted' | 'window-unknown' | 'ddl-not-replicated';
+export type IgnoredReason =
+  | 'logical-message'
+  | 'malformed'
+  | 'origin-not-obeyed'
+  | 'unselected-table'
+  | 'unknown-kind'
+  | 'window-evicted'
+  | 'window-unknown'
+  | 'ddl-not-replicated';
 
 /** Open resync windows kept at most; the oldest goes first (its chunk is then refused and the resync retries it). */
 export const MAX_RESYNC_WINDOWS = 64;
@@ -157,7 +165,22 @@ export class ChangeBuilder {
         for (const rel of msg.relations) {
           if (this.opts.isHeartbeatTable(rel.schema, rel.table)) continue;
           const table = this.table(rel);
-          out.push(...this.emit({ kind: 'change', table, relationOid: rel.oid, op: 't', before: null, after: null, key: null, unchanged: [], lsn, txn: this.context(), index: 0, last: false }).events);
+          out.push(
+            ...this.emit({
+              kind: 'change',
+              table,
+              relationOid: rel.oid,
+              op: 't',
+              before: null,
+              after: null,
+              key: null,
+              unchanged: [],
+              lsn,
+              txn: this.context(),
+              index: 0,
+              last: false,
+            }).events,
+          );
         }
         return { events: out, end: null };
       }
@@ -215,14 +238,31 @@ export class ChangeBuilder {
     this.windows.delete(chunk.id);
     // Low watermark not seen (before our start, or evicted): the resync retries that chunk.
     if (!w) return this.ignore('window-unknown', `resync chunk ${chunk.id} without an open window`);
-    if (w.table !== `${chunk.table.schema}.${chunk.table.table}`) return this.ignore('malformed', `resync chunk ${chunk.id} names ${chunk.table.schema}.${chunk.table.table}, its window ${w.table}`);
+    if (w.table !== `${chunk.table.schema}.${chunk.table.table}`)
+      return this.ignore('malformed', `resync chunk ${chunk.id} names ${chunk.table.schema}.${chunk.table.table}, its window ${w.table}`);
     const out: CaptureEvent[] = [];
     const keyIdx = chunk.key.map((k) => chunk.table.columns.findIndex((c) => c.name === k));
     for (const raw of chunk.rows) {
       if (w.keys.has(JSON.stringify(keyIdx.map((i) => raw[i] ?? null)))) continue;
       const { row: after } = this.row(chunk.table, raw, () => `${chunk.table.schema}.${chunk.table.table} (resync chunk ${chunk.id})`, null);
       const key = keyOf(chunk.table, after);
-      out.push(...this.emit({ kind: 'change', table: chunk.table, relationOid: 0, op: 'r', before: null, after, key, unchanged: [], lsn, txn: this.context(), snapshot: true, index: 0, last: false }).events);
+      out.push(
+        ...this.emit({
+          kind: 'change',
+          table: chunk.table,
+          relationOid: 0,
+          op: 'r',
+          before: null,
+          after,
+          key,
+          unchanged: [],
+          lsn,
+          txn: this.context(),
+          snapshot: true,
+          index: 0,
+          last: false,
+        }).events,
+      );
     }
     return { events: out, end: null };
   }
@@ -261,7 +301,8 @@ export class ChangeBuilder {
         return this.emit({ kind: 'control', control: 'barrier', id: payload, payload: null, lsn, txn: this.context(), index: 0, last: false });
       case 'resync.low': {
         const w = parseJson(payload) as Partial<ResyncWindow> | null;
-        if (!w || typeof w.id !== 'string' || typeof w.table !== 'string' || w.pipeline !== this.opts.pipeline) return this.ignore('malformed', `${where}: not a resync window`);
+        if (!w || typeof w.id !== 'string' || typeof w.table !== 'string' || w.pipeline !== this.opts.pipeline)
+          return this.ignore('malformed', `${where}: not a resync window`);
         const [schema, table] = splitTableName(w.table);
         if (!this.opts.isSelected(schema, table)) return this.ignore('unselected-table', `${where}: table ${w.table} is not in the selection`);
         if (this.windows.size >= MAX_RESYNC_WINDOWS) {
@@ -275,7 +316,8 @@ export class ChangeBuilder {
       case 'resync.high': {
         const c = parseJson(payload) as ResyncChunk | null;
         if (!isResyncChunk(c) || c.pipeline !== this.opts.pipeline) return this.ignore('malformed', `${where}: not a resync chunk`);
-        if (!this.opts.isSelected(c.table.schema, c.table.table)) return this.ignore('unselected-table', `${where}: table ${c.table.schema}.${c.table.table} is not in the selection`);
+        if (!this.opts.isSelected(c.table.schema, c.table.table))
+          return this.ignore('unselected-table', `${where}: table ${c.table.schema}.${c.table.table} is not in the selection`);
         return this.resyncChunk(c, lsn);
       }
       case 'ddl': {
@@ -283,7 +325,9 @@ export class ChangeBuilder {
         if (!this.opts.publishDdl) return this.ignore('ddl-not-replicated', `${where}: this cluster is not the forward source, or ddl.forward is off`);
         const d = parseDdlRecord(payload);
         if (!d || d.pipeline !== this.opts.pipeline) return this.ignore('malformed', `${where}: not a DDL record`);
-        const outside = d.objects.find((o) => (o.type === 'table' || o.type === 'table column') && !this.opts.isSelected(o.schema, tableOfIdentity(o.schema, o.identity)));
+        const outside = d.objects.find(
+          (o) => (o.type === 'table' || o.type === 'table column') && !this.opts.isSelected(o.schema, tableOfIdentity(o.schema, o.identity)),
+        );
         if (outside) return this.ignore('unselected-table', `${where}: ${d.tag} on ${outside.identity}, which is not in the selection`);
         return this.emit({ kind: 'control', control: 'ddl', id: d.tag, payload, lsn, txn: this.context(), index: 0, last: false });
       }
@@ -300,11 +344,13 @@ export class ChangeBuilder {
     let key: string | null = null;
     for (const w of this.windows.values()) {
       if (w.table !== name) continue;
-      key ??= JSON.stringify(rel.columns.flatMap((c, i) => {
-        if (!c.key) return [];
-        const v = tuple[i];
-        return [v === undefined || v === UNCHANGED ? null : v];
-      }));
+      key ??= JSON.stringify(
+        rel.columns.flatMap((c, i) => {
+          if (!c.key) return [];
+          const v = tuple[i];
+          return [v === undefined || v === UNCHANGED ? null : v];
+        }),
+      );
       w.keys.add(key);
     }
   }
@@ -388,7 +434,13 @@ export class ChangeBuilder {
       schema,
       table,
       replicaIdentity: rel.replicaIdentity,
-      columns: rel.columns.map((c) => ({ name: n ? n.logicalColumn(schema, table, c.name) : c.name, typeOid: c.typeOid, typeMod: c.typeMod, typeName: this.opts.typeName(c.typeOid, c.typeMod), key: c.key })),
+      columns: rel.columns.map((c) => ({
+        name: n ? n.logicalColumn(schema, table, c.name) : c.name,
+        typeOid: c.typeOid,
+        typeMod: c.typeMod,
+        typeName: this.opts.typeName(c.typeOid, c.typeMod),
+        key: c.key,
+      })),
     };
   }
 }
@@ -416,7 +468,11 @@ function isResyncChunk(c: unknown): c is ResyncChunk {
   const x = c as Partial<ResyncChunk>;
   const t = x.table;
   if (typeof x.id !== 'string' || typeof x.pipeline !== 'string' || !t || typeof t.schema !== 'string' || typeof t.table !== 'string') return false;
-  if (!Array.isArray(t.columns) || !t.columns.every((col) => col && typeof col.name === 'string' && typeof col.typeOid === 'number' && typeof col.typeName === 'string')) return false;
+  if (
+    !Array.isArray(t.columns) ||
+    !t.columns.every((col) => col && typeof col.name === 'string' && typeof col.typeOid === 'number' && typeof col.typeName === 'string')
+  )
+    return false;
   const width = t.columns.length;
   if (!Array.isArray(x.key) || !x.key.every((k) => t.columns.some((col) => col.name === k))) return false;
   return Array.isArray(x.rows) && x.rows.every((r) => Array.isArray(r) && r.length === width && r.every((v) => v === null || typeof v === 'string'));

@@ -28,7 +28,11 @@ export async function drainBarrier(cfg: PipelineConfig, timeoutMs = 120_000, onW
     }
     pending = still;
     if (!pending.length) break;
-    if (Date.now() > deadline) throw new PgBridgeError('INTERNAL', `drain barrier ${id} not applied after ${timeoutMs / 1000} s in direction(s) ${pending.join(', ')}: is apply running? (pgbridge status)`);
+    if (Date.now() > deadline)
+      throw new PgBridgeError(
+        'INTERNAL',
+        `drain barrier ${id} not applied after ${timeoutMs / 1000} s in direction(s) ${pending.join(', ')}: is apply running? (pgbridge status)`,
+      );
     onWait?.(pending);
     await new Promise((r) => setTimeout(r, 200));
   }

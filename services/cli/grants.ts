@@ -74,26 +74,60 @@ export function serviceGrants(cfg: PipelineConfig, cluster: string, service: Ser
     { why: 'the helper schema', kind: 'SCHEMA', objects: ['cdc'], privileges: ['USAGE'] },
   ];
   if (service === 'capture') {
-    return [...base, { why: 'its system identity, last published record and heartbeat', kind: 'TABLE', objects: ['cdc.capture_state', 'cdc.heartbeat'], privileges: ['SELECT', 'INSERT', 'UPDATE'] }];
+    return [
+      ...base,
+      {
+        why: 'its system identity, last published record and heartbeat',
+        kind: 'TABLE',
+        objects: ['cdc.capture_state', 'cdc.heartbeat'],
+        privileges: ['SELECT', 'INSERT', 'UPDATE'],
+      },
+    ];
   }
   const grants: Grant[] = [
     ...base,
-    { why: "apply's position and table watermarks", kind: 'TABLE', objects: ['cdc.apply_progress', 'cdc.table_watermarks'], privileges: ['SELECT', 'INSERT', 'UPDATE'] },
-    { why: 'snapshot chunk loads (tables empty at the start, chunks loaded side by side)', kind: 'TABLE', objects: ['cdc.snapshot_loads', 'cdc.chunk_loads'], privileges: ['SELECT', 'INSERT', 'DELETE'] },
+    {
+      why: "apply's position and table watermarks",
+      kind: 'TABLE',
+      objects: ['cdc.apply_progress', 'cdc.table_watermarks'],
+      privileges: ['SELECT', 'INSERT', 'UPDATE'],
+    },
+    {
+      why: 'snapshot chunk loads (tables empty at the start, chunks loaded side by side)',
+      kind: 'TABLE',
+      objects: ['cdc.snapshot_loads', 'cdc.chunk_loads'],
+      privileges: ['SELECT', 'INSERT', 'DELETE'],
+    },
     { why: 'recorded conflicts and barriers', kind: 'TABLE', objects: ['cdc.conflicts', 'cdc.barriers'], privileges: ['INSERT'] },
     { why: 'conflict ids', kind: 'SEQUENCE', objects: ['cdc.conflicts_id_seq'], privileges: ['USAGE'] },
-    { why: 'origin control records (origin.method message, or auto without origin privileges)', kind: 'TABLE', objects: ['cdc.control'], privileges: ['SELECT', 'INSERT', 'DELETE'] },
+    {
+      why: 'origin control records (origin.method message, or auto without origin privileges)',
+      kind: 'TABLE',
+      objects: ['cdc.control'],
+      privileges: ['SELECT', 'INSERT', 'DELETE'],
+    },
     { why: 'control record ids', kind: 'SEQUENCE', objects: ['cdc.control_id_seq'], privileges: ['USAGE'] },
     { why: 'the throttle set by pgbridge throttle', kind: 'TABLE', objects: ['cdc.apply_throttle'], privileges: ['SELECT'] },
     { why: 'renames made by replicated DDL (changes written under an old name)', kind: 'TABLE', objects: ['cdc.ddl_renames'], privileges: ['SELECT'] },
   ];
   if (f.schemas.length) grants.push({ why: 'the selected schemas', kind: 'SCHEMA', objects: f.schemas, privileges: ['USAGE'] });
-  if (f.tables.length) grants.push({ why: 'the selected tables', kind: 'TABLE', objects: f.tables, privileges: ['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE'] });
+  if (f.tables.length)
+    grants.push({ why: 'the selected tables', kind: 'TABLE', objects: f.tables, privileges: ['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE'] });
   if (cfg.origin.method !== 'message') {
-    grants.push({ why: 'replication origins (loop prevention with the source commit time; not needed with origin.method message)', kind: 'FUNCTION', objects: ORIGIN_FUNCTIONS, privileges: ['EXECUTE'] });
+    grants.push({
+      why: 'replication origins (loop prevention with the source commit time; not needed with origin.method message)',
+      kind: 'FUNCTION',
+      objects: ORIGIN_FUNCTIONS,
+      privileges: ['EXECUTE'],
+    });
   }
   if (f.versionNum >= 150000) {
-    grants.push({ why: 'session_replication_role = replica (no user trigger or FK action fires twice)', kind: 'PARAMETER', objects: ['session_replication_role'], privileges: ['SET'] });
+    grants.push({
+      why: 'session_replication_role = replica (no user trigger or FK action fires twice)',
+      kind: 'PARAMETER',
+      objects: ['session_replication_role'],
+      privileges: ['SET'],
+    });
   }
   return grants;
 }
@@ -127,7 +161,8 @@ export function grantScript(cfg: PipelineConfig, cluster: string, f: GrantFacts)
       lines.push(`-- ${g.why}`, `GRANT ${g.privileges.join(', ')} ON ${g.kind} ${objects.join(', ')} TO ${qi(names[service])};`);
     }
     if (service === 'apply' && f.tables.length === 0) lines.push(`-- no selected table exists on ${cluster} yet: run grants again once they do`);
-    if (service === 'apply' && f.versionNum < 150000) lines.push('-- PostgreSQL before 15 cannot grant SET on session_replication_role: the apply role must be a superuser there');
+    if (service === 'apply' && f.versionNum < 150000)
+      lines.push('-- PostgreSQL before 15 cannot grant SET on session_replication_role: the apply role must be a superuser there');
   }
   lines.push('', 'COMMIT;', '');
   return lines.join('\n');
@@ -148,7 +183,10 @@ const CHECK: Record<ObjectKind, string> = {
  * has_*_privilege, so no password of the role is needed.
  */
 export async function missingGrants(client: pg.Client, cfg: PipelineConfig, cluster: string, service: Service, role: string, f: GrantFacts): Promise<string[]> {
-  const r = await client.query<{ login: boolean; replication: boolean; superuser: boolean }>('SELECT rolcanlogin AS login, rolreplication AS replication, rolsuper AS superuser FROM pg_roles WHERE rolname = $1', [role]);
+  const r = await client.query<{ login: boolean; replication: boolean; superuser: boolean }>(
+    'SELECT rolcanlogin AS login, rolreplication AS replication, rolsuper AS superuser FROM pg_roles WHERE rolname = $1',
+    [role],
+  );
   const attrs = r.rows[0];
   if (!attrs) return [`role ${role} does not exist`];
   const t = (v: unknown): boolean => v === true || v === 't';
@@ -160,7 +198,10 @@ export async function missingGrants(client: pg.Client, cfg: PipelineConfig, clus
     for (const object of g.objects) {
       for (const privilege of g.privileges) {
         // An object that does not exist yet (cdc before setup) counts as missing.
-        const ok = await client.query<{ ok: boolean }>(`SELECT ${CHECK[g.kind]}($1, $2, $3) AS ok`, [role, object, privilege]).then((x) => t(x.rows[0]!.ok), () => false);
+        const ok = await client.query<{ ok: boolean }>(`SELECT ${CHECK[g.kind]}($1, $2, $3) AS ok`, [role, object, privilege]).then(
+          (x) => t(x.rows[0]!.ok),
+          () => false,
+        );
         if (!ok) missing.push(`${privilege} on ${g.kind.toLowerCase()} ${object}`);
       }
     }
@@ -170,12 +211,14 @@ export async function missingGrants(client: pg.Client, cfg: PipelineConfig, clus
 
 /** The grant scripts of the pipeline's clusters (all, or the one named), read from the clusters themselves. */
 export async function grants(cfg: PipelineConfig, only?: string): Promise<{ cluster: string; script: string }[]> {
-  if (only !== undefined && !cfg.clusterNames.includes(only)) throw new PgBridgeError('CONFIG_INVALID', `no cluster "${only}"; this pipeline has ${cfg.clusterNames.join(' and ')}`);
+  if (only !== undefined && !cfg.clusterNames.includes(only))
+    throw new PgBridgeError('CONFIG_INVALID', `no cluster "${only}"; this pipeline has ${cfg.clusterNames.join(' and ')}`);
   const names = only ? [only] : [...cfg.clusterNames];
   for (const name of names) {
     const roles = roleNames(cfg, name);
     const admin = cfg.clusters[name]!.user;
-    if (roles.capture === admin || roles.apply === admin) throw new PgBridgeError('CONFIG_INVALID', `clusters.${name}: the capture and apply roles must differ from user (${admin}), which setup and the CLI use`);
+    if (roles.capture === admin || roles.apply === admin)
+      throw new PgBridgeError('CONFIG_INVALID', `clusters.${name}: the capture and apply roles must differ from user (${admin}), which setup and the CLI use`);
   }
   const out: { cluster: string; script: string }[] = [];
   for (const name of names) {

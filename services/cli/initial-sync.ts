@@ -34,7 +34,12 @@ export interface ResyncReport {
  * truncated, so rows that exist only there stay). Capture of the source must run (now or
  * later: the watermarks wait in the slot).
  */
-export async function resyncTable(cfg: PipelineConfig, table: string, log: Logger, opts: { from?: string; chunkRows?: number; where?: string; onProgress?: (rows: number) => void } = {}): Promise<ResyncReport> {
+export async function resyncTable(
+  cfg: PipelineConfig,
+  table: string,
+  log: Logger,
+  opts: { from?: string; chunkRows?: number; where?: string; onProgress?: (rows: number) => void } = {},
+): Promise<ResyncReport> {
   const t0 = Date.now();
   const from = opts.from ?? cfg.directions[0].from;
   if (!cfg.clusters[from]) throw new PgBridgeError('CONFIG_INVALID', `no cluster "${from}" in this pipeline`);
@@ -45,7 +50,11 @@ export async function resyncTable(cfg: PipelineConfig, table: string, log: Logge
     const tables = await selectedTables(reader, cfg, from);
     const nameOf = (x: SelectedTable): string => x.name ?? `${x.schema}.${x.table}`;
     const t = tables.find((x) => nameOf(x) === table);
-    if (!t) throw new PgBridgeError('CONFIG_INVALID', `table ${table} is not selected by this pipeline on ${from} (selected: ${tables.map(nameOf).join(', ') || 'none'})`);
+    if (!t)
+      throw new PgBridgeError(
+        'CONFIG_INVALID',
+        `table ${table} is not selected by this pipeline on ${from} (selected: ${tables.map(nameOf).join(', ') || 'none'})`,
+      );
     const naming = new ClusterNaming(cfg, from);
     const whole = await tableDef(reader, t);
     const pk = whole.pk;
@@ -54,11 +63,16 @@ export async function resyncTable(cfg: PipelineConfig, table: string, log: Logge
     const { def, where: filter } = scoped(cfg, `${from}-${to}`, whole.def, naming);
     // Read under the source's names, sent under the pipeline's (capture matches its window by them).
     const wire = pipelineDef(def, table, naming);
-    const where = [filter, opts.where].filter((x): x is string => !!x).map((x) => `(${x})`).join(' AND ') || undefined;
+    const where =
+      [filter, opts.where]
+        .filter((x): x is string => !!x)
+        .map((x) => `(${x})`)
+        .join(' AND ') || undefined;
     if (pk.length === 0) throw new PgBridgeError('CONFIG_INVALID', `table ${table} has no primary key: resync reads and matches chunks by key`);
     const key = wire.columns.filter((c) => c.key).map((c) => c.name);
     const id = `${cfg.pipeline}:${Date.now().toString(36)}:${Math.random().toString(36).slice(2, 8)}`;
-    const emit = (kind: 'resync.low' | 'resync.high', payload: ResyncWindow | ResyncChunk): Promise<void> => writeControl(reader, cfg.pipeline, kind, JSON.stringify(payload));
+    const emit = (kind: 'resync.low' | 'resync.high', payload: ResyncWindow | ResyncChunk): Promise<void> =>
+      writeControl(reader, cfg.pipeline, kind, JSON.stringify(payload));
     let rows = 0;
     let chunks = 0;
     const it = tableChunks(reader, t, def, pk, opts.chunkRows ?? 1000, null, where);

@@ -24,7 +24,10 @@ function numberOption(kind: 'integer' | 'number', min: number, max = Number.MAX_
   return (raw) => {
     const n = Number(raw);
     const ok = raw.trim() !== '' && Number.isFinite(n) && (kind === 'number' || Number.isInteger(n)) && n >= min && n <= max;
-    if (!ok) throw new InvalidArgumentError(`expected ${kind === 'integer' ? 'a whole number' : 'a number'} ${max === Number.MAX_SAFE_INTEGER ? `of at least ${min}` : `from ${min} to ${max}`}`);
+    if (!ok)
+      throw new InvalidArgumentError(
+        `expected ${kind === 'integer' ? 'a whole number' : 'a number'} ${max === Number.MAX_SAFE_INTEGER ? `of at least ${min}` : `from ${min} to ${max}`}`,
+      );
     return n;
   };
 }
@@ -44,10 +47,7 @@ async function printSplit(cfg: PipelineConfig, ways: number | true): Promise<voi
 }
 
 export function program(): Command {
-  const p = new Command('pgbridge')
-    .description('Two-way PostgreSQL synchronization through Kafka')
-    .showHelpAfterError()
-    .exitOverride();
+  const p = new Command('pgbridge').description('Two-way PostgreSQL synchronization through Kafka').showHelpAfterError().exitOverride();
   const withConfig = (c: Command): Command => c.addOption(new Option('-c, --config <file>', 'pipeline config (YAML)').env('PGBRIDGE_CONFIG'));
 
   withConfig(p.command('check-config').description('validate the config file and print it with defaults filled in')).action((o) => {
@@ -55,11 +55,16 @@ export function program(): Command {
     const hide = (v: string | undefined): string | undefined => (v === undefined ? undefined : '[redacted]');
     const redacted = {
       ...cfg,
-      clusters: Object.fromEntries(Object.entries(cfg.clusters).map(([k, v]) => [k, {
-        ...v,
-        password: hide(v.password),
-        roles: v.roles && Object.fromEntries(Object.entries(v.roles).map(([svc, r]) => [svc, { ...r, password: hide(r.password) }])),
-      }])),
+      clusters: Object.fromEntries(
+        Object.entries(cfg.clusters).map(([k, v]) => [
+          k,
+          {
+            ...v,
+            password: hide(v.password),
+            roles: v.roles && Object.fromEntries(Object.entries(v.roles).map(([svc, r]) => [svc, { ...r, password: hide(r.password) }])),
+          },
+        ]),
+      ),
       kafka: { ...cfg.kafka, sasl: cfg.kafka.sasl && { ...cfg.kafka.sasl, password: hide(cfg.kafka.sasl.password) } },
       registry: { ...cfg.registry, password: hide(cfg.registry.password) },
     };
@@ -76,27 +81,51 @@ export function program(): Command {
       process.exitCode = findings.some((f) => f.level === 'error') ? 1 : 0;
     });
 
-  withConfig(p.command('setup').description('create helper schema, publications, slots, origins and topics, and bring existing publications in line with the selection (idempotent; prints what changed)'))
-    .option('--split-sequences [ways]', 'also give every sequence behind a column of the selected tables its own residue per cluster (odd/even; N-way with a number), so inserts on both sides never take the same key', splitWays)
+  withConfig(
+    p
+      .command('setup')
+      .description(
+        'create helper schema, publications, slots, origins and topics, and bring existing publications in line with the selection (idempotent; prints what changed)',
+      ),
+  )
+    .option(
+      '--split-sequences [ways]',
+      'also give every sequence behind a column of the selected tables its own residue per cluster (odd/even; N-way with a number), so inserts on both sides never take the same key',
+      splitWays,
+    )
     .action(async (o) => {
       const { cfg } = config(o);
       const { setup } = await import('./setup.js');
       const changes = await setup(cfg, createLogger('cli'));
       for (const c of changes) console.log(c);
-      console.log(`pipeline ${cfg.pipeline} is set up on ${cfg.clusterNames.join(' and ')}; topics ${cfg.directions.map((d) => d.topic).join(', ')}${changes.length ? '' : '; publications already matched the selection'}`);
-      if (changes.some((c) => / table .* (added|removed)/.test(c))) console.log('restart capture and apply of this pipeline so that they read the new selection');
+      console.log(
+        `pipeline ${cfg.pipeline} is set up on ${cfg.clusterNames.join(' and ')}; topics ${cfg.directions.map((d) => d.topic).join(', ')}${changes.length ? '' : '; publications already matched the selection'}`,
+      );
+      if (changes.some((c) => / table .* (added|removed)/.test(c)))
+        console.log('restart capture and apply of this pipeline so that they read the new selection');
       if (o.splitSequences !== undefined) await printSplit(cfg, o.splitSequences);
     });
 
-  withConfig(p.command('sync').description('initial sync of the forward direction: schema, then full data in key ranges read in parallel (resumable), before streaming'))
+  withConfig(
+    p.command('sync').description('initial sync of the forward direction: schema, then full data in key ranges read in parallel (resumable), before streaming'),
+  )
     .option('--chunk-rows <n>', 'rows per range (one Kafka transaction each, the unit of resume)', count, 100000)
     .option('--workers <n>', 'parallel readers (default: sync.workers of the config)', count)
-    .addOption(new Option('--events <kind>', 'what goes into the topic: snapshot chunk records (apply loads them with COPY) or one op=r event per row (default: sync.events of the config)').choices(['chunks', 'rows']))
+    .addOption(
+      new Option(
+        '--events <kind>',
+        'what goes into the topic: snapshot chunk records (apply loads them with COPY) or one op=r event per row (default: sync.events of the config)',
+      ).choices(['chunks', 'rows']),
+    )
     .option('--max-rows-per-second <n>', 'throttle: rows per second', rate)
     .option('--max-mb-per-second <n>', 'throttle: megabytes of row text per second', rate)
     .addOption(new Option('--existing-tables <mode>', 'destination tables that already exist').choices(['error', 'ignore']).default('error'))
     .option('--no-schema', 'skip schema sync (tables already exist on the destination)')
-    .option('--split-sequences [ways]', 'after the data, split the sequences behind columns of the selected tables (odd/even; N-way with a number), as setup --split-sequences', splitWays)
+    .option(
+      '--split-sequences [ways]',
+      'after the data, split the sequences behind columns of the selected tables (odd/even; N-way with a number), as setup --split-sequences',
+      splitWays,
+    )
     .action(async (o) => {
       const { cfg } = config(o);
       const { initialSync, formatProgress } = await import('./initial-sync.js');
@@ -117,11 +146,16 @@ export function program(): Command {
         },
       });
       const mb = report.bytes / 1024 / 1024;
-      console.log(`initial sync ${report.resumed ? '(resumed) ' : ''}done: ${report.rows} rows, ${mb.toFixed(1)} MB in ${report.seconds.toFixed(1)} s ` +
-        `(${Math.round(report.rows / Math.max(report.seconds, 0.001))} rows/s, ${(mb / Math.max(report.seconds, 0.001)).toFixed(1)} MB/s); streaming starts at ${report.consistentLsn}. Now start the services (pgbridge run).`);
+      console.log(
+        `initial sync ${report.resumed ? '(resumed) ' : ''}done: ${report.rows} rows, ${mb.toFixed(1)} MB in ${report.seconds.toFixed(1)} s ` +
+          `(${Math.round(report.rows / Math.max(report.seconds, 0.001))} rows/s, ${(mb / Math.max(report.seconds, 0.001)).toFixed(1)} MB/s); streaming starts at ${report.consistentLsn}. Now start the services (pgbridge run).`,
+      );
       const sr = report.schema;
       if (sr) {
-        if (sr.extensionsCreated.length) console.log(`schema: extensions created on ${cfg.directions[0].to}: ${sr.extensionsCreated.join(', ')}${sr.schemasCreated.length ? ` (schemas created for them: ${sr.schemasCreated.join(', ')})` : ''}`);
+        if (sr.extensionsCreated.length)
+          console.log(
+            `schema: extensions created on ${cfg.directions[0].to}: ${sr.extensionsCreated.join(', ')}${sr.schemasCreated.length ? ` (schemas created for them: ${sr.schemasCreated.join(', ')})` : ''}`,
+          );
         if (sr.extensionsPresent.length) console.log(`schema: extensions already on ${cfg.directions[0].to}: ${sr.extensionsPresent.join(', ')}`);
         if (sr.viewsLeftOut.length) console.log(`schema: views left out (they read tables the selection leaves out): ${sr.viewsLeftOut.join(', ')}`);
       }
@@ -130,7 +164,7 @@ export function program(): Command {
 
   withConfig(p.command('resync').description('re-read one table from a source while both directions run, through the normal apply path'))
     .requiredOption('--table <schema.table>', 'table to re-read')
-    .option('--from <cluster>', 'source cluster (default: the forward direction\'s source)')
+    .option('--from <cluster>', "source cluster (default: the forward direction's source)")
     .option('--chunk-rows <n>', 'rows per chunk (one pair of watermarks each)', count, 1000)
     .option('--where <sql>', 'only rows matching this condition (SQL on the table, read on the source)')
     .action(async (o) => {
@@ -143,27 +177,39 @@ export function program(): Command {
         onProgress: (n) => process.stdout.isTTY && process.stdout.write(`\r\x1b[K${o.table}: ${n} rows`),
       });
       if (process.stdout.isTTY) process.stdout.write('\r\x1b[K');
-      console.log(`resync of ${r.table} from ${r.from}: ${r.rows} rows in ${r.chunks} chunk(s) written to the WAL in ${r.seconds.toFixed(1)} s; capture publishes them in order, apply writes them (pgbridge status, pgbridge barrier)`);
+      console.log(
+        `resync of ${r.table} from ${r.from}: ${r.rows} rows in ${r.chunks} chunk(s) written to the WAL in ${r.seconds.toFixed(1)} s; capture publishes them in order, apply writes them (pgbridge status, pgbridge barrier)`,
+      );
     });
 
-  withConfig(p.command('replay').description("move a stopped direction's apply back in its topic (earliest, an offset or a time): the next apply start re-applies from there"))
+  withConfig(
+    p
+      .command('replay')
+      .description("move a stopped direction's apply back in its topic (earliest, an offset or a time): the next apply start re-applies from there"),
+  )
     .requiredOption('--direction <from-to>', 'direction, e.g. a-b')
     .option('--from <where>', 'earliest, an offset of the topic, or an ISO 8601 time with its zone (2026-11-30T07:00:00Z)')
     .option('--tables <list>', 'only these tables (schema.table,…); the rest of the range moves the position without writing')
     .option('--dry-run', 'print what would be re-applied (offsets, transactions, rows per table, times) and change nothing')
     .option('--cancel', 'end a replay under way (one stopped on a conflict, say): apply goes on from where it was before the replay')
-    .option('--rebuild', 'build an empty destination from the topic alone (with --from earliest): schema from the source, then the initial sync records and the stream')
+    .option(
+      '--rebuild',
+      'build an empty destination from the topic alone (with --from earliest): schema from the source, then the initial sync records and the stream',
+    )
     .action(async (o) => {
       const { cfg } = config(o);
       const { replay, parseReplayFrom, formatReplayPlan, cancelReplay } = await import('./replay.js');
       if (o.cancel) {
         const r = await cancelReplay(cfg, o.direction, createLogger('cli', 'warn'));
-        console.log(r ? `replay ${r.id} of ${o.direction} cancelled: apply goes on from offset ${r.next}` : `no replay of ${o.direction} under way: nothing changed`);
+        console.log(
+          r ? `replay ${r.id} of ${o.direction} cancelled: apply goes on from offset ${r.next}` : `no replay of ${o.direction} under way: nothing changed`,
+        );
         return;
       }
       if (o.from === undefined) throw new PgBridgeError('CONFIG_INVALID', 'replay needs --from earliest|<offset>|<ISO time> (or --cancel)');
       if (o.rebuild) {
-        if (o.from !== 'earliest' || o.tables !== undefined) throw new PgBridgeError('CONFIG_INVALID', '--rebuild reads the whole topic: use it with --from earliest and without --tables');
+        if (o.from !== 'earliest' || o.tables !== undefined)
+          throw new PgBridgeError('CONFIG_INVALID', '--rebuild reads the whole topic: use it with --from earliest and without --tables');
         const { rebuild, formatRebuildPlan } = await import('./rebuild.js');
         console.log(formatRebuildPlan(await rebuild(cfg, o.direction, { dryRun: !!o.dryRun }, createLogger('cli', 'warn'))));
         return;
@@ -184,7 +230,13 @@ export function program(): Command {
     .option('--metrics-port <port>', 'port of /healthz, /readyz, /metrics', port)
     .action(async (o) => {
       const { main } = await import('../capture/main.js');
-      process.exitCode = await main(['--config', config(o).file, '--cluster', o.cluster, ...(o.metricsPort !== undefined ? ['--metrics-port', String(o.metricsPort)] : [])]);
+      process.exitCode = await main([
+        '--config',
+        config(o).file,
+        '--cluster',
+        o.cluster,
+        ...(o.metricsPort !== undefined ? ['--metrics-port', String(o.metricsPort)] : []),
+      ]);
     });
 
   withConfig(p.command('apply').description('run the apply service of one direction'))
@@ -192,7 +244,13 @@ export function program(): Command {
     .option('--metrics-port <port>', 'port of /healthz, /readyz, /metrics', port)
     .action(async (o) => {
       const { main } = await import('../apply/main.js');
-      process.exitCode = await main(['--config', config(o).file, '--direction', o.direction, ...(o.metricsPort !== undefined ? ['--metrics-port', String(o.metricsPort)] : [])]);
+      process.exitCode = await main([
+        '--config',
+        config(o).file,
+        '--direction',
+        o.direction,
+        ...(o.metricsPort !== undefined ? ['--metrics-port', String(o.metricsPort)] : []),
+      ]);
     });
 
   withConfig(p.command('run').description('run all four services of the pipeline on this machine, with a live status line')).action(async (o) => {

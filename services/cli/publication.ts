@@ -70,7 +70,10 @@ async function desiredState(client: pg.Client, cfg: PipelineConfig, cluster: str
     // Column lists name the pipeline's columns; this cluster may call them otherwise.
     const have = cols.get(physical) ?? [];
     const pipelineNames = have.map((c) => naming.logicalColumn(schema, table, c));
-    for (const m of missingColumns(s, pipelineNames)) problems.push(`selection.tables.${name}.columns names column ${m}, which ${physical} does not have on cluster ${cluster} (or it is a generated column, never published)`);
+    for (const m of missingColumns(s, pipelineNames))
+      problems.push(
+        `selection.tables.${name}.columns names column ${m}, which ${physical} does not have on cluster ${cluster} (or it is a generated column, never published)`,
+      );
     const listed = publishedColumns(s, pipelineNames);
     const columns = listed ? listed.map((c) => naming.column(schema, table, c)) : null;
     const where = rowFilter(s, dir);
@@ -79,7 +82,10 @@ async function desiredState(client: pg.Client, cfg: PipelineConfig, cluster: str
   }
   if (problems.length) throw new PgBridgeError('CONFIG_INVALID', problems.join('\n'));
   for (const s of Object.keys(cfg.selection.tables)) {
-    if (!selected.has(s)) problems.push(`selection.tables.${s}: no such table on cluster ${cluster}${naming.physical(...(s.split('.') as [string, string])).join('.') !== s ? ` (renamed there to ${naming.physical(...(s.split('.') as [string, string])).join('.')})` : ''}`);
+    if (!selected.has(s))
+      problems.push(
+        `selection.tables.${s}: no such table on cluster ${cluster}${naming.physical(...(s.split('.') as [string, string])).join('.') !== s ? ` (renamed there to ${naming.physical(...(s.split('.') as [string, string])).join('.')})` : ''}`,
+      );
   }
   if (problems.length) throw new PgBridgeError('CONFIG_INVALID', problems.join('\n'));
   const { include, exclude, schemas } = cfg.selection;
@@ -153,7 +159,9 @@ function differences(before: PubState, after: PubState): string[] {
   for (const [name, t] of now) {
     const w = was.get(name);
     if (!w) {
-      out.push(`table ${name} added${name.startsWith('cdc.') ? '' : `: its changes replicate from now on; to copy the rows it already has, run pgbridge resync --table ${name}`}`);
+      out.push(
+        `table ${name} added${name.startsWith('cdc.') ? '' : `: its changes replicate from now on; to copy the rows it already has, run pgbridge resync --table ${name}`}`,
+      );
       continue;
     }
     if (w.columns.join(', ') !== t.columns.join(', ')) out.push(`table ${name}: columns ${w.columns.join(', ')} → ${t.columns.join(', ')}`);
@@ -161,7 +169,8 @@ function differences(before: PubState, after: PubState): string[] {
   }
   for (const name of was.keys()) if (!now.has(name)) out.push(`table ${name} removed: its changes no longer replicate`);
   if (before.publish.join() !== after.publish.join()) out.push(`publish ${before.publish.join(', ')} → ${after.publish.join(', ')}`);
-  if (before.viaRoot !== after.viaRoot) out.push(`publish_via_partition_root ${before.viaRoot} → ${after.viaRoot} (partitioned tables replicate as their root table)`);
+  if (before.viaRoot !== after.viaRoot)
+    out.push(`publish_via_partition_root ${before.viaRoot} → ${after.viaRoot} (partitioned tables replicate as their root table)`);
   return out;
 }
 
@@ -187,9 +196,17 @@ async function writesStillWork(client: pg.Client, s: PubState, cluster: string):
   for (const t of s.tables.values()) {
     if (!t.columns && !t.where) continue;
     const [schema, table] = [t.name.slice(0, t.name.indexOf('.')), t.name.slice(t.name.indexOf('.') + 1)];
-    const col = (await client.query<{ a: string }>(`SELECT attname AS a FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum LIMIT 1`, [qt(schema, table)])).rows[0]?.a;
+    const col = (
+      await client.query<{ a: string }>(
+        `SELECT attname AS a FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum LIMIT 1`,
+        [qt(schema, table)],
+      )
+    ).rows[0]?.a;
     if (!col) continue;
-    for (const [op, sql] of [['update', `EXPLAIN UPDATE ${qt(schema, table)} SET ${qi(col)} = ${qi(col)} WHERE false`], ['delete', `EXPLAIN DELETE FROM ${qt(schema, table)} WHERE false`]] as const) {
+    for (const [op, sql] of [
+      ['update', `EXPLAIN UPDATE ${qt(schema, table)} SET ${qi(col)} = ${qi(col)} WHERE false`],
+      ['delete', `EXPLAIN DELETE FROM ${qt(schema, table)} WHERE false`],
+    ] as const) {
       if (!s.publish.includes(op)) continue;
       await client.query('SAVEPOINT pgbridge_probe');
       try {
@@ -200,7 +217,9 @@ async function writesStillWork(client: pg.Client, s: PubState, cluster: string):
         const e = err as { message: string; detail?: string; code?: string };
         // Anything but the replica identity check is not this probe's to report.
         if (!/replica identity/i.test(`${e.message} ${e.detail ?? ''}`)) continue;
-        problems.push(`${t.name} on cluster ${cluster}: ${e.message} (${e.detail ?? ''}). Fix: ${t.where ? 'put the row filter\'s columns into the replica identity (ALTER TABLE … REPLICA IDENTITY USING INDEX, or FULL), ' : ''}${t.columns ? 'keep the replica identity (key) columns in the column list, ' : ''}or replicate only inserts (operations) for this table`);
+        problems.push(
+          `${t.name} on cluster ${cluster}: ${e.message} (${e.detail ?? ''}). Fix: ${t.where ? "put the row filter's columns into the replica identity (ALTER TABLE … REPLICA IDENTITY USING INDEX, or FULL), " : ''}${t.columns ? 'keep the replica identity (key) columns in the column list, ' : ''}or replicate only inserts (operations) for this table`,
+        );
         break;
       }
     }
@@ -220,16 +239,23 @@ export async function reconcilePublication(client: pg.Client, cfg: PipelineConfi
     let changes: string[];
     if (!before) {
       await client.query(`CREATE PUBLICATION ${qi(pub)} FOR ${objectsSql(want)} WITH (${optionsSql(want)})`);
-      changes = [`publication ${pub} created (${want.schemas.length ? `schemas ${want.schemas.join(', ')}, ` : ''}${want.tables.size} table(s); publish ${want.publish.join(', ')})`];
+      changes = [
+        `publication ${pub} created (${want.schemas.length ? `schemas ${want.schemas.join(', ')}, ` : ''}${want.tables.size} table(s); publish ${want.publish.join(', ')})`,
+      ];
     } else {
       // Schema-wide publications need a superuser to alter: touch the members only when they differ.
       const hasFilters = [...want.tables.values(), ...before.tables.values()].some((t) => t.where);
       if (membersDiffer(before, want) || hasFilters) await client.query(`ALTER PUBLICATION ${qi(pub)} SET ${objectsSql(want)}`);
-      if (before.publish.join() !== want.publish.join() || before.viaRoot !== want.viaRoot) await client.query(`ALTER PUBLICATION ${qi(pub)} SET (${optionsSql(want)})`);
+      if (before.publish.join() !== want.publish.join() || before.viaRoot !== want.viaRoot)
+        await client.query(`ALTER PUBLICATION ${qi(pub)} SET (${optionsSql(want)})`);
       changes = differences(before, (await currentState(client, pub))!);
     }
     const problems = await writesStillWork(client, want, cluster);
-    if (problems.length) throw new PgBridgeError('PRECHECK', `the selection would make PostgreSQL refuse writes on cluster ${cluster}; publication ${pub} left as it was:\n${problems.join('\n')}`);
+    if (problems.length)
+      throw new PgBridgeError(
+        'PRECHECK',
+        `the selection would make PostgreSQL refuse writes on cluster ${cluster}; publication ${pub} left as it was:\n${problems.join('\n')}`,
+      );
     await client.query(changes.length ? 'COMMIT' : 'ROLLBACK');
     return changes;
   } catch (err) {

@@ -52,13 +52,17 @@ export async function rebuild(cfg: PipelineConfig, directionId: string, opts: { 
       if (r.rowCount) full.push(`${t.schema}.${t.table}`);
     }
     if (full.length) {
-      throw new PgBridgeError('PRECHECK', `--rebuild needs an empty destination, and ${d.to} has rows in ${full.slice(0, 10).join(', ')}${full.length > 10 ? ', …' : ''}. To re-apply the topic over data ${d.to} holds, run replay without --rebuild; to rebuild, empty (or drop) those tables first.`);
+      throw new PgBridgeError(
+        'PRECHECK',
+        `--rebuild needs an empty destination, and ${d.to} has rows in ${full.slice(0, 10).join(', ')}${full.length > 10 ? ', …' : ''}. To re-apply the topic over data ${d.to} holds, run replay without --rebuild; to rebuild, empty (or drop) those tables first.`,
+      );
     }
     const offsets = (await admin.topicOffsets(d.topic)).find((o) => o.partition === 0);
     if (!offsets) throw new PgBridgeError('PRECHECK', `topic ${d.topic} has no partition 0`);
     const id = `rebuild-${new Date().toISOString()}`;
     const plan = { id, direction: d.id, topic: d.topic, partition: 0, from: offsets.low, until: offsets.high, dryRun: !!opts.dryRun };
-    if (offsets.low > 0n) log.warn({ topic: d.topic, logStart: String(offsets.low) }, 'the topic no longer starts at offset 0: a rebuild from it lacks what retention deleted');
+    if (offsets.low > 0n)
+      log.warn({ topic: d.topic, logStart: String(offsets.low) }, 'the topic no longer starts at offset 0: a rebuild from it lacks what retention deleted');
     if (opts.dryRun) {
       const reader = kafka.reader();
       try {
@@ -85,7 +89,10 @@ export async function rebuild(cfg: PipelineConfig, directionId: string, opts: { 
       [cfg.pipeline, d.id, offsets.low.toString(), offsets.high.toString(), id],
     );
     await dest.query('COMMIT');
-    log.info({ direction: d.id, from: String(offsets.low), until: String(offsets.high), id }, 'rebuild stored: the next apply start applies the topic from its log start');
+    log.info(
+      { direction: d.id, from: String(offsets.low), until: String(offsets.high), id },
+      'rebuild stored: the next apply start applies the topic from its log start',
+    );
     return { ...plan, schemaCopied, summary: null };
   } finally {
     await dest.end().catch(() => undefined);
@@ -94,13 +101,19 @@ export async function rebuild(cfg: PipelineConfig, directionId: string, opts: { 
 }
 
 export function formatRebuildPlan(p: RebuildPlan): string {
-  const lines = [`${p.dryRun ? 'would rebuild' : 'rebuild'} ${p.direction} from ${p.topic}/${p.partition}: offsets ${p.from} to ${p.until - 1n} (${p.until - p.from} offset(s)), then on with the stream`];
+  const lines = [
+    `${p.dryRun ? 'would rebuild' : 'rebuild'} ${p.direction} from ${p.topic}/${p.partition}: offsets ${p.from} to ${p.until - 1n} (${p.until - p.from} offset(s)), then on with the stream`,
+  ];
   if (p.summary) {
-    lines.push(`  ${p.summary.transactions} transaction(s) and snapshot chunk(s) in ${p.summary.records} record(s), source commits ${p.summary.firstCommit ?? '-'} to ${p.summary.lastCommit ?? '-'}`);
+    lines.push(
+      `  ${p.summary.transactions} transaction(s) and snapshot chunk(s) in ${p.summary.records} record(s), source commits ${p.summary.firstCommit ?? '-'} to ${p.summary.lastCommit ?? '-'}`,
+    );
     for (const n of Object.keys(p.summary.rows).sort()) lines.push(`  ${n}: ${p.summary.rows[n]} row(s)`);
     lines.push('  dry run: nothing was changed');
   } else {
-    lines.push(`  schema: ${p.schemaCopied.length ? `${p.schemaCopied.length} table(s) copied from the source (${p.schemaCopied.slice(0, 5).join(', ')}${p.schemaCopied.length > 5 ? ', …' : ''})` : 'the destination had the tables'}`);
+    lines.push(
+      `  schema: ${p.schemaCopied.length ? `${p.schemaCopied.length} table(s) copied from the source (${p.schemaCopied.slice(0, 5).join(', ')}${p.schemaCopied.length > 5 ? ', …' : ''})` : 'the destination had the tables'}`,
+    );
     lines.push(`  stored: start apply of ${p.direction} (pgbridge apply or pgbridge run) to build the tables (rebuild id ${p.id})`);
   }
   return lines.join('\n');

@@ -18,7 +18,10 @@ import { applyGroupId } from '../apply/apply.js';
 import { decodeRecord } from '../apply/event-decoder.js';
 import { REPLAY_COLUMNS_SQL, filteredOut, type ReplayRange } from '../apply/replay-range.js';
 
-export type ReplayFrom = { readonly kind: 'earliest' } | { readonly kind: 'offset'; readonly offset: bigint } | { readonly kind: 'time'; readonly ms: number; readonly text: string };
+export type ReplayFrom =
+  | { readonly kind: 'earliest' }
+  | { readonly kind: 'offset'; readonly offset: bigint }
+  | { readonly kind: 'time'; readonly ms: number; readonly text: string };
 
 /** `earliest`, an offset, or an ISO 8601 time with its zone (Z or ±hh:mm). */
 export function parseReplayFrom(raw: string): ReplayFrom {
@@ -26,7 +29,8 @@ export function parseReplayFrom(raw: string): ReplayFrom {
   if (v === 'earliest') return { kind: 'earliest' };
   if (/^\d+$/.test(v)) return { kind: 'offset', offset: BigInt(v) };
   if (/^\d{4}-\d{2}-\d{2}/.test(v)) {
-    if (!/(Z|[+-]\d{2}:?\d{2})$/i.test(v)) throw new PgBridgeError('CONFIG_INVALID', `--from ${raw}: give the time zone (end with Z for UTC, or an offset such as +02:00)`);
+    if (!/(Z|[+-]\d{2}:?\d{2})$/i.test(v))
+      throw new PgBridgeError('CONFIG_INVALID', `--from ${raw}: give the time zone (end with Z for UTC, or an offset such as +02:00)`);
     const ms = Date.parse(v);
     if (Number.isNaN(ms)) throw new PgBridgeError('CONFIG_INVALID', `--from ${raw}: not a valid ISO 8601 time`);
     return { kind: 'time', ms, text: new Date(ms).toISOString() };
@@ -89,15 +93,21 @@ export async function replay(cfg: PipelineConfig, directionId: string, opts: Rep
   try {
     // A dry run changes nothing: it may look while apply runs (the range then ends where apply is now).
     if (!opts.dryRun) await refuseWhileRunning(dest, cfg, d, admin);
-    const p = await dest.query<{ partition: string; next_offset: string; commit_lsn: string; replay_until: string | null; replay_lsn: string | null }>(
-      `SELECT partition::text, next_offset::text, commit_lsn::text, to_jsonb(p)->>'replay_until' AS replay_until, to_jsonb(p)->>'replay_lsn' AS replay_lsn
+    const p = await dest
+      .query<{ partition: string; next_offset: string; commit_lsn: string; replay_until: string | null; replay_lsn: string | null }>(
+        `SELECT partition::text, next_offset::text, commit_lsn::text, to_jsonb(p)->>'replay_until' AS replay_until, to_jsonb(p)->>'replay_lsn' AS replay_lsn
          FROM cdc.apply_progress p WHERE pipeline = $1 AND direction = $2 ORDER BY partition`,
-      [cfg.pipeline, d.id],
-    ).catch((err: unknown) => {
-      throw new PgBridgeError('PRECHECK', `cdc.apply_progress is not readable on ${d.to} (run pgbridge setup): ${errorMessage(err)}`, { cause: err });
-    });
+        [cfg.pipeline, d.id],
+      )
+      .catch((err: unknown) => {
+        throw new PgBridgeError('PRECHECK', `cdc.apply_progress is not readable on ${d.to} (run pgbridge setup): ${errorMessage(err)}`, { cause: err });
+      });
     const stored = p.rows[0];
-    if (!stored) throw new PgBridgeError('PRECHECK', `apply of ${d.id} has applied nothing on ${d.to} yet: there is nothing to replay (start apply; to build an empty destination from the topic use --rebuild)`);
+    if (!stored)
+      throw new PgBridgeError(
+        'PRECHECK',
+        `apply of ${d.id} has applied nothing on ${d.to} yet: there is nothing to replay (start apply; to build an empty destination from the topic use --rebuild)`,
+      );
     const partition = Number(stored.partition);
     const next = BigInt(stored.next_offset);
     // A replay asked while another is still under way re-applies up to where the first one ends.
@@ -106,20 +116,46 @@ export async function replay(cfg: PipelineConfig, directionId: string, opts: Rep
     if (!offsets) throw new PgBridgeError('PRECHECK', `topic ${d.topic} has no partition ${partition}`);
     const asked = await startOffset(admin, d, partition, opts.from, offsets.low);
     if (asked < offsets.low) {
-      throw new PgBridgeError('OFFSET_BELOW_LOG_START', `offset ${asked} of ${d.topic}/${partition} is before the log start ${offsets.low}: older records were deleted (retention.ms of the topic). The position cannot go back further: replay --from earliest re-applies from ${offsets.low}; for what is older, pgbridge resync --table re-reads tables from the source, or a fresh pgbridge sync rebuilds the destination.`);
+      throw new PgBridgeError(
+        'OFFSET_BELOW_LOG_START',
+        `offset ${asked} of ${d.topic}/${partition} is before the log start ${offsets.low}: older records were deleted (retention.ms of the topic). The position cannot go back further: replay --from earliest re-applies from ${offsets.low}; for what is older, pgbridge resync --table re-reads tables from the source, or a fresh pgbridge sync rebuilds the destination.`,
+      );
     }
     if (asked >= until) {
-      throw new PgBridgeError('PRECHECK', `nothing to replay: ${opts.from.kind === 'time' ? `the first record at or after ${opts.from.text} is offset ${asked}` : `offset ${asked}`}, and apply of ${d.id} has applied up to offset ${until} (${d.topic}/${partition}); apply reaches it by itself`);
+      throw new PgBridgeError(
+        'PRECHECK',
+        `nothing to replay: ${opts.from.kind === 'time' ? `the first record at or after ${opts.from.text} is offset ${asked}` : `offset ${asked}`}, and apply of ${d.id} has applied up to offset ${until} (${d.topic}/${partition}); apply reaches it by itself`,
+      );
     }
     const store = new SchemaStore(cfg.registry);
     const reader = kafka.reader();
     const { from, baseLsn } = await transactionStart(reader, store, d, partition, asked, offsets.low);
     const since = opts.from.kind === 'time' ? opts.from.text : null;
     const id = `replay-${new Date().toISOString()}`;
-    const range: ReplayRange = { id, mode: 'replay', until, lsn: null, tables: tables ? new Set(tables) : null, sinceUs: opts.from.kind === 'time' ? BigInt(opts.from.ms) * 1000n : null };
+    const range: ReplayRange = {
+      id,
+      mode: 'replay',
+      until,
+      lsn: null,
+      tables: tables ? new Set(tables) : null,
+      sinceUs: opts.from.kind === 'time' ? BigInt(opts.from.ms) * 1000n : null,
+    };
     const summary = opts.dryRun ? await summarize(reader, store, d, partition, from, until, range, await keylessTables(dest, cfg)) : null;
     await reader.close();
-    const plan: ReplayPlan = { id, direction: d.id, topic: d.topic, partition, from, until, logStart: offsets.low, baseLsn: formatLsn(baseLsn), since, tables, dryRun: !!opts.dryRun, summary };
+    const plan: ReplayPlan = {
+      id,
+      direction: d.id,
+      topic: d.topic,
+      partition,
+      from,
+      until,
+      logStart: offsets.low,
+      baseLsn: formatLsn(baseLsn),
+      since,
+      tables,
+      dryRun: !!opts.dryRun,
+      summary,
+    };
     if (opts.dryRun) return plan;
     await dest.query(REPLAY_COLUMNS_SQL);
     await dest.query(
@@ -149,7 +185,14 @@ async function startOffset(admin: KafkaAdmin, d: Direction, partition: number, f
  * The first offset of the transaction `asked` falls in (apply works in whole transactions), and
  * the highest source commit LSN before it. Both come from the records just before `asked`.
  */
-async function transactionStart(reader: ReturnType<KafkaClient['reader']>, store: SchemaStore, d: Direction, partition: number, asked: bigint, low: bigint): Promise<{ from: bigint; baseLsn: Lsn }> {
+async function transactionStart(
+  reader: ReturnType<KafkaClient['reader']>,
+  store: SchemaStore,
+  d: Direction,
+  partition: number,
+  asked: bigint,
+  low: bigint,
+): Promise<{ from: bigint; baseLsn: Lsn }> {
   if (asked <= low) return { from: low, baseLsn: 0n as Lsn };
   const windowStart = asked - LOOK_BACK > low ? asked - LOOK_BACK : low;
   const before = await readRange(reader, d.topic, partition, windowStart, asked);
@@ -163,7 +206,10 @@ async function transactionStart(reader: ReturnType<KafkaClient['reader']>, store
     }
   }
   if (boundary < 0 && windowStart > low && before.length) {
-    throw new PgBridgeError('PRECHECK', `offset ${asked} of ${d.topic}/${partition} lies in a transaction that starts more than ${LOOK_BACK} records earlier: pass the offset of its first record (or an earlier one)`);
+    throw new PgBridgeError(
+      'PRECHECK',
+      `offset ${asked} of ${d.topic}/${partition} lies in a transaction that starts more than ${LOOK_BACK} records earlier: pass the offset of its first record (or an earlier one)`,
+    );
   }
   const from = boundary >= 0 ? before[boundary]!.offset + 1n : windowStart;
   let baseLsn = 0n as Lsn;
@@ -177,7 +223,14 @@ async function transactionStart(reader: ReturnType<KafkaClient['reader']>, store
 }
 
 /** The records (commit markers and aborted transactions left out) of [from, until). */
-export async function readRange(reader: ReturnType<KafkaClient['reader']>, topic: string, partition: number, from: bigint, until: bigint, each?: (m: ConsumedMessage) => Promise<void>): Promise<ConsumedMessage[]> {
+export async function readRange(
+  reader: ReturnType<KafkaClient['reader']>,
+  topic: string,
+  partition: number,
+  from: bigint,
+  until: bigint,
+  each?: (m: ConsumedMessage) => Promise<void>,
+): Promise<ConsumedMessage[]> {
   const out: ConsumedMessage[] = [];
   let pos = from;
   while (pos < until) {
@@ -194,7 +247,16 @@ export async function readRange(reader: ReturnType<KafkaClient['reader']>, topic
 }
 
 /** What the range holds: what --dry-run prints. */
-export async function summarize(reader: ReturnType<KafkaClient['reader']>, store: SchemaStore, d: Direction, partition: number, from: bigint, until: bigint, range: ReplayRange, keyless: ReadonlySet<string>): Promise<ReplaySummary> {
+export async function summarize(
+  reader: ReturnType<KafkaClient['reader']>,
+  store: SchemaStore,
+  d: Direction,
+  partition: number,
+  from: bigint,
+  until: bigint,
+  range: ReplayRange,
+  keyless: ReadonlySet<string>,
+): Promise<ReplaySummary> {
   let records = 0;
   let transactions = 0;
   let passedOver = 0;
@@ -299,25 +361,35 @@ export async function refuseWhileRunning(dest: pg.Client, cfg: PipelineConfig, d
     ...sessions.rows.map((s) => `session pid ${s.pid} on ${d.to}${s.addr ? ` from ${s.addr}` : ''} (application ${s.app}, connected ${s.since})`),
     ...members.map((m) => `consumer group ${groupId} member ${m.instanceId ?? m.memberId} (client ${m.clientId} at ${m.host})`),
   ];
-  throw new PgBridgeError('APPLY_RUNNING', `apply of ${d.id} is running${held ? ` (it holds replication origin ${origin} on ${d.to})` : ''}: ${who.join('; ') || 'instance not identified'}. Stop it (and any standby of it) first, then run pgbridge replay again; the next apply start re-applies the range.`, {
-    details: { direction: d.id, origin, sessions: sessions.rows.map((s) => s.pid) },
-  });
+  throw new PgBridgeError(
+    'APPLY_RUNNING',
+    `apply of ${d.id} is running${held ? ` (it holds replication origin ${origin} on ${d.to})` : ''}: ${who.join('; ') || 'instance not identified'}. Stop it (and any standby of it) first, then run pgbridge replay again; the next apply start re-applies the range.`,
+    {
+      details: { direction: d.id, origin, sessions: sessions.rows.map((s) => s.pid) },
+    },
+  );
 }
 
 export function formatReplayPlan(p: ReplayPlan): string {
   const lines: string[] = [];
   const count = p.until - p.from;
   const filters = [p.tables ? `tables ${p.tables.join(', ')}` : null, p.since ? `changes committed at or after ${p.since}` : null].filter((x) => x !== null);
-  lines.push(`${p.dryRun ? 'would replay' : 'replay'} ${p.direction}: ${p.topic}/${p.partition} offsets ${p.from} to ${p.until - 1n} (${count} offset(s)); log starts at ${p.logStart}${filters.length ? `; only ${filters.join(' and ')}` : ''}`);
+  lines.push(
+    `${p.dryRun ? 'would replay' : 'replay'} ${p.direction}: ${p.topic}/${p.partition} offsets ${p.from} to ${p.until - 1n} (${count} offset(s)); log starts at ${p.logStart}${filters.length ? `; only ${filters.join(' and ')}` : ''}`,
+  );
   const s = p.summary;
   if (s) {
-    lines.push(`  ${s.transactions} transaction(s) in ${s.records} record(s), source commits ${s.firstCommit ?? '-'} to ${s.lastCommit ?? '-'}${s.passedOver ? `; ${s.passedOver} row(s) passed over by the filters` : ''}`);
+    lines.push(
+      `  ${s.transactions} transaction(s) in ${s.records} record(s), source commits ${s.firstCommit ?? '-'} to ${s.lastCommit ?? '-'}${s.passedOver ? `; ${s.passedOver} row(s) passed over by the filters` : ''}`,
+    );
     const names = Object.keys(s.rows).sort();
     if (!names.length) lines.push('  no rows would be written');
     for (const n of names) lines.push(`  ${n}: ${s.rows[n]} row(s)`);
     lines.push('  dry run: nothing was changed');
   } else {
-    lines.push(`  stored: apply of ${p.direction} starts at offset ${p.from} when it next starts (replay id ${p.id}; its conflicts carry it in cdc.conflicts.replay_id)`);
+    lines.push(
+      `  stored: apply of ${p.direction} starts at offset ${p.from} when it next starts (replay id ${p.id}; its conflicts carry it in cdc.conflicts.replay_id)`,
+    );
   }
   return lines.join('\n');
 }

@@ -60,7 +60,9 @@ export async function statusLine(cfg: PipelineConfig): Promise<string> {
   for (const d of cfg.directions) {
     const m = await scrapeMetrics(host, metricsPort(cfg, { apply: d.id }));
     const v = (name: string): number => m?.get(name) ?? 0;
-    parts.push(`apply ${d.from}→${d.to}: ${m ? `${v('pgbridge_apply_rows_total')} rows, lag ${v('pgbridge_apply_lag_seconds').toFixed(1)} s, ${v('pgbridge_apply_conflicts_total')} conflicts` : 'down'}`);
+    parts.push(
+      `apply ${d.from}→${d.to}: ${m ? `${v('pgbridge_apply_rows_total')} rows, lag ${v('pgbridge_apply_lag_seconds').toFixed(1)} s, ${v('pgbridge_apply_conflicts_total')} conflicts` : 'down'}`,
+    );
   }
   return parts.join(' | ');
 }
@@ -70,11 +72,14 @@ export async function runPipeline(cfgFile: string, cfg: PipelineConfig): Promise
   const procs = spawnServices(cfgFile, cfg);
   let stopping = false;
   const tty = process.stdout.isTTY;
-  const timer = setInterval(() => {
-    void statusLine(cfg).then((l) => {
-      if (!stopping) process.stdout.write(tty ? `\r\x1b[K${l}` : `${l}\n`);
-    });
-  }, tty ? 1000 : 10_000);
+  const timer = setInterval(
+    () => {
+      void statusLine(cfg).then((l) => {
+        if (!stopping) process.stdout.write(tty ? `\r\x1b[K${l}` : `${l}\n`);
+      });
+    },
+    tty ? 1000 : 10_000,
+  );
   const stop = (): void => {
     if (stopping) return;
     stopping = true;

@@ -76,7 +76,16 @@ export async function columnSequences(c: pg.Client, cfg: PipelineConfig): Promis
   const out: ColumnSequence[] = [];
   for (const x of r.rows) {
     const increment = BigInt(x.inc);
-    out.push({ table: `${x.s}.${x.t}`, column: x.col, sequence: x.seq, increment, min: BigInt(x.min), max: BigInt(x.max), cycle: x.cycle === true || x.cycle === 't', next: await nextValue(c, x.seq, increment) });
+    out.push({
+      table: `${x.s}.${x.t}`,
+      column: x.col,
+      sequence: x.seq,
+      increment,
+      min: BigInt(x.min),
+      max: BigInt(x.max),
+      cycle: x.cycle === true || x.cycle === 't',
+      next: await nextValue(c, x.seq, increment),
+    });
   }
   return out;
 }
@@ -109,7 +118,10 @@ async function replicaSession(c: pg.Client, cfg: PipelineConfig, cluster: string
   } catch (err) {
     const t = await c.query('SELECT 1 FROM pg_event_trigger WHERE evtname = $1 AND evtenabled <> $2', [ddlObjectNames(cfg.pipeline).onEnd, 'D']);
     if (t.rowCount) {
-      throw new PgBridgeError('PRECHECK', `cluster ${cluster}: role ${cfg.clusters[cluster]!.user} cannot SET session_replication_role (${errorMessage(err)}), and pipeline ${cfg.pipeline}'s DDL trigger would carry the split's ALTER SEQUENCE to the other cluster; run the split as a superuser, or GRANT SET ON PARAMETER session_replication_role TO ${cfg.clusters[cluster]!.user}`);
+      throw new PgBridgeError(
+        'PRECHECK',
+        `cluster ${cluster}: role ${cfg.clusters[cluster]!.user} cannot SET session_replication_role (${errorMessage(err)}), and pipeline ${cfg.pipeline}'s DDL trigger would carry the split's ALTER SEQUENCE to the other cluster; run the split as a superuser, or GRANT SET ON PARAMETER session_replication_role TO ${cfg.clusters[cluster]!.user}`,
+      );
     }
   }
 }
@@ -118,7 +130,8 @@ async function replicaSession(c: pg.Client, cfg: PipelineConfig, cluster: string
 export async function splitSequences(cfg: PipelineConfig, log: Logger, opts: { ways?: number } = {}): Promise<SplitReport> {
   const order = [cfg.directions[0].from, ...cfg.clusterNames.filter((n) => n !== cfg.directions[0].from)];
   const ways = opts.ways ?? order.length;
-  if (!Number.isInteger(ways) || ways < order.length) throw new PgBridgeError('CONFIG_INVALID', `--split-sequences ${ways}: needs a whole number of at least ${order.length} (one residue per cluster)`);
+  if (!Number.isInteger(ways) || ways < order.length)
+    throw new PgBridgeError('CONFIG_INVALID', `--split-sequences ${ways}: needs a whole number of at least ${order.length} (one residue per cluster)`);
   const N = BigInt(ways);
   const clients: pg.Client[] = [];
   try {
@@ -132,9 +145,19 @@ export async function splitSequences(cfg: PipelineConfig, log: Logger, opts: { w
     const lines: SplitLine[] = [];
     for (const s0 of facts[0]!) {
       const sides = facts.map((f) => f.find((x) => x.table === s0.table && x.column === s0.column));
-      const before = (i: number): SplitLine['clusters'][number] => ({ cluster: order[i]!, sequence: sides[i]!.sequence, before: { increment: sides[i]!.increment, next: sides[i]!.next } });
+      const before = (i: number): SplitLine['clusters'][number] => ({
+        cluster: order[i]!,
+        sequence: sides[i]!.sequence,
+        before: { increment: sides[i]!.increment, next: sides[i]!.next },
+      });
       if (sides.some((x) => !x)) {
-        lines.push({ table: s0.table, column: s0.column, action: 'skipped', reason: `no sequence behind this column on ${order.filter((_, i) => !sides[i]).join(', ')}`, clusters: [] });
+        lines.push({
+          table: s0.table,
+          column: s0.column,
+          action: 'skipped',
+          reason: `no sequence behind this column on ${order.filter((_, i) => !sides[i]).join(', ')}`,
+          clusters: [],
+        });
         continue;
       }
       const all = sides as ColumnSequence[];
@@ -144,7 +167,13 @@ export async function splitSequences(cfg: PipelineConfig, log: Logger, opts: { w
         continue;
       }
       if (all.some((x) => x.increment <= 0n || x.cycle)) {
-        lines.push({ table: s0.table, column: s0.column, action: 'skipped', reason: 'descending or cycling sequence: give the clusters disjoint values yourself (separate ranges)', clusters: all.map((_, i) => before(i)) });
+        lines.push({
+          table: s0.table,
+          column: s0.column,
+          action: 'skipped',
+          reason: 'descending or cycling sequence: give the clusters disjoint values yourself (separate ranges)',
+          clusters: all.map((_, i) => before(i)),
+        });
         continue;
       }
       // Lock first (ALTER SEQUENCE holds off nextval() until commit), then read what is final.
@@ -154,14 +183,24 @@ export async function splitSequences(cfg: PipelineConfig, log: Logger, opts: { w
       const clusters: SplitLine['clusters'][number][] = [];
       for (const [i, c] of clients.entries()) {
         const restart = nextInResidue(top, BigInt(i + 1), N);
-        if (restart > all[i]!.max) throw new PgBridgeError('PRECHECK', `sequence ${all[i]!.sequence} on ${order[i]}: the split would restart it at ${restart}, above its maximum ${all[i]!.max}`);
+        if (restart > all[i]!.max)
+          throw new PgBridgeError(
+            'PRECHECK',
+            `sequence ${all[i]!.sequence} on ${order[i]}: the split would restart it at ${restart}, above its maximum ${all[i]!.max}`,
+          );
         await c.query(`ALTER SEQUENCE ${all[i]!.sequence} RESTART WITH ${restart}`);
-        clusters.push({ cluster: order[i]!, sequence: all[i]!.sequence, before: { increment: all[i]!.increment, next: nexts[i]! }, after: { increment: N, next: restart } });
+        clusters.push({
+          cluster: order[i]!,
+          sequence: all[i]!.sequence,
+          before: { increment: all[i]!.increment, next: nexts[i]! },
+          after: { increment: N, next: restart },
+        });
       }
       lines.push({ table: s0.table, column: s0.column, action: 'split', clusters });
     }
     for (const s of facts.slice(1).flat()) {
-      if (!facts[0]!.some((x) => x.table === s.table && x.column === s.column)) lines.push({ table: s.table, column: s.column, action: 'skipped', reason: `no sequence behind this column on ${order[0]}`, clusters: [] });
+      if (!facts[0]!.some((x) => x.table === s.table && x.column === s.column))
+        lines.push({ table: s.table, column: s.column, action: 'skipped', reason: `no sequence behind this column on ${order[0]}`, clusters: [] });
     }
     for (const c of clients) await c.query('COMMIT');
     log.info({ ways, split: lines.filter((l) => l.action === 'split').length }, 'sequences split');
@@ -179,7 +218,9 @@ export function formatSplitReport(r: SplitReport): string {
   for (const l of r.lines) {
     out.push(`  ${l.table}.${l.column}: ${l.action}${l.reason ? ` (${l.reason})` : ''}`);
     for (const c of l.clusters) {
-      out.push(`    ${c.cluster}: ${c.sequence} increment ${c.before.increment}, next ${c.before.next}${c.after ? ` → increment ${c.after.increment}, next ${c.after.next}` : ''}`);
+      out.push(
+        `    ${c.cluster}: ${c.sequence} increment ${c.before.increment}, next ${c.before.next}${c.after ? ` → increment ${c.after.increment}, next ${c.after.next}` : ''}`,
+      );
     }
   }
   if (r.lines.length === 0) out.push('  no column of the selected tables takes values from a sequence');

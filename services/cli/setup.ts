@@ -35,7 +35,9 @@ async function helperSchemaState(c: pg.Client): Promise<{ exists: boolean; marke
   );
   const row = r.rows[0];
   const t = (v: unknown): boolean => v === true || v === 't';
-  return row ? { exists: true, marked: t(row.marked), ownedByUs: t(row.owned), owner: row.owner, ourTables: t(row.ours) } : { exists: false, marked: false, ownedByUs: false, owner: '', ourTables: false };
+  return row
+    ? { exists: true, marked: t(row.marked), ownedByUs: t(row.owned), owner: row.owner, ourTables: t(row.ours) }
+    : { exists: false, marked: false, ownedByUs: false, owner: '', ourTables: false };
 }
 
 export const HELPER_SCHEMA_SQL = `
@@ -204,7 +206,13 @@ export async function selectedTables(client: pg.Client, cfg: PipelineConfig, clu
     const l: [string, string] | null = naming ? naming.logical(t.schema, t.table) : [t.schema, t.table];
     if (!l || !isSelected(cfg, l[0], l[1])) continue;
     const renamed = l[0] !== t.schema || l[1] !== t.table;
-    out.push({ schema: t.schema, table: t.table, ...(renamed ? { name: `${l[0]}.${l[1]}` } : {}), hasPrimaryKey: t.has_pk, replicaIdentity: ri[t.ri as keyof typeof ri] ?? 'default' });
+    out.push({
+      schema: t.schema,
+      table: t.table,
+      ...(renamed ? { name: `${l[0]}.${l[1]}` } : {}),
+      hasPrimaryKey: t.has_pk,
+      replicaIdentity: ri[t.ri as keyof typeof ri] ?? 'default',
+    });
   }
   return out;
 }
@@ -272,7 +280,10 @@ async function ensureHelperSchema(client: pg.Client, cluster: string, log: Logge
     // Made by a setup from before the mark (it holds our tables): adopt it. Anything else
     // named cdc belongs to someone else, and pgbridge neither writes into it nor drops it.
     if (!helper.ourTables) {
-      throw new PgBridgeError('PRECHECK', `cluster ${cluster} already has a schema "cdc" (owner ${helper.owner}) that pgbridge setup did not create; pgbridge keeps its helper tables there: rename that schema, or use a database without it`);
+      throw new PgBridgeError(
+        'PRECHECK',
+        `cluster ${cluster} already has a schema "cdc" (owner ${helper.owner}) that pgbridge setup did not create; pgbridge keeps its helper tables there: rename that schema, or use a database without it`,
+      );
     }
     if (helper.ownedByUs) await client.query(`COMMENT ON SCHEMA cdc IS ${ql(HELPER_SCHEMA_MARK)}`);
   }
@@ -318,49 +329,68 @@ export async function release(cfg: PipelineConfig, log: Logger, opts: { topics: 
   const reports: ReleaseReport[] = [];
   for (const name of cfg.clusterNames) {
     const dropped: string[] = [];
-    await withClient(cfg.clusters[name]!, 'pgbridge-release', (c) => withHelperLock(c, async () => {
-      const slot = slotName(cfg, name);
-      const s = await c.query<{ active_pid: number | null }>('SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1', [slot]);
-      if (s.rows[0]) {
-        if (s.rows[0].active_pid) await c.query('SELECT pg_terminate_backend($1)', [s.rows[0].active_pid]);
-        await dropSlot(c, slot);
-        dropped.push(`slot ${slot}`);
-      }
-      if (await dropDdlTrigger(c, cfg.pipeline)) dropped.push('DDL event triggers');
-      const p = await c.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [slot]);
-      if (p.rowCount) {
-        await c.query(`DROP PUBLICATION ${qi(slot)}`);
-        dropped.push(`publication ${slot}`);
-      }
-      for (const d of cfg.directions.filter((x) => x.to === name)) {
-        // Loaders of a larger apply.snapshotLoaders set earlier go too.
-        const o = await c.query<{ roname: string }>(`SELECT roname FROM pg_replication_origin WHERE roname = $1 OR roname LIKE $2 ORDER BY roname`, [originName(cfg, d.from), `${originName(cfg, d.from).replace(/_/g, '\\_')}~load%`]);
-        for (const { roname } of o.rows) {
-          await c.query('SELECT pg_replication_origin_drop($1)', [roname]);
-          dropped.push(`origin ${roname}`);
+    await withClient(cfg.clusters[name]!, 'pgbridge-release', (c) =>
+      withHelperLock(c, async () => {
+        const slot = slotName(cfg, name);
+        const s = await c.query<{ active_pid: number | null }>('SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1', [slot]);
+        if (s.rows[0]) {
+          if (s.rows[0].active_pid) await c.query('SELECT pg_terminate_backend($1)', [s.rows[0].active_pid]);
+          await dropSlot(c, slot);
+          dropped.push(`slot ${slot}`);
         }
-      }
-      const h = await helperSchemaState(c);
-      if (h.exists) {
-        // The helper schema is shared by every pipeline on the cluster: it goes only with the
-        // last one, and only when pgbridge made it (marked) and this role owns it.
-        const others = await c.query(`SELECT pubname FROM pg_publication WHERE pubname LIKE 'cdc\\_%' AND pubname <> $1`, [slot]);
-        if (others.rowCount === 0 && h.marked && h.ownedByUs) {
-          await c.query('DROP SCHEMA cdc CASCADE');
-          dropped.push('schema cdc');
-        } else if (!h.ourTables) {
-          log.warn({ cluster: name, owner: h.owner }, 'schema cdc was not created by pgbridge setup: left as it is');
-        } else {
-          for (const t of ['heartbeat', 'apply_progress', 'conflicts', 'snapshot_progress', 'snapshot_ranges', 'snapshot_loads', 'chunk_loads', 'barriers', 'table_watermarks', 'capture_state', 'control', 'apply_throttle', 'ddl_renames']) {
-            await c.query(`DELETE FROM cdc.${t} WHERE pipeline = $1`, [cfg.pipeline]);
+        if (await dropDdlTrigger(c, cfg.pipeline)) dropped.push('DDL event triggers');
+        const p = await c.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [slot]);
+        if (p.rowCount) {
+          await c.query(`DROP PUBLICATION ${qi(slot)}`);
+          dropped.push(`publication ${slot}`);
+        }
+        for (const d of cfg.directions.filter((x) => x.to === name)) {
+          // Loaders of a larger apply.snapshotLoaders set earlier go too.
+          const o = await c.query<{ roname: string }>(`SELECT roname FROM pg_replication_origin WHERE roname = $1 OR roname LIKE $2 ORDER BY roname`, [
+            originName(cfg, d.from),
+            `${originName(cfg, d.from).replace(/_/g, '\\_')}~load%`,
+          ]);
+          for (const { roname } of o.rows) {
+            await c.query('SELECT pg_replication_origin_drop($1)', [roname]);
+            dropped.push(`origin ${roname}`);
           }
-          const why = others.rowCount
-            ? `kept for ${others.rows.map((r: { pubname: string }) => r.pubname).join(', ')}`
-            : `kept: ${h.marked ? `owned by ${h.owner}, not by ${cfg.clusters[name]!.user}` : 'pgbridge setup did not create it (no pgbridge comment)'}`;
-          dropped.push(`rows of pipeline ${cfg.pipeline} in schema cdc (${why})`);
         }
-      }
-    }));
+        const h = await helperSchemaState(c);
+        if (h.exists) {
+          // The helper schema is shared by every pipeline on the cluster: it goes only with the
+          // last one, and only when pgbridge made it (marked) and this role owns it.
+          const others = await c.query(`SELECT pubname FROM pg_publication WHERE pubname LIKE 'cdc\\_%' AND pubname <> $1`, [slot]);
+          if (others.rowCount === 0 && h.marked && h.ownedByUs) {
+            await c.query('DROP SCHEMA cdc CASCADE');
+            dropped.push('schema cdc');
+          } else if (!h.ourTables) {
+            log.warn({ cluster: name, owner: h.owner }, 'schema cdc was not created by pgbridge setup: left as it is');
+          } else {
+            for (const t of [
+              'heartbeat',
+              'apply_progress',
+              'conflicts',
+              'snapshot_progress',
+              'snapshot_ranges',
+              'snapshot_loads',
+              'chunk_loads',
+              'barriers',
+              'table_watermarks',
+              'capture_state',
+              'control',
+              'apply_throttle',
+              'ddl_renames',
+            ]) {
+              await c.query(`DELETE FROM cdc.${t} WHERE pipeline = $1`, [cfg.pipeline]);
+            }
+            const why = others.rowCount
+              ? `kept for ${others.rows.map((r: { pubname: string }) => r.pubname).join(', ')}`
+              : `kept: ${h.marked ? `owned by ${h.owner}, not by ${cfg.clusters[name]!.user}` : 'pgbridge setup did not create it (no pgbridge comment)'}`;
+            dropped.push(`rows of pipeline ${cfg.pipeline} in schema cdc (${why})`);
+          }
+        }
+      }),
+    );
     log.info({ cluster: name, dropped }, 'released');
     reports.push({ cluster: name, dropped });
   }

@@ -67,11 +67,27 @@ export async function status(cfg: PipelineConfig): Promise<DirectionStatus[]> {
         [s.slot.name],
       );
       const row = r.rows[0];
-      if (row) s.slot = { name: s.slot.name, exists: true, active: row.active, walRetainedBytes: row.retained === null ? null : Number(row.retained), lagBytes: row.lag === null ? null : Number(row.lag), walStatus: row.wal_status };
+      if (row)
+        s.slot = {
+          name: s.slot.name,
+          exists: true,
+          active: row.active,
+          walRetainedBytes: row.retained === null ? null : Number(row.retained),
+          lagBytes: row.lag === null ? null : Number(row.lag),
+          walStatus: row.wal_status,
+        };
       else errors.push(`slot ${s.slot.name} missing on ${d.from}`);
     }).catch((err: unknown) => errors.push(`${d.from}: ${errorMessage(err)}`));
     await withClient(cfg.clusters[d.to]!, 'pgbridge-status', async (c) => {
-      const p = await c.query<{ commit_lsn: string; commit_ts: string | null; next_offset: string; updated_at: string; lag: string | null; replay_until: string | null; replay_id: string | null }>(
+      const p = await c.query<{
+        commit_lsn: string;
+        commit_ts: string | null;
+        next_offset: string;
+        updated_at: string;
+        lag: string | null;
+        replay_until: string | null;
+        replay_id: string | null;
+      }>(
         `SELECT commit_lsn::text, commit_ts::text, next_offset::text, updated_at::text,
                 EXTRACT(EPOCH FROM clock_timestamp() - GREATEST(commit_ts, heartbeat_ts))::text AS lag,
                 to_jsonb(p)->>'replay_until' AS replay_until, to_jsonb(p)->>'replay_id' AS replay_id
@@ -115,8 +131,12 @@ export function formatStatus(rows: DirectionStatus[]): string {
   for (const s of rows) {
     lines.push(`${s.direction}  ${s.state}   topic ${s.topic}`);
     lines.push(`  capture ${s.services.capture}; apply ${s.services.apply}`);
-    lines.push(`  slot ${s.slot.name}: ${s.slot.exists ? (s.slot.active ? 'active' : 'inactive') : 'MISSING'}, WAL retained ${bytes(s.slot.walRetainedBytes)}, unacked ${bytes(s.slot.lagBytes)}${s.slot.walStatus && s.slot.walStatus !== 'reserved' ? `, wal_status ${s.slot.walStatus}` : ''}`);
-    lines.push(`  applied up to source commit ${s.applied.commitLsn ?? '-'} (${s.applied.commitTs ?? 'nothing yet'}), lag ${s.lagSeconds ?? '-'} s, ${s.lagOffsets ?? '-'} message(s)`);
+    lines.push(
+      `  slot ${s.slot.name}: ${s.slot.exists ? (s.slot.active ? 'active' : 'inactive') : 'MISSING'}, WAL retained ${bytes(s.slot.walRetainedBytes)}, unacked ${bytes(s.slot.lagBytes)}${s.slot.walStatus && s.slot.walStatus !== 'reserved' ? `, wal_status ${s.slot.walStatus}` : ''}`,
+    );
+    lines.push(
+      `  applied up to source commit ${s.applied.commitLsn ?? '-'} (${s.applied.commitTs ?? 'nothing yet'}), lag ${s.lagSeconds ?? '-'} s, ${s.lagOffsets ?? '-'} message(s)`,
+    );
     if (s.replay) lines.push(`  replaying (${s.replay.id}): at offset ${s.applied.nextOffset ?? '-'}, the replayed range ends at ${s.replay.until}`);
     lines.push(`  conflicts ${s.conflicts ?? '-'}, dropped loop-backs ${s.droppedLoopbacks ?? '-'}, throttle ${formatLimit(s.throttle)}`);
     for (const e of s.errors) lines.push(`  error: ${e}`);

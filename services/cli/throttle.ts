@@ -26,7 +26,11 @@ export async function throttles(cfg: PipelineConfig): Promise<DirectionThrottle[
 }
 
 /** Stores a direction's limit (rows/s and MB/s; 0 or absent: no limit of that kind), or removes it with null. */
-export async function setThrottle(cfg: PipelineConfig, direction: string, limit: { rowsPerSecond?: number; megabytesPerSecond?: number } | null): Promise<void> {
+export async function setThrottle(
+  cfg: PipelineConfig,
+  direction: string,
+  limit: { rowsPerSecond?: number; megabytesPerSecond?: number } | null,
+): Promise<void> {
   const d = directionById(cfg, direction);
   const value = limit === null ? null : { rowsPerSecond: limit.rowsPerSecond ?? 0, bytesPerSecond: Math.round((limit.megabytesPerSecond ?? 0) * 1024 * 1024) };
   await withClient(cfg.clusters[d.to]!, 'pgbridge-throttle', (c) => storeLimit(c, cfg.pipeline, d.id, value));
@@ -41,6 +45,12 @@ export function formatLimit(l: ThrottleLimit): string {
 }
 
 export function formatThrottles(rows: readonly DirectionThrottle[]): string {
-  return rows.map((t) => `${t.direction}: ${formatLimit(t.inForce)} (${t.inForce.source === 'config' ? 'pipeline file' : `set by pgbridge throttle; pipeline file: ${formatLimit(t.configured)}`})`).join('\n') +
-    `\nA running apply picks up a change within ${THROTTLE_REFRESH_MS / 1000} s.`;
+  return (
+    rows
+      .map(
+        (t) =>
+          `${t.direction}: ${formatLimit(t.inForce)} (${t.inForce.source === 'config' ? 'pipeline file' : `set by pgbridge throttle; pipeline file: ${formatLimit(t.configured)}`})`,
+      )
+      .join('\n') + `\nA running apply picks up a change within ${THROTTLE_REFRESH_MS / 1000} s.`
+  );
 }

@@ -96,7 +96,30 @@ interface DiffRow {
 }
 
 /** Types whose to_jsonb form is as exact as their text form; every other column is digested as text. */
-const JSONB_EXACT = ['bool', 'int2', 'int4', 'int8', 'oid', 'numeric', 'text', 'varchar', 'bpchar', 'name', 'uuid', 'bytea', 'date', 'time', 'timetz', 'timestamp', 'timestamptz', 'interval', 'jsonb', 'inet', 'cidr', 'macaddr'];
+const JSONB_EXACT = [
+  'bool',
+  'int2',
+  'int4',
+  'int8',
+  'oid',
+  'numeric',
+  'text',
+  'varchar',
+  'bpchar',
+  'name',
+  'uuid',
+  'bytea',
+  'date',
+  'time',
+  'timetz',
+  'timestamp',
+  'timestamptz',
+  'interval',
+  'jsonb',
+  'inet',
+  'cidr',
+  'macaddr',
+];
 
 /**
  * Compares every selected table (union of both clusters' selections) of cfg's two clusters.
@@ -107,7 +130,8 @@ const JSONB_EXACT = ['bool', 'int2', 'int4', 'int8', 'oid', 'numeric', 'text', '
 export async function verify(cfg: PipelineConfig, opts: VerifyOptions = {}): Promise<VerifyReport> {
   const buckets = opts.buckets ?? 64;
   const maxKeys = opts.maxKeys ?? 100;
-  if (!Number.isInteger(buckets) || buckets < 1 || buckets > 2 ** 31 - 1) throw new PgBridgeError('CONFIG_INVALID', `verify: buckets must be a positive integer, got ${buckets}`);
+  if (!Number.isInteger(buckets) || buckets < 1 || buckets > 2 ** 31 - 1)
+    throw new PgBridgeError('CONFIG_INVALID', `verify: buckets must be a positive integer, got ${buckets}`);
   if (!Number.isInteger(maxKeys) || maxKeys < 0) throw new PgBridgeError('CONFIG_INVALID', `verify: maxKeys must be a non-negative integer, got ${maxKeys}`);
   const clients: pg.Client[] = [];
   try {
@@ -120,7 +144,13 @@ export async function verify(cfg: PipelineConfig, opts: VerifyOptions = {}): Pro
       for (const t of list.filter((x) => x.schema !== 'cdc')) {
         const id = t.name ?? `${t.schema}.${t.table}`;
         const [schema, table] = splitTableName(id);
-        const e = all.get(id) ?? { schema, table, on: [false, false], physical: [qt(schema, table), qt(schema, table)], naming: [new ClusterNaming(cfg, sides[0].name), new ClusterNaming(cfg, sides[1].name)] };
+        const e = all.get(id) ?? {
+          schema,
+          table,
+          on: [false, false],
+          physical: [qt(schema, table), qt(schema, table)],
+          naming: [new ClusterNaming(cfg, sides[0].name), new ClusterNaming(cfg, sides[1].name)],
+        };
         e.on[i] = true;
         e.physical[i] = qt(t.schema, t.table);
         all.set(id, e);
@@ -135,7 +165,13 @@ export async function verify(cfg: PipelineConfig, opts: VerifyOptions = {}): Pro
     for (const id of ids) {
       const e = all.get(id)!;
       const settings = tableSettings(cfg, e.schema, e.table);
-      const scope = { where: sharedRowFilter(settings, cfg.directions.map((d) => d.id)), columns: (names: readonly string[]) => publishedColumns(settings, names) };
+      const scope = {
+        where: sharedRowFilter(
+          settings,
+          cfg.directions.map((d) => d.id),
+        ),
+        columns: (names: readonly string[]) => publishedColumns(settings, names),
+      };
       tables.push(await verifyTable(sides, e, buckets, maxKeys, scope));
       opts.onProgress?.({ table: id, done: tables.length, total: ids.length });
     }
@@ -173,7 +209,9 @@ async function verifyTable(sides: [Side, Side], t: VerifiedTable, buckets: numbe
   await Promise.all(sides.map((s) => s.client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')));
   try {
     const counts = async (): Promise<void> => {
-      const n = await Promise.all(sides.map(async (s, i) => (t.on[i] ? Number((await s.client.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${rels[i]}`)).rows[0]!.n) : 0)));
+      const n = await Promise.all(
+        sides.map(async (s, i) => (t.on[i] ? Number((await s.client.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${rels[i]}`)).rows[0]!.n) : 0)),
+      );
       [report.rowsA, report.rowsB] = n as [number, number];
     };
     if (!t.on[0] || !t.on[1]) {
@@ -182,17 +220,25 @@ async function verifyTable(sides: [Side, Side], t: VerifiedTable, buckets: numbe
       return report;
     }
     // Columns under the pipeline's names; `physical` keeps each cluster's.
-    const all = (await Promise.all(sides.map(async (s, i) => (await columns(s.client, t.physical[i]!)).map((c) => ({ ...c, name: t.naming[i]!.logicalColumn(t.schema, t.table, c.name) }))))) as [Column[], Column[]];
+    const all = (await Promise.all(
+      sides.map(async (s, i) => (await columns(s.client, t.physical[i]!)).map((c) => ({ ...c, name: t.naming[i]!.logicalColumn(t.schema, t.table, c.name) }))),
+    )) as [Column[], Column[]];
     // Columns a column list leaves out never travel: they are not compared.
     const listed = scope.columns([...new Set(all.flatMap((list) => list.map((c) => c.name)))]);
     const cols = all.map((list) => (listed ? list.filter((c) => listed.includes(c.name)) : list)) as [Column[], Column[]];
     const notes = [where ? `rows where ${where}` : '', listed ? `columns ${listed.join(', ')}` : ''].filter(Boolean);
     if (notes.length) report.scope = notes.join('; ');
-    if (scope.where && !where) report.problem = `row filter ${scope.where} not applied: the table's columns are renamed on a cluster, so its rows are compared whole`;
+    if (scope.where && !where)
+      report.problem = `row filter ${scope.where} not applied: the table's columns are renamed on a cluster, so its rows are compared whole`;
     // The key is the first cluster's primary key (or none); it must exist on both sides.
-    const keyCols = cols[0].filter((c) => c.pk !== null).sort((x, y) => x.pk! - y.pk!).map((c) => c.name);
+    const keyCols = cols[0]
+      .filter((c) => c.pk !== null)
+      .sort((x, y) => x.pk! - y.pk!)
+      .map((c) => c.name);
     const lacking = keyCols.filter((k) => !cols[1].some((c) => c.name === k));
-    const problems = [lacking.length ? `key column(s) ${lacking.join(', ')} missing on ${b.name}` : '', columnDifferences(cols, a.name, b.name)].filter(Boolean);
+    const problems = [lacking.length ? `key column(s) ${lacking.join(', ')} missing on ${b.name}` : '', columnDifferences(cols, a.name, b.name)].filter(
+      Boolean,
+    );
     if (problems.length) report.problem = problems.join('; ');
     if (lacking.length) {
       await counts();
@@ -208,7 +254,9 @@ async function verifyTable(sides: [Side, Side], t: VerifiedTable, buckets: numbe
     // PK-less table with one copy more differs); a false "equal" bucket needs a 2^-60 accident.
     const digests = (await Promise.all(
       sides.map(async (s, i) => {
-        const r = await s.client.query<Digest>(`SELECT (${bucketOf})::text AS b, count(*)::text AS n, sum(('x' || left(md5(v), 15))::bit(60)::bigint)::text AS s FROM (${base[i]}) x GROUP BY 1`);
+        const r = await s.client.query<Digest>(
+          `SELECT (${bucketOf})::text AS b, count(*)::text AS n, sum(('x' || left(md5(v), 15))::bit(60)::bigint)::text AS s FROM (${base[i]}) x GROUP BY 1`,
+        );
         return new Map(r.rows.map((row) => [Number(row.b), row]));
       }),
     )) as [Map<number, Digest>, Map<number, Digest>];
@@ -223,7 +271,13 @@ async function verifyTable(sides: [Side, Side], t: VerifiedTable, buckets: numbe
       // One cursor per side over the differing buckets, ordered by md5 of the key (ASCII hex:
       // "C" order equals JavaScript's), merged here: memory stays one fetch per side.
       const list = `'{${differing.sort((x, y) => x - y).join(',')}}'::int[]`;
-      await Promise.all(sides.map((s, i) => s.client.query(`DECLARE pgbridge_verify NO SCROLL CURSOR FOR SELECT md5(k) AS kh, k, md5(v) AS h FROM (${base[i]}) x WHERE ${bucketOf} = ANY(${list}) ORDER BY md5(k) COLLATE "C"`)));
+      await Promise.all(
+        sides.map((s, i) =>
+          s.client.query(
+            `DECLARE pgbridge_verify NO SCROLL CURSOR FOR SELECT md5(k) AS kh, k, md5(v) AS h FROM (${base[i]}) x WHERE ${bucketOf} = ANY(${list}) ORDER BY md5(k) COLLATE "C"`,
+          ),
+        ),
+      );
       await mergeDiff(report, new RowCursor(a.client), new RowCursor(b.client), keyCols, a.name, b.name, maxKeys);
     }
     report.equal = differing.length === 0 && report.problem === undefined;
@@ -351,7 +405,11 @@ export function formatVerifyReport(report: VerifyReport): string {
     if (t.problem) lines.push(`    ${t.problem}`);
     for (const d of t.differingKeys) {
       const what = d.kind === 'different' ? 'different ' : `only on ${d.onlyOn}`.padEnd(10);
-      const counts = d.counts ? ` (${Object.entries(d.counts).map(([c, n]) => `${c}: ${n}`).join(', ')})` : '';
+      const counts = d.counts
+        ? ` (${Object.entries(d.counts)
+            .map(([c, n]) => `${c}: ${n}`)
+            .join(', ')})`
+        : '';
       lines.push(`    ${what}  ${JSON.stringify(d.key)}${counts}`);
     }
   }

@@ -47,7 +47,10 @@ export interface SnapshotChunk {
 export class ChunkEncoder {
   private codec: Promise<{ id: number; type: avro.Type }> | null = null;
 
-  constructor(private readonly store: SchemaStore, private readonly topic: string) {}
+  constructor(
+    private readonly store: SchemaStore,
+    private readonly topic: string,
+  ) {}
 
   async encode(c: Omit<SnapshotChunk, 'ts_us'>, commitLsn: Lsn): Promise<OutMessage> {
     this.codec ??= (async () => {

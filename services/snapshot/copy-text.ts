@@ -16,10 +16,12 @@ export function parseCopyLine(line: string): (string | null)[] {
     } else if (!field.includes('\\')) {
       out.push(field);
     } else {
-      out.push(field.replace(/\\(x[0-9A-Fa-f]{1,2}|[0-7]{1,3}|.)/g, (_m, e: string) => {
-        if (e.length > 1 || /[0-7]/.test(e)) return e[0] === 'x' ? String.fromCharCode(parseInt(e.slice(1), 16)) : String.fromCharCode(parseInt(e, 8));
-        return UNESCAPE[e] ?? e;
-      }));
+      out.push(
+        field.replace(/\\(x[0-9A-Fa-f]{1,2}|[0-7]{1,3}|.)/g, (_m, e: string) => {
+          if (e.length > 1 || /[0-7]/.test(e)) return e[0] === 'x' ? String.fromCharCode(parseInt(e.slice(1), 16)) : String.fromCharCode(parseInt(e, 8));
+          return UNESCAPE[e] ?? e;
+        }),
+      );
     }
   }
   return out;

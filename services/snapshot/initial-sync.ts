@@ -92,7 +92,12 @@ function pgTool(name: string): string {
   return process.env.PGBRIDGE_PG_BIN ? `${process.env.PGBRIDGE_PG_BIN}/${name}` : name;
 }
 
-function runTool(cmd: string, args: string[], env: NodeJS.ProcessEnv, input?: NodeJS.ReadableStream): Promise<{ code: number; stdout: string; stderr: string }> {
+function runTool(
+  cmd: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  input?: NodeJS.ReadableStream,
+): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: [input ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -133,10 +138,15 @@ export interface SchemaReport {
 export async function syncSchema(cfg: PipelineConfig, existing: 'error' | 'ignore', log: Logger, fwd: Direction = cfg.directions[0]): Promise<SchemaReport> {
   const src = cfg.clusters[fwd.from]!;
   const dst = cfg.clusters[fwd.to]!;
-  const renamed = Object.entries(cfg.selection.tables).filter(([, t]) => t.rename?.[fwd.to] || t.rename?.[fwd.from] || t.renameColumns?.[fwd.to] || t.renameColumns?.[fwd.from]).map(([n]) => n);
+  const renamed = Object.entries(cfg.selection.tables)
+    .filter(([, t]) => t.rename?.[fwd.to] || t.rename?.[fwd.from] || t.renameColumns?.[fwd.to] || t.renameColumns?.[fwd.from])
+    .map(([n]) => n);
   if (renamed.length) {
     // pg_dump would create them under the source's names: the destination's tables are made by hand.
-    throw new PgBridgeError('PRECHECK', `the schema step cannot create tables named differently on ${fwd.to} (selection.tables.<t>.rename / renameColumns: ${renamed.join(', ')}): create the tables on ${fwd.to} yourself and run the sync with --no-schema`);
+    throw new PgBridgeError(
+      'PRECHECK',
+      `the schema step cannot create tables named differently on ${fwd.to} (selection.tables.<t>.rename / renameColumns: ${renamed.join(', ')}): create the tables on ${fwd.to} yourself and run the sync with --no-schema`,
+    );
   }
   const { tables, plan } = await withPg(src, async (c) => {
     const selected = await selectedTables(c, cfg);
@@ -146,12 +156,18 @@ export async function syncSchema(cfg: PipelineConfig, existing: 'error' | 'ignor
   const present = new Set(there.map((t) => `${t.schema}.${t.table}`));
   const clash = tables.filter((t) => present.has(`${t.schema}.${t.table}`)).map((t) => `${t.schema}.${t.table}`);
   if (clash.length && existing === 'error') {
-    throw new PgBridgeError('PRECHECK', `destination ${fwd.to} already has ${clash.length} selected table(s): ${clash.slice(0, 10).join(', ')}${clash.length > 10 ? ', …' : ''}. Use --existing-tables ignore to keep them and go on, or drop them.`);
+    throw new PgBridgeError(
+      'PRECHECK',
+      `destination ${fwd.to} already has ${clash.length} selected table(s): ${clash.slice(0, 10).join(', ')}${clash.length > 10 ? ', …' : ''}. Use --existing-tables ignore to keep them and go on, or drop them.`,
+    );
   }
   // Extensions: every one the selected objects use must be on the destination, in the same
   // schema, or creatable there; nothing is restored otherwise.
   const { ext, schemasCreated, ddlTrigger } = await withPg(dst, async (c) => {
-    const state = await destinationExtensions(c, plan.extensions.map((e) => e.name));
+    const state = await destinationExtensions(
+      c,
+      plan.extensions.map((e) => e.name),
+    );
     const ext = classifyExtensions(plan.extensions, state, await extensionRole(c), fwd.to);
     if (ext.problems.length) {
       throw new PgBridgeError('PRECHECK', `schema sync cannot start: ${ext.problems.map((p) => `${p.message} (fix: ${p.fix})`).join('; ')}`);
@@ -170,7 +186,15 @@ export async function syncSchema(cfg: PipelineConfig, existing: 'error' | 'ignor
   });
   // Names as exact pg_dump patterns (double-quoted: no wildcard, case kept), and
   // --strict-names: a schema that matches nothing is an error, not an empty dump.
-  const args = ['--schema-only', '--no-owner', '--no-privileges', '--no-publications', '--no-subscriptions', '--strict-names', ...cfg.selection.schemas.flatMap((s) => ['-n', qi(s)])];
+  const args = [
+    '--schema-only',
+    '--no-owner',
+    '--no-privileges',
+    '--no-publications',
+    '--no-subscriptions',
+    '--strict-names',
+    ...cfg.selection.schemas.flatMap((s) => ['-n', qi(s)]),
+  ];
   // Only extensions the destination lacks: CREATE EXTENSION IF NOT EXISTS and its COMMENT (which needs the owner).
   for (const e of ext.create) args.push('-e', qi(e.name));
   // Tables the selection leaves out, their partitions, sequences and views: not dumped (never dropped on the destination).
@@ -182,11 +206,13 @@ export async function syncSchema(cfg: PipelineConfig, existing: 'error' | 'ignor
   // The pipeline's DDL trigger must not see the restore: on the forward source it would record
   // it for replication (the other cluster has these objects), on the reverse one warn or refuse.
   // Sessions in session_replication_role = replica fire no event trigger.
-  const sql = (ddlTrigger ? 'SET session_replication_role = replica;\n' : '') + dump.stdout.replace(/^CREATE SCHEMA ([^;\n]+);$/gm, 'CREATE SCHEMA IF NOT EXISTS $1;');
+  const sql =
+    (ddlTrigger ? 'SET session_replication_role = replica;\n' : '') + dump.stdout.replace(/^CREATE SCHEMA ([^;\n]+);$/gm, 'CREATE SCHEMA IF NOT EXISTS $1;');
   const psqlArgs = ['-X', '-q', ...(existing === 'error' ? ['-v', 'ON_ERROR_STOP=1'] : [])];
   const { Readable } = await import('node:stream');
   const restore = await runTool(pgTool('psql'), psqlArgs, libpqEnv(dst), Readable.from([sql]));
-  if (restore.code !== 0) throw new PgBridgeError('INTERNAL', `restoring the schema on ${fwd.to} failed: ${restore.stderr.trim().split('\n').slice(0, 5).join(' | ')}`);
+  if (restore.code !== 0)
+    throw new PgBridgeError('INTERNAL', `restoring the schema on ${fwd.to} failed: ${restore.stderr.trim().split('\n').slice(0, 5).join(' | ')}`);
   const skipped = restore.stderr.split('\n').filter((l) => /already exists/.test(l));
   if (skipped.length) log.warn({ count: skipped.length }, 'schema sync kept objects that already existed on the destination');
   if (ext.create.length) log.info({ extensions: ext.create.map((e) => e.name), cluster: fwd.to }, 'schema sync created extensions');
@@ -209,14 +235,15 @@ async function withPg<T>(c: PipelineConfig['clusters'][string], fn: (client: pg.
   }
 }
 
-
-
 /** Shared by all workers: waits so that rows/s and MB/s stay at or below their limits. */
 export class Throttle {
   private readonly started = Date.now();
   private rows = 0;
   private bytes = 0;
-  constructor(private readonly maxRows?: number, private readonly maxMb?: number) {}
+  constructor(
+    private readonly maxRows?: number,
+    private readonly maxMb?: number,
+  ) {}
   async take(rows: number, bytes: number): Promise<void> {
     this.rows += rows;
     this.bytes += bytes;
@@ -270,7 +297,10 @@ export async function initialSync(cfg: PipelineConfig, log: Logger, opts: SyncOp
   const readers: pg.Client[] = [];
   const publishers: KafkaPublisher[] = [];
   try {
-    const progress = await control.query<{ n: string; done: string }>('SELECT count(*)::text AS n, count(*) FILTER (WHERE done)::text AS done FROM cdc.snapshot_progress WHERE pipeline = $1', [cfg.pipeline]);
+    const progress = await control.query<{ n: string; done: string }>(
+      'SELECT count(*)::text AS n, count(*) FILTER (WHERE done)::text AS done FROM cdc.snapshot_progress WHERE pipeline = $1',
+      [cfg.pipeline],
+    );
     const started = Number(progress.rows[0]!.n) > 0;
     let snapshotName: string;
     let consistent: Lsn;
@@ -288,14 +318,21 @@ export async function initialSync(cfg: PipelineConfig, log: Logger, opts: SyncOp
       consistent = parseLsn(r.rows[0]!.consistent_point);
       log.info({ slot, lsn: r.rows[0]!.consistent_point, snapshot: snapshotName }, 'slot created with an exported snapshot');
     } else {
-      const r = await control.query<{ lsn: string | null }>('SELECT min(consistent_lsn)::text AS lsn FROM cdc.snapshot_progress WHERE pipeline = $1', [cfg.pipeline]);
+      const r = await control.query<{ lsn: string | null }>('SELECT min(consistent_lsn)::text AS lsn FROM cdc.snapshot_progress WHERE pipeline = $1', [
+        cfg.pipeline,
+      ]);
       consistent = parseLsn(r.rows[0]!.lsn ?? '0/0');
       // A temporary slot gives a fresh snapshot together with its exact position: tables read
       // whole in it get a watermark, and apply skips their streamed changes from before it.
-      const t = await repl.query<{ consistent_point: string; snapshot_name: string }>(`CREATE_REPLICATION_SLOT ${qi(`${slot}_resume`)} TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT`);
+      const t = await repl.query<{ consistent_point: string; snapshot_name: string }>(
+        `CREATE_REPLICATION_SLOT ${qi(`${slot}_resume`)} TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT`,
+      );
       snapshotName = t.rows[0]!.snapshot_name;
       resumeLsn = t.rows[0]!.consistent_point;
-      log.warn({ done: progress.rows[0]!.done, of: progress.rows[0]!.n }, 'resuming an interrupted initial sync after its last finished range, in a fresh snapshot');
+      log.warn(
+        { done: progress.rows[0]!.done, of: progress.rows[0]!.n },
+        'resuming an interrupted initial sync after its last finished range, in a fresh snapshot',
+      );
     }
     const snapshotId = `${cfg.pipeline}@${formatLsn(consistent)}`;
     // Every reader imports the same snapshot: together they read one consistent database.
@@ -335,7 +372,10 @@ export async function initialSync(cfg: PipelineConfig, log: Logger, opts: SyncOp
       const { def, where } = scoped(cfg, fwd.id, whole.def, naming);
       const wire = pipelineDef(def, name, naming);
       const pk = whole.pk;
-      const est = await plan.query<{ n: string; pages: string }>('SELECT reltuples::bigint::text AS n, (pg_relation_size(oid) / current_setting(\'block_size\')::int)::text AS pages FROM pg_class WHERE oid = $1::regclass', [qt(t.schema, t.table)]);
+      const est = await plan.query<{ n: string; pages: string }>(
+        "SELECT reltuples::bigint::text AS n, (pg_relation_size(oid) / current_setting('block_size')::int)::text AS pages FROM pg_class WHERE oid = $1::regclass",
+        [qt(t.schema, t.table)],
+      );
       let estimate = Number(est.rows[0]!.n);
       if (estimate < 0) {
         // Never analyzed (reltuples -1): count, or every such table would be one range.
@@ -346,9 +386,27 @@ export async function initialSync(cfg: PipelineConfig, log: Logger, opts: SyncOp
         `INSERT INTO cdc.snapshot_progress (pipeline, table_name, rows_estimate, consistent_lsn) VALUES ($4, $1, $2, $3::pg_lsn) ON CONFLICT (pipeline, table_name) DO NOTHING`,
         [name, estimate, formatLsn(consistent), cfg.pipeline],
       );
-      const st = (await control.query<{ rows_done: string; bytes_done: string; done: boolean }>(
-        'SELECT rows_done::text, bytes_done::text, done FROM cdc.snapshot_progress WHERE table_name = $1 AND pipeline = $2', [name, cfg.pipeline])).rows[0]!;
-      const job: TableJob = { t, name, def, wire, pk, where, estimate, ranges: [], remaining: 0, readWhole: true, rowsDone: Number(st.rows_done), bytesDone: Number(st.bytes_done), started: Date.now() };
+      const st = (
+        await control.query<{ rows_done: string; bytes_done: string; done: boolean }>(
+          'SELECT rows_done::text, bytes_done::text, done FROM cdc.snapshot_progress WHERE table_name = $1 AND pipeline = $2',
+          [name, cfg.pipeline],
+        )
+      ).rows[0]!;
+      const job: TableJob = {
+        t,
+        name,
+        def,
+        wire,
+        pk,
+        where,
+        estimate,
+        ranges: [],
+        remaining: 0,
+        readWhole: true,
+        rowsDone: Number(st.rows_done),
+        bytesDone: Number(st.bytes_done),
+        started: Date.now(),
+      };
       if (st.done) {
         reports.push(tableReport(job, true));
         continue;
@@ -357,9 +415,26 @@ export async function initialSync(cfg: PipelineConfig, log: Logger, opts: SyncOp
       if (started && pk.length === 0) {
         // Without a key, rows have no stable place across snapshots: empty the destination
         // table and read it whole again (whatever an earlier run published of it).
-        await publishOne(publishers[0]!, { kind: 'change', table: def, relationOid: 0, op: 't', before: null, after: null, key: null, unchanged: [], lsn: consistent, snapshot: true, txn, index: 0, last: true });
+        await publishOne(publishers[0]!, {
+          kind: 'change',
+          table: def,
+          relationOid: 0,
+          op: 't',
+          before: null,
+          after: null,
+          key: null,
+          unchanged: [],
+          lsn: consistent,
+          snapshot: true,
+          txn,
+          index: 0,
+          last: true,
+        });
         await control.query('DELETE FROM cdc.snapshot_ranges WHERE pipeline = $1 AND table_name = $2', [cfg.pipeline, name]);
-        await control.query('UPDATE cdc.snapshot_progress SET rows_done = 0, bytes_done = 0, updated_at = clock_timestamp() WHERE pipeline = $1 AND table_name = $2', [cfg.pipeline, name]);
+        await control.query(
+          'UPDATE cdc.snapshot_progress SET rows_done = 0, bytes_done = 0, updated_at = clock_timestamp() WHERE pipeline = $1 AND table_name = $2',
+          [cfg.pipeline, name],
+        );
         job.rowsDone = 0;
         job.bytesDone = 0;
         planned = [];
@@ -389,7 +464,10 @@ export async function initialSync(cfg: PipelineConfig, log: Logger, opts: SyncOp
       if (resumeLsn && job.readWhole) {
         await publishOne(p, { kind: 'control', control: 'watermark', id: job.name, payload: resumeLsn, lsn: consistent, txn, index: 0, last: true });
       }
-      await control.query('UPDATE cdc.snapshot_progress SET done = true, updated_at = clock_timestamp() WHERE table_name = $1 AND pipeline = $2', [job.name, cfg.pipeline]);
+      await control.query('UPDATE cdc.snapshot_progress SET done = true, updated_at = clock_timestamp() WHERE table_name = $1 AND pipeline = $2', [
+        job.name,
+        cfg.pipeline,
+      ]);
       const r = tableReport(job, true);
       opts.onProgress?.(r);
       reports.push(r);
@@ -413,15 +491,32 @@ export async function initialSync(cfg: PipelineConfig, log: Logger, opts: SyncOp
           if (events === 'rows') {
             const parsed = parseCopyText(data);
             for (const [i, raw] of parsed.entries()) {
-              await publisher.add(await encoder.encode(snapshotRow(job.wire, typedRow(job.wire, raw), consistent, snapTs, fwd.from, i, i === parsed.length - 1)));
+              await publisher.add(
+                await encoder.encode(snapshotRow(job.wire, typedRow(job.wire, raw), consistent, snapTs, fwd.from, i, i === parsed.length - 1)),
+              );
             }
           } else {
-            await publisher.add(await chunkEncoder.encode({
-              cluster: fwd.from, origin: fwd.from, db: src.database, schema: job.wire.schema, table: job.wire.table,
-              columns: job.def.columns.map((c, i) => ({ name: job.wire.columns[i]!.name, type: c.typeName, key: job.pk.some((k) => k.name === c.name) })),
-              format: COPY_TEXT_FORMAT, rows: BigInt(n), data, snapshot: snapshotId, range: BigInt(range.no), seq: BigInt(seq++),
-              lsn: BigInt(consistent), commitTs: snapTs,
-            }, consistent));
+            await publisher.add(
+              await chunkEncoder.encode(
+                {
+                  cluster: fwd.from,
+                  origin: fwd.from,
+                  db: src.database,
+                  schema: job.wire.schema,
+                  table: job.wire.table,
+                  columns: job.def.columns.map((c, i) => ({ name: job.wire.columns[i]!.name, type: c.typeName, key: job.pk.some((k) => k.name === c.name) })),
+                  format: COPY_TEXT_FORMAT,
+                  rows: BigInt(n),
+                  data,
+                  snapshot: snapshotId,
+                  range: BigInt(range.no),
+                  seq: BigInt(seq++),
+                  lsn: BigInt(consistent),
+                  commitTs: snapTs,
+                },
+                consistent,
+              ),
+            );
           }
           rows += n;
           bytes += data.length;
@@ -430,8 +525,14 @@ export async function initialSync(cfg: PipelineConfig, log: Logger, opts: SyncOp
         for await (const c of copyOutChunks(reader, sql, MAX_CHUNK_BYTES, Math.min(CHUNK_ROWS, rangeRows))) await publish(c.data, c.rows);
         await publisher.commit();
         // Recorded only after Kafka committed the range: a restart never skips an unpublished range.
-        await control.query('UPDATE cdc.snapshot_ranges SET done = true, rows_done = $4, bytes_done = $5, updated_at = clock_timestamp() WHERE pipeline = $1 AND table_name = $2 AND range_no = $3', [cfg.pipeline, job.name, range.no, rows, bytes]);
-        await control.query('UPDATE cdc.snapshot_progress SET rows_done = rows_done + $3, bytes_done = bytes_done + $4, updated_at = clock_timestamp() WHERE table_name = $1 AND pipeline = $2', [job.name, cfg.pipeline, rows, bytes]);
+        await control.query(
+          'UPDATE cdc.snapshot_ranges SET done = true, rows_done = $4, bytes_done = $5, updated_at = clock_timestamp() WHERE pipeline = $1 AND table_name = $2 AND range_no = $3',
+          [cfg.pipeline, job.name, range.no, rows, bytes],
+        );
+        await control.query(
+          'UPDATE cdc.snapshot_progress SET rows_done = rows_done + $3, bytes_done = bytes_done + $4, updated_at = clock_timestamp() WHERE table_name = $1 AND pipeline = $2',
+          [job.name, cfg.pipeline, rows, bytes],
+        );
         job.rowsDone += rows;
         job.bytesDone += bytes;
         totalRows += rows;
@@ -440,15 +541,28 @@ export async function initialSync(cfg: PipelineConfig, log: Logger, opts: SyncOp
         else opts.onProgress?.(tableReport(job, false));
       }
     };
-    await Promise.all(readers.map((_, w) => work(w).catch((err: unknown) => {
-      failed ??= err;
-    })));
+    await Promise.all(
+      readers.map((_, w) =>
+        work(w).catch((err: unknown) => {
+          failed ??= err;
+        }),
+      ),
+    );
     if (failed !== null) throw failed;
     const dataSeconds = (Date.now() - tData) / 1000;
     for (const r of readers) await r.query('COMMIT');
     // Sequences: pg_dump --schema-only does not carry their values.
     await syncSequences(cfg);
-    return { tables: reports, consistentLsn: formatLsn(consistent), seconds: (Date.now() - t0) / 1000, dataSeconds, rows: totalRows, bytes: totalBytes, resumed: started, schema: schemaReport };
+    return {
+      tables: reports,
+      consistentLsn: formatLsn(consistent),
+      seconds: (Date.now() - t0) / 1000,
+      dataSeconds,
+      rows: totalRows,
+      bytes: totalBytes,
+      resumed: started,
+      schema: schemaReport,
+    };
   } catch (err) {
     throw err instanceof PgBridgeError ? err : new PgBridgeError('INTERNAL', `initial sync failed: ${errorMessage(err)}`, { cause: err, retriable: true });
   } finally {
@@ -462,13 +576,28 @@ export async function initialSync(cfg: PipelineConfig, log: Logger, opts: SyncOp
 function tableReport(job: TableJob, done: boolean): TableProgress {
   const secs = (Date.now() - job.started) / 1000;
   const rate = secs > 0 ? job.rowsDone / secs : 0;
-  return { table: job.name, rowsDone: job.rowsDone, rowsEstimate: Math.max(job.estimate, job.rowsDone), bytesDone: job.bytesDone, rowsPerSecond: Math.round(rate), etaSeconds: done ? 0 : rate > 0 ? Math.max(0, Math.round((job.estimate - job.rowsDone) / rate)) : null, done };
+  return {
+    table: job.name,
+    rowsDone: job.rowsDone,
+    rowsEstimate: Math.max(job.estimate, job.rowsDone),
+    bytesDone: job.bytesDone,
+    rowsPerSecond: Math.round(rate),
+    etaSeconds: done ? 0 : rate > 0 ? Math.max(0, Math.round((job.estimate - job.rowsDone) / rate)) : null,
+    done,
+  };
 }
 
 async function storedRanges(c: pg.Client, pipeline: string, table: string): Promise<(Range & { done: boolean })[]> {
   const r = await c.query<{ no: string; lower: string | null; upper: string | null; done: boolean }>(
-    'SELECT range_no::text AS no, lower_bound::text AS lower, upper_bound::text AS upper, done FROM cdc.snapshot_ranges WHERE pipeline = $1 AND table_name = $2 ORDER BY range_no', [pipeline, table]);
-  return r.rows.map((x) => ({ no: Number(x.no), lower: x.lower ? (JSON.parse(x.lower) as string[]) : null, upper: x.upper ? (JSON.parse(x.upper) as string[]) : null, done: x.done }));
+    'SELECT range_no::text AS no, lower_bound::text AS lower, upper_bound::text AS upper, done FROM cdc.snapshot_ranges WHERE pipeline = $1 AND table_name = $2 ORDER BY range_no',
+    [pipeline, table],
+  );
+  return r.rows.map((x) => ({
+    no: Number(x.no),
+    lower: x.lower ? (JSON.parse(x.lower) as string[]) : null,
+    upper: x.upper ? (JSON.parse(x.upper) as string[]) : null,
+    done: x.done,
+  }));
 }
 
 /**
@@ -505,7 +634,8 @@ function blockRanges(pages: number, estimate: number, rangeRows: number): Range[
   if (n <= 1 || pages <= 1) return [{ no: 0, lower: null, upper: null }];
   const step = Math.max(1, Math.ceil(pages / n));
   const ranges: Range[] = [];
-  for (let b = 0; b < pages; b += step) ranges.push({ no: ranges.length, lower: b === 0 ? null : [String(b)], upper: b + step >= pages ? null : [String(b + step)] });
+  for (let b = 0; b < pages; b += step)
+    ranges.push({ no: ranges.length, lower: b === 0 ? null : [String(b)], upper: b + step >= pages ? null : [String(b + step)] });
   return ranges;
 }
 
@@ -522,8 +652,24 @@ function rangeWhere(pk: ColumnInfo[], r: Range): string {
 
 /** A row read by initial sync or resync, as an op=r event. */
 function snapshotRow(def: TableDef, after: Row, lsn: Lsn, ts: bigint, origin: string, index: number, last: boolean): ChangeEvent {
-  const key: Row | null = def.columns.some((c) => c.key) ? Object.fromEntries(def.columns.filter((c) => c.key).map((c) => [c.name, after[c.name] ?? null])) : null;
-  return { kind: 'change', table: def, relationOid: 0, op: 'r', before: null, after, key, unchanged: [], lsn, snapshot: true, txn: { xid: 0, commitLsn: lsn, commitTimeUs: ts, origin }, index, last };
+  const key: Row | null = def.columns.some((c) => c.key)
+    ? Object.fromEntries(def.columns.filter((c) => c.key).map((c) => [c.name, after[c.name] ?? null]))
+    : null;
+  return {
+    kind: 'change',
+    table: def,
+    relationOid: 0,
+    op: 'r',
+    before: null,
+    after,
+    key,
+    unchanged: [],
+    lsn,
+    snapshot: true,
+    txn: { xid: 0, commitLsn: lsn, commitTimeUs: ts, origin },
+    index,
+    last,
+  };
 }
 
 /** A row read as PostgreSQL text (in column order), typed like capture does. */
@@ -544,15 +690,23 @@ function typedRow(def: TableDef, raw: readonly (string | null)[]): Row {
  */
 async function syncSequences(cfg: PipelineConfig): Promise<void> {
   const fwd = cfg.directions[0];
-  const seqs = await withPg(cfg.clusters[fwd.from]!, (c) => c.query<{ s: string; v: string | null }>(
-    `SELECT quote_ident(schemaname) || '.' || quote_ident(sequencename) AS s, last_value::text AS v FROM pg_sequences WHERE schemaname = ANY($1)`, [cfg.selection.schemas]));
+  const seqs = await withPg(cfg.clusters[fwd.from]!, (c) =>
+    c.query<{ s: string; v: string | null }>(
+      `SELECT quote_ident(schemaname) || '.' || quote_ident(sequencename) AS s, last_value::text AS v FROM pg_sequences WHERE schemaname = ANY($1)`,
+      [cfg.selection.schemas],
+    ),
+  );
   await withPg(cfg.clusters[fwd.to]!, async (c) => {
     for (const r of seqs.rows) {
       if (r.v === null) continue;
       await (async () => {
         // r.s comes quoted from quote_ident on the source.
-        const d = (await c.query<{ last: string; called: boolean | string; inc: string }>(
-          `SELECT last_value::text AS last, is_called AS called, (SELECT seqincrement::text FROM pg_sequence WHERE seqrelid = $1::text::regclass) AS inc FROM ${r.s}`, [r.s])).rows[0]!;
+        const d = (
+          await c.query<{ last: string; called: boolean | string; inc: string }>(
+            `SELECT last_value::text AS last, is_called AS called, (SELECT seqincrement::text FROM pg_sequence WHERE seqrelid = $1::text::regclass) AS inc FROM ${r.s}`,
+            [r.s],
+          )
+        ).rows[0]!;
         const inc = BigInt(d.inc);
         const last = BigInt(d.last);
         const src = BigInt(r.v!);

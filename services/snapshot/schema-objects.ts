@@ -81,7 +81,11 @@ export async function planSchema(c: pg.Client, cfg: PipelineConfig, selected: re
   );
   const exclude = out.rows.map((r) => qt(r.s, r.t));
   const leftOutViews = out.rows.filter((r) => r.kind === 'v' || r.kind === 'm').map((r) => `${r.s}.${r.t}`);
-  const extensions = await neededExtensions(c, cfg.selection.schemas, out.rows.map((r) => r.oid));
+  const extensions = await neededExtensions(
+    c,
+    cfg.selection.schemas,
+    out.rows.map((r) => r.oid),
+  );
   return { exclude, leftOutViews, extensions };
 }
 
@@ -130,7 +134,8 @@ async function neededExtensions(c: pg.Client, schemas: readonly string[], leftOu
 /** The role's power to create extensions on a cluster. */
 export async function extensionRole(c: pg.Client): Promise<{ name: string; superuser: boolean; createOnDatabase: boolean }> {
   const r = await c.query<{ name: string; su: boolean | string; cr: boolean | string }>(
-    `SELECT current_user AS name, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS su, has_database_privilege(current_database(), 'CREATE') AS cr`);
+    `SELECT current_user AS name, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS su, has_database_privilege(current_database(), 'CREATE') AS cr`,
+  );
   const t = (v: boolean | string): boolean => v === true || v === 't';
   return { name: r.rows[0]!.name, superuser: t(r.rows[0]!.su), createOnDatabase: t(r.rows[0]!.cr) };
 }

@@ -20,7 +20,10 @@ export function scoped(cfg: PipelineConfig, direction: string, def: TableDef, na
   const [schema, table] = naming?.logical(def.schema, def.table) ?? [def.schema, def.table];
   const s = tableSettings(cfg, schema, table);
   const pipelineName = (c: string): string => naming?.logicalColumn(schema, table, c) ?? c;
-  const listed = publishedColumns(s, def.columns.map((c) => pipelineName(c.name)));
+  const listed = publishedColumns(
+    s,
+    def.columns.map((c) => pipelineName(c.name)),
+  );
   return { def: listed ? { ...def, columns: def.columns.filter((c) => listed.includes(pipelineName(c.name))) } : def, where: rowFilter(s, direction) };
 }
 
@@ -71,7 +74,15 @@ export interface Chunk {
  * Reads a table in primary-key order, chunk by chunk, after `startAfter`; tables without a
  * primary key are read with a cursor. Values come as PostgreSQL text.
  */
-export async function* tableChunks(reader: pg.Client, t: SelectedTable, def: TableDef, pk: ColumnInfo[], chunkRows: number, startAfter: string[] | null, filter?: string): AsyncGenerator<Chunk> {
+export async function* tableChunks(
+  reader: pg.Client,
+  t: SelectedTable,
+  def: TableDef,
+  pk: ColumnInfo[],
+  chunkRows: number,
+  startAfter: string[] | null,
+  filter?: string,
+): AsyncGenerator<Chunk> {
   const cols = def.columns;
   // Qualified with the table alias: a bare name in ORDER BY would pick the ::text output column.
   const selectX = cols.map((c) => `x.${qi(c.name)}::text`).join(', ');
@@ -88,7 +99,14 @@ export async function* tableChunks(reader: pg.Client, t: SelectedTable, def: Tab
         const where = `WHERE ${rowFilter}${lastKey ? ` AND (${order}) > (${pk.map((k, i) => `$${i + 1}::${k.typeName}`).join(', ')})` : ''}`;
         const keySel = pk.map((k) => `x.${qi(k.name)}::text`).join(', ');
         // Extended protocol always: a `filter` (resync --where) can hold one expression, never a second statement.
-        rows = (await reader.query({ text: `SELECT ${selectX}, ${keySel} FROM ${qt(t.schema, t.table)} x ${where} ORDER BY ${order} LIMIT ${chunkRows}`, values: lastKey ?? [], rowMode: 'array', queryMode: 'extended' } as pg.QueryConfig)).rows;
+        rows = (
+          await reader.query({
+            text: `SELECT ${selectX}, ${keySel} FROM ${qt(t.schema, t.table)} x ${where} ORDER BY ${order} LIMIT ${chunkRows}`,
+            values: lastKey ?? [],
+            rowMode: 'array',
+            queryMode: 'extended',
+          } as pg.QueryConfig)
+        ).rows;
       } else {
         rows = (await reader.query({ text: `FETCH ${chunkRows} FROM ${cursor}`, rowMode: 'array' })).rows;
       }
@@ -105,4 +123,3 @@ export async function* tableChunks(reader: pg.Client, t: SelectedTable, def: Tab
     if (pk.length === 0) await reader.query(`CLOSE ${cursor}`).catch(() => undefined);
   }
 }
-

@@ -22,7 +22,6 @@ import {
   waitConverged,
   watchBank,
   writeSentinel,
- 
 } from './fault-support.js';
 
 describe('apply crash (child processes, real kills)', () => {
@@ -35,7 +34,10 @@ describe('apply crash (child processes, real kills)', () => {
     const admin = new KafkaClient({ brokers: cfg.kafka.brokers, clientId: 'test-apply-crash' }).admin();
     const groupId = `pgbridge-${cfg.pipeline}-apply-${p.direction}`;
     const progress = async (): Promise<{ next: bigint; lsn: string } | null> => {
-      const r = await b.query<{ next_offset: string; commit_lsn: string }>('SELECT next_offset::text, commit_lsn::text FROM cdc.apply_progress WHERE direction = $1 AND partition = 0', [pipeline.direction]);
+      const r = await b.query<{ next_offset: string; commit_lsn: string }>(
+        'SELECT next_offset::text, commit_lsn::text FROM cdc.apply_progress WHERE direction = $1 AND partition = 0',
+        [pipeline.direction],
+      );
       const row = r.rows[0];
       return row ? { next: BigInt(row.next_offset), lsn: row.commit_lsn } : null;
     };
@@ -67,10 +69,15 @@ describe('apply crash (child processes, real kills)', () => {
             // pg_stat_activity shows where the apply session is: in a transaction that wrote
             // rows, or idle with COMMIT as its last statement (the Kafka offset commit is next).
             const where = when.startsWith('inside') ? 'backend_xid IS NOT NULL' : `state = 'idle' AND query = 'COMMIT'`;
-            await waitUntil(`apply ${when}`, async () => {
-              const r = await b.query(`SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND ${where}`, [`pgbridge-apply-${pipeline.direction}`]);
-              return r.rowCount === 1;
-            }, 30_000, 1);
+            await waitUntil(
+              `apply ${when}`,
+              async () => {
+                const r = await b.query(`SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND ${where}`, [`pgbridge-apply-${pipeline.direction}`]);
+                return r.rowCount === 1;
+              },
+              30_000,
+              1,
+            );
           }
           apply.kill('SIGKILL');
           expect((await apply.waitExit(10_000)).signal).toBe('SIGKILL');
@@ -108,11 +115,16 @@ describe('apply crash (child processes, real kills)', () => {
       capture.kill('SIGTERM');
       expect(await capture.waitExit(30_000), capture.tail()).toEqual({ code: 0, signal: null });
       const end = (await admin.topicOffsets(p.topic)).find((o) => o.partition === 0)!.high;
-      const final = await waitUntil('apply at the end of the topic', async () => {
-        const s = await progress();
-        // The last offset of a transactional topic is a commit marker, not a record.
-        return s && s.next >= end - 1n ? s : null;
-      }, 60_000, 100);
+      const final = await waitUntil(
+        'apply at the end of the topic',
+        async () => {
+          const s = await progress();
+          // The last offset of a transactional topic is a commit marker, not a record.
+          return s && s.next >= end - 1n ? s : null;
+        },
+        60_000,
+        100,
+      );
       const records = await readTopic(cfg, p.topic, (rs) => BigInt(rs[rs.length - 1]!.offset) >= final.next - 1n);
       const last = records[records.length - 1]!;
       expect(BigInt(last.offset)).toBe(final.next - 1n);
@@ -121,7 +133,9 @@ describe('apply crash (child processes, real kills)', () => {
       expect(formatLsn(BigInt(v.source?.commitLsn ?? v.commitLsn!))).toBe(final.lsn);
       expect(await groupOffset()).toBeLessThanOrEqual(final.next);
       expect(apply.running, apply.tail()).toBe(true);
-      console.log(`apply SIGKILL x3 under ${await a.query(`SELECT count(*) FROM ${schema}.ledger`).then((r) => r.rows[0].count)} source transactions:\n  ${landed.join('\n  ')}`);
+      console.log(
+        `apply SIGKILL x3 under ${await a.query(`SELECT count(*) FROM ${schema}.ledger`).then((r) => r.rows[0].count)} source transactions:\n  ${landed.join('\n  ')}`,
+      );
     } finally {
       await admin.close();
     }
@@ -160,7 +174,11 @@ describe('apply crash (child processes, real kills)', () => {
     // This time the active one dies (SIGKILL): PostgreSQL frees the origin as the connection
     // drops, and the standby, a static member of the group like its predecessor, takes its
     // place without waiting for the dead member's session to expire.
-    const progress = async (): Promise<bigint> => BigInt((await fp.b.query<{ n: string }>('SELECT next_offset::text AS n FROM cdc.apply_progress WHERE direction = $1 AND partition = 0', [fp.direction])).rows[0]?.n ?? '-1');
+    const progress = async (): Promise<bigint> =>
+      BigInt(
+        (await fp.b.query<{ n: string }>('SELECT next_offset::text AS n FROM cdc.apply_progress WHERE direction = $1 AND partition = 0', [fp.direction]))
+          .rows[0]?.n ?? '-1',
+      );
     await waitUntil('second apply committing', async () => (await progress()) >= 0n, 30_000, 50);
     second.kill('SIGKILL');
     const killedAt = Date.now();
@@ -178,8 +196,16 @@ describe('apply crash (child processes, real kills)', () => {
     const copies = JSON.parse(await bankRows(fp.b, schema)).ledger.filter((r: { copies: string }) => r.copies !== '1');
     expect(copies).toEqual([]);
     // A standby is quiet: no error lines while it waited.
-    for (const x of [first, second]) expect(x.output().split('\n').filter((l) => l.includes('"level":"error"') || l.includes('"level":50'))).toEqual([]);
+    for (const x of [first, second])
+      expect(
+        x
+          .output()
+          .split('\n')
+          .filter((l) => l.includes('"level":"error"') || l.includes('"level":50')),
+      ).toEqual([]);
     expect(takeoverMs, 'standby ready after the active apply drained').toBeLessThanOrEqual(3_000);
-    console.log(`apply 1→2→1: takeover ${takeoverMs} ms after the active instance exited (SIGTERM); first write ${resumeMs} ms after the active instance was killed (SIGKILL)`);
+    console.log(
+      `apply 1→2→1: takeover ${takeoverMs} ms after the active instance exited (SIGTERM); first write ${resumeMs} ms after the active instance was killed (SIGKILL)`,
+    );
   }, 240_000);
 });

@@ -20,7 +20,6 @@ import {
   watchBank,
   watchUncommitted,
   writeSentinel,
- 
 } from './fault-support.js';
 
 const BIG_ROWS = 200_000;
@@ -38,16 +37,25 @@ describe('capture crash (child processes, real kills)', () => {
     let killedAt = 0;
     try {
       await seedAccounts(a, schema);
-      const before = await waitUntil('seed published', async () => (await capture.metric('pgbridge_capture_transactions_total')) >= 1 && uncommitted.count(), 30_000);
+      const before = await waitUntil(
+        'seed published',
+        async () => (await capture.metric('pgbridge_capture_transactions_total')) >= 1 && uncommitted.count(),
+        30_000,
+      );
       await a.query(`BEGIN;
         INSERT INTO ${schema}.big SELECT g, g FROM generate_series(1, ${BIG_ROWS}) g;
         INSERT INTO ${schema}.ledger (events, note) VALUES (${BIG_ROWS + 1}, 'big');
         COMMIT`);
       // Kill once a good part of the transaction sits in the open Kafka transaction.
-      const sent = await waitUntil('a quarter of the big transaction in Kafka', async () => {
-        const n = uncommitted.count() - before;
-        return n >= BIG_ROWS / 4 ? n : false;
-      }, 90_000, 10);
+      const sent = await waitUntil(
+        'a quarter of the big transaction in Kafka',
+        async () => {
+          const n = uncommitted.count() - before;
+          return n >= BIG_ROWS / 4 ? n : false;
+        },
+        90_000,
+        10,
+      );
       capture.kill('SIGKILL');
       expect((await capture.waitExit(10_000)).signal).toBe('SIGKILL');
       // Part of it only: the Kafka transaction holding it was still open when capture died.
@@ -66,7 +74,9 @@ describe('capture crash (child processes, real kills)', () => {
     expect(report.problems, capture.tail()).toEqual([]);
     expect(report.transactions).toBe(4);
     expect(report.events).toBeGreaterThanOrEqual(BIG_ROWS + 1 + 21 + 1 + 1);
-    console.log(`capture SIGKILL mid-transaction: killed with ${killedAt} of ${BIG_ROWS + 1} events in the open Kafka transaction; topic has ${report.events} events, ${report.duplicated} transactions twice`);
+    console.log(
+      `capture SIGKILL mid-transaction: killed with ${killedAt} of ${BIG_ROWS + 1} events in the open Kafka transaction; topic has ${report.events} events, ${report.duplicated} transactions twice`,
+    );
   });
 
   it('SIGKILL 5 times at random moments under small transactions: topic whole and complete, destination equal, bank total and versions never wrong', async () => {
@@ -105,7 +115,9 @@ describe('capture crash (child processes, real kills)', () => {
     expect(report.problems, capture.tail()).toEqual([]);
     // apply never stopped: replays reached it as whole transactions it skipped (INV-4).
     expect(apply.running && apply.starts === 1, apply.tail()).toBe(true);
-    console.log(`capture SIGKILL x5: ${report.transactions} source transactions, ${report.duplicated} published twice, ${seen.polls} destination snapshots checked`);
+    console.log(
+      `capture SIGKILL x5: ${report.transactions} source transactions, ${report.duplicated} published twice, ${seen.polls} destination snapshots checked`,
+    );
   });
 
   it('SIGTERM under load drains and exits 0; the restart goes on with nothing lost or doubled', async () => {

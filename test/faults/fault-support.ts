@@ -176,10 +176,15 @@ export async function faultPipeline(prefix: string, tables: (schema: string) => 
  */
 async function releaseFaultPipeline(cfg: PipelineConfig, clients: Record<string, pg.Client>): Promise<void> {
   const retry = async (what: string, fn: () => Promise<unknown>): Promise<void> => {
-    await waitUntil(what, async () => {
-      await fn();
-      return true;
-    }, 10_000, 200);
+    await waitUntil(
+      what,
+      async () => {
+        await fn();
+        return true;
+      },
+      10_000,
+      200,
+    );
   };
   for (const name of cfg.clusterNames) {
     const c = clients[name]!;
@@ -191,7 +196,9 @@ async function releaseFaultPipeline(cfg: PipelineConfig, clients: Record<string,
     await c.query(`DROP PUBLICATION IF EXISTS "${slot}"`);
     const dirs = cfg.directions.filter((d) => d.to === name);
     for (const d of dirs) {
-      await retry(`drop origin ${originName(cfg, d.from)}`, () => c.query('SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = $1', [originName(cfg, d.from)]));
+      await retry(`drop origin ${originName(cfg, d.from)}`, () =>
+        c.query('SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = $1', [originName(cfg, d.from)]),
+      );
       for (const t of ['apply_progress', 'barriers', 'conflicts']) await c.query(`DELETE FROM cdc.${t} WHERE direction = $1`, [d.id]);
     }
     await c.query('DELETE FROM cdc.heartbeat WHERE cluster = $1', [name]);
@@ -253,7 +260,10 @@ export async function startTransfers(cfg: PipelineConfig, schema: string, worker
         if (isConnectionLoss(err)) {
           // The source restarted: the transfer committed whole or not at all; carry on with a new session.
           await clients[w]!.end().catch(() => undefined);
-          const next = await reconnect(() => pgClient(cfg, cfg.clusterNames[0]), () => running);
+          const next = await reconnect(
+            () => pgClient(cfg, cfg.clusterNames[0]),
+            () => running,
+          );
           if (!next) break;
           clients[w] = next;
           continue;
@@ -299,12 +309,17 @@ export async function watchBank(cfg: PipelineConfig, cluster: string, schema: st
     while (running) {
       let r: pg.QueryResult<{ n: string; total: string | null; versions: string | null }>;
       try {
-        r = await c.query(`SELECT count(*) AS n, sum(balance)::text AS total, json_agg(json_build_array(id, version) ORDER BY id)::text AS versions FROM ${schema}.accounts`);
+        r = await c.query(
+          `SELECT count(*) AS n, sum(balance)::text AS total, json_agg(json_build_array(id, version) ORDER BY id)::text AS versions FROM ${schema}.accounts`,
+        );
       } catch (err) {
         if (!isConnectionLoss(err)) throw err;
         // The destination restarted: watch on through a new session.
         await c.end().catch(() => undefined);
-        const next = await reconnect(() => pgClient(cfg, cluster), () => running);
+        const next = await reconnect(
+          () => pgClient(cfg, cluster),
+          () => running,
+        );
         if (!next) break;
         c = next;
         continue;
@@ -351,7 +366,11 @@ export async function startBankRun(p: FaultPipeline, workers = 2, pauseMs = 10):
   const apply = (await p.apply()).start();
   await Promise.all([capture.waitReady(), apply.waitReady()]);
   await seedAccounts(p.a, p.schema);
-  await waitUntil('accounts on the destination', async () => (await p.b.query(`SELECT count(*) AS n FROM ${p.schema}.accounts`)).rows[0].n === String(ACCOUNTS), 60_000);
+  await waitUntil(
+    'accounts on the destination',
+    async () => (await p.b.query(`SELECT count(*) AS n FROM ${p.schema}.accounts`)).rows[0].n === String(ACCOUNTS),
+    60_000,
+  );
   const watch = await watchBank(p.cfg, p.dst, p.schema);
   const load = await startTransfers(p.cfg, p.schema, workers, pauseMs);
   p.defer(() => Promise.all([load.stop(), watch.stop()]));
@@ -384,17 +403,25 @@ function diffRows(want: string, got: string): string {
     const gs = new Set(g[t].map((r) => JSON.stringify(r)));
     const missing = [...ws].filter((r) => !gs.has(r));
     const extra = [...gs].filter((r) => !ws.has(r));
-    if (missing.length || extra.length) out.push(`${t}: ${missing.length} source rows not on the destination ${missing.slice(0, 5).join(' ')}; ${extra.length} destination rows not on the source ${extra.slice(0, 5).join(' ')}`);
+    if (missing.length || extra.length)
+      out.push(
+        `${t}: ${missing.length} source rows not on the destination ${missing.slice(0, 5).join(' ')}; ${extra.length} destination rows not on the source ${extra.slice(0, 5).join(' ')}`,
+      );
   }
   return out.join('\n');
 }
 
 /** Reads the direction topic (read_committed) from the start up to the sentinel's record. */
 export async function readUntilSentinel(cfg: PipelineConfig, note: string, timeoutMs = 60_000): Promise<ReadRecord[]> {
-  return readTopic(cfg, cfg.directions[0].topic, (rs) => {
-    const v = rs[rs.length - 1]?.value as { after?: { note?: unknown } | null } | undefined;
-    return v?.after?.note === note;
-  }, timeoutMs);
+  return readTopic(
+    cfg,
+    cfg.directions[0].topic,
+    (rs) => {
+      const v = rs[rs.length - 1]?.value as { after?: { note?: unknown } | null } | undefined;
+      return v?.after?.note === note;
+    },
+    timeoutMs,
+  );
 }
 
 export interface TopicReport {
@@ -413,7 +440,8 @@ export interface TopicReport {
  */
 export async function checkTopic(records: readonly ReadRecord[], a: pg.Client, schema: string): Promise<TopicReport> {
   const expected = new Map<string, number>();
-  for (const r of (await a.query<{ xid: string; events: string }>(`SELECT xid::text, events::text FROM ${schema}.ledger`)).rows) expected.set(r.xid, Number(r.events));
+  for (const r of (await a.query<{ xid: string; events: string }>(`SELECT xid::text, events::text FROM ${schema}.ledger`)).rows)
+    expected.set(r.xid, Number(r.events));
   const problems: string[] = [];
   const copies = new Map<string, number[]>();
   let cur: { id: string; next: number; offset: string } | null = null;
@@ -468,9 +496,14 @@ export async function checkTopic(records: readonly ReadRecord[], a: pg.Client, s
  */
 export async function watchUncommitted(cfg: PipelineConfig, topic: string): Promise<{ count(): number; stop(): Promise<void> }> {
   let n = 0;
-  const f = followTopic(new KafkaClient({ brokers: cfg.kafka.brokers, clientId: 'test-uncommitted' }), topic, { readCommitted: false, maxWaitMs: 50 }, (messages) => {
-    n += messages.length;
-  });
+  const f = followTopic(
+    new KafkaClient({ brokers: cfg.kafka.brokers, clientId: 'test-uncommitted' }),
+    topic,
+    { readCommitted: false, maxWaitMs: 50 },
+    (messages) => {
+      n += messages.length;
+    },
+  );
   await f.ready;
   return { count: () => n, stop: () => f.stop() };
 }

@@ -19,7 +19,10 @@ import { changes, readTopic } from '../support/topic.js';
 class Relay {
   private server: Server | null = null;
   private readonly sockets = new Set<Socket>();
-  constructor(readonly port: number, private readonly target: { host: string; port: number }) {}
+  constructor(
+    readonly port: number,
+    private readonly target: { host: string; port: number },
+  ) {}
   async open(): Promise<void> {
     if (this.server) return;
     this.server = createServer((client) => {
@@ -63,7 +66,8 @@ describe('registry down while a new schema must be registered', () => {
     relay = new Relay(await freePort(), { host: real.hostname, port: Number(real.port) });
     await relay.open();
     cfg = testConfig(uniqueName('prd'), schema, { registry: { url: `http://127.0.0.1:${relay.port}${real.pathname}` }, capture: { heartbeatSeconds: 0 } });
-    for (const c of cfg.clusterNames) await withClient(cfg.clusters[c]!, 'test', (cl) => cl.query(`CREATE SCHEMA ${schema}; CREATE TABLE ${schema}.t (id int PRIMARY KEY, v text)`));
+    for (const c of cfg.clusterNames)
+      await withClient(cfg.clusters[c]!, 'test', (cl) => cl.query(`CREATE SCHEMA ${schema}; CREATE TABLE ${schema}.t (id int PRIMARY KEY, v text)`));
     await setup(cfg, testLog);
     run = new CaptureRun({ cfg, cluster: 'a', kafka: kafkaClient(cfg, 'test-rd', testLog), log: testLog, metrics: captureMetrics(metricsRegistry({})) });
     void run.run().catch((err: unknown) => console.error('capture run failed', err));
@@ -80,7 +84,10 @@ describe('registry down while a new schema must be registered', () => {
 
   it('holds the slot and retries, then publishes every transaction whole when the registry is back', async () => {
     const slot = `cdc_${cfg.pipeline}_a`;
-    const confirmed = (): Promise<string> => withClient(cfg.clusters.a!, 'test', (cl) => cl.query<{ l: string }>('SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots WHERE slot_name = $1', [slot])).then((r) => r.rows[0]!.l);
+    const confirmed = (): Promise<string> =>
+      withClient(cfg.clusters.a!, 'test', (cl) =>
+        cl.query<{ l: string }>('SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots WHERE slot_name = $1', [slot]),
+      ).then((r) => r.rows[0]!.l);
     await relay.cut();
     // A table capture has not seen yet: its schema must be registered first.
     await withClient(cfg.clusters.a!, 'test', async (cl) => {

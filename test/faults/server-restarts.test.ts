@@ -15,14 +15,7 @@ import { endpointsOf, stackConnections, stackSettings, type StackSettings } from
 import { down, startService, stopService, up, type ServiceName } from '../../infra/stack/stack.js';
 import { slotName } from '../../shared/config.js';
 import { waitUntil } from '../support/pipeline.js';
-import {
-  bankRows,
-  bankTables,
-  faultPipeline,
-  startBankRun,
-  waitConverged,
-  type FaultPipeline,
-} from './fault-support.js';
+import { bankRows, bankTables, faultPipeline, startBankRun, waitConverged, type FaultPipeline } from './fault-support.js';
 
 const PRIVATE: readonly ServiceName[] = ['pg-a', 'pg-b', 'kafka'];
 
@@ -42,8 +35,10 @@ describe('server restarts under load (private clusters and broker, real restarts
     s = stackSettings({
       ...process.env,
       PGBRIDGE_STACK_DIR: join(dir, 'state'),
-      PGBRIDGE_PG_A_PORT: '16632', PGBRIDGE_PG_B_PORT: '16633',
-      PGBRIDGE_KAFKA_PORT: '29492', PGBRIDGE_KAFKA_CONTROLLER_PORT: '29493',
+      PGBRIDGE_PG_A_PORT: '16632',
+      PGBRIDGE_PG_B_PORT: '16633',
+      PGBRIDGE_KAFKA_PORT: '29492',
+      PGBRIDGE_KAFKA_CONTROLLER_PORT: '29493',
     });
     await up(s, () => undefined, PRIVATE);
   }, 180_000);
@@ -64,12 +59,23 @@ describe('server restarts under load (private clusters and broker, real restarts
     const flowing = async (what: string): Promise<void> => {
       const before = load.committed();
       await waitUntil(`transfers committing after ${what}`, async () => load.committed() >= before + 20, 90_000, 100);
-      const src = await waitUntil(`source readable after ${what}`, async () => {
-        await fp.reconnect();
-        return Number((await fp.a.query(`SELECT count(*) AS n FROM ${schema}.ledger`)).rows[0].n);
-      }, 60_000, 500);
-      await waitUntil(`destination catching up after ${what}`, async () => Number((await fp.b.query(`SELECT count(*) AS n FROM ${schema}.ledger`)).rows[0].n) >= src, 120_000, 200)
-        .catch((err: Error) => { throw new Error(`${err.message}\n${capture.tail(3000)}\n${apply.tail(3000)}`); });
+      const src = await waitUntil(
+        `source readable after ${what}`,
+        async () => {
+          await fp.reconnect();
+          return Number((await fp.a.query(`SELECT count(*) AS n FROM ${schema}.ledger`)).rows[0].n);
+        },
+        60_000,
+        500,
+      );
+      await waitUntil(
+        `destination catching up after ${what}`,
+        async () => Number((await fp.b.query(`SELECT count(*) AS n FROM ${schema}.ledger`)).rows[0].n) >= src,
+        120_000,
+        200,
+      ).catch((err: Error) => {
+        throw new Error(`${err.message}\n${capture.tail(3000)}\n${apply.tail(3000)}`);
+      });
     };
     const bounce = async (service: ServiceName, how: 'graceful' | 'crash', downMs: number): Promise<void> => {
       await stopService(s, service, how);
@@ -87,12 +93,19 @@ describe('server restarts under load (private clusters and broker, real restarts
     // 3. The walsender of our slot is terminated three times.
     for (let i = 0; i < 3; i++) {
       const slot = slotName(cfg, fp.src);
-      const pid = await waitUntil('slot active', async () => (await fp.a.query<{ pid: number | null }>('SELECT active_pid AS pid FROM pg_replication_slots WHERE slot_name = $1', [slot])).rows[0]?.pid, 60_000, 100);
+      const pid = await waitUntil(
+        'slot active',
+        async () => (await fp.a.query<{ pid: number | null }>('SELECT active_pid AS pid FROM pg_replication_slots WHERE slot_name = $1', [slot])).rows[0]?.pid,
+        60_000,
+        100,
+      );
       await fp.a.query('SELECT pg_terminate_backend($1)', [pid]);
       await flowing(`walsender kill ${i + 1}`);
     }
     // 3b. Capture's control session (heartbeat, slot lag) is terminated: not an uncaught error.
-    const control = await fp.a.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [`pgbridge-capture-${fp.src}-control`]);
+    const control = await fp.a.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [
+      `pgbridge-capture-${fp.src}-control`,
+    ]);
     expect(control.rowCount).toBe(1);
     await flowing('the control session was terminated');
     // 4. The broker is killed (SIGKILL) and comes back after a few seconds; then it stays away
@@ -139,13 +152,18 @@ describe('server restarts under load (private clusters and broker, real restarts
       await q.a.query(`ALTER SYSTEM SET max_slot_wal_keep_size = '16MB'`);
       await q.a.query('SELECT pg_reload_conf()');
       await q.a.query(`CREATE SCHEMA ${junk}; CREATE TABLE ${junk}.t (x text)`);
-      const status = await waitUntil('slot wal_status lost', async () => {
-        await q.a.query(`INSERT INTO ${junk}.t SELECT repeat(md5(g::text), 64) FROM generate_series(1, 4000) g`);
-        await q.a.query('SELECT pg_switch_wal()');
-        await q.a.query('CHECKPOINT');
-        const r = await q.a.query<{ wal_status: string }>('SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1', [slot]);
-        return r.rows[0]?.wal_status === 'lost' ? r.rows[0].wal_status : null;
-      }, 120_000, 0);
+      const status = await waitUntil(
+        'slot wal_status lost',
+        async () => {
+          await q.a.query(`INSERT INTO ${junk}.t SELECT repeat(md5(g::text), 64) FROM generate_series(1, 4000) g`);
+          await q.a.query('SELECT pg_switch_wal()');
+          await q.a.query('CHECKPOINT');
+          const r = await q.a.query<{ wal_status: string }>('SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1', [slot]);
+          return r.rows[0]?.wal_status === 'lost' ? r.rows[0].wal_status : null;
+        },
+        120_000,
+        0,
+      );
       expect(status).toBe('lost');
       capture.start();
       expect((await capture.waitExit(60_000)).code).toBe(1);

@@ -27,17 +27,20 @@ describe('snapshot chunks on parallel loaders', () => {
   afterAll(async () => {
     for (const p of procs) await p.crash().catch(() => undefined);
     await release(cfg, testLog, { topics: true }).catch(() => undefined);
-    for (const c of cfg.clusterNames) await withClient(cfg.clusters[c]!, 'test', (x) => x.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)).catch(() => undefined);
+    for (const c of cfg.clusterNames)
+      await withClient(cfg.clusters[c]!, 'test', (x) => x.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)).catch(() => undefined);
     file.remove();
   });
 
   it('loads every row once across an apply SIGKILL, sends nothing back, and streams on without false conflicts', async () => {
-    await withClient(cfg.clusters.a!, 'test', (x) => x.query(`CREATE SCHEMA ${schema};
+    await withClient(cfg.clusters.a!, 'test', (x) =>
+      x.query(`CREATE SCHEMA ${schema};
       CREATE TABLE ${schema}.t (id int PRIMARY KEY, v text NOT NULL);
       INSERT INTO ${schema}.t SELECT g, repeat(md5(g::text), 2) FROM generate_series(1, ${KEYED}) g;
       CREATE TABLE ${schema}.n (a int, b text); ALTER TABLE ${schema}.n REPLICA IDENTITY FULL;
       INSERT INTO ${schema}.n SELECT g % 100, md5(g::text) FROM generate_series(1, ${KEYLESS}) g;
-      ANALYZE ${schema}.t, ${schema}.n;`));
+      ANALYZE ${schema}.t, ${schema}.n;`),
+    );
     // Everything into Kafka first (ranges of 10,000 rows read by two workers): apply then
     // has a long run of chunk records to spread over its loaders.
     const sync = await initialSync(cfg, testLog, { chunkRows: 10_000 });
@@ -69,22 +72,44 @@ describe('snapshot chunks on parallel loaders', () => {
       await waitUntil('every row on b', async () => (await count('t')) >= KEYED && (await count('n')) >= KEYLESS, 180_000, 200);
       const b1 = await b.query<{ t: string; ids: string; n: string; nd: string }>(
         `SELECT (SELECT count(*) FROM ${schema}.t)::text AS t, (SELECT count(DISTINCT id) FROM ${schema}.t)::text AS ids,
-                (SELECT count(*) FROM ${schema}.n)::text AS n, (SELECT count(*) FROM (SELECT a, b, count(*) FROM ${schema}.n GROUP BY 1, 2) s)::text AS nd`);
+                (SELECT count(*) FROM ${schema}.n)::text AS n, (SELECT count(*) FROM (SELECT a, b, count(*) FROM ${schema}.n GROUP BY 1, 2) s)::text AS nd`,
+      );
       expect(b1.rows[0]).toEqual({ t: String(KEYED), ids: String(KEYED), n: String(KEYLESS), nd: String(KEYLESS) });
 
       // Both loaders loaded (their origins moved), and capture b skipped their transactions.
-      const loaders = await b.query<{ n: string }>(
-        `SELECT count(*) AS n FROM pg_replication_origin_status WHERE external_id LIKE $1 AND remote_lsn <> '0/0'`, [`cdc\\_${cfg.pipeline.replace(/_/g, '\\_')}\\_a~load%`]);
+      const loaders = await b.query<{ n: string }>(`SELECT count(*) AS n FROM pg_replication_origin_status WHERE external_id LIKE $1 AND remote_lsn <> '0/0'`, [
+        `cdc\\_${cfg.pipeline.replace(/_/g, '\\_')}\\_a~load%`,
+      ]);
       expect(Number(loaders.rows[0]!.n)).toBe(2);
-      await waitUntil('capture b skipped foreign transactions', async () => (await captureB.metric('pgbridge_capture_skipped_transactions_total', { reason: 'foreign-origin' })) > 0, 30_000, 200);
+      await waitUntil(
+        'capture b skipped foreign transactions',
+        async () => (await captureB.metric('pgbridge_capture_skipped_transactions_total', { reason: 'foreign-origin' })) > 0,
+        30_000,
+        200,
+      );
 
       // The change from before the load, and one after it: applied over loaded rows, no conflict.
-      await waitUntil('the early change on b', async () => (await b.query<{ n: string }>(`SELECT count(*) AS n FROM ${schema}.t WHERE v = 'changed before the load'`)).rows[0]!.n === '2', 60_000, 100);
+      await waitUntil(
+        'the early change on b',
+        async () => (await b.query<{ n: string }>(`SELECT count(*) AS n FROM ${schema}.t WHERE v = 'changed before the load'`)).rows[0]!.n === '2',
+        60_000,
+        100,
+      );
       await a.query(`UPDATE ${schema}.t SET v = 'changed after the sync' WHERE id IN (7, 150001)`);
-      await waitUntil('the change on b', async () => (await b.query<{ n: string }>(`SELECT count(*) AS n FROM ${schema}.t WHERE v = 'changed after the sync'`)).rows[0]!.n === '2', 60_000, 100);
+      await waitUntil(
+        'the change on b',
+        async () => (await b.query<{ n: string }>(`SELECT count(*) AS n FROM ${schema}.t WHERE v = 'changed after the sync'`)).rows[0]!.n === '2',
+        60_000,
+        100,
+      );
       const conflicts = await b.query<{ n: string }>('SELECT count(*) AS n FROM cdc.conflicts WHERE pipeline = $1', [cfg.pipeline]);
       expect(conflicts.rows[0]!.n).toBe('0');
-      await waitUntil('no chunk markers left', async () => (await b.query<{ n: string }>('SELECT count(*) AS n FROM cdc.chunk_loads WHERE pipeline = $1', [cfg.pipeline])).rows[0]!.n === '0', 30_000, 200);
+      await waitUntil(
+        'no chunk markers left',
+        async () => (await b.query<{ n: string }>('SELECT count(*) AS n FROM cdc.chunk_loads WHERE pipeline = $1', [cfg.pipeline])).rows[0]!.n === '0',
+        30_000,
+        200,
+      );
 
       // Nothing came back to a.
       const a1 = await a.query<{ t: string; n: string }>(`SELECT (SELECT count(*) FROM ${schema}.t)::text AS t, (SELECT count(*) FROM ${schema}.n)::text AS n`);

@@ -15,7 +15,6 @@ import { changes, readTopic } from '../support/topic.js';
 import { writeControl } from '../../shared/control-records.js';
 import { TYPES, userTypesSql } from '../support/types.js';
 
-
 describe('capture (real PostgreSQL, Kafka, registry)', () => {
   let cfg: PipelineConfig;
   let a: pg.Client;
@@ -38,7 +37,7 @@ describe('capture (real PostgreSQL, Kafka, registry)', () => {
     await setup(cfg, testLog);
     const registry = metricsRegistry({});
     run = new CaptureRun({ cfg, cluster: 'a', kafka: kafkaClient(cfg, 'test-capture', testLog), log: testLog, metrics: captureMetrics(registry) });
-    void run.run().catch((err: unknown) => console.error("capture run failed", err));
+    void run.run().catch((err: unknown) => console.error('capture run failed', err));
   });
 
   afterAll(async () => {
@@ -96,7 +95,11 @@ describe('capture (real PostgreSQL, Kafka, registry)', () => {
     await a.query(`INSERT INTO ${schema}."Odd Name" VALUES (7, 'kw')`);
     const all = changes(await readTopic(cfg, cfg.directions[0].topic, (r) => changes(r).some((e) => e.source.table === 'Odd Name')));
     const docs = all.filter((e) => e.source.table === 'docs');
-    expect(docs.map((e) => [e.op, e.txn.index, e.txn.last])).toEqual([['c', 0n, false], ['c', 1n, true], ['u', 0n, true]]);
+    expect(docs.map((e) => [e.op, e.txn.index, e.txn.last])).toEqual([
+      ['c', 0n, false],
+      ['c', 1n, true],
+      ['u', 0n, true],
+    ]);
     const [first, second, upd] = docs as [Record<string, any>, Record<string, any>, Record<string, any>];
     expect(first.txn.id).toBe(second.txn.id);
     expect(first.after.big).toBe(big);
@@ -161,14 +164,29 @@ describe('capture identity check (INV-6)', () => {
     try {
       for (const c of [a, b]) await c.query(`CREATE SCHEMA ${schema}`);
       await setup(cfg, testLog);
-      const first = new CaptureRun({ cfg, cluster: 'a', kafka: kafkaClient(cfg, 'test-sys', testLog), log: testLog, metrics: captureMetrics(metricsRegistry({})) });
+      const first = new CaptureRun({
+        cfg,
+        cluster: 'a',
+        kafka: kafkaClient(cfg, 'test-sys', testLog),
+        log: testLog,
+        metrics: captureMetrics(metricsRegistry({})),
+      });
       void first.run().catch(() => undefined);
       await waitUntil('first run streaming', async () => first.ready);
       await first.stop();
       // As after a restore from a file backup of another system.
       await a.query('UPDATE cdc.capture_state SET system_identifier = 42 WHERE pipeline = $1', [cfg.pipeline]);
-      const second = new CaptureRun({ cfg, cluster: 'a', kafka: kafkaClient(cfg, 'test-sys', testLog), log: testLog, metrics: captureMetrics(metricsRegistry({})) });
-      await expect(second.run()).rejects.toMatchObject({ code: 'SYSTEM_CHANGED', message: expect.stringMatching(/cluster a .* first captured system 42 on timeline \d+/) });
+      const second = new CaptureRun({
+        cfg,
+        cluster: 'a',
+        kafka: kafkaClient(cfg, 'test-sys', testLog),
+        log: testLog,
+        metrics: captureMetrics(metricsRegistry({})),
+      });
+      await expect(second.run()).rejects.toMatchObject({
+        code: 'SYSTEM_CHANGED',
+        message: expect.stringMatching(/cluster a .* first captured system 42 on timeline \d+/),
+      });
     } finally {
       await release(cfg, testLog, { topics: true }).catch(() => undefined);
       for (const c of [a, b]) {
@@ -190,7 +208,10 @@ describe('forged control input (real PostgreSQL, Kafka, registry)', () => {
     let run: CaptureRun | null = null;
     let m: pg.Client | null = null;
     try {
-      for (const c of [a, b]) await c.query(`CREATE SCHEMA ${schema}; CREATE TABLE ${schema}.t (id int PRIMARY KEY, how text); CREATE TABLE ${schema}.secret (id int PRIMARY KEY, v text)`);
+      for (const c of [a, b])
+        await c.query(
+          `CREATE SCHEMA ${schema}; CREATE TABLE ${schema}.t (id int PRIMARY KEY, how text); CREATE TABLE ${schema}.secret (id int PRIMARY KEY, v text)`,
+        );
       await setup(cfg, testLog);
       await a.query(`CREATE ROLE ${role} LOGIN; GRANT USAGE ON SCHEMA ${schema} TO ${role}; GRANT INSERT, SELECT ON ${schema}.t TO ${role}`);
       m = new pg.Client({ host: cfg.clusters.a!.host, port: cfg.clusters.a!.port, database: cfg.clusters.a!.database, user: role });
@@ -206,14 +227,23 @@ describe('forged control input (real PostgreSQL, Kafka, registry)', () => {
       // 2. A forged barrier, 3. a forged resync window and chunk writing into a table outside the
       // selection and into cdc, 4. malformed JSON, 5. many windows.
       await emit('cdc.barrier', 'forged-barrier');
-      const chunk = (s: string, t: string) => JSON.stringify({ id: 'w1', pipeline: cfg.pipeline, table: { schema: s, table: t, replicaIdentity: 'default', columns: [{ name: 'id', typeOid: 23, typeMod: -1, typeName: 'integer', key: true }] }, key: ['id'], rows: [['666']] });
+      const chunk = (s: string, t: string) =>
+        JSON.stringify({
+          id: 'w1',
+          pipeline: cfg.pipeline,
+          table: { schema: s, table: t, replicaIdentity: 'default', columns: [{ name: 'id', typeOid: 23, typeMod: -1, typeName: 'integer', key: true }] },
+          key: ['id'],
+          rows: [['666']],
+        });
       await emit('cdc.resync.low', JSON.stringify({ id: 'w1', pipeline: cfg.pipeline, table: `${schema}.t` }));
       await emit('cdc.resync.high', chunk(schema, 't'));
       await emit('cdc.resync.high', chunk('cdc', 'apply_progress'));
       await emit('cdc.resync.high', '{not json');
       for (let i = 0; i < 200; i++) await emit('cdc.resync.low', JSON.stringify({ id: `w${i}`, pipeline: cfg.pipeline, table: `${schema}.t` }));
       // 6. The control table itself is closed to it.
-      await expect(m.query(`INSERT INTO cdc.control (pipeline, kind, payload) VALUES ($1, 'origin', 'b')`, [cfg.pipeline])).rejects.toMatchObject({ code: '42501' });
+      await expect(m.query(`INSERT INTO cdc.control (pipeline, kind, payload) VALUES ($1, 'origin', 'b')`, [cfg.pipeline])).rejects.toMatchObject({
+        code: '42501',
+      });
       await m.query(`INSERT INTO ${schema}.t VALUES (2, 'after the forgeries')`);
       const recs = await readTopic(cfg, cfg.directions[0].topic, (r) => changes(r).length >= 2);
       // Both rows published as a's own changes; no barrier, no snapshot row, nothing for another table.

@@ -25,9 +25,16 @@ function cli(args: string[]): { code: number | null; out: string } {
 /** Four consecutive free ports (metrics of the four services). */
 async function freeBase(): Promise<number> {
   for (let base = 20000 + Math.floor(Math.random() * 8000); ; base += 4) {
-    const ok = await Promise.all([0, 1, 2, 3].map((i) => new Promise<boolean>((res) => {
-      const s = createServer().once('error', () => res(false)).listen(base + i, '127.0.0.1', () => s.close(() => res(true)));
-    })));
+    const ok = await Promise.all(
+      [0, 1, 2, 3].map(
+        (i) =>
+          new Promise<boolean>((res) => {
+            const s = createServer()
+              .once('error', () => res(false))
+              .listen(base + i, '127.0.0.1', () => s.close(() => res(true)));
+          }),
+      ),
+    );
     if (ok.every(Boolean)) return base;
   }
 }
@@ -42,16 +49,20 @@ describe('pgbridge CLI', () => {
     const base = await freeBase();
     const c = testConfig(uniqueName('pcli'), schema);
     file = join(dir, 'pipeline.yaml');
-    writeFileSync(file, stringify({
-      pipeline: c.pipeline,
-      clusters: Object.fromEntries(Object.entries(c.clusters).map(([k, v]) => [k, { host: v.host, port: v.port, user: v.user, database: v.database }])),
-      kafka: { brokers: [...c.kafka.brokers] },
-      registry: { url: c.registry.url },
-      selection: { schemas: [schema] },
-      metrics: { basePort: base },
-    }));
+    writeFileSync(
+      file,
+      stringify({
+        pipeline: c.pipeline,
+        clusters: Object.fromEntries(Object.entries(c.clusters).map(([k, v]) => [k, { host: v.host, port: v.port, user: v.user, database: v.database }])),
+        kafka: { brokers: [...c.kafka.brokers] },
+        registry: { url: c.registry.url },
+        selection: { schemas: [schema] },
+        metrics: { basePort: base },
+      }),
+    );
     cfg = { ...c, metrics: { host: '127.0.0.1', basePort: base } } as PipelineConfig;
-    for (const cl of cfg.clusterNames) await withClient(cfg.clusters[cl]!, 'test', (x) => x.query(`CREATE SCHEMA ${schema}; CREATE TABLE ${schema}.t (id int PRIMARY KEY)`));
+    for (const cl of cfg.clusterNames)
+      await withClient(cfg.clusters[cl]!, 'test', (x) => x.query(`CREATE SCHEMA ${schema}; CREATE TABLE ${schema}.t (id int PRIMARY KEY)`));
     await setup(cfg, testLog);
   });
 
@@ -75,26 +86,46 @@ describe('pgbridge CLI', () => {
     const before = cli(['status', '--json', '--config', file]);
     expect(before.code, before.out).toBe(0);
     const rows = JSON.parse(before.out) as { direction: string; state: string; slot: { exists: boolean }; services: { capture: string } }[];
-    expect(rows.map((r) => [r.direction, r.slot.exists, r.services.capture])).toEqual([['a→b', true, 'not running'], ['b→a', true, 'not running']]);
+    expect(rows.map((r) => [r.direction, r.slot.exists, r.services.capture])).toEqual([
+      ['a→b', true, 'not running'],
+      ['b→a', true, 'not running'],
+    ]);
 
-    const run = spawn(process.execPath, [CLI, 'run', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PGBRIDGE_LOG_LEVEL: 'warn' } });
+    const run = spawn(process.execPath, [CLI, 'run', '--config', file], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, PGBRIDGE_LOG_LEVEL: 'warn' },
+    });
     let out = '';
     run.stdout.on('data', (d: Buffer) => (out += d.toString()));
     run.stderr.on('data', (d: Buffer) => (out += d.toString()));
     try {
-      await waitUntil('all four services running', async () => {
-        const s = JSON.parse(cli(['status', '--json', '--config', file]).out) as { services: { capture: string; apply: string } }[];
-        return s.every((r) => r.services.capture === 'running' && r.services.apply === 'running');
-      }, 60_000, 500);
+      await waitUntil(
+        'all four services running',
+        async () => {
+          const s = JSON.parse(cli(['status', '--json', '--config', file]).out) as { services: { capture: string; apply: string } }[];
+          return s.every((r) => r.services.capture === 'running' && r.services.apply === 'running');
+        },
+        60_000,
+        500,
+      );
       await withClient(cfg.clusters.a!, 'test', (x) => x.query(`INSERT INTO ${schema}.t VALUES (1)`));
-      await waitUntil('row on b', async () => (await withClient(cfg.clusters.b!, 'test', (x) => x.query(`SELECT 1 FROM ${schema}.t WHERE id = 1`))).rowCount === 1, 30_000);
+      await waitUntil(
+        'row on b',
+        async () => (await withClient(cfg.clusters.b!, 'test', (x) => x.query(`SELECT 1 FROM ${schema}.t WHERE id = 1`))).rowCount === 1,
+        30_000,
+      );
       const barrier = cli(['barrier', '--config', file, '--timeout', '60']);
       expect(barrier.out).toMatch(/^drained: barrier .* applied in a-b and b-a/m);
       // Caught up: no message left to read (the commit marker closing each Kafka transaction is not one).
-      await waitUntil('both directions idle with 0 messages of lag', async () => {
-        const s = JSON.parse(cli(['status', '--json', '--config', file]).out) as { state: string; lagOffsets: number | null }[];
-        return s.every((r) => r.state === 'idle' && r.lagOffsets === 0);
-      }, 30_000, 300);
+      await waitUntil(
+        'both directions idle with 0 messages of lag',
+        async () => {
+          const s = JSON.parse(cli(['status', '--json', '--config', file]).out) as { state: string; lagOffsets: number | null }[];
+          return s.every((r) => r.state === 'idle' && r.lagOffsets === 0);
+        },
+        30_000,
+        300,
+      );
     } finally {
       run.kill('SIGINT');
     }

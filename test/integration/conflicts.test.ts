@@ -90,8 +90,12 @@ describe('conflicts a→b (in-process capture a + apply a-b, real PostgreSQL/Kaf
   const markerOnB = (id: number) => async () => (await b.query(`SELECT 1 FROM ${schema}.marker WHERE id = $1`, [id])).rowCount === 1;
 
   const conflictRows = (table: string) =>
-    all(b, `SELECT key->>'id' AS id, kind, resolution, policy, existing->>'v' AS existing_v, incoming->>'v' AS incoming_v
-              FROM cdc.conflicts c WHERE table_name = $1 ORDER BY c.id`, [`${schema}.${table}`]);
+    all(
+      b,
+      `SELECT key->>'id' AS id, kind, resolution, policy, existing->>'v' AS existing_v, incoming->>'v' AS incoming_v
+              FROM cdc.conflicts c WHERE table_name = $1 ORDER BY c.id`,
+      [`${schema}.${table}`],
+    );
 
   beforeAll(async () => {
     cfg = config();
@@ -110,8 +114,11 @@ describe('conflicts a→b (in-process capture a + apply a-b, real PostgreSQL/Kaf
     // Seeds, before the slot exists: not captured, so each side keeps its own.
     for (const t of Object.keys(POLICY_TABLES)) {
       await a.query(`INSERT INTO ${schema}.${t} (id, v) VALUES (20, 's'), (24, 's'), (40, 's')`);
-      for (const c of [a, b]) await c.query(`INSERT INTO ${schema}.${t} (id, v) VALUES (30, 's'), (31, 's'), (50, 's'), (60, 's'), (62, 's'), (64, 's'), (80, 's')`);
-      await b.query(`INSERT INTO ${schema}.${t} (id, v, u) VALUES (10, 'b10', null), (12, 'b12', null), (13, 'b13', 130), (25, 'b25', null), (61, 'b61', null), (63, 's', null), (65, 'b65', null), (70, 'b70', 700), (81, 'b81', 800)`);
+      for (const c of [a, b])
+        await c.query(`INSERT INTO ${schema}.${t} (id, v) VALUES (30, 's'), (31, 's'), (50, 's'), (60, 's'), (62, 's'), (64, 's'), (80, 's')`);
+      await b.query(
+        `INSERT INTO ${schema}.${t} (id, v, u) VALUES (10, 'b10', null), (12, 'b12', null), (13, 'b13', 130), (25, 'b25', null), (61, 'b61', null), (63, 's', null), (65, 'b65', null), (70, 'b70', 700), (81, 'b81', 800)`,
+      );
     }
     await b.query(`INSERT INTO ${schema}.t_ts VALUES (1, 'b')`);
     for (const c of [a, b]) await c.query(`INSERT INTO ${schema}.t_num VALUES (1.0, 's')`);
@@ -202,24 +209,62 @@ describe('conflicts a→b (in-process capture a + apply a-b, real PostgreSQL/Kaf
     const col = { t_ign: 2, t_ow: 3, t_lww: 4 } as const;
     for (const [t, policy] of Object.entries(POLICY_TABLES) as [PolicyTable, ConflictPolicy][]) {
       const got = await conflictRows(t);
-      expect(got, t).toEqual(expected.filter((e) => e[col[t]] !== '-').map((e) => ({ id: e[0], kind: e[1], resolution: e[col[t]], policy, existing_v: e[5], incoming_v: e[6] })));
+      expect(got, t).toEqual(
+        expected.filter((e) => e[col[t]] !== '-').map((e) => ({ id: e[0], kind: e[1], resolution: e[col[t]], policy, existing_v: e[5], incoming_v: e[6] })),
+      );
     }
 
     const rowsOn = async (t: string) => all(b, `SELECT id::text, v FROM ${schema}.${t} ORDER BY id`);
-    const common: Row[] = [{ id: '12', v: 'b12' }, { id: '13', v: 'b13' }, { id: '20', v: 'a20' }, { id: '31', v: 'a31' }, { id: '70', v: 'b70' }, { id: '80', v: 's' }, { id: '81', v: 'b81' }];
+    const common: Row[] = [
+      { id: '12', v: 'b12' },
+      { id: '13', v: 'b13' },
+      { id: '20', v: 'a20' },
+      { id: '31', v: 'a31' },
+      { id: '70', v: 'b70' },
+      { id: '80', v: 's' },
+      { id: '81', v: 'b81' },
+    ];
     const byId = (rs: Row[]) => [...rs, ...common].sort((x, y) => Number(x.id) - Number(y.id));
-    expect(await rowsOn('t_ign')).toEqual(byId([
-      { id: '10', v: 'b10' }, { id: '11', v: 'b11' }, { id: '25', v: 'b25' }, { id: '30', v: 'b30' }, { id: '50', v: 'b50' },
-      { id: '60', v: 's' }, { id: '61', v: 'b61' }, { id: '62', v: 's' }, { id: '63', v: 'b63' }, { id: '64', v: 'b64' }, { id: '65', v: 'b65' },
-    ]));
-    expect(await rowsOn('t_ow')).toEqual(byId([
-      { id: '10', v: 'a10' }, { id: '11', v: 'a11' }, { id: '25', v: 'a25' }, { id: '30', v: 'a30' },
-      { id: '61', v: 'a61' }, { id: '63', v: 'a63' }, { id: '65', v: 'a65' },
-    ]));
-    expect(await rowsOn('t_lww')).toEqual(byId([
-      { id: '10', v: 'a10' }, { id: '11', v: 'b11' }, { id: '25', v: 'a25' }, { id: '30', v: 'b30' }, { id: '50', v: 'b50' },
-      { id: '61', v: 'a61' }, { id: '62', v: 's' }, { id: '63', v: 'b63' }, { id: '64', v: 'b64' }, { id: '65', v: 'b65' },
-    ]));
+    expect(await rowsOn('t_ign')).toEqual(
+      byId([
+        { id: '10', v: 'b10' },
+        { id: '11', v: 'b11' },
+        { id: '25', v: 'b25' },
+        { id: '30', v: 'b30' },
+        { id: '50', v: 'b50' },
+        { id: '60', v: 's' },
+        { id: '61', v: 'b61' },
+        { id: '62', v: 's' },
+        { id: '63', v: 'b63' },
+        { id: '64', v: 'b64' },
+        { id: '65', v: 'b65' },
+      ]),
+    );
+    expect(await rowsOn('t_ow')).toEqual(
+      byId([
+        { id: '10', v: 'a10' },
+        { id: '11', v: 'a11' },
+        { id: '25', v: 'a25' },
+        { id: '30', v: 'a30' },
+        { id: '61', v: 'a61' },
+        { id: '63', v: 'a63' },
+        { id: '65', v: 'a65' },
+      ]),
+    );
+    expect(await rowsOn('t_lww')).toEqual(
+      byId([
+        { id: '10', v: 'a10' },
+        { id: '11', v: 'b11' },
+        { id: '25', v: 'a25' },
+        { id: '30', v: 'b30' },
+        { id: '50', v: 'b50' },
+        { id: '61', v: 'a61' },
+        { id: '62', v: 's' },
+        { id: '63', v: 'b63' },
+        { id: '64', v: 'b64' },
+        { id: '65', v: 'b65' },
+      ]),
+    );
 
     // fail handles missing rows as DTS does: no stop, the update inserted, the delete ignored, both recorded.
     expect(await all(b, `SELECT id::text, v FROM ${schema}.d_um`)).toEqual([{ id: '1', v: 'a' }]);
@@ -229,24 +274,30 @@ describe('conflicts a→b (in-process capture a + apply a-b, real PostgreSQL/Kaf
 
     // A key column named "timestamp": the conflict lookup must not confuse it with the commit timestamp.
     expect(await all(b, `SELECT "timestamp"::text AS k, v FROM ${schema}.t_ts`)).toEqual([{ k: '1', v: 'b' }]);
-    expect(await all(b, `SELECT key->>'timestamp' AS k, kind, resolution, policy FROM cdc.conflicts WHERE table_name = $1`, [`${schema}.t_ts`]))
-      .toEqual([{ k: '1', kind: 'insert_exists', resolution: K, policy: 'ignore' }]);
+    expect(await all(b, `SELECT key->>'timestamp' AS k, kind, resolution, policy FROM cdc.conflicts WHERE table_name = $1`, [`${schema}.t_ts`])).toEqual([
+      { k: '1', kind: 'insert_exists', resolution: K, policy: 'ignore' },
+    ]);
     // 1.0 → 1.00 is the same key: an update, not update_exists against itself (which deleted the row).
     expect(await all(b, `SELECT id::text, v FROM ${schema}.t_num`)).toEqual([{ id: '1.00', v: 'moved' }]);
     expect(await conflictRows('t_num')).toEqual([]);
 
     // Position and provenance of the conflict rows.
     const topic = cfg.directions.find((d) => d.id === 'a-b')!.topic;
-    const prov = await all(b, `SELECT DISTINCT direction, source_cluster, topic, kafka_partition::text AS p,
+    const prov = await all(
+      b,
+      `SELECT DISTINCT direction, source_cluster, topic, kafka_partition::text AS p,
                                       bool_and(kafka_offset >= 0 AND source_commit_lsn > '0/0' AND source_commit_ts <= detected_at) OVER () AS sane
-                                 FROM cdc.conflicts WHERE table_name LIKE $1`, [`${schema}.%`]);
+                                 FROM cdc.conflicts WHERE table_name LIKE $1`,
+      [`${schema}.%`],
+    );
     expect(prov).toEqual([{ direction: 'a-b', source_cluster: 'a', topic, p: '0', sane: true }]);
 
     // Every conflict recorded is counted once, by kind and resolution.
     const reg = apply.applies['a-b']!.registry;
     const recorded = await all(b, `SELECT kind, resolution, count(*)::text AS n FROM cdc.conflicts WHERE table_name LIKE $1 GROUP BY 1, 2`, [`${schema}.%`]);
     expect(recorded.length).toBeGreaterThan(0);
-    for (const r of recorded) expect(await counter(reg, 'pgbridge_apply_conflicts_total', { kind: r.kind!, resolution: r.resolution! }), `${r.kind}/${r.resolution}`).toBe(Number(r.n));
+    for (const r of recorded)
+      expect(await counter(reg, 'pgbridge_apply_conflicts_total', { kind: r.kind!, resolution: r.resolution! }), `${r.kind}/${r.resolution}`).toBe(Number(r.n));
     expect(await counter(reg, 'pgbridge_apply_conflicts_total')).toBe(14 * 3 + 1 + 1 + 2);
     expect(apply.errors).toEqual([]);
     expect(capture!.errors).toEqual([]);
@@ -280,7 +331,10 @@ describe('conflicts a→b (in-process capture a + apply a-b, real PostgreSQL/Kaf
       f_uod: [{ id: '1', v: 'b' }],
       f_dm: [],
       f_dod: [{ id: '1', v: 'b' }],
-      f_ue: [{ id: '1', v: 's' }, { id: '2', v: 'b2' }],
+      f_ue: [
+        { id: '1', v: 's' },
+        { id: '2', v: 'b2' },
+      ],
       f_muc: [{ id: '9', v: 'b9' }],
     };
     const relaxed: string[] = [];
@@ -307,7 +361,11 @@ describe('conflicts a→b (in-process capture a + apply a-b, real PostgreSQL/Kaf
 
     apply = await startApply(config(relaxed));
     await applied(apply, 'marker 2 on b', markerOnB(2));
-    expect(await rowsOn('f_ins')).toEqual([{ id: '1', v: 'a1' }, { id: '2', v: 'a2' }, { id: '3', v: 'a3' }]);
+    expect(await rowsOn('f_ins')).toEqual([
+      { id: '1', v: 'a1' },
+      { id: '2', v: 'a2' },
+      { id: '3', v: 'a3' },
+    ]);
     expect(await all(b, `SELECT id::text, v FROM ${schema}.t_ign WHERE id = 90`)).toEqual([{ id: '90', v: 'a90' }]);
     expect(await rowsOn('f_um')).toEqual([{ id: '1', v: 'a' }]);
     expect(await rowsOn('f_uod')).toEqual([{ id: '1', v: 'a' }]);
@@ -315,14 +373,18 @@ describe('conflicts a→b (in-process capture a + apply a-b, real PostgreSQL/Kaf
     expect(await rowsOn('f_dod')).toEqual([]);
     expect(await rowsOn('f_ue')).toEqual([{ id: '2', v: 's' }]);
     expect(await rowsOn('f_muc')).toEqual([{ id: '9', v: 'b9' }]);
-    const got = await all(b, `SELECT table_name, key->>'id' AS id, kind, resolution, policy FROM cdc.conflicts c WHERE table_name = ANY($1) ORDER BY c.id`, [FAIL_CASES.map((f) => `${schema}.${f.table}`)]);
-    expect(got).toEqual(FAIL_CASES.map((f) => ({
-      table_name: `${schema}.${f.table}`,
-      id: f.key,
-      kind: f.kind,
-      resolution: f.kind === 'delete_missing' || f.kind === 'multiple_unique_conflicts' ? 'keep_local' : 'apply_remote',
-      policy: 'overwrite',
-    })));
+    const got = await all(b, `SELECT table_name, key->>'id' AS id, kind, resolution, policy FROM cdc.conflicts c WHERE table_name = ANY($1) ORDER BY c.id`, [
+      FAIL_CASES.map((f) => `${schema}.${f.table}`),
+    ]);
+    expect(got).toEqual(
+      FAIL_CASES.map((f) => ({
+        table_name: `${schema}.${f.table}`,
+        id: f.key,
+        kind: f.kind,
+        resolution: f.kind === 'delete_missing' || f.kind === 'multiple_unique_conflicts' ? 'keep_local' : 'apply_remote',
+        policy: 'overwrite',
+      })),
+    );
     expect(apply.errors).toEqual([]);
   });
 });

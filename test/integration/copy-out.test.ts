@@ -35,7 +35,12 @@ describe('COPY out in chunks', () => {
   it('cuts the output into whole rows within the limits, equal to what COPY writes', async () => {
     const expected = await c.query<{ g: string; a: string | null; b: string }>(`SELECT s.g::text AS g, s.a, s.b FROM (${ROWS_SQL}) s ORDER BY s.g`);
     const text = Buffer.from(expected.rows.map((r) => formatCopyLine([r.g, r.a, r.b])).join(''));
-    for (const [maxBytes, maxRows] of [[4096, 1_000_000], [1_000_000, 333], [960 * 1024, 50_000], [64, 1_000_000]] as const) {
+    for (const [maxBytes, maxRows] of [
+      [4096, 1_000_000],
+      [1_000_000, 333],
+      [960 * 1024, 50_000],
+      [64, 1_000_000],
+    ] as const) {
       const out = await all(c, `COPY (${ROWS_SQL}) TO STDOUT`, maxBytes, maxRows);
       expect(Buffer.concat(out.map((x) => x.data)).equals(text)).toBe(true);
       for (const x of out) {

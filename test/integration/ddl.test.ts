@@ -24,7 +24,12 @@ class Writer {
   /** What the test is about to do to the writer's column: its new name, or null for a drop. */
   readonly renames: Record<string, string | null> = {};
 
-  constructor(private readonly c: pg.Client, private readonly schema: string, private readonly first: number, private note: string | null) {
+  constructor(
+    private readonly c: pg.Client,
+    private readonly schema: string,
+    private readonly first: number,
+    private note: string | null,
+  ) {
     this.next = first;
   }
 
@@ -72,10 +77,14 @@ async function columns(c: pg.Client, schema: string, table: string): Promise<str
 
 async function same(what: string, a: pg.Client, b: pg.Client, sql: string, timeoutMs = 30_000): Promise<string> {
   let want = '';
-  await waitUntil(what, async () => {
-    want = JSON.stringify((await a.query(sql)).rows);
-    return JSON.stringify((await b.query(sql)).rows) === want;
-  }, timeoutMs).catch(async (e: Error) => {
+  await waitUntil(
+    what,
+    async () => {
+      want = JSON.stringify((await a.query(sql)).rows);
+      return JSON.stringify((await b.query(sql)).rows) === want;
+    },
+    timeoutMs,
+  ).catch(async (e: Error) => {
     const ra = (await a.query(sql)).rows.map((r) => JSON.stringify(r));
     const rb = (await b.query(sql)).rows.map((r) => JSON.stringify(r));
     const onlyA = ra.filter((r) => !rb.includes(r)).slice(0, 10);
@@ -176,7 +185,10 @@ describe('DDL replication, forward direction, under writes on both clusters', ()
     await a.query(`CREATE SEQUENCE ${schema}.s START 100; ALTER SEQUENCE ${schema}.s INCREMENT 5`);
     await a.query(`INSERT INTO ${schema}.parent (name) VALUES ('one'), ('two')`);
     await a.query(`INSERT INTO ${schema}.child VALUES (1, 1, '2026-01-01T00:00:00Z'), (3, 2, '2026-01-01T00:00:00Z')`);
-    await waitUntil('child on b', async () => (await b.query(`SELECT count(*) AS n FROM ${schema}.child`).catch(() => ({ rows: [{ n: '0' }] }))).rows[0].n === '2');
+    await waitUntil(
+      'child on b',
+      async () => (await b.query(`SELECT count(*) AS n FROM ${schema}.child`).catch(() => ({ rows: [{ n: '0' }] }))).rows[0].n === '2',
+    );
     // The destination has the table, its key, default and foreign key: b's own rows go back to a.
     await b.query(`INSERT INTO ${schema}.parent (id, name) VALUES (1000, 'from b')`);
     await b.query(`INSERT INTO ${schema}.child VALUES (2, 1000, '2026-01-02T00:00:00Z')`);
@@ -184,7 +196,9 @@ describe('DDL replication, forward direction, under writes on both clusters', ()
     await same('child equal', a, b, `SELECT * FROM ${schema}.child ORDER BY id`);
     const idx = `SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = '${schema}' ORDER BY 1`;
     await same('indexes equal', a, b, idx);
-    expect(JSON.parse(await same('indexes', a, b, idx)).map((r: { indexname: string }) => r.indexname)).toEqual(expect.arrayContaining(['child_parent', 'w_v', 'w_id_v', 'parent_pkey']));
+    expect(JSON.parse(await same('indexes', a, b, idx)).map((r: { indexname: string }) => r.indexname)).toEqual(
+      expect.arrayContaining(['child_parent', 'w_v', 'w_id_v', 'parent_pkey']),
+    );
     const seq = `SELECT start_value, increment_by FROM pg_sequences WHERE schemaname = '${schema}' AND sequencename = 's'`;
     expect(await same('sequence', a, b, seq)).toBe('[{"start_value":"100","increment_by":"5"}]');
     await expect(b.query(`INSERT INTO ${schema}.child VALUES (9, 999, now())`)).rejects.toThrow(/foreign key/);
@@ -205,7 +219,10 @@ describe('DDL replication, forward direction, under writes on both clusters', ()
     await a.query(`ALTER TABLE ${schema}.parent ADD COLUMN tag text DEFAULT 'dflt'`);
     await a.query(`UPDATE ${schema}.parent SET tag = 'set in txn' WHERE name = 'in txn'`);
     await a.query('COMMIT');
-    await waitUntil('txn on b', async () => (await b.query(`SELECT tag FROM ${schema}.parent WHERE name = 'in txn'`).catch(() => ({ rows: [] }))).rows[0]?.tag === 'set in txn');
+    await waitUntil(
+      'txn on b',
+      async () => (await b.query(`SELECT tag FROM ${schema}.parent WHERE name = 'in txn'`).catch(() => ({ rows: [] }))).rows[0]?.tag === 'set in txn',
+    );
     await same('parent equal', a, b, `SELECT * FROM ${schema}.parent ORDER BY id`);
   });
 
@@ -303,7 +320,8 @@ describe('ddl.reverse: reject and ddl.forward: off', () => {
   });
 
   it('with ddl.forward: off the forward source has no trigger, and release leaves none behind', async () => {
-    const triggers = async (c: pg.Client) => (await c.query(`SELECT evtname FROM pg_event_trigger WHERE evtname LIKE $1 ORDER BY 1`, [`cdc\\_${cfg.pipeline}\\_%`])).rows.map((r) => r.evtname);
+    const triggers = async (c: pg.Client) =>
+      (await c.query(`SELECT evtname FROM pg_event_trigger WHERE evtname LIKE $1 ORDER BY 1`, [`cdc\\_${cfg.pipeline}\\_%`])).rows.map((r) => r.evtname);
     expect(await triggers(a)).toEqual([]);
     expect(await triggers(b)).toEqual([`cdc_${cfg.pipeline}_ddl`, `cdc_${cfg.pipeline}_ddl_drop`]);
     await a.query(`ALTER TABLE ${schema}.t ADD COLUMN z int`);

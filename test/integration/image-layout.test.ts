@@ -33,9 +33,15 @@ interface Stage {
 /** The last stage of the Dockerfile (the runtime image), its instructions joined across `\` lines. */
 function runtimeStage(): Stage {
   const text = readFileSync(join(ROOT, 'infra/Dockerfile'), 'utf8').replace(/\\\n\s*/g, ' ');
-  const lines = text.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+  const lines = text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('#'));
   const args = Object.fromEntries(lines.filter((l) => l.startsWith('ARG ')).map((l) => l.slice(4).split('=') as [string, string]));
-  const last = lines.map((l, i) => (l.startsWith('FROM ') ? i : -1)).filter((i) => i >= 0).pop()!;
+  const last = lines
+    .map((l, i) => (l.startsWith('FROM ') ? i : -1))
+    .filter((i) => i >= 0)
+    .pop()!;
   const stage: Stage = { env: {}, workdir: '/', copies: [], runs: [], cmd: [] };
   expect(lines[last]!.replace(/\$\{(\w+)\}/g, (_, k: string) => args[k] ?? '')).toBe(`FROM node:${args.NODE_VERSION}-bookworm-slim`);
   for (const l of lines.slice(last + 1)) {
@@ -86,7 +92,12 @@ describe('the image without Docker (infra/Dockerfile laid out, its commands run)
     expect(stage.runs.filter((r) => !r.startsWith('npm ')).every((r) => /apt-get install .*postgresql-client/.test(r))).toBe(true);
     for (const r of npm) {
       // Its own npm cache, so that `npm cache clean` cleans nothing of the developer's.
-      const x = spawnSync('bash', ['-c', r], { cwd: app, env: { ...process.env, ...stage.env, npm_config_cache: join(root, '.npm-cache') }, encoding: 'utf8', timeout: 300_000 });
+      const x = spawnSync('bash', ['-c', r], {
+        cwd: app,
+        env: { ...process.env, ...stage.env, npm_config_cache: join(root, '.npm-cache') },
+        encoding: 'utf8',
+        timeout: 300_000,
+      });
       expect(x.status, `${r}\n${x.stdout}${x.stderr}`).toBe(0);
     }
     expect(existsSync(join(app, 'node_modules/pg'))).toBe(true);
@@ -102,12 +113,13 @@ describe('the image without Docker (infra/Dockerfile laid out, its commands run)
     for (const c of ['setup', 'sync', 'run', 'status']) expect(r.stdout).toContain(c);
   });
 
-  it('the Job\'s setup and every service of deploy/kubernetes start from the image', async () => {
+  it("the Job's setup and every service of deploy/kubernetes start from the image", async () => {
     p = await tablesPipeline('img', (s) => `CREATE TABLE ${s}.t (id int PRIMARY KEY, v text);`);
     config = writeConfigFile(p.cfg);
     const manifests = parseAllDocuments(readFileSync(join(ROOT, 'deploy/kubernetes/services.yaml'), 'utf8')).map((d) => d.toJS() as Record<string, any>);
     const job = parseAllDocuments(readFileSync(join(ROOT, 'deploy/kubernetes/setup-sync-job.yaml'), 'utf8'))[0]!.toJS() as Record<string, any>;
-    const swap = (args: string[], port: number): string[] => args.map((a, i) => (args[i - 1] === '--config' ? config!.path : args[i - 1] === '--metrics-port' ? String(port) : a));
+    const swap = (args: string[], port: number): string[] =>
+      args.map((a, i) => (args[i - 1] === '--config' ? config!.path : args[i - 1] === '--metrics-port' ? String(port) : a));
 
     const setupArgs = swap(job.spec.template.spec.initContainers[0].args as string[], 0);
     const setup = spawnSync(process.execPath, setupArgs, { cwd: app, env, encoding: 'utf8', timeout: 120_000 });
@@ -120,13 +132,22 @@ describe('the image without Docker (infra/Dockerfile laid out, its commands run)
       const port = await freePort();
       const args = swap(c.args as string[], port);
       let out = '';
-      const child = spawn(c.command[0] === 'node' ? process.execPath : c.command[0], args, { cwd: app, env: { ...env, PGBRIDGE_LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(c.command[0] === 'node' ? process.execPath : c.command[0], args, {
+        cwd: app,
+        env: { ...env, PGBRIDGE_LOG_LEVEL: 'info' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
       child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
       child.stderr!.on('data', (b: Buffer) => (out += b.toString()));
       const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
       try {
         const probe = c.readinessProbe.httpGet.path as string;
-        await waitUntil(`${d.metadata.name} ready on ${probe}`, async () => (await fetch(`http://127.0.0.1:${port}${probe}`)).status === 200, 60_000, 200).catch((err: Error) => {
+        await waitUntil(
+          `${d.metadata.name} ready on ${probe}`,
+          async () => (await fetch(`http://127.0.0.1:${port}${probe}`)).status === 200,
+          60_000,
+          200,
+        ).catch((err: Error) => {
           throw new Error(`${err.message}\n${out.slice(-3000)}`);
         });
         expect((await fetch(`http://127.0.0.1:${port}${c.livenessProbe.httpGet.path}`)).status).toBe(200);

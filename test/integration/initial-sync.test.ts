@@ -53,15 +53,18 @@ describe.each(['chunks', 'rows'] as const)('initial sync (forward direction), ev
     const dir = mkdtempSync(join(tmpdir(), 'pgbridge-isync-'));
     cfgFile = join(dir, 'pipeline.yaml');
     const c = cfg.clusters;
-    writeFileSync(cfgFile, stringify({
-      pipeline: cfg.pipeline,
-      clusters: Object.fromEntries(Object.entries(c).map(([k, v]) => [k, { host: v.host, port: v.port, user: v.user, database: v.database }])),
-      kafka: { brokers: [...cfg.kafka.brokers] },
-      registry: { url: cfg.registry.url },
-      selection: { schemas: [schema] },
-      metrics: { basePort: 0 },
-      sync: { workers: 2, events },
-    }));
+    writeFileSync(
+      cfgFile,
+      stringify({
+        pipeline: cfg.pipeline,
+        clusters: Object.fromEntries(Object.entries(c).map(([k, v]) => [k, { host: v.host, port: v.port, user: v.user, database: v.database }])),
+        kafka: { brokers: [...cfg.kafka.brokers] },
+        registry: { url: cfg.registry.url },
+        selection: { schemas: [schema] },
+        metrics: { basePort: 0 },
+        sync: { workers: 2, events },
+      }),
+    );
     await withClient(cfg.clusters.a!, 'test', (cl) => cl.query(sourceSql(schema)));
   });
 
@@ -72,21 +75,36 @@ describe.each(['chunks', 'rows'] as const)('initial sync (forward direction), ev
 
   it('copies schema and data inside one snapshot, resumes after SIGKILL without re-reading finished ranges, and streams on with no gap', async () => {
     // 1. A sync process killed for real after a few ranges.
-    const child = spawn(process.execPath, ['dist/services/cli/main.js', 'sync', '--config', cfgFile, '--chunk-rows', '2000', '--max-rows-per-second', '40000'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(
+      process.execPath,
+      ['dist/services/cli/main.js', 'sync', '--config', cfgFile, '--chunk-rows', '2000', '--max-rows-per-second', '40000'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-    const doneBeforeKill = await waitUntil('some chunks published', async () => {
-      const r = await withClient(cfg.clusters.a!, 'test', (cl) => cl.query<{ n: string }>('SELECT coalesce(sum(rows_done), 0)::text AS n FROM cdc.snapshot_progress WHERE pipeline = $1', [cfg.pipeline])).catch(() => null);
-      const n = Number(r?.rows[0]?.n ?? 0);
-      return n >= 20_000 ? n : null;
-    }, 120_000, 20).catch((e: Error) => {
+    const doneBeforeKill = await waitUntil(
+      'some chunks published',
+      async () => {
+        const r = await withClient(cfg.clusters.a!, 'test', (cl) =>
+          cl.query<{ n: string }>('SELECT coalesce(sum(rows_done), 0)::text AS n FROM cdc.snapshot_progress WHERE pipeline = $1', [cfg.pipeline]),
+        ).catch(() => null);
+        const n = Number(r?.rows[0]?.n ?? 0);
+        return n >= 20_000 ? n : null;
+      },
+      120_000,
+      20,
+    ).catch((e: Error) => {
       throw new Error(`${e.message}; sync output: ${out}`);
     });
     child.kill('SIGKILL');
     await new Promise((r) => child.once('exit', r));
-    const recorded = await withClient(cfg.clusters.a!, 'test', (cl) => cl.query<{ n: string; pk: string }>(
-      `SELECT sum(rows_done)::text AS n, coalesce(sum(rows_done) FILTER (WHERE table_name <> '${schema}.nopk'), 0)::text AS pk FROM cdc.snapshot_progress WHERE pipeline = $1`, [cfg.pipeline]));
+    const recorded = await withClient(cfg.clusters.a!, 'test', (cl) =>
+      cl.query<{ n: string; pk: string }>(
+        `SELECT sum(rows_done)::text AS n, coalesce(sum(rows_done) FILTER (WHERE table_name <> '${schema}.nopk'), 0)::text AS pk FROM cdc.snapshot_progress WHERE pipeline = $1`,
+        [cfg.pipeline],
+      ),
+    );
     const finishedChunks = Number(recorded.rows[0]!.n);
     const finishedPk = Number(recorded.rows[0]!.pk);
     expect(finishedChunks, out).toBeGreaterThanOrEqual(doneBeforeKill);
@@ -98,9 +116,11 @@ describe.each(['chunks', 'rows'] as const)('initial sync (forward direction), ev
       let i = 0;
       while (writing) {
         i++;
-        await cl.query(`UPDATE ${schema}.parent SET name = 'changed ' || $1 WHERE id = $2`, [i, 1 + (i * 7919) % PARENTS]);
+        await cl.query(`UPDATE ${schema}.parent SET name = 'changed ' || $1 WHERE id = $2`, [i, 1 + ((i * 7919) % PARENTS)]);
         await cl.query(`INSERT INTO ${schema}.parent (id, name, created) VALUES ($1, 'new', now())`, [PARENTS + i]);
-        await cl.query(`DELETE FROM ${schema}.child WHERE parent_id = $1 AND n = (SELECT min(n) FROM ${schema}.child WHERE parent_id = $1)`, [1 + (i * 104729) % PARENTS]);
+        await cl.query(`DELETE FROM ${schema}.child WHERE parent_id = $1 AND n = (SELECT min(n) FROM ${schema}.child WHERE parent_id = $1)`, [
+          1 + ((i * 104729) % PARENTS),
+        ]);
         await cl.query(`INSERT INTO ${schema}.nopk VALUES ($1, 'during')`, [i]);
       }
     });
@@ -126,7 +146,12 @@ describe.each(['chunks', 'rows'] as const)('initial sync (forward direction), ev
         const recs = await readTopic(cfg, cfg.directions[0].topic, (r) => r.length >= 1, 30_000).catch(() => []);
         console.log('first read', recs.length);
         const { counter } = await import('../support/services.js');
-        console.log('apply rows', await counter(svc.applies['a-b']!.registry, 'pgbridge_apply_rows_total'), 'conflicts', await counter(svc.applies['a-b']!.registry, 'pgbridge_apply_conflicts_total'));
+        console.log(
+          'apply rows',
+          await counter(svc.applies['a-b']!.registry, 'pgbridge_apply_rows_total'),
+          'conflicts',
+          await counter(svc.applies['a-b']!.registry, 'pgbridge_apply_conflicts_total'),
+        );
         const { KafkaClient } = await import('../../shared/kafka.js');
         const admin = new KafkaClient({ brokers: cfg.kafka.brokers, clientId: 'test-debug' }).admin();
         console.log('offsets', (await admin.topicOffsets(cfg.directions[0].topic)).map((o) => `${o.partition}: ${o.low}..${o.high}`).join(', '));
@@ -137,10 +162,17 @@ describe.each(['chunks', 'rows'] as const)('initial sync (forward direction), ev
           for (const k of t.differingKeys.slice(0, 2)) {
             const id = Object.values(k.key)[0];
             for (const c of ['a', 'b']) {
-              const r = await withClient(cfg.clusters[c]!, 'test', (cl) => cl.query(`SELECT to_jsonb(x)::text AS j, xmin::text, (pg_xact_commit_timestamp_origin(xmin)).* FROM ${t.table} x WHERE ${t.table.endsWith('child') ? 'parent_id' : 'id'} = $1`, [id]));
+              const r = await withClient(cfg.clusters[c]!, 'test', (cl) =>
+                cl.query(
+                  `SELECT to_jsonb(x)::text AS j, xmin::text, (pg_xact_commit_timestamp_origin(xmin)).* FROM ${t.table} x WHERE ${t.table.endsWith('child') ? 'parent_id' : 'id'} = $1`,
+                  [id],
+                ),
+              );
               console.log(c, t.table, id, JSON.stringify(r.rows).slice(0, 600));
             }
-            const cf = await withClient(cfg.clusters.b!, 'test', (cl) => cl.query(`SELECT kind, resolution, key::text, source_commit_lsn::text, kafka_offset FROM cdc.conflicts WHERE key::text LIKE $1`, [`%"${id}"%`]));
+            const cf = await withClient(cfg.clusters.b!, 'test', (cl) =>
+              cl.query(`SELECT kind, resolution, key::text, source_commit_lsn::text, kafka_offset FROM cdc.conflicts WHERE key::text LIKE $1`, [`%"${id}"%`]),
+            );
             console.log('conflicts', JSON.stringify(cf.rows));
           }
         }
@@ -154,8 +186,11 @@ describe.each(['chunks', 'rows'] as const)('initial sync (forward direction), ev
       await svc.stop();
     }
     // Schema objects beyond tables came along.
-    const objs = await withClient(cfg.clusters.b!, 'test', (cl) => cl.query<{ v: boolean; s: string }>(
-      `SELECT to_regclass('${schema}.parent_names') IS NOT NULL AS v, (SELECT last_value::text FROM pg_sequences WHERE schemaname = '${schema}' AND sequencename = 'ids') AS s`));
+    const objs = await withClient(cfg.clusters.b!, 'test', (cl) =>
+      cl.query<{ v: boolean; s: string }>(
+        `SELECT to_regclass('${schema}.parent_names') IS NOT NULL AS v, (SELECT last_value::text FROM pg_sequences WHERE schemaname = '${schema}' AND sequencename = 'ids') AS s`,
+      ),
+    );
     expect(objs.rows[0]).toEqual({ v: true, s: '5000' });
   }, 400_000);
 });

@@ -26,10 +26,11 @@ describe('least privilege: capture and apply as the roles pgbridge grants create
   let file: ConfigFile;
   const processes: ServiceProcess[] = [];
   const admin = (cluster: string, sql: string, database = db) => withClient({ ...cfg.clusters[cluster]!, database }, 'test', (c) => c.query(sql));
-  const asRole = (cluster: string, role: string, sql: string) => withClient(cfg.clusters[cluster]!, 'test', async (c) => {
-    await c.query(`SET ROLE ${role}`);
-    return c.query(sql);
-  });
+  const asRole = (cluster: string, role: string, sql: string) =>
+    withClient(cfg.clusters[cluster]!, 'test', async (c) => {
+      await c.query(`SET ROLE ${role}`);
+      return c.query(sql);
+    });
 
   beforeAll(async () => {
     const ep = inject('endpoints');
@@ -41,9 +42,12 @@ describe('least privilege: capture and apply as the roles pgbridge grants create
     });
     for (const c of cfg.clusterNames) {
       await admin(c, `CREATE DATABASE ${db}`, 'postgres');
-      await admin(c, `CREATE SCHEMA ${schema};
+      await admin(
+        c,
+        `CREATE SCHEMA ${schema};
         CREATE TABLE ${schema}.accounts (id int PRIMARY KEY, owner text NOT NULL, balance bigint NOT NULL);
-        CREATE TABLE ${schema}.private (id int PRIMARY KEY, secret text)`);
+        CREATE TABLE ${schema}.private (id int PRIMARY KEY, secret text)`,
+      );
     }
     await setup(cfg, testLog);
     file = writeConfigFile(cfg);
@@ -70,7 +74,10 @@ describe('least privilege: capture and apply as the roles pgbridge grants create
       expect(r.stdout).toContain(`CREATE ROLE "${roles.capture}" LOGIN REPLICATION NOSUPERUSER`);
       expect(r.stdout).not.toContain(`${schema}"."private"`);
       await admin(c, r.stdout);
-      const attrs = await admin(c, `SELECT rolname, rolsuper, rolreplication FROM pg_roles WHERE rolname IN ('${roles.capture}', '${roles.apply}') ORDER BY rolname DESC`);
+      const attrs = await admin(
+        c,
+        `SELECT rolname, rolsuper, rolreplication FROM pg_roles WHERE rolname IN ('${roles.capture}', '${roles.apply}') ORDER BY rolname DESC`,
+      );
       expect(attrs.rows).toEqual([
         { rolname: roles.capture, rolsuper: false, rolreplication: true },
         { rolname: roles.apply, rolsuper: false, rolreplication: false },
@@ -93,17 +100,26 @@ describe('least privilege: capture and apply as the roles pgbridge grants create
     await Promise.all(processes.map((p) => p.waitReady(90_000)));
 
     // Each service's sessions run as its role.
-    const sessions = await admin('a', `SELECT DISTINCT usename::text AS u FROM pg_stat_activity WHERE datname = '${db}' AND application_name LIKE 'pgbridge-%' ORDER BY 1`);
+    const sessions = await admin(
+      'a',
+      `SELECT DISTINCT usename::text AS u FROM pg_stat_activity WHERE datname = '${db}' AND application_name LIKE 'pgbridge-%' ORDER BY 1`,
+    );
     expect(sessions.rows.map((r) => r.u)).toEqual([roles.apply, roles.capture].sort());
 
     await admin('a', `INSERT INTO ${schema}.accounts VALUES (1, 'a', 100)`);
     await admin('b', `INSERT INTO ${schema}.accounts VALUES (2, 'b', 200)`);
     await admin('a', `UPDATE ${schema}.accounts SET balance = 150 WHERE id = 1`);
     const rows = `SELECT id, owner, balance FROM ${schema}.accounts ORDER BY id`;
-    const want = [{ id: '1', owner: 'a', balance: '150' }, { id: '2', owner: 'b', balance: '200' }];
+    const want = [
+      { id: '1', owner: 'a', balance: '150' },
+      { id: '2', owner: 'b', balance: '200' },
+    ];
     for (const c of cfg.clusterNames) {
-      await waitUntil(`both rows on ${c}`, async () => JSON.stringify((await admin(c, rows)).rows) === JSON.stringify(want), 60_000, 200)
-        .catch((err: Error) => { throw new Error(`${err.message}\n${processes.map((p) => p.tail(2000)).join('\n')}`); });
+      await waitUntil(`both rows on ${c}`, async () => JSON.stringify((await admin(c, rows)).rows) === JSON.stringify(want), 60_000, 200).catch(
+        (err: Error) => {
+          throw new Error(`${err.message}\n${processes.map((p) => p.tail(2000)).join('\n')}`);
+        },
+      );
     }
     // Replication origins worked through the granted functions: no message-mode fallback.
     for (const p of processes) expect(p.output()).not.toContain('replication origins unavailable');
@@ -111,7 +127,10 @@ describe('least privilege: capture and apply as the roles pgbridge grants create
 
   it('and no more: capture reads no table data, apply reaches neither unselected tables nor capture state', async () => {
     const denied = async (cluster: string, role: string, sql: string): Promise<string | undefined> =>
-      asRole(cluster, role, sql).then(() => undefined, (err: { code?: string }) => err.code);
+      asRole(cluster, role, sql).then(
+        () => undefined,
+        (err: { code?: string }) => err.code,
+      );
     expect(await denied('a', roles.capture, `SELECT * FROM ${schema}.accounts`)).toBe('42501');
     expect(await denied('a', roles.capture, `INSERT INTO cdc.control (pipeline, kind, payload) VALUES ('x', 'barrier', '{}')`)).toBe('42501');
     expect(await denied('b', roles.apply, `SELECT * FROM ${schema}.private`)).toBe('42501');

@@ -34,7 +34,10 @@ function ruleExprs(): Record<string, string> {
 }
 
 function dashboardExprs(): string[] {
-  const d = JSON.parse(readFileSync(join(MON, 'pgbridge-dashboard.json'), 'utf8')) as { panels: { type: string; targets?: { expr: string }[] }[]; templating: { list: { definition?: string }[] } };
+  const d = JSON.parse(readFileSync(join(MON, 'pgbridge-dashboard.json'), 'utf8')) as {
+    panels: { type: string; targets?: { expr: string }[] }[];
+    templating: { list: { definition?: string }[] };
+  };
   return [...d.panels.flatMap((p) => (p.targets ?? []).map((t) => t.expr)), ...d.templating.list.flatMap((v) => (v.definition ? [v.definition] : []))];
 }
 
@@ -60,7 +63,15 @@ describe('alert rules and dashboard', () => {
 
   it('the dashboard has a panel for lag, throughput, slot WAL, conflicts, dead letters and service up', () => {
     const exprs = dashboardExprs().join('\n');
-    for (const m of ['pgbridge_apply_lag_seconds', 'pgbridge_apply_rows_total', 'pgbridge_capture_events_total', 'pgbridge_capture_slot_retained_bytes', 'pgbridge_apply_conflicts_total', 'pgbridge_apply_dead_lettered_total']) expect(exprs).toContain(m);
+    for (const m of [
+      'pgbridge_apply_lag_seconds',
+      'pgbridge_apply_rows_total',
+      'pgbridge_capture_events_total',
+      'pgbridge_capture_slot_retained_bytes',
+      'pgbridge_apply_conflicts_total',
+      'pgbridge_apply_dead_lettered_total',
+    ])
+      expect(exprs).toContain(m);
     expect(exprs).toMatch(/\bup\{job="\$job"\}/);
     expect(exprs).toMatch(/sum by \(pipeline, direction, kind, resolution\) \(increase\(pgbridge_apply_conflicts_total/);
   });
@@ -114,7 +125,12 @@ describe('metrics the rules and the dashboard use (real capture and apply proces
     const second = (await ServiceProcess.apply(file!, 'a-b')).start();
     procs.push(second);
     const readyz = async (q = ''): Promise<number> => (await fetch(`http://127.0.0.1:${second.port}/readyz${q}`, { signal: AbortSignal.timeout(2000) })).status;
-    await waitUntil('second apply on standby', async () => (await second.metric('pgbridge_service_state', { state: 'standby' }).catch(() => 0)) === 1, 30_000, 200);
+    await waitUntil(
+      'second apply on standby',
+      async () => (await second.metric('pgbridge_service_state', { state: 'standby' }).catch(() => 0)) === 1,
+      30_000,
+      200,
+    );
     expect(await readyz()).toBe(503);
     expect(await readyz('?standby=ready')).toBe(200);
     expect(await second.metric('pgbridge_service_state', { state: 'ready' })).toBe(0);

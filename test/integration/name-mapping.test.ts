@@ -31,7 +31,9 @@ describe('name mapping: a table and a column named otherwise on b', () => {
     });
     a = await pgClient(cfg, 'a');
     b = await pgClient(cfg, 'b');
-    await a.query(`CREATE SCHEMA ${s}; CREATE TABLE ${s}.orders (id int PRIMARY KEY, amount int, note text); INSERT INTO ${s}.orders VALUES (1, 10, 'one'), (2, 20, 'two'), (3, 30, 'three')`);
+    await a.query(
+      `CREATE SCHEMA ${s}; CREATE TABLE ${s}.orders (id int PRIMARY KEY, amount int, note text); INSERT INTO ${s}.orders VALUES (1, 10, 'one'), (2, 20, 'two'), (3, 30, 'three')`,
+    );
     await b.query(`CREATE SCHEMA ${s}; CREATE SCHEMA ${sb}; CREATE TABLE ${sb}.sales_orders (id int PRIMARY KEY, total int, note text)`);
     await setup(cfg, testLog);
   }, 60_000);
@@ -45,9 +47,11 @@ describe('name mapping: a table and a column named otherwise on b', () => {
     await b?.end();
   });
 
-  it('initial sync, streaming both ways, resync and verify use each cluster\'s names', async () => {
+  it("initial sync, streaming both ways, resync and verify use each cluster's names", async () => {
     // The schema step cannot make a renamed table; it says so before doing anything.
-    await expect(syncSchema(cfg, 'error', testLog)).rejects.toThrow(`the schema step cannot create tables named differently on b (selection.tables.<t>.rename / renameColumns: ${s}.orders)`);
+    await expect(syncSchema(cfg, 'error', testLog)).rejects.toThrow(
+      `the schema step cannot create tables named differently on b (selection.tables.<t>.rename / renameColumns: ${s}.orders)`,
+    );
     await initialSync(cfg, testLog, { schema: false, chunkRows: 2 });
     svc = startServices(cfg);
     await waitServicesReady(svc);
@@ -58,7 +62,13 @@ describe('name mapping: a table and a column named otherwise on b', () => {
     await b.query(`INSERT INTO ${sb}.sales_orders VALUES (5, 50, 'from b')`);
     await b.query(`UPDATE ${sb}.sales_orders SET total = 22, note = 'changed on b' WHERE id = 2`);
     await b.query(`DELETE FROM ${sb}.sales_orders WHERE id = 3`);
-    await waitUntil('both clusters converged', async () => (await same()) && (await a.query(`SELECT 1 FROM ${s}.orders WHERE id = 5`)).rowCount === 1 && (await b.query(`SELECT 1 FROM ${sb}.sales_orders WHERE id = 4`)).rowCount === 1);
+    await waitUntil(
+      'both clusters converged',
+      async () =>
+        (await same()) &&
+        (await a.query(`SELECT 1 FROM ${s}.orders WHERE id = 5`)).rowCount === 1 &&
+        (await b.query(`SELECT 1 FROM ${sb}.sales_orders WHERE id = 4`)).rowCount === 1,
+    );
     expect((await a.query(onA)).rows.map((r) => `${r.id}:${r.amount}:${r.note}`)).toEqual(['1:11:one', '2:22:changed on b', '4:40:from a', '5:50:from b']);
 
     const v = await verify(cfg);

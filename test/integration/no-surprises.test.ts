@@ -34,11 +34,14 @@ describe('no destructive surprises', () => {
       selection: { schemas: [schema], exclude: [`${schema}.skip`] },
     });
     for (const c of ['a', 'b'] as const) await admin(c, `CREATE DATABASE ${db}`);
-    await on('a', `CREATE SCHEMA ${s};
+    await on(
+      'a',
+      `CREATE SCHEMA ${s};
       CREATE TABLE ${s}.keep (id int PRIMARY KEY, v text);
       CREATE TABLE ${s}.skip (id int PRIMARY KEY);
       CREATE SEQUENCE ${s}.seq;
-      INSERT INTO ${s}.keep SELECT g, 'v' || g FROM generate_series(1, 10) g`);
+      INSERT INTO ${s}.keep SELECT g, 'v' || g FROM generate_series(1, 10) g`,
+    );
     // The destination already has the excluded table, with rows someone needs.
     await on('b', `CREATE SCHEMA ${s}; CREATE TABLE ${s}.skip (id int PRIMARY KEY, precious text); INSERT INTO ${s}.skip VALUES (1, 'keep me')`);
   });

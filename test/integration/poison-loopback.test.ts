@@ -83,12 +83,30 @@ async function forge(cfg: PipelineConfig, topic: string, forgeries: Forgery[]): 
   try {
     for (const f of forgeries) {
       const enc = new EventEncoder(store, topic, f.cluster ?? 'a', cfg.clusters.a!.database);
-      const table = { schema: f.schema, table: f.table, replicaIdentity: 'default' as const, columns: [
-        { name: 'id', typeOid: 23, typeMod: -1, typeName: 'integer', key: true },
-        { name: 'v', typeOid: 23, typeMod: -1, typeName: 'integer', key: false },
-      ] };
+      const table = {
+        schema: f.schema,
+        table: f.table,
+        replicaIdentity: 'default' as const,
+        columns: [
+          { name: 'id', typeOid: 23, typeMod: -1, typeName: 'integer', key: true },
+          { name: 'v', typeOid: 23, typeMod: -1, typeName: 'integer', key: false },
+        ],
+      };
       const lsn = lsnFromBigint(f.commitLsn ?? 0x100n);
-      const ev: ChangeEvent = { kind: 'change', table, relationOid: 1, op: 'c', before: null, after: { id: f.id, v: f.id }, key: { id: f.id }, unchanged: [], lsn, txn: { xid: 1, commitLsn: lsn, commitTimeUs: 1n, origin: f.cluster ?? 'a' }, index: 0, last: true };
+      const ev: ChangeEvent = {
+        kind: 'change',
+        table,
+        relationOid: 1,
+        op: 'c',
+        before: null,
+        after: { id: f.id, v: f.id },
+        key: { id: f.id },
+        unchanged: [],
+        lsn,
+        txn: { xid: 1, commitLsn: lsn, commitTimeUs: 1n, origin: f.cluster ?? 'a' },
+        index: 0,
+        last: true,
+      };
       await publisher.add(await enc.encode(ev));
     }
     await publisher.commit();
@@ -160,7 +178,11 @@ describe('loop-back drop (second layer)', () => {
     await withClient(cfg.clusters.a!, 'test', (cl) => cl.query(`INSERT INTO ${schema}.t SELECT g, g FROM generate_series(1, 10) g`));
     await waitUntil('rows on b', async () => (await count(cfg, 'b', `SELECT count(*) AS n FROM ${schema}.t`)) === 10);
     // b's capture publishes what apply a→b wrote (origin a); apply b→a must drop all 10 rows.
-    await waitUntil('loop-backs dropped', async () => (await counter(svc.applies['b-a']!.registry, 'pgbridge_apply_dropped_loopback_events_total')) === 10, 30_000);
+    await waitUntil(
+      'loop-backs dropped',
+      async () => (await counter(svc.applies['b-a']!.registry, 'pgbridge_apply_dropped_loopback_events_total')) === 10,
+      30_000,
+    );
     expect(await counter(svc.captures.b!.registry, 'pgbridge_capture_events_total', { kind: 'change' })).toBe(10);
     expect(await counter(svc.applies['b-a']!.registry, 'pgbridge_apply_rows_total')).toBe(0);
     expect(await count(cfg, 'a', `SELECT count(*) AS n FROM ${schema}.t`)).toBe(10);
@@ -170,7 +192,7 @@ describe('loop-back drop (second layer)', () => {
 });
 
 describe('loop prevention without replication origins', () => {
-  it('marks apply\'s transactions with origin control records that capture on the destination obeys', async () => {
+  it("marks apply's transactions with origin control records that capture on the destination obeys", async () => {
     const { cfg, schema } = await pipeline({ origin: { method: 'message' }, capture: { foreignOrigins: 'skip', heartbeatSeconds: 0 } });
     const svc = run(cfg, {});
     await waitServicesReady(svc);
@@ -194,12 +216,16 @@ describe('forged records on the direction topic', () => {
     const topic = cfg.directions[0].topic;
     // The forgeries carry a plausible commit LSN (a's current position), not an old one that
     // apply would skip as a duplicate before looking at it; the last one an LSN a never reached.
-    const now = await withClient(cfg.clusters.a!, 'test', async (cl) => parseLsn((await cl.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l')).rows[0]!.l));
+    const now = await withClient(cfg.clusters.a!, 'test', async (cl) =>
+      parseLsn((await cl.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l')).rows[0]!.l),
+    );
     const future = now + (1n << 36n);
     // A table outside the selection that apply could write, were it not refused.
     const outside = uniqueName('outside');
     await withClient(cfg.clusters.b!, 'test', (cl) => cl.query(`CREATE TABLE public.${outside} (id int PRIMARY KEY, v int)`));
-    cleanups.push(async () => { await withClient(cfg.clusters.b!, "test", (cl) => cl.query(`DROP TABLE IF EXISTS public.${outside}`)); });
+    cleanups.push(async () => {
+      await withClient(cfg.clusters.b!, 'test', (cl) => cl.query(`DROP TABLE IF EXISTS public.${outside}`));
+    });
     const svc = run(cfg, { captures: ['a'], applies: ['a-b'] });
     await waitServicesReady(svc);
     const forged = await forge(cfg, topic, [
@@ -222,7 +248,9 @@ describe('forged records on the direction topic', () => {
     const reg = svc.applies['a-b']!.registry;
     expect(await counter(reg, 'pgbridge_apply_refused_total', { reason: 'table' })).toBe(2);
     expect(await counter(reg, 'pgbridge_apply_refused_total', { reason: 'lsn' })).toBe(1);
-    const stored = await withClient(cfg.clusters.b!, 'test', async (cl) => parseLsn((await cl.query<{ l: string }>('SELECT commit_lsn::text AS l FROM cdc.apply_progress WHERE pipeline = $1', [cfg.pipeline])).rows[0]!.l));
+    const stored = await withClient(cfg.clusters.b!, 'test', async (cl) =>
+      parseLsn((await cl.query<{ l: string }>('SELECT commit_lsn::text AS l FROM cdc.apply_progress WHERE pipeline = $1', [cfg.pipeline])).rows[0]!.l),
+    );
     expect(stored < future).toBe(true);
     expect(svc.errors).toEqual([]);
   });

@@ -52,7 +52,9 @@ describe('precheck (real PostgreSQL, Kafka, registry)', () => {
   });
 
   /** A fresh pipeline name and schema; `onA`/`onB` run inside that schema (search_path) on each cluster. */
-  async function fresh(opts: { onA?: string; onB?: string; over?: (schema: string) => Partial<PipelineConfigInput> } = {}): Promise<{ cfg: PipelineConfig; schema: string }> {
+  async function fresh(
+    opts: { onA?: string; onB?: string; over?: (schema: string) => Partial<PipelineConfigInput> } = {},
+  ): Promise<{ cfg: PipelineConfig; schema: string }> {
     const name = uniqueName('pc');
     const schema = uniqueName('pcs');
     schemas.push(schema);
@@ -76,7 +78,21 @@ describe('precheck (real PostgreSQL, Kafka, registry)', () => {
     const fs = await precheck(cfg);
     expect(problems(fs), formatFindings(fs)).toEqual([]);
     const checks = new Set(fs.map((f) => f.check));
-    for (const c of ['connection', 'schemas', 'wal_level', 'replication_slots', 'wal_senders', 'privileges', 'replica_identity', 'track_commit_timestamp', 'destination_tables', 'sequences', 'kafka', 'kafka_topics', 'registry']) {
+    for (const c of [
+      'connection',
+      'schemas',
+      'wal_level',
+      'replication_slots',
+      'wal_senders',
+      'privileges',
+      'replica_identity',
+      'track_commit_timestamp',
+      'destination_tables',
+      'sequences',
+      'kafka',
+      'kafka_topics',
+      'registry',
+    ]) {
       expect(checks, c).toContain(c);
     }
     expect(formatFindings(fs).split('\n').at(-1)).toBe('precheck: 0 error(s), 0 warning(s)');
@@ -85,7 +101,9 @@ describe('precheck (real PostgreSQL, Kafka, registry)', () => {
   it('an unreachable cluster is one error naming host:port and the reason; the other cluster is still checked', async () => {
     const ep = inject('endpoints');
     const { cfg } = await fresh({
-      over: () => ({ clusters: { a: { host: ep.pg.a.host, port: ep.pg.a.port, user: ep.pg.a.user, database: ep.pg.a.database }, b: { host: '127.0.0.1', port: 1 } } }),
+      over: () => ({
+        clusters: { a: { host: ep.pg.a.host, port: ep.pg.a.port, user: ep.pg.a.user, database: ep.pg.a.database }, b: { host: '127.0.0.1', port: 1 } },
+      }),
     });
     const fs = await precheck(cfg);
     const errs = errors(fs);
@@ -149,7 +167,10 @@ describe('precheck (real PostgreSQL, Kafka, registry)', () => {
     ]);
     expect(ri[0]!.fix).toContain(`ALTER TABLE ${qi(schema)}."we""ird Tab" REPLICA IDENTITY FULL;`);
     expect(ri[0]!.message).toContain(`${qi(schema)}."we""ird Tab"`);
-    expect(errors(fs).every((f) => f.check === 'replica_identity'), formatFindings(fs)).toBe(true);
+    expect(
+      errors(fs).every((f) => f.check === 'replica_identity'),
+      formatFindings(fs),
+    ).toBe(true);
     // The offered command is valid SQL and clears the error (leaving the FULL-without-PK warning).
     await a.query(ri[0]!.fix!.split(' (')[0]!);
     await b.query(ri[1]!.fix!.split(' (')[0]!);
@@ -193,7 +214,10 @@ describe('precheck (real PostgreSQL, Kafka, registry)', () => {
   });
 
   it('a table whose columns differ between the clusters is an error', async () => {
-    const { cfg, schema } = await fresh({ onA: 'CREATE TABLE t (id int PRIMARY KEY, v int, extra text)', onB: 'CREATE TABLE t (id int PRIMARY KEY, v bigint)' });
+    const { cfg, schema } = await fresh({
+      onA: 'CREATE TABLE t (id int PRIMARY KEY, v int, extra text)',
+      onB: 'CREATE TABLE t (id int PRIMARY KEY, v bigint)',
+    });
     const fs = await precheck(cfg);
     expect(errors(fs).map((f) => [f.check, f.object])).toEqual([['table_structure', `${schema}.t`]]);
     expect(errors(fs)[0]!.message).toContain('"v" is integer on a but bigint on b');
@@ -210,7 +234,9 @@ describe('precheck (real PostgreSQL, Kafka, registry)', () => {
     expect(w.map((f) => [f.level, f.object])).toEqual([['warning', `${schema}.t.id`]]);
     expect(w[0]!.message).toContain('next 41');
     expect(w[0]!.message).toContain('next 2');
-    expect(w[0]!.fix).toBe(`on a: ALTER SEQUENCE ${qi(schema)}."t_id_seq" INCREMENT BY 2 RESTART WITH 41;  on b: ALTER SEQUENCE ${qi(schema)}."t_id_seq" INCREMENT BY 2 RESTART WITH 42;`);
+    expect(w[0]!.fix).toBe(
+      `on a: ALTER SEQUENCE ${qi(schema)}."t_id_seq" INCREMENT BY 2 RESTART WITH 41;  on b: ALTER SEQUENCE ${qi(schema)}."t_id_seq" INCREMENT BY 2 RESTART WITH 42;`,
+    );
     const [onA, onB] = w[0]!.fix!.split('  on b: ') as [string, string];
     await a.query(onA.replace('on a: ', ''));
     await b.query(onB);
@@ -232,7 +258,11 @@ describe('precheck (real PostgreSQL, Kafka, registry)', () => {
   });
 
   it('selection.include naming a table that exists nowhere is a warning', async () => {
-    const { cfg, schema } = await fresh({ onA: 'CREATE TABLE t (id int PRIMARY KEY)', onB: 'CREATE TABLE t (id int PRIMARY KEY)', over: (s) => ({ selection: { schemas: [s], include: [`${s}.t`, `${s}.typo`] } }) });
+    const { cfg, schema } = await fresh({
+      onA: 'CREATE TABLE t (id int PRIMARY KEY)',
+      onB: 'CREATE TABLE t (id int PRIMARY KEY)',
+      over: (s) => ({ selection: { schemas: [s], include: [`${s}.t`, `${s}.typo`] } }),
+    });
     const fs = await precheck(cfg);
     expect(problems(fs).map((f) => [f.level, f.check, f.object])).toEqual([['warning', 'selection', `${schema}.typo`]]);
   });
@@ -329,7 +359,11 @@ describe('precheck (real PostgreSQL, Kafka, registry)', () => {
 
     it('without USAGE on the schema and privileges on the tables: errors with the GRANTs', () => {
       expect(priv('a', 'no USAGE on schema')).toMatchObject({ level: 'error', object: schema, fix: `GRANT USAGE ON SCHEMA ${qi(schema)} TO ${qi(role)};` });
-      expect(priv('b', 'lacks SELECT, INSERT, UPDATE, DELETE, TRUNCATE')).toMatchObject({ level: 'error', object: `${schema}.t`, fix: `GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON TABLE ${qi(schema)}."t" TO ${qi(role)};` });
+      expect(priv('b', 'lacks SELECT, INSERT, UPDATE, DELETE, TRUNCATE')).toMatchObject({
+        level: 'error',
+        object: `${schema}.t`,
+        fix: `GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON TABLE ${qi(schema)}."t" TO ${qi(role)};`,
+      });
     });
 
     it('the offered fixes clear every privilege finding (tables listed and owned, so no superuser is needed)', async () => {

@@ -35,7 +35,12 @@ describe('pgbridge replay under each conflict policy', () => {
   const applies: Running[] = [];
 
   const progress = async (): Promise<{ next_offset: string; replay_until: string | null }> =>
-    (await tp.b.query<{ next_offset: string; replay_until: string | null }>(`SELECT next_offset::text, replay_until::text FROM cdc.apply_progress WHERE pipeline = $1 AND direction = 'a-b'`, [tp.cfg.pipeline])).rows[0]!;
+    (
+      await tp.b.query<{ next_offset: string; replay_until: string | null }>(
+        `SELECT next_offset::text, replay_until::text FROM cdc.apply_progress WHERE pipeline = $1 AND direction = 'a-b'`,
+        [tp.cfg.pipeline],
+      )
+    ).rows[0]!;
   const stopApply = async (): Promise<void> => {
     await all.applies['a-b']?.run.stop();
     for (const r of applies.splice(0)) await r.stop();
@@ -49,10 +54,13 @@ describe('pgbridge replay under each conflict policy', () => {
     cli(['replay', '-c', file.path, '--direction', 'a-b', '--from', 'earliest', '--tables', tables.map((t) => `${schema}.${t}`).join(','), ...extra]);
 
   beforeAll(async () => {
-    const cfg = testConfig(uniqueName('prpp'), schema, { conflicts: { policy: 'last-writer-wins', tables: Object.fromEntries(Object.entries(POLICIES).map(([t, p]) => [`${schema}.${t}`, p])) } });
+    const cfg = testConfig(uniqueName('prpp'), schema, {
+      conflicts: { policy: 'last-writer-wins', tables: Object.fromEntries(Object.entries(POLICIES).map(([t, p]) => [`${schema}.${t}`, p])) },
+    });
     const a = await pgClient(cfg, 'a');
     const b = await pgClient(cfg, 'b');
-    for (const c of [a, b]) await c.query(`CREATE SCHEMA ${schema}; ${TABLES.map((t) => `CREATE TABLE ${schema}.${t} (id int PRIMARY KEY, v text);`).join('\n')}`);
+    for (const c of [a, b])
+      await c.query(`CREATE SCHEMA ${schema}; ${TABLES.map((t) => `CREATE TABLE ${schema}.${t} (id int PRIMARY KEY, v text);`).join('\n')}`);
     await setup(cfg, testLog);
     tp = { cfg, a, b };
     file = writeConfigFile(cfg);
@@ -97,7 +105,12 @@ describe('pgbridge replay under each conflict policy', () => {
     expect(v.equal, formatVerifyReport(v)).toBe(true);
     for (const t of ['p_lww', 'p_over', 'p_ign']) {
       const rows = await tp.b.query<{ id: string; v: string }>(`SELECT x.id::text AS id, x.v FROM ${s}.${t} x WHERE x.id IN (5, 15, 16, 17) ORDER BY x.id`);
-      expect(rows.rows, t).toEqual([{ id: '5', v: 'b-late' }, { id: '15', v: 'a15' }, { id: '16', v: 'a16' }, { id: '17', v: 'a17' }]);
+      expect(rows.rows, t).toEqual([
+        { id: '5', v: 'b-late' },
+        { id: '15', v: 'a15' },
+        { id: '16', v: 'a16' },
+        { id: '17', v: 'a17' },
+      ]);
     }
     expect(r1.errors).toEqual([]);
     await stopApply();
@@ -109,7 +122,9 @@ describe('pgbridge replay under each conflict policy', () => {
       const start = await progress();
       const run = startApply();
       await waitUntil(`apply stops under ${POLICIES[t as keyof typeof POLICIES]}`, async () => run.errors.length > 0, 60_000, 200);
-      expect(String(run.errors[0]?.message)).toMatch(new RegExp(`insert_exists on ${s}\\.${t} .*during replay replay-.*policy "${POLICIES[t as keyof typeof POLICIES]}" stops this direction`));
+      expect(String(run.errors[0]?.message)).toMatch(
+        new RegExp(`insert_exists on ${s}\\.${t} .*during replay replay-.*policy "${POLICIES[t as keyof typeof POLICIES]}" stops this direction`),
+      );
       await stopApply();
       // Nothing of the stopped transaction was applied: the position did not move, the rows are still gone.
       expect(await progress()).toEqual(start);
@@ -122,7 +137,12 @@ describe('pgbridge replay under each conflict policy', () => {
     // After the cancel, apply goes on with what comes next.
     const r2 = startApply();
     await tp.a.query(`INSERT INTO ${s}.p_fail VALUES (100, 'after the cancel')`);
-    await waitUntil('a new change applied after the cancel', async () => (await tp.b.query(`SELECT 1 FROM ${s}.p_fail WHERE id = 100`)).rowCount === 1, 60_000, 200);
+    await waitUntil(
+      'a new change applied after the cancel',
+      async () => (await tp.b.query(`SELECT 1 FROM ${s}.p_fail WHERE id = 100`)).rowCount === 1,
+      60_000,
+      200,
+    );
     expect(r2.errors).toEqual([]);
     expect(all.errors).toEqual([]);
   }, 300_000);

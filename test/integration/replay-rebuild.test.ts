@@ -45,14 +45,16 @@ describe('pgbridge replay --rebuild of a third database', () => {
     };
     copy = testConfig(uniqueName('prbc'), schema, copyOver);
     file = writeConfigFile(copy);
-    await withClient(cfg.clusters.a!, 'test', (c) => c.query(`
+    await withClient(cfg.clusters.a!, 'test', (c) =>
+      c.query(`
       CREATE SCHEMA ${schema};
       CREATE TABLE ${schema}.t (id int PRIMARY KEY, v text, n int NOT NULL DEFAULT 0);
       CREATE TABLE ${schema}.w (id bigint PRIMARY KEY, doc jsonb, at timestamptz, price numeric(12,2));
       CREATE TABLE ${schema}.k (v text);
       INSERT INTO ${schema}.t SELECT g, 'v' || g FROM generate_series(1, 3000) g;
       INSERT INTO ${schema}.w SELECT g, jsonb_build_object('g', g), '2026-01-01'::timestamptz + g * interval '1 minute', g / 7.0 FROM generate_series(1, 500) g;
-      INSERT INTO ${schema}.k SELECT 'k' || (g % 10) FROM generate_series(1, 100) g;`));
+      INSERT INTO ${schema}.k SELECT 'k' || (g % 10) FROM generate_series(1, 100) g;`),
+    );
     await withClient(cfg.clusters.b!, 'test', (c) => c.query(`CREATE DATABASE ${third}`));
   });
 
@@ -61,7 +63,8 @@ describe('pgbridge replay --rebuild of a third database', () => {
     file?.remove();
     await release(copy, testLog, { topics: false }).catch(() => undefined);
     await release(cfg, testLog, { topics: true }).catch(() => undefined);
-    for (const c of cfg.clusterNames) await withClient(cfg.clusters[c]!, 'test', (cl) => cl.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)).catch(() => undefined);
+    for (const c of cfg.clusterNames)
+      await withClient(cfg.clusters[c]!, 'test', (cl) => cl.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)).catch(() => undefined);
     await withClient(cfg.clusters.b!, 'test', (c) => c.query(`DROP DATABASE IF EXISTS ${third} WITH (FORCE)`)).catch(() => undefined);
   });
 
@@ -71,13 +74,15 @@ describe('pgbridge replay --rebuild of a third database', () => {
     const svc = startServices(cfg);
     running.push(svc);
     await waitServicesReady(svc);
-    await withClient(cfg.clusters.a!, 'test', (c) => c.query(`
+    await withClient(cfg.clusters.a!, 'test', (c) =>
+      c.query(`
       UPDATE ${schema}.t SET v = 'changed', n = n + 1 WHERE id % 10 = 0;
       DELETE FROM ${schema}.t WHERE id BETWEEN 100 AND 199;
       INSERT INTO ${schema}.t SELECT g, 'new' FROM generate_series(5001, 5200) g;
       UPDATE ${schema}.w SET doc = doc || '{"x": 1}', price = price + 1 WHERE id % 3 = 0;
       DELETE FROM ${schema}.w WHERE id > 450;
-      INSERT INTO ${schema}.k SELECT 'streamed' FROM generate_series(1, 5);`));
+      INSERT INTO ${schema}.k SELECT 'streamed' FROM generate_series(1, 5);`),
+    );
     await drainBarrier(cfg, 120_000);
     expect((await verify(cfg)).equal).toBe(true);
 
@@ -92,10 +97,15 @@ describe('pgbridge replay --rebuild of a third database', () => {
     const target = await pgClient(copy, 'b');
     try {
       const progress = async (): Promise<{ next: bigint; until: string | null } | null> => {
-        const p = await target.query<{ next: string; until: string | null }>(`SELECT next_offset::text AS next, replay_until::text AS until FROM cdc.apply_progress WHERE pipeline = $1 AND direction = 'a-b'`, [copy.pipeline]);
+        const p = await target.query<{ next: string; until: string | null }>(
+          `SELECT next_offset::text AS next, replay_until::text AS until FROM cdc.apply_progress WHERE pipeline = $1 AND direction = 'a-b'`,
+          [copy.pipeline],
+        );
         return p.rows[0] ? { next: BigInt(p.rows[0].next), until: p.rows[0].until } : null;
       };
-      const original = await withClient(cfg.clusters.b!, 'test', (c) => c.query<{ next: string }>(`SELECT next_offset::text AS next FROM cdc.apply_progress WHERE pipeline = $1 AND direction = 'a-b'`, [cfg.pipeline]));
+      const original = await withClient(cfg.clusters.b!, 'test', (c) =>
+        c.query<{ next: string }>(`SELECT next_offset::text AS next FROM cdc.apply_progress WHERE pipeline = $1 AND direction = 'a-b'`, [cfg.pipeline]),
+      );
       const caughtUp = async (at: bigint): Promise<boolean> => {
         const p = await progress();
         return !!p && p.until === null && p.next >= at;
@@ -106,11 +116,20 @@ describe('pgbridge replay --rebuild of a third database', () => {
       await waitUntil('the third database caught up with the topic', () => caughtUp(BigInt(original.rows[0]!.next)), 120_000, 200);
       const v = await verify(copy);
       expect(v.equal, formatVerifyReport(v)).toBe(true);
-      expect(v.tables.map((t) => [t.table, t.rowsA]).sort()).toEqual([[`${schema}.k`, 105], [`${schema}.t`, 3100], [`${schema}.w`, 450]]);
+      expect(v.tables.map((t) => [t.table, t.rowsA]).sort()).toEqual([
+        [`${schema}.k`, 105],
+        [`${schema}.t`, 3100],
+        [`${schema}.w`, 450],
+      ]);
 
       // It keeps following the topic.
       await withClient(cfg.clusters.a!, 'test', (c) => c.query(`INSERT INTO ${schema}.t VALUES (9001, 'after the rebuild')`));
-      await waitUntil('a change made after the rebuild', async () => (await target.query(`SELECT 1 FROM ${schema}.t WHERE id = 9001`)).rowCount === 1, 60_000, 200);
+      await waitUntil(
+        'a change made after the rebuild',
+        async () => (await target.query(`SELECT 1 FROM ${schema}.t WHERE id = 9001`)).rowCount === 1,
+        60_000,
+        200,
+      );
       expect(rebuilt.errors).toEqual([]);
 
       // A second rebuild into the database that now holds rows is refused.
@@ -125,7 +144,11 @@ describe('pgbridge replay --rebuild of a third database', () => {
       // stream's first conflict (an insert of a row the copy holds) with nothing of it applied.
       await target.query(`DELETE FROM ${schema}.t WHERE id <= 50; DELETE FROM ${schema}.w WHERE id <= 20`);
       // One source transaction (or chunk) per destination transaction: the chunks commit before the stop.
-      const failing = testConfig(copy.pipeline, schema, { ...copyOver, conflicts: { policy: 'fail' }, apply: { batch: { maxTransactions: 1, maxRows: 5000, lingerMs: 20 } } });
+      const failing = testConfig(copy.pipeline, schema, {
+        ...copyOver,
+        conflicts: { policy: 'fail' },
+        apply: { batch: { maxTransactions: 1, maxRows: 5000, lingerMs: 20 } },
+      });
       const failFile = writeConfigFile(failing);
       try {
         const rp = cli(['replay', '-c', failFile.path, '--direction', 'a-b', '--from', 'earliest']);

@@ -30,7 +30,8 @@ describe('pgbridge replay', () => {
   let all: Running;
   const applies: Running[] = [];
 
-  const count = async (table: string, where = 'true'): Promise<number> => Number((await tp.b.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${tp.schema}.${table} WHERE ${where}`)).rows[0]!.n);
+  const count = async (table: string, where = 'true'): Promise<number> =>
+    Number((await tp.b.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${tp.schema}.${table} WHERE ${where}`)).rows[0]!.n);
   /** A change on b that b's capture takes for a's (it is not sent back to a): damage behind pgbridge's back. */
   const damageB = async (sql: string): Promise<void> => {
     await tp.b.query('BEGIN');
@@ -39,7 +40,12 @@ describe('pgbridge replay', () => {
     await tp.b.query('COMMIT');
   };
   const progress = async (): Promise<{ next_offset: string; replay_until: string | null }> =>
-    (await tp.b.query<{ next_offset: string; replay_until: string | null }>(`SELECT next_offset::text, replay_until::text FROM cdc.apply_progress WHERE pipeline = $1 AND direction = 'a-b'`, [tp.cfg.pipeline])).rows[0]!;
+    (
+      await tp.b.query<{ next_offset: string; replay_until: string | null }>(
+        `SELECT next_offset::text, replay_until::text FROM cdc.apply_progress WHERE pipeline = $1 AND direction = 'a-b'`,
+        [tp.cfg.pipeline],
+      )
+    ).rows[0]!;
   const stopApply = async (): Promise<void> => {
     await all.applies['a-b']?.run.stop();
     for (const r of applies.splice(0)) await r.stop();
@@ -56,10 +62,13 @@ describe('pgbridge replay', () => {
   };
 
   beforeAll(async () => {
-    tp = await tablesPipeline('rp', (s) => `
+    tp = await tablesPipeline(
+      'rp',
+      (s) => `
       CREATE TABLE ${s}.t (id int PRIMARY KEY, v text, n int NOT NULL DEFAULT 0);
       CREATE TABLE ${s}.u (id int PRIMARY KEY, v text);
-      CREATE TABLE ${s}.k (v text);`);
+      CREATE TABLE ${s}.k (v text);`,
+    );
     file = writeConfigFile(tp.cfg);
     all = startServices(tp.cfg);
     await waitServicesReady(all);
@@ -94,7 +103,12 @@ describe('pgbridge replay', () => {
     expect(await count('t')).toBe(130);
 
     // --dry-run: says what would be re-applied and changes nothing.
-    const snap = async (): Promise<string> => (await tp.b.query<{ h: string }>(`SELECT md5(string_agg(x::text, ',' ORDER BY x::text)) AS h FROM (SELECT t::text AS x FROM ${s}.t t UNION ALL SELECT u::text FROM ${s}.u u UNION ALL SELECT k::text FROM ${s}.k k) q`)).rows[0]!.h;
+    const snap = async (): Promise<string> =>
+      (
+        await tp.b.query<{ h: string }>(
+          `SELECT md5(string_agg(x::text, ',' ORDER BY x::text)) AS h FROM (SELECT t::text AS x FROM ${s}.t t UNION ALL SELECT u::text FROM ${s}.u u UNION ALL SELECT k::text FROM ${s}.k k) q`,
+        )
+      ).rows[0]!.h;
     const before = { rows: await snap(), pos: await progress() };
     const dry = cli(['replay', '-c', file.path, '--direction', 'a-b', '--from', 'earliest', '--dry-run']);
     expect(dry.code, dry.out).toBe(0);
@@ -127,7 +141,9 @@ describe('pgbridge replay', () => {
     // The conflicts of the replayed range are marked as the replay's: the inserts of rows 1-50,
     // which b holds with later values (an insert of a row b holds as it is is not a conflict).
     const c = await tp.b.query<{ replayed: string; live: string }>(
-      `SELECT count(*) FILTER (WHERE replay_id IS NOT NULL)::text AS replayed, count(*) FILTER (WHERE replay_id IS NULL)::text AS live FROM cdc.conflicts WHERE pipeline = $1`, [tp.cfg.pipeline]);
+      `SELECT count(*) FILTER (WHERE replay_id IS NOT NULL)::text AS replayed, count(*) FILTER (WHERE replay_id IS NULL)::text AS live FROM cdc.conflicts WHERE pipeline = $1`,
+      [tp.cfg.pipeline],
+    );
     expect(c.rows[0]!.replayed).toBe('50');
     expect(c.rows[0]!.live).toBe('0');
     expect(all.errors).toEqual([]);
@@ -145,7 +161,9 @@ describe('pgbridge replay', () => {
     await drainBarrier(tp.cfg, 120_000);
     await stopApply();
     // Rows written after t, rows updated after t, rows not touched since before t, and u rows after t.
-    await damageB(`DELETE FROM S.t WHERE id BETWEEN 1001 AND 1020; DELETE FROM S.t WHERE id BETWEEN 110 AND 115; DELETE FROM S.t WHERE id BETWEEN 61 AND 70; DELETE FROM S.u WHERE id BETWEEN 101 AND 110`);
+    await damageB(
+      `DELETE FROM S.t WHERE id BETWEEN 1001 AND 1020; DELETE FROM S.t WHERE id BETWEEN 110 AND 115; DELETE FROM S.t WHERE id BETWEEN 61 AND 70; DELETE FROM S.u WHERE id BETWEEN 101 AND 110`,
+    );
 
     const r = cli(['replay', '-c', file.path, '--direction', 'a-b', '--from', t, '--tables', `${s}.t`]);
     expect(r.code, r.out).toBe(0);

@@ -33,7 +33,11 @@ describe('replication stream reader (real walsender)', () => {
 
   /** A stopped stream's walsender lets go of the slot a moment later; a new start waits for that. */
   const slotFree = (): Promise<boolean> =>
-    waitUntil('slot inactive', async () => (await a.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active', [slot])).rows.length === 0, 15_000);
+    waitUntil(
+      'slot inactive',
+      async () => (await a.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active', [slot])).rows.length === 0,
+      15_000,
+    );
 
   beforeAll(async () => {
     cfg = testConfig(uniqueName('prs'), schema);
@@ -126,8 +130,12 @@ describe('replication stream reader (real walsender)', () => {
     // About 60 MB of WAL in one transaction, decoded and sent at its commit.
     await a.query(`INSERT INTO ${schema}.t SELECT g, repeat(md5(g::text), 32) FROM generate_series(100, 60099) g`);
     // The walsender is stuck writing to a full socket, the process holds no more than what the socket buffers took.
-    await waitUntil('walsender waits on the socket', async () =>
-      (await a.query<{ w: string | null }>('SELECT wait_event AS w FROM pg_stat_activity WHERE pid = $1', [pid])).rows[0]?.w === 'WalSenderWriteData', 30_000);
+    await waitUntil(
+      'walsender waits on the socket',
+      async () =>
+        (await a.query<{ w: string | null }>('SELECT wait_event AS w FROM pg_stat_activity WHERE pid = $1', [pid])).rows[0]?.w === 'WalSenderWriteData',
+      30_000,
+    );
     await new Promise((r) => setTimeout(r, 1000));
     expect(count).toBe(1);
     expect((await a.query<{ w: string | null }>('SELECT wait_event AS w FROM pg_stat_activity WHERE pid = $1', [pid])).rows[0]?.w).toBe('WalSenderWriteData');

@@ -88,22 +88,32 @@ describe('schema objects and sequences (initial sync)', () => {
   beforeAll(async () => {
     const ep = inject('endpoints');
     const exclude = [`${schema}.skip`, `${schema}.skip_parts`, `${schema}.b_only`];
-    cfg = testConfig(uniqueName('pso'), schema, { clusters: stackConnections(ep, db).clusters, selection: { schemas: [schema], exclude }, sync: { workers: 2 } });
+    cfg = testConfig(uniqueName('pso'), schema, {
+      clusters: stackConnections(ep, db).clusters,
+      selection: { schemas: [schema], exclude },
+      sync: { workers: 2 },
+    });
     for (const c of ['a', 'b'] as const) await admin(c, `CREATE DATABASE ${db}`);
     await on('a', sourceSql(schema, extSchema));
     // The destination already has the schema, with a table and a view of its own.
-    await on('b', `CREATE SCHEMA ${schema}; CREATE TABLE ${schema}.b_only (id int PRIMARY KEY, note text); INSERT INTO ${schema}.b_only VALUES (1, 'mine');
-      CREATE VIEW ${schema}.b_only_view AS SELECT note FROM ${schema}.b_only`);
+    await on(
+      'b',
+      `CREATE SCHEMA ${schema}; CREATE TABLE ${schema}.b_only (id int PRIMARY KEY, note text); INSERT INTO ${schema}.b_only VALUES (1, 'mine');
+      CREATE VIEW ${schema}.b_only_view AS SELECT note FROM ${schema}.b_only`,
+    );
     const dir = mkdtempSync(join(tmpdir(), 'pgbridge-so-'));
     cfgFile = join(dir, 'pipeline.yaml');
-    writeFileSync(cfgFile, stringify({
-      pipeline: cfg.pipeline,
-      clusters: Object.fromEntries(Object.entries(cfg.clusters).map(([k, v]) => [k, { host: v.host, port: v.port, user: v.user, database: v.database }])),
-      kafka: { brokers: [...cfg.kafka.brokers] },
-      registry: { url: cfg.registry.url },
-      selection: { schemas: [schema], exclude },
-      metrics: { basePort: 0 },
-    }));
+    writeFileSync(
+      cfgFile,
+      stringify({
+        pipeline: cfg.pipeline,
+        clusters: Object.fromEntries(Object.entries(cfg.clusters).map(([k, v]) => [k, { host: v.host, port: v.port, user: v.user, database: v.database }])),
+        kafka: { brokers: [...cfg.kafka.brokers] },
+        registry: { url: cfg.registry.url },
+        selection: { schemas: [schema], exclude },
+        metrics: { basePort: 0 },
+      }),
+    );
   });
 
   afterAll(async () => {
@@ -127,36 +137,74 @@ describe('schema objects and sequences (initial sync)', () => {
       schemasCreated: [extSchema],
       viewsLeftOut: [`${schema}.skip_view`],
     });
-    expect(report.tables.map((t) => [t.table, t.rowsDone])).toEqual(expect.arrayContaining([[`${schema}.people`, 500], [`${schema}.events`, 3000], [`${schema}.counters`, 100]]));
+    expect(report.tables.map((t) => [t.table, t.rowsDone])).toEqual(
+      expect.arrayContaining([
+        [`${schema}.people`, 500],
+        [`${schema}.events`, 3000],
+        [`${schema}.counters`, 100],
+      ]),
+    );
     // The destination's own objects are still there.
     expect(await on('b', `SELECT note FROM ${schema}.b_only_view`)).toEqual([{ note: 'mine' }]);
     // What the selection leaves out was not created.
-    expect(await on('b', `SELECT c.relname FROM pg_class c WHERE c.relnamespace = '${schema}'::regnamespace AND c.relname LIKE 'skip%' ORDER BY 1`)).toEqual([]);
+    expect(await on('b', `SELECT c.relname FROM pg_class c WHERE c.relnamespace = '${schema}'::regnamespace AND c.relname LIKE 'skip%' ORDER BY 1`)).toEqual(
+      [],
+    );
     // Partitions, identity kinds, generated column, types, the view.
-    expect(await on('b', `SELECT c.relname AS part, pg_get_expr(c.relpartbound, c.oid) AS bound FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = '${schema}.events'::regclass ORDER BY 1`)).toEqual([
+    expect(
+      await on(
+        'b',
+        `SELECT c.relname AS part, pg_get_expr(c.relpartbound, c.oid) AS bound FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = '${schema}.events'::regclass ORDER BY 1`,
+      ),
+    ).toEqual([
       { part: 'events_2024', bound: "FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')" },
       { part: 'events_2025', bound: "FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')" },
       { part: 'events_other', bound: 'DEFAULT' },
     ]);
-    expect(await on('b', `SELECT attname, attidentity::text AS i, attgenerated::text AS g FROM pg_attribute WHERE attrelid = '${schema}.people'::regclass AND attname IN ('id', 'double_size') ORDER BY 1`))
-      .toEqual([{ attname: 'double_size', i: '', g: 's' }, { attname: 'id', i: 'a', g: '' }]);
-    expect(await on('b', `SELECT typname, typtype::text AS t FROM pg_type WHERE typnamespace = '${schema}'::regnamespace AND typname IN ('mood', 'positive', 'email', 'point2') ORDER BY 1`))
-      .toEqual([{ typname: 'email', t: 'd' }, { typname: 'mood', t: 'e' }, { typname: 'point2', t: 'c' }, { typname: 'positive', t: 'd' }]);
-    expect(await on('b', `SELECT extname, extnamespace::regnamespace::text AS s FROM pg_extension WHERE extname IN ('citext', 'hstore') ORDER BY 1`))
-      .toEqual([{ extname: 'citext', s: schema }, { extname: 'hstore', s: extSchema }]);
+    expect(
+      await on(
+        'b',
+        `SELECT attname, attidentity::text AS i, attgenerated::text AS g FROM pg_attribute WHERE attrelid = '${schema}.people'::regclass AND attname IN ('id', 'double_size') ORDER BY 1`,
+      ),
+    ).toEqual([
+      { attname: 'double_size', i: '', g: 's' },
+      { attname: 'id', i: 'a', g: '' },
+    ]);
+    expect(
+      await on(
+        'b',
+        `SELECT typname, typtype::text AS t FROM pg_type WHERE typnamespace = '${schema}'::regnamespace AND typname IN ('mood', 'positive', 'email', 'point2') ORDER BY 1`,
+      ),
+    ).toEqual([
+      { typname: 'email', t: 'd' },
+      { typname: 'mood', t: 'e' },
+      { typname: 'point2', t: 'c' },
+      { typname: 'positive', t: 'd' },
+    ]);
+    expect(await on('b', `SELECT extname, extnamespace::regnamespace::text AS s FROM pg_extension WHERE extname IN ('citext', 'hstore') ORDER BY 1`)).toEqual([
+      { extname: 'citext', s: schema },
+      { extname: 'hstore', s: extSchema },
+    ]);
 
     const svc = startServices(cfg);
     try {
       // Streaming on top: identity ALWAYS keys and generated columns, rows into each partition, updates and deletes.
-      await on('a', `INSERT INTO ${schema}.people (email, attrs, size) SELECT 'new' || g || '@x.org', 'new=>1', g FROM generate_series(1, 50) g;
+      await on(
+        'a',
+        `INSERT INTO ${schema}.people (email, attrs, size) SELECT 'new' || g || '@x.org', 'new=>1', g FROM generate_series(1, 50) g;
         UPDATE ${schema}.people SET size = size + 1, mood = 'away', attrs = attrs OPERATOR(${extSchema}.||) 'u=>1'::${extSchema}.hstore WHERE id % 10 = 0;
         DELETE FROM ${schema}.people WHERE id % 45 = 0;
         INSERT INTO ${schema}.events (at, what) VALUES ('2024-03-01', 'x'), ('2025-03-01', 'y'), ('2030-01-01', 'z');
-        UPDATE ${schema}.events SET what = 'moved' WHERE id % 100 = 0;`);
+        UPDATE ${schema}.events SET what = 'moved' WHERE id % 100 = 0;`,
+      );
       await drainBarrier(cfg, 120_000);
       const v = await verify(cfg);
       expect(v.equal, formatVerifyReport(v)).toBe(true);
-      expect(v.tables.map((t) => [t.table, t.rowsA]).sort()).toEqual([[`${schema}.counters`, 100], [`${schema}.events`, 3003], [`${schema}.people`, 538]]);
+      expect(v.tables.map((t) => [t.table, t.rowsA]).sort()).toEqual([
+        [`${schema}.counters`, 100],
+        [`${schema}.events`, 3003],
+        [`${schema}.people`, 538],
+      ]);
       // Generated values were computed on b (never written), and equal a's.
       expect(await on('b', `SELECT count(*)::int AS n FROM ${schema}.people WHERE double_size IS DISTINCT FROM size * 2`)).toEqual([{ n: '0' }]);
       expect(svc.errors).toEqual([]);
@@ -166,7 +214,11 @@ describe('schema objects and sequences (initial sync)', () => {
   }, 300_000);
 
   it('setup --split-sequences gives each cluster its own residue; precheck stops warning; inserts on both sides never collide', async () => {
-    const seqWarnings = async () => (await precheck(cfg)).filter((f) => f.check === 'sequences' && f.level === 'warning').map((f) => f.object).sort();
+    const seqWarnings = async () =>
+      (await precheck(cfg))
+        .filter((f) => f.check === 'sequences' && f.level === 'warning')
+        .map((f) => f.object)
+        .sort();
     // After the sync both clusters' sequences stand at the same values.
     expect(await seqWarnings()).toEqual([`${schema}.counters.id`, `${schema}.events.id`, `${schema}.people.id`]);
     const r = spawnSync(process.execPath, [CLI, 'setup', '-c', cfgFile, '--split-sequences'], { encoding: 'utf8' });
@@ -178,24 +230,43 @@ describe('schema objects and sequences (initial sync)', () => {
     expect(await seqWarnings()).toEqual([]);
     // Again: nothing to do.
     const again = await splitSequences(cfg, testLog);
-    expect(again.lines.map((l) => [l.column, l.action])).toEqual([['id', 'already apart'], ['id', 'already apart'], ['id', 'already apart']]);
+    expect(again.lines.map((l) => [l.column, l.action])).toEqual([
+      ['id', 'already apart'],
+      ['id', 'already apart'],
+      ['id', 'already apart'],
+    ]);
 
     const svc = startServices(cfg);
     try {
       // Two rounds, each drained: the second runs after everything the split left in the
       // streams (DDL replication included) has been applied on the other side.
       for (const round of [1, 2]) {
-        await Promise.all((['a', 'b'] as const).map((c) => on(c, `
+        await Promise.all(
+          (['a', 'b'] as const).map((c) =>
+            on(
+              c,
+              `
           INSERT INTO ${schema}.counters (who) SELECT '${c}' FROM generate_series(1, 100);
           INSERT INTO ${schema}.people (email, size) SELECT '${c}${round}-' || g || '@both.org', g FROM generate_series(1, 50) g;
-          INSERT INTO ${schema}.events (at, what) SELECT DATE '2024-01-01' + g, '${c}' FROM generate_series(1, 50) g;`)));
+          INSERT INTO ${schema}.events (at, what) SELECT DATE '2024-01-01' + g, '${c}' FROM generate_series(1, 50) g;`,
+            ),
+          ),
+        );
         await drainBarrier(cfg, 120_000);
       }
-      for (const c of ['a', 'b'] as const) expect(await on(c, 'SELECT kind, count(*)::int AS n FROM cdc.conflicts WHERE pipeline = $1 GROUP BY 1', [cfg.pipeline])).toEqual([]);
+      for (const c of ['a', 'b'] as const)
+        expect(await on(c, 'SELECT kind, count(*)::int AS n FROM cdc.conflicts WHERE pipeline = $1 GROUP BY 1', [cfg.pipeline])).toEqual([]);
       const v = await verify(cfg);
       expect(v.equal, formatVerifyReport(v)).toBe(true);
-      expect(await on('a', `SELECT who, count(*)::int AS n, count(*) FILTER (WHERE id % 2 = 1)::int AS odd FROM ${schema}.counters WHERE id > 100 GROUP BY 1 ORDER BY 1`))
-        .toEqual([{ who: 'a', n: '200', odd: '200' }, { who: 'b', n: '200', odd: '0' }]);
+      expect(
+        await on(
+          'a',
+          `SELECT who, count(*)::int AS n, count(*) FILTER (WHERE id % 2 = 1)::int AS odd FROM ${schema}.counters WHERE id > 100 GROUP BY 1 ORDER BY 1`,
+        ),
+      ).toEqual([
+        { who: 'a', n: '200', odd: '200' },
+        { who: 'b', n: '200', odd: '0' },
+      ]);
       expect(svc.errors).toEqual([]);
     } finally {
       await svc.stop();
@@ -217,7 +288,8 @@ describe('identity columns through the chunk merge path, and sync --split-sequen
   const admin = (cluster: 'a' | 'b', sql: string) => withClient({ ...cfg.clusters[cluster]!, database: 'postgres' }, 'test', (c) => c.query(sql));
   const on = async <T = Record<string, string>>(cluster: 'a' | 'b', sql: string, values: unknown[] = []): Promise<T[]> =>
     withClient(cfg.clusters[cluster]!, 'test', async (c) => (await c.query(sql, values)).rows as T[]);
-  const table = (s: string) => `CREATE SCHEMA ${s}; CREATE TABLE ${s}.acct (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text NOT NULL, n int GENERATED ALWAYS AS (length(v)) STORED);`;
+  const table = (s: string) =>
+    `CREATE SCHEMA ${s}; CREATE TABLE ${s}.acct (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text NOT NULL, n int GENERATED ALWAYS AS (length(v)) STORED);`;
 
   beforeAll(async () => {
     const ep = inject('endpoints');
@@ -226,15 +298,18 @@ describe('identity columns through the chunk merge path, and sync --split-sequen
     await on('a', `${table(schema)} INSERT INTO ${schema}.acct (v) SELECT 'source row ' || g FROM generate_series(1, 300) g; ANALYZE;`);
     await on('b', `${table(schema)} INSERT INTO ${schema}.acct (v) SELECT 'old' FROM generate_series(1, 50) g;`);
     cfgFile = join(mkdtempSync(join(tmpdir(), 'pgbridge-sm-')), 'pipeline.yaml');
-    writeFileSync(cfgFile, stringify({
-      pipeline: cfg.pipeline,
-      clusters: Object.fromEntries(Object.entries(cfg.clusters).map(([k, v]) => [k, { host: v.host, port: v.port, user: v.user, database: v.database }])),
-      kafka: { brokers: [...cfg.kafka.brokers] },
-      registry: { url: cfg.registry.url },
-      selection: { schemas: [schema] },
-      conflicts: { policy: 'overwrite' },
-      metrics: { basePort: 0 },
-    }));
+    writeFileSync(
+      cfgFile,
+      stringify({
+        pipeline: cfg.pipeline,
+        clusters: Object.fromEntries(Object.entries(cfg.clusters).map(([k, v]) => [k, { host: v.host, port: v.port, user: v.user, database: v.database }])),
+        kafka: { brokers: [...cfg.kafka.brokers] },
+        registry: { url: cfg.registry.url },
+        selection: { schemas: [schema] },
+        conflicts: { policy: 'overwrite' },
+        metrics: { basePort: 0 },
+      }),
+    );
   });
 
   afterAll(async () => {
@@ -254,16 +329,29 @@ describe('identity columns through the chunk merge path, and sync --split-sequen
       await drainBarrier(cfg, 120_000);
       let v = await verify(cfg);
       expect(v.equal, formatVerifyReport(v)).toBe(true);
-      expect(await on('b', `SELECT count(*)::int AS n, count(*) FILTER (WHERE v = 'old')::int AS old, count(*) FILTER (WHERE n <> length(v))::int AS bad FROM ${schema}.acct`)).toEqual([{ n: '300', old: '0', bad: '0' }]);
+      expect(
+        await on(
+          'b',
+          `SELECT count(*)::int AS n, count(*) FILTER (WHERE v = 'old')::int AS old, count(*) FILTER (WHERE n <> length(v))::int AS bad FROM ${schema}.acct`,
+        ),
+      ).toEqual([{ n: '300', old: '0', bad: '0' }]);
       for (const round of [1, 2]) {
         await Promise.all((['a', 'b'] as const).map((c) => on(c, `INSERT INTO ${schema}.acct (v) SELECT '${c}${round}' FROM generate_series(1, 100)`)));
         await drainBarrier(cfg, 120_000);
       }
-      for (const c of ['a', 'b'] as const) expect(await on(c, 'SELECT count(*)::int AS n FROM cdc.conflicts WHERE pipeline = $1', [cfg.pipeline])).toEqual([{ n: '0' }]);
+      for (const c of ['a', 'b'] as const)
+        expect(await on(c, 'SELECT count(*)::int AS n FROM cdc.conflicts WHERE pipeline = $1', [cfg.pipeline])).toEqual([{ n: '0' }]);
       v = await verify(cfg);
       expect(v.equal, formatVerifyReport(v)).toBe(true);
-      expect(await on('a', `SELECT left(v, 1) AS who, count(*)::int AS n, count(*) FILTER (WHERE id % 2 = 1)::int AS odd FROM ${schema}.acct WHERE id > 300 GROUP BY 1 ORDER BY 1`))
-        .toEqual([{ who: 'a', n: '200', odd: '200' }, { who: 'b', n: '200', odd: '0' }]);
+      expect(
+        await on(
+          'a',
+          `SELECT left(v, 1) AS who, count(*)::int AS n, count(*) FILTER (WHERE id % 2 = 1)::int AS odd FROM ${schema}.acct WHERE id > 300 GROUP BY 1 ORDER BY 1`,
+        ),
+      ).toEqual([
+        { who: 'a', n: '200', odd: '200' },
+        { who: 'b', n: '200', odd: '0' },
+      ]);
       expect(svc.errors).toEqual([]);
     } finally {
       await svc.stop();

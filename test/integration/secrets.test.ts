@@ -41,22 +41,25 @@ describe('secrets never printed', () => {
   async function unreachableConfig(extra = ''): Promise<string> {
     const [pgPort, kafkaPort, registryPort] = [await freePort(), await freePort(), await freePort()];
     const file = join(dir, `${uniqueName('cfg')}.yaml`);
-    writeFileSync(file, [
-      `pipeline: ${uniqueName('psec')}`,
-      'clusters:',
-      '  a:',
-      `    port: ${pgPort}`,
-      '    password: ${PGB_TEST_PG_PASSWORD}',
-      `  b: { port: ${pgPort}, passwordEnv: PGB_TEST_PG_PASSWORD }`,
-      'kafka:',
-      `  brokers: ["127.0.0.1:${kafkaPort}"]`,
-      '  connectionTimeoutMs: 500',
-      '  sasl: { mechanism: scram-sha-256, username: pgbridge, passwordEnv: PGB_TEST_SASL_PASSWORD }',
-      'registry:',
-      `  url: "http://pgbridge:\${PGB_TEST_REGISTRY_PASSWORD}@127.0.0.1:${registryPort}/apis/ccompat/v7"`,
-      'retry: { connectionMinutes: 0, otherMinutes: 0 }',
-      extra,
-    ].join('\n'));
+    writeFileSync(
+      file,
+      [
+        `pipeline: ${uniqueName('psec')}`,
+        'clusters:',
+        '  a:',
+        `    port: ${pgPort}`,
+        '    password: ${PGB_TEST_PG_PASSWORD}',
+        `  b: { port: ${pgPort}, passwordEnv: PGB_TEST_PG_PASSWORD }`,
+        'kafka:',
+        `  brokers: ["127.0.0.1:${kafkaPort}"]`,
+        '  connectionTimeoutMs: 500',
+        '  sasl: { mechanism: scram-sha-256, username: pgbridge, passwordEnv: PGB_TEST_SASL_PASSWORD }',
+        'registry:',
+        `  url: "http://pgbridge:\${PGB_TEST_REGISTRY_PASSWORD}@127.0.0.1:${registryPort}/apis/ccompat/v7"`,
+        'retry: { connectionMinutes: 0, otherMinutes: 0 }',
+        extra,
+      ].join('\n'),
+    );
     return file;
   }
 
@@ -113,7 +116,15 @@ describe('secrets never printed', () => {
   it('a PostgreSQL error loses its detail and the value it quotes (row values)', async () => {
     const ep = inject('endpoints');
     const { withClient } = await import('../../shared/pg.js');
-    const c = { name: 'a', host: ep.pg.a.host, port: ep.pg.a.port, user: ep.pg.a.user, database: ep.pg.a.database, password: undefined, sslMode: 'disable' as const };
+    const c = {
+      name: 'a',
+      host: ep.pg.a.host,
+      port: ep.pg.a.port,
+      user: ep.pg.a.user,
+      database: ep.pg.a.database,
+      password: undefined,
+      sslMode: 'disable' as const,
+    };
     const dup = await withClient(c, 'test', async (cl) => {
       await cl.query('CREATE TEMP TABLE t (id text PRIMARY KEY)');
       await cl.query(`INSERT INTO t VALUES ('row-value-7')`);

@@ -51,7 +51,12 @@ describe('setup reconciles the publication with the selection', () => {
     await waitServicesReady(svc);
     await p.a.query(`INSERT INTO ${p.schema}.t2 VALUES (2, 'after')`);
     await p.b.query(`INSERT INTO ${p.schema}.t2 VALUES (3, 'from b')`);
-    await waitUntil('t2 rows on both', async () => (await p.b.query(`SELECT 1 FROM ${p.schema}.t2 WHERE id = 2`)).rowCount === 1 && (await p.a.query(`SELECT 1 FROM ${p.schema}.t2 WHERE id = 3`)).rowCount === 1);
+    await waitUntil(
+      't2 rows on both',
+      async () =>
+        (await p.b.query(`SELECT 1 FROM ${p.schema}.t2 WHERE id = 2`)).rowCount === 1 &&
+        (await p.a.query(`SELECT 1 FROM ${p.schema}.t2 WHERE id = 3`)).rowCount === 1,
+    );
     // Written before t2 was published: not replicated (resync copies such rows).
     expect((await p.b.query(`SELECT count(*) AS n FROM ${p.schema}.t2 WHERE id = 1`)).rows[0].n).toBe('0');
     expect(svc.errors).toEqual([]);

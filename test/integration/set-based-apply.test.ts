@@ -22,10 +22,14 @@ describe('set-based apply a→b (real PostgreSQL, Kafka, registry)', () => {
   let svc: Running | undefined;
 
   beforeAll(async () => {
-    p = await tablesPipeline('sb', (s) => `
+    p = await tablesPipeline(
+      'sb',
+      (s) => `
       CREATE TABLE ${s}.t (id int PRIMARY KEY, v text, n int, raw bytea);
       CREATE TABLE ${s}.u (id uuid PRIMARY KEY, tag text NOT NULL UNIQUE, v int);
-      INSERT INTO ${s}.t SELECT g, 'seed', g, '\\x00ff'::bytea FROM generate_series(1, ${N}) g`, { conflicts: { policy: 'last-writer-wins', tables: {} } });
+      INSERT INTO ${s}.t SELECT g, 'seed', g, '\\x00ff'::bytea FROM generate_series(1, ${N}) g`,
+      { conflicts: { policy: 'last-writer-wins', tables: {} } },
+    );
     ({ cfg, schema, a, b } = p);
   });
 
@@ -60,7 +64,9 @@ describe('set-based apply a→b (real PostgreSQL, Kafka, registry)', () => {
     svc = startServices(cfg, { captures: ['a'], applies: ['a-b'] });
     await waitUntil('u on b', async () => Number((await b.query(`SELECT count(*) AS n FROM ${schema}.u WHERE tag LIKE 'x%'`)).rows[0].n) === 200, 120_000);
 
-    const rows = new Map((await b.query<{ id: string; v: string; n: string; raw: string | null }>(`SELECT id, v, n, raw FROM ${schema}.t`)).rows.map((r) => [Number(r.id), r]));
+    const rows = new Map(
+      (await b.query<{ id: string; v: string; n: string; raw: string | null }>(`SELECT id, v, n, raw FROM ${schema}.t`)).rows.map((r) => [Number(r.id), r]),
+    );
     const expected = (id: number): { v: string; n: string; raw: string | null } | null => {
       if (id === 1) return { v: 'k1 last', n: '-1', raw: null };
       if (id === 2) return { v: 'k2 last', n: '3', raw: '\\x0102' };
@@ -82,8 +88,17 @@ describe('set-based apply a→b (real PostgreSQL, Kafka, registry)', () => {
     expect(wrong.slice(0, 10)).toEqual([]);
     expect(rows.size).toBe(N + 500 - N / 10 + 5);
     // Conflicts recorded: 50 update_origin_differs, 5 delete_origin_differs, 20 update_missing, 1 insert_exists.
-    const kinds = (await b.query<{ kind: string; n: string }>(`SELECT kind, count(*)::text AS n FROM cdc.conflicts WHERE pipeline = $1 GROUP BY kind ORDER BY kind`, [cfg.pipeline])).rows;
-    expect(kinds).toEqual([{ kind: 'delete_origin_differs', n: '5' }, { kind: 'insert_exists', n: '1' }, { kind: 'update_missing', n: '20' }, { kind: 'update_origin_differs', n: '50' }]);
+    const kinds = (
+      await b.query<{ kind: string; n: string }>(`SELECT kind, count(*)::text AS n FROM cdc.conflicts WHERE pipeline = $1 GROUP BY kind ORDER BY kind`, [
+        cfg.pipeline,
+      ])
+    ).rows;
+    expect(kinds).toEqual([
+      { kind: 'delete_origin_differs', n: '5' },
+      { kind: 'insert_exists', n: '1' },
+      { kind: 'update_missing', n: '20' },
+      { kind: 'update_origin_differs', n: '50' },
+    ]);
     expect(await counter(svc.applies['a-b']!.registry, 'pgbridge_apply_conflicts_total')).toBe(76);
     // Most rows went in sets: everything but the conflicting rows, key 1's and 2's repeats and table u's updates.
     expect(await counter(svc.applies['a-b']!.registry, 'pgbridge_apply_set_rows_total')).toBeGreaterThan(N + 400);

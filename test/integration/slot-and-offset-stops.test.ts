@@ -32,7 +32,7 @@ function logLines(out: string): Record<string, unknown>[] {
 describe('slot and offset positions (child processes)', () => {
   const track = cleanupAfterEach();
 
-  it('stored offset below the topic\'s log start stops apply with OFFSET_BELOW_LOG_START (INV-6): exit 1, topic/partition@offset named, nothing applied', async () => {
+  it("stored offset below the topic's log start stops apply with OFFSET_BELOW_LOG_START (INV-6): exit 1, topic/partition@offset named, nothing applied", async () => {
     const p = track(await faultPipeline('offlow', (s) => [`CREATE TABLE ${s}.t (id int PRIMARY KEY, v text)`]));
     const { a, b, schema, cfg, topic, direction } = p;
     const admin = new KafkaClient({ brokers: cfg.kafka.brokers, clientId: 'test-offset-below' }).admin();
@@ -66,7 +66,11 @@ describe('slot and offset positions (child processes)', () => {
     // More rows, published while apply is down: the topic moves on past the stored position.
     const published = await capture.metric('pgbridge_capture_events_total', { kind: 'change' });
     await a.query(`INSERT INTO ${schema}.t SELECT g, 'second' FROM generate_series(51, 100) g`);
-    await waitUntil('capture published the 50 new rows', async () => (await capture.metric('pgbridge_capture_events_total', { kind: 'change' })) >= published + 50, 30_000);
+    await waitUntil(
+      'capture published the 50 new rows',
+      async () => (await capture.metric('pgbridge_capture_events_total', { kind: 'change' })) >= published + 50,
+      30_000,
+    );
     const { high } = await partition0();
     expect(high).toBeGreaterThan(stored.next + 50n);
 
@@ -91,8 +95,14 @@ describe('slot and offset positions (child processes)', () => {
     expect(String(fatal[0]!.err)).toContain(message);
     expect(String(fatal[0]!.err)).toContain('Resync this direction');
     // Fatal, not retriable: one run, no restart.
-    expect(lines.filter((l) => typeof l.msg === 'string' && l.msg.includes('failed, restarting')), out).toEqual([]);
-    expect(lines.filter((l) => l.msg === 'run failed' && l.code === 'OFFSET_BELOW_LOG_START'), out).toHaveLength(1);
+    expect(
+      lines.filter((l) => typeof l.msg === 'string' && l.msg.includes('failed, restarting')),
+      out,
+    ).toEqual([]);
+    expect(
+      lines.filter((l) => l.msg === 'run failed' && l.code === 'OFFSET_BELOW_LOG_START'),
+      out,
+    ).toHaveLength(1);
 
     // Nothing was applied past the gap, and the stored position did not move.
     expect(await rows()).toBe(50);
@@ -118,18 +128,28 @@ describe('slot and offset positions (child processes)', () => {
     for (let i = 0; i < 20; i++) {
       await a.query(`INSERT INTO ${other}.bulk SELECT g, repeat(md5(g::text), 32) FROM generate_series(${i * 1000 + 1}, ${(i + 1) * 1000}) g`);
     }
-    const w = (await a.query<{ lsn: string; bytes: string }>('SELECT pg_current_wal_lsn()::text AS lsn, pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::bigint::text AS bytes', [start])).rows[0]!;
+    const w = (
+      await a.query<{ lsn: string; bytes: string }>(
+        'SELECT pg_current_wal_lsn()::text AS lsn, pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::bigint::text AS bytes',
+        [start],
+      )
+    ).rows[0]!;
     expect(Number(w.bytes)).toBeGreaterThan(20 * 1024 * 1024);
 
     let last = '';
-    await waitUntil(`slot ${slot} confirmed_flush_lsn >= ${w.lsn}`, async () => {
-      const r = await a.query<{ lsn: string | null; past: boolean | null }>(
-        'SELECT confirmed_flush_lsn::text AS lsn, confirmed_flush_lsn >= $2::pg_lsn AS past FROM pg_replication_slots WHERE slot_name = $1',
-        [slot, w.lsn],
-      );
-      last = r.rows[0]?.lsn ?? 'no slot';
-      return r.rows[0]?.past === true;
-    }, 60_000, 250).catch((err: Error) => {
+    await waitUntil(
+      `slot ${slot} confirmed_flush_lsn >= ${w.lsn}`,
+      async () => {
+        const r = await a.query<{ lsn: string | null; past: boolean | null }>(
+          'SELECT confirmed_flush_lsn::text AS lsn, confirmed_flush_lsn >= $2::pg_lsn AS past FROM pg_replication_slots WHERE slot_name = $1',
+          [slot, w.lsn],
+        );
+        last = r.rows[0]?.lsn ?? 'no slot';
+        return r.rows[0]?.past === true;
+      },
+      60_000,
+      250,
+    ).catch((err: Error) => {
       throw new Error(`${err.message} (last confirmed_flush_lsn ${last}, WAL written from ${start})\n${capture.tail()}`);
     });
     const advancedMs = Date.now() - t0;
@@ -148,7 +168,9 @@ describe('slot and offset positions (child processes)', () => {
     const tables = changes(records).map((e) => `${e.source.schema}.${e.source.table}`);
     expect(tables).toEqual([`${schema}.idle`]);
     expect(tables.filter((t) => t.startsWith(`${other}.`))).toEqual([]);
-    console.log(`slot ${slot} past ${w.lsn} (${(Number(w.bytes) / 1048576).toFixed(1)} MB of unpublished WAL) ${advancedMs} ms after the writes began; skipped transactions ${skipped}`);
+    console.log(
+      `slot ${slot} past ${w.lsn} (${(Number(w.bytes) / 1048576).toFixed(1)} MB of unpublished WAL) ${advancedMs} ms after the writes began; skipped transactions ${skipped}`,
+    );
   }, 90_000);
 
   it('a topic deleted and made again while capture was stopped stops capture with SLOT_AHEAD (INV-6): exit 1, topic and offsets named', async () => {
@@ -164,7 +186,10 @@ describe('slot and offset positions (child processes)', () => {
     // A graceful stop records the last committed record; the slot has released that WAL.
     capture.kill('SIGTERM');
     expect(await capture.waitExit(30_000), capture.tail()).toEqual({ code: 0, signal: null });
-    const recorded = await a.query<{ published_offset: string | null }>('SELECT published_offset::text FROM cdc.capture_state WHERE pipeline = $1 AND cluster = $2', [cfg.pipeline, p.src]);
+    const recorded = await a.query<{ published_offset: string | null }>(
+      'SELECT published_offset::text FROM cdc.capture_state WHERE pipeline = $1 AND cluster = $2',
+      [cfg.pipeline, p.src],
+    );
     const published = BigInt(recorded.rows[0]?.published_offset ?? '-1');
     expect(published).toBeGreaterThanOrEqual(29n);
 
@@ -180,7 +205,9 @@ describe('slot and offset positions (child processes)', () => {
     const fatal = logLines(out).filter((l) => l.level === 'fatal');
     expect(fatal, out).toHaveLength(1);
     expect(fatal[0]).toMatchObject({ code: 'SLOT_AHEAD' });
-    expect(String(fatal[0]!.err)).toContain(`topic ${topic} ends at offset 0, but capture of cluster ${p.src} had committed records to it up to offset ${published}`);
+    expect(String(fatal[0]!.err)).toContain(
+      `topic ${topic} ends at offset 0, but capture of cluster ${p.src} had committed records to it up to offset ${published}`,
+    );
     expect(String(fatal[0]!.err)).toContain('Resync the direction');
   });
 });

@@ -29,45 +29,59 @@ describe('two-way soak', () => {
     await wp?.close();
   });
 
-  it(`converges after ${SECONDS} s of concurrent writes on both clusters, with no loop and nothing lost`, async () => {
-    const end = Date.now() + SECONDS * 1000;
-    const totals: string[] = [];
-    // The bank total must never change on either side, not even for a moment (torn transactions).
-    const watcher = (async () => {
-      while (Date.now() < end) {
-        for (const c of cfg.clusterNames) {
-          const r = await withClient(cfg.clusters[c]!, 'soak-watch', (cl) => cl.query<{ s: string }>(`SELECT sum(balance)::text AS s FROM ${schema}.accounts`));
-          totals.push(r.rows[0]!.s);
+  it(
+    `converges after ${SECONDS} s of concurrent writes on both clusters, with no loop and nothing lost`,
+    async () => {
+      const end = Date.now() + SECONDS * 1000;
+      const totals: string[] = [];
+      // The bank total must never change on either side, not even for a moment (torn transactions).
+      const watcher = (async () => {
+        while (Date.now() < end) {
+          for (const c of cfg.clusterNames) {
+            const r = await withClient(cfg.clusters[c]!, 'soak-watch', (cl) =>
+              cl.query<{ s: string }>(`SELECT sum(balance)::text AS s FROM ${schema}.accounts`),
+            );
+            totals.push(r.rows[0]!.s);
+          }
+          await new Promise((r) => setTimeout(r, 250));
         }
-        await new Promise((r) => setTimeout(r, 250));
+      })();
+      const ledgers: Ledger[] = await runWorkload(cfg, schema, { until: () => Date.now() < end, writersPerSide: 2, conflictEveryMs: 300, pauseMs: 2 });
+      await watcher;
+      await drainBarrier(cfg, 180_000);
+
+      const report = await verify(cfg);
+      expect(report.equal, formatVerifyReport(report)).toBe(true);
+      expect(new Set(totals)).toEqual(new Set([(ACCOUNTS * INITIAL_BALANCE).toFixed(2)]));
+      expect(svc.errors).toEqual([]);
+
+      for (const [i, c] of cfg.clusterNames.entries()) {
+        const l = ledgers[i]!;
+        expect(l.failed).toBe(0);
+        const rowChanges = 2 * l.transfers + l.ordersInserted + l.ordersUpdated + l.ordersDeleted + l.conflictWrites;
+        // Every acknowledged local write was published once, and nothing applied from the other side was published back.
+        expect(await counter(svc.captures[c]!.registry, 'pgbridge_capture_events_total', { kind: 'change' }), `capture ${c}`).toBe(rowChanges);
+        // Every order that a client saw inserted is on both clusters unless a later acknowledged delete removed it.
+        const counts = await Promise.all(
+          cfg.clusterNames.map((n) =>
+            withClient(cfg.clusters[n]!, 'soak', (cl) =>
+              cl.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${schema}.orders WHERE id % 2 = ${i === 0 ? 1 : 0}`),
+            ),
+          ),
+        );
+        expect(Number(counts[0]!.rows[0]!.n)).toBe(l.ordersInserted - l.ordersDeleted);
+        expect(Number(counts[1]!.rows[0]!.n)).toBe(l.ordersInserted - l.ordersDeleted);
       }
-    })();
-    const ledgers: Ledger[] = await runWorkload(cfg, schema, { until: () => Date.now() < end, writersPerSide: 2, conflictEveryMs: 300, pauseMs: 2 });
-    await watcher;
-    await drainBarrier(cfg, 180_000);
-
-    const report = await verify(cfg);
-    expect(report.equal, formatVerifyReport(report)).toBe(true);
-    expect(new Set(totals)).toEqual(new Set([(ACCOUNTS * INITIAL_BALANCE).toFixed(2)]));
-    expect(svc.errors).toEqual([]);
-
-    for (const [i, c] of cfg.clusterNames.entries()) {
-      const l = ledgers[i]!;
-      expect(l.failed).toBe(0);
-      const rowChanges = 2 * l.transfers + l.ordersInserted + l.ordersUpdated + l.ordersDeleted + l.conflictWrites;
-      // Every acknowledged local write was published once, and nothing applied from the other side was published back.
-      expect(await counter(svc.captures[c]!.registry, 'pgbridge_capture_events_total', { kind: 'change' }), `capture ${c}`).toBe(rowChanges);
-      // Every order that a client saw inserted is on both clusters unless a later acknowledged delete removed it.
-      const counts = await Promise.all(cfg.clusterNames.map((n) => withClient(cfg.clusters[n]!, 'soak', (cl) => cl.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${schema}.orders WHERE id % 2 = ${i === 0 ? 1 : 0}`))));
-      expect(Number(counts[0]!.rows[0]!.n)).toBe(l.ordersInserted - l.ordersDeleted);
-      expect(Number(counts[1]!.rows[0]!.n)).toBe(l.ordersInserted - l.ordersDeleted);
-    }
-    // Conflicts did happen and were recorded where they were resolved.
-    let recorded = 0;
-    for (const c of cfg.clusterNames) {
-      const r = await withClient(cfg.clusters[c]!, 'soak', (cl) => cl.query<{ n: string }>("SELECT count(*)::text AS n FROM cdc.conflicts WHERE kind = 'update_origin_differs' AND policy = 'last-writer-wins'"));
-      recorded += Number(r.rows[0]!.n);
-    }
-    expect(recorded).toBeGreaterThan(0);
-  }, (SECONDS + 240) * 1000);
+      // Conflicts did happen and were recorded where they were resolved.
+      let recorded = 0;
+      for (const c of cfg.clusterNames) {
+        const r = await withClient(cfg.clusters[c]!, 'soak', (cl) =>
+          cl.query<{ n: string }>("SELECT count(*)::text AS n FROM cdc.conflicts WHERE kind = 'update_origin_differs' AND policy = 'last-writer-wins'"),
+        );
+        recorded += Number(r.rows[0]!.n);
+      }
+      expect(recorded).toBeGreaterThan(0);
+    },
+    (SECONDS + 240) * 1000,
+  );
 });

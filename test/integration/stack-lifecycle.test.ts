@@ -9,7 +9,6 @@ import { join } from 'node:path';
 import { stackSettings } from '../../infra/stack/settings.js';
 import { down, pidAlive, status, up } from '../../infra/stack/stack.js';
 
-
 describe('stack lifecycle', () => {
   it('up is idempotent, status reports all four healthy, down leaves no process behind', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'pgbridge-stack-'));
@@ -17,14 +16,22 @@ describe('stack lifecycle', () => {
     const s = stackSettings({
       ...process.env,
       PGBRIDGE_STACK_DIR: join(dir, 'state'),
-      PGBRIDGE_PG_A_PORT: '16432', PGBRIDGE_PG_B_PORT: '16433',
-      PGBRIDGE_KAFKA_PORT: '29092', PGBRIDGE_KAFKA_CONTROLLER_PORT: '29093', PGBRIDGE_REGISTRY_PORT: '28081',
+      PGBRIDGE_PG_A_PORT: '16432',
+      PGBRIDGE_PG_B_PORT: '16433',
+      PGBRIDGE_KAFKA_PORT: '29092',
+      PGBRIDGE_KAFKA_CONTROLLER_PORT: '29093',
+      PGBRIDGE_REGISTRY_PORT: '28081',
     });
     const lines: string[] = [];
     try {
       await up(s, (l) => lines.push(l));
       const first = await status(s);
-      expect(first.map((r) => [r.service, r.healthy])).toEqual([['pg-a', true], ['pg-b', true], ['kafka', true], ['registry', true]]);
+      expect(first.map((r) => [r.service, r.healthy])).toEqual([
+        ['pg-a', true],
+        ['pg-b', true],
+        ['kafka', true],
+        ['registry', true],
+      ]);
       const pids = first.map((r) => r.pid!);
       lines.length = 0;
       await up(s, (l) => lines.push(l));
@@ -45,7 +52,15 @@ describe('stack lifecycle', () => {
     chmodSync(dir, 0o755); // initdb runs as postgres when the tests run as root
     // Kafka's port is held by the shared stack's PostgreSQL: kafka must refuse to start.
     const shared = stackSettings();
-    const s = stackSettings({ ...process.env, PGBRIDGE_STACK_DIR: join(dir, 'state'), PGBRIDGE_PG_A_PORT: '16532', PGBRIDGE_PG_B_PORT: '16533', PGBRIDGE_KAFKA_PORT: String(shared.pg.a.port), PGBRIDGE_KAFKA_CONTROLLER_PORT: '29193', PGBRIDGE_REGISTRY_PORT: '28181' });
+    const s = stackSettings({
+      ...process.env,
+      PGBRIDGE_STACK_DIR: join(dir, 'state'),
+      PGBRIDGE_PG_A_PORT: '16532',
+      PGBRIDGE_PG_B_PORT: '16533',
+      PGBRIDGE_KAFKA_PORT: String(shared.pg.a.port),
+      PGBRIDGE_KAFKA_CONTROLLER_PORT: '29193',
+      PGBRIDGE_REGISTRY_PORT: '28181',
+    });
     try {
       await expect(up(s)).rejects.toThrow(/^kafka: port 15432 is taken by another process; set PGBRIDGE_KAFKA_PORT/);
       expect(readFileSync(join(dir, 'state', 'pg-a', 'data', 'postgresql.conf'), 'utf8')).toMatch(/port = 16532/);

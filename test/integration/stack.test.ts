@@ -28,7 +28,9 @@ describe('local stack (real services)', () => {
     try {
       await c.query(`CREATE TABLE ${uniq} (id int PRIMARY KEY, v text)`);
       await c.query(`INSERT INTO ${uniq} VALUES (1, 'x')`);
-      const r = await c.query(`SELECT current_setting('wal_level') AS wal, current_setting('track_commit_timestamp') AS ts, (SELECT v FROM ${uniq} WHERE id = 1) AS v`);
+      const r = await c.query(
+        `SELECT current_setting('wal_level') AS wal, current_setting('track_commit_timestamp') AS ts, (SELECT v FROM ${uniq} WHERE id = 1) AS v`,
+      );
       expect(r.rows[0]).toEqual({ wal: 'logical', ts: 'on', v: 'x' });
       await c.query(`DROP TABLE ${uniq}`);
     } finally {
@@ -53,8 +55,13 @@ describe('local stack (real services)', () => {
     const registry = new SchemaRegistry({ host: ep.registryUrl });
     const topic = `stack-test-${uniq}`;
     const schema = {
-      type: 'record', name: 'Envelope', namespace: `stacktest.${uniq}`,
-      fields: [{ name: 'id', type: 'int' }, { name: 'note', type: ['null', 'string'], default: null }],
+      type: 'record',
+      name: 'Envelope',
+      namespace: `stacktest.${uniq}`,
+      fields: [
+        { name: 'id', type: 'int' },
+        { name: 'note', type: ['null', 'string'], default: null },
+      ],
     };
     const { id } = await registry.register({ type: SchemaType.AVRO, schema: JSON.stringify(schema) }, { subject: `${topic}-stacktest.${uniq}.Envelope` });
     // Fetch it back by id the way a consumer that never saw it would.
@@ -111,7 +118,11 @@ describe('local stack (real services)', () => {
     await p.send(topic, [{ key: null, value: Buffer.from('before') }]);
     await p.commit();
     // Ten record batches of ten records in one transaction, then aborted.
-    for (let i = 0; i < 10; i++) await p.send(topic, Array.from({ length: 10 }, (_, j) => ({ key: null, value: Buffer.from(`aborted ${i}.${j} ${'x'.repeat(100)}`) })));
+    for (let i = 0; i < 10; i++)
+      await p.send(
+        topic,
+        Array.from({ length: 10 }, (_, j) => ({ key: null, value: Buffer.from(`aborted ${i}.${j} ${'x'.repeat(100)}`) })),
+      );
     await p.abort();
     await p.send(topic, [{ key: null, value: Buffer.from('after') }]);
     await p.commit();

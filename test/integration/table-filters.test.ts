@@ -78,7 +78,12 @@ describe('column lists, row filters and operations per table', () => {
     expect(re.rows).toBe(3);
     await p.a.query(`INSERT INTO ${s}.o VALUES (50, 'eu', 5, 'marker')`);
     await waitUntil('marker after the resync on b', async () => (await p.b.query(`SELECT 1 FROM ${s}.o WHERE id = 50`)).rowCount === 1);
-    expect(await rows(p.b, `SELECT id, internal_note FROM ${s}.o WHERE id < 50 ORDER BY id`)).toBe(JSON.stringify([{ id: '2', internal_note: null }, { id: '3', internal_note: null }]));
+    expect(await rows(p.b, `SELECT id, internal_note FROM ${s}.o WHERE id < 50 ORDER BY id`)).toBe(
+      JSON.stringify([
+        { id: '2', internal_note: null },
+        { id: '3', internal_note: null },
+      ]),
+    );
     expect(svc.errors).toEqual([]);
   });
 
@@ -89,7 +94,16 @@ describe('column lists, row filters and operations per table', () => {
     await p.b.query(`DELETE FROM ${s}.d WHERE id = 1`);
     await p.b.query(`UPDATE ${s}.d SET v = 'two from b' WHERE id = 2`);
     await p.b.query(`INSERT INTO ${s}.d VALUES (3, 'three from b')`);
-    await waitUntil('update and insert from b on a', async () => (await rows(p.a, `SELECT id, v FROM ${s}.d ORDER BY id`)) === JSON.stringify([{ id: '1', v: 'one' }, { id: '2', v: 'two from b' }, { id: '3', v: 'three from b' }]));
+    await waitUntil(
+      'update and insert from b on a',
+      async () =>
+        (await rows(p.a, `SELECT id, v FROM ${s}.d ORDER BY id`)) ===
+        JSON.stringify([
+          { id: '1', v: 'one' },
+          { id: '2', v: 'two from b' },
+          { id: '3', v: 'three from b' },
+        ]),
+    );
     expect(await counter(svc.applies['b-a']!.registry, 'pgbridge_apply_filtered_operations_total', { operation: 'delete' })).toBe(1);
     await p.a.query(`DELETE FROM ${s}.d WHERE id = 3`);
     await waitUntil('delete from a on b', async () => (await p.b.query(`SELECT 1 FROM ${s}.d WHERE id = 3`)).rowCount === 0);
@@ -98,10 +112,20 @@ describe('column lists, row filters and operations per table', () => {
 
   it('setup refuses a row filter on a column outside the replica identity, with the fix, and changes nothing; precheck reports it', async () => {
     const bad = testConfig(p.cfg.pipeline, p.schema, { selection: { schemas: [p.schema], tables: { [`${p.schema}.d`]: { where: "v <> 'x'" } } } });
-    await expect(setup(bad, testLog)).rejects.toThrow(new RegExp(`the selection would make PostgreSQL refuse writes on cluster a; publication cdc_${p.cfg.pipeline}_a left as it was:\\n${p.schema}\\.d on cluster a: cannot update table "d" \\(Column used in the publication WHERE expression is not part of the replica identity\\.\\)\\. Fix: put the row filter's columns into the replica identity`));
+    await expect(setup(bad, testLog)).rejects.toThrow(
+      new RegExp(
+        `the selection would make PostgreSQL refuse writes on cluster a; publication cdc_${p.cfg.pipeline}_a left as it was:\\n${p.schema}\\.d on cluster a: cannot update table "d" \\(Column used in the publication WHERE expression is not part of the replica identity\\.\\)\\. Fix: put the row filter's columns into the replica identity`,
+      ),
+    );
     // Precheck says the same, per cluster, and has nothing against the settings in use.
     const found = (await precheck(bad)).filter((f) => f.check === 'table_settings');
-    expect(found.map((f) => [f.level, f.cluster, f.message])).toEqual(['a', 'b'].map((c) => ['error', c, `selection.tables.${p.schema}.d.where (${c}-${c === 'a' ? 'b' : 'a'}) reads v, outside the replica identity of ${p.schema}.d on cluster ${c}: PostgreSQL would refuse every UPDATE and DELETE on the table`]));
+    expect(found.map((f) => [f.level, f.cluster, f.message])).toEqual(
+      ['a', 'b'].map((c) => [
+        'error',
+        c,
+        `selection.tables.${p.schema}.d.where (${c}-${c === 'a' ? 'b' : 'a'}) reads v, outside the replica identity of ${p.schema}.d on cluster ${c}: PostgreSQL would refuse every UPDATE and DELETE on the table`,
+      ]),
+    );
     expect((await precheck(p.cfg)).filter((f) => f.check === 'table_settings').map((f) => f.level)).toEqual(['ok']);
     // Writes still work and the publication still has its settings.
     await p.a.query(`UPDATE ${p.schema}.d SET v = v`);

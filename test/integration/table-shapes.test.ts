@@ -18,14 +18,17 @@ describe('table shapes', () => {
   let svc: Running;
 
   beforeAll(async () => {
-    p = await tablesPipeline('shp', (s) => `
+    p = await tablesPipeline(
+      'shp',
+      (s) => `
       CREATE TABLE ${s}.m (id int, region text, v text, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
       CREATE TABLE ${s}.m_eu PARTITION OF ${s}.m FOR VALUES IN ('eu');
       CREATE TABLE ${s}.m_us PARTITION OF ${s}.m FOR VALUES IN ('us');
       CREATE TABLE ${s}.m_asia PARTITION OF ${s}.m FOR VALUES IN ('asia');
       CREATE TABLE ${s}.parent (id int PRIMARY KEY);
       CREATE TABLE ${s}.child (id int PRIMARY KEY, parent_id int NOT NULL REFERENCES ${s}.parent (id));
-      CREATE TABLE ${s}.big (id int PRIMARY KEY, body text, len int GENERATED ALWAYS AS (length(body)) STORED);`);
+      CREATE TABLE ${s}.big (id int PRIMARY KEY, body text, len int GENERATED ALWAYS AS (length(body)) STORED);`,
+    );
     svc = startServices(p.cfg);
     await waitServicesReady(svc);
   }, 60_000);
@@ -59,7 +62,10 @@ describe('table shapes', () => {
     await waitUntil('child rows on b', async () => (await count(p.b, `SELECT count(*) AS n FROM ${s}.child`)) === 2);
     await p.a.query(`TRUNCATE ${s}.parent, ${s}.child`);
     await p.a.query(`INSERT INTO ${s}.parent VALUES (3)`);
-    await waitUntil('truncated on b', async () => (await count(p.b, `SELECT count(*) AS n FROM ${s}.child`)) === 0 && (await count(p.b, `SELECT count(*) AS n FROM ${s}.parent`)) === 1);
+    await waitUntil(
+      'truncated on b',
+      async () => (await count(p.b, `SELECT count(*) AS n FROM ${s}.child`)) === 0 && (await count(p.b, `SELECT count(*) AS n FROM ${s}.parent`)) === 1,
+    );
     // A partitioned root truncates with its partitions.
     await p.b.query(`TRUNCATE ${s}.m`);
     await waitUntil('partitioned table truncated on a', async () => (await count(p.a, `SELECT count(*) AS n FROM ${s}.m`)) === 0);
@@ -103,14 +109,20 @@ describe('a row over topics.maxMessageBytes', () => {
     await waitUntil('capture stopped', async () => svc!.errors.length > 0, 30_000);
     const err = svc.errors[0] as Error & { code?: string };
     expect(err.code).toBe('ROW_TOO_LARGE');
-    expect(err.message).toMatch(new RegExp(`^row too large: insert of ${s}\\.t key \\(id\\), values logged at debug level, at LSN [0-9A-F]+/[0-9A-F]+ \\(xid \\d+, commit LSN [0-9A-F/]+\\) on cluster a, is 209\\d{4} bytes \\(2\\.0 MiB\\) encoded, over topics\\.maxMessageBytes 1048576 \\(1\\.0 MiB\\)`));
+    expect(err.message).toMatch(
+      new RegExp(
+        `^row too large: insert of ${s}\\.t key \\(id\\), values logged at debug level, at LSN [0-9A-F]+/[0-9A-F]+ \\(xid \\d+, commit LSN [0-9A-F/]+\\) on cluster a, is 209\\d{4} bytes \\(2\\.0 MiB\\) encoded, over topics\\.maxMessageBytes 1048576 \\(1\\.0 MiB\\)`,
+      ),
+    );
     // Every committed record of the topic: the first transaction only (its row, heartbeats), none of the second.
     const committed = await readTopic(kafkaClient(p.cfg, 'test', testLog), p.cfg.directions[0].topic, { readCommitted: true });
     expect(committed.some((m) => m.value?.includes('same transaction, small'))).toBe(false);
     expect(committed.some((m) => m.value?.includes('small'))).toBe(true);
     expect(await count(p.b, `SELECT count(*) AS n FROM ${s}.t`)).toBe(1);
     // The slot still holds the transaction: nothing was acknowledged past it.
-    const slot = (await p.a.query(`SELECT confirmed_flush_lsn < pg_current_wal_lsn() AS behind FROM pg_replication_slots WHERE slot_name = $1`, [`cdc_${p.cfg.pipeline}_a`])).rows[0];
+    const slot = (
+      await p.a.query(`SELECT confirmed_flush_lsn < pg_current_wal_lsn() AS behind FROM pg_replication_slots WHERE slot_name = $1`, [`cdc_${p.cfg.pipeline}_a`])
+    ).rows[0];
     expect(slot.behind).toBe(true);
   });
 });

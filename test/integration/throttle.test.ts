@@ -30,7 +30,8 @@ describe('incremental throttle (real PostgreSQL, Kafka, registry)', () => {
 
   /** Writes rows from..to on a in transactions of 100 rows. */
   async function write(from: number, to: number): Promise<void> {
-    for (let i = from; i <= to; i += 100) await a.query(`INSERT INTO ${schema}.t SELECT g, 'x' FROM generate_series($1::int, $2::int) g`, [i, Math.min(to, i + 99)]);
+    for (let i = from; i <= to; i += 100)
+      await a.query(`INSERT INTO ${schema}.t SELECT g, 'x' FROM generate_series($1::int, $2::int) g`, [i, Math.min(to, i + 99)]);
   }
 
   const onB = async (): Promise<number> => Number((await b.query(`SELECT count(*) AS n FROM ${schema}.t`)).rows[0].n);
@@ -38,10 +39,15 @@ describe('incremental throttle (real PostgreSQL, Kafka, registry)', () => {
   /** Rows per second applied from the moment b holds `lo` rows to the moment it holds `hi` (counts as seen, not as asked). */
   async function rate(lo: number, hi: number): Promise<number> {
     const seen = async (n: number): Promise<{ rows: number; at: number }> => {
-      const rows = await waitUntil(`${n} rows on b`, async () => {
-        const c = await onB();
-        return c >= n ? c : null;
-      }, 120_000, 20);
+      const rows = await waitUntil(
+        `${n} rows on b`,
+        async () => {
+          const c = await onB();
+          return c >= n ? c : null;
+        },
+        120_000,
+        20,
+      );
       return { rows, at: performance.now() };
     };
     const first = await seen(lo);

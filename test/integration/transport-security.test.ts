@@ -38,17 +38,21 @@ describe('transport security: PostgreSQL verify-full with client certificates, K
   const processes: ServiceProcess[] = [];
 
   /** The CLI as a child; asynchronous, because the registry proxy answers from this process. */
-  const cli = (args: string[], extraEnv: NodeJS.ProcessEnv = {}) => new Promise<{ code: number | null; out: string }>((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args, '--config', file.path], { env: { ...process.env, ...env, ...extraEnv }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
-    child.stderr.on('data', (b: Buffer) => (out += b.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, out });
+  const cli = (args: string[], extraEnv: NodeJS.ProcessEnv = {}) =>
+    new Promise<{ code: number | null; out: string }>((resolve) => {
+      const child = spawn(process.execPath, [CLI, ...args, '--config', file.path], {
+        env: { ...process.env, ...env, ...extraEnv },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let out = '';
+      child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+      child.stderr.on('data', (b: Buffer) => (out += b.toString()));
+      const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        resolve({ code, out });
+      });
     });
-  });
   const sql = (cluster: string, text: string) => withClient(cfg.clusters[cluster]!, 'test', (c) => c.query(text));
 
   beforeAll(async () => {
@@ -60,8 +64,11 @@ describe('transport security: PostgreSQL verify-full with client certificates, K
       ...process.env,
       PGBRIDGE_STACK_SECURE: '1',
       PGBRIDGE_STACK_DIR: join(dir, 'state'),
-      PGBRIDGE_PG_A_PORT: String(base), PGBRIDGE_PG_B_PORT: String(base + 1),
-      PGBRIDGE_KAFKA_PORT: String(base + 2), PGBRIDGE_KAFKA_CONTROLLER_PORT: String(base + 3), PGBRIDGE_KAFKA_INTERNAL_PORT: String(base + 4),
+      PGBRIDGE_PG_A_PORT: String(base),
+      PGBRIDGE_PG_B_PORT: String(base + 1),
+      PGBRIDGE_KAFKA_PORT: String(base + 2),
+      PGBRIDGE_KAFKA_CONTROLLER_PORT: String(base + 3),
+      PGBRIDGE_KAFKA_INTERNAL_PORT: String(base + 4),
       PGBRIDGE_KAFKA_HEAP_MB: '384',
     });
     await up(s, () => undefined, PRIVATE);
@@ -77,35 +84,43 @@ describe('transport security: PostgreSQL verify-full with client certificates, K
       `    sslKey: ${f.clientKey}`,
     ];
     const path = join(dir, 'pipeline.yaml');
-    writeFileSync(path, [
-      `pipeline: ${uniqueName('ptls')}`,
-      'clusters:',
-      '  a:', ...cluster(s.pg.a.port),
-      '  b:', ...cluster(s.pg.b.port),
-      'kafka:',
-      `  brokers: ["127.0.0.1:${s.kafkaPort}"]`,
-      '  ssl:',
-      '    caFile: ${PGB_TLS_CA}',
-      `    certFile: ${f.clientCert}`,
-      `    keyFile: ${f.clientKey}`,
-      `  sasl: { mechanism: scram-sha-512, username: ${f.kafkaUser}, passwordEnv: PGB_TLS_KAFKA_PASSWORD }`,
-      'registry:',
-      `  url: ${proxy.url}`,
-      `  username: ${REGISTRY_USER}`,
-      '  passwordEnv: PGB_TLS_REGISTRY_PASSWORD',
-      '  caFile: ${PGB_TLS_CA}',
-      `  certFile: ${f.clientCert}`,
-      `  keyFile: ${f.clientKey}`,
-      `selection: { schemas: [${schema}] }`,
-      'metrics: { basePort: 0 }',
-      'capture: { heartbeatSeconds: 1, batch: { lingerMs: 5 } }',
-      'retry: { connectionMinutes: 1, otherMinutes: 1 }',
-      '',
-    ].join('\n'));
+    writeFileSync(
+      path,
+      [
+        `pipeline: ${uniqueName('ptls')}`,
+        'clusters:',
+        '  a:',
+        ...cluster(s.pg.a.port),
+        '  b:',
+        ...cluster(s.pg.b.port),
+        'kafka:',
+        `  brokers: ["127.0.0.1:${s.kafkaPort}"]`,
+        '  ssl:',
+        '    caFile: ${PGB_TLS_CA}',
+        `    certFile: ${f.clientCert}`,
+        `    keyFile: ${f.clientKey}`,
+        `  sasl: { mechanism: scram-sha-512, username: ${f.kafkaUser}, passwordEnv: PGB_TLS_KAFKA_PASSWORD }`,
+        'registry:',
+        `  url: ${proxy.url}`,
+        `  username: ${REGISTRY_USER}`,
+        '  passwordEnv: PGB_TLS_REGISTRY_PASSWORD',
+        '  caFile: ${PGB_TLS_CA}',
+        `  certFile: ${f.clientCert}`,
+        `  keyFile: ${f.clientKey}`,
+        `selection: { schemas: [${schema}] }`,
+        'metrics: { basePort: 0 }',
+        'capture: { heartbeatSeconds: 1, batch: { lingerMs: 5 } }',
+        'retry: { connectionMinutes: 1, otherMinutes: 1 }',
+        '',
+      ].join('\n'),
+    );
     file = { path, remove: () => undefined };
     cfg = loadConfig(path, { ...process.env, ...env });
-    await sql('a', `CREATE SCHEMA ${schema}; CREATE TABLE ${schema}.accounts (id int PRIMARY KEY, owner text NOT NULL);
-      INSERT INTO ${schema}.accounts SELECT g, 'o' || g FROM generate_series(1, 500) g`);
+    await sql(
+      'a',
+      `CREATE SCHEMA ${schema}; CREATE TABLE ${schema}.accounts (id int PRIMARY KEY, owner text NOT NULL);
+      INSERT INTO ${schema}.accounts SELECT g, 'o' || g FROM generate_series(1, 500) g`,
+    );
   }, 240_000);
 
   afterAll(async () => {
@@ -122,14 +137,20 @@ describe('transport security: PostgreSQL verify-full with client certificates, K
     await expect(withClient(noCert, 'test', (c) => c.query('SELECT 1'))).rejects.toThrow(/requires a valid client certificate/);
     // The other mechanisms the broker offers work with the same user; a wrong password does not.
     for (const mechanism of ['SCRAM-SHA-256', 'PLAIN'] as const) {
-      const admin = new KafkaClient({ ...kafkaConnection(cfg, 'test'), sasl: { mechanism, username: cfg.kafka.sasl!.username, password: cfg.kafka.sasl!.password } }).admin({ retries: 0 });
+      const admin = new KafkaClient({
+        ...kafkaConnection(cfg, 'test'),
+        sasl: { mechanism, username: cfg.kafka.sasl!.username, password: cfg.kafka.sasl!.password },
+      }).admin({ retries: 0 });
       try {
         expect((await admin.brokers()).length, mechanism).toBe(1);
       } finally {
         await admin.close();
       }
     }
-    const wrong = new KafkaClient({ ...kafkaConnection(cfg, 'test'), sasl: { mechanism: 'SCRAM-SHA-512', username: cfg.kafka.sasl!.username, password: 'wrong' } }).admin({ retries: 0 });
+    const wrong = new KafkaClient({
+      ...kafkaConnection(cfg, 'test'),
+      sasl: { mechanism: 'SCRAM-SHA-512', username: cfg.kafka.sasl!.username, password: 'wrong' },
+    }).admin({ retries: 0 });
     await expect(wrong.brokers().finally(() => wrong.close())).rejects.toThrow();
     // The registry also wants the client certificate (mutual TLS), as does the broker (a client
     // without one is not tried here: @platformatic/kafka 2.12.1 then throws outside the call,
@@ -146,13 +167,26 @@ describe('transport security: PostgreSQL verify-full with client certificates, K
     processes.push((await ServiceProcess.capture(file, 'a', env)).start(), (await ServiceProcess.apply(file, 'a-b', env)).start());
     await Promise.all(processes.map((p) => p.waitReady(90_000)));
     await sql('a', `INSERT INTO ${schema}.accounts VALUES (501, 'streamed'); UPDATE ${schema}.accounts SET owner = 'changed' WHERE id = 1`);
-    await waitUntil('snapshot and streamed rows on b', async () => {
-      const r = await sql('b', `SELECT count(*)::int AS n, max(owner) FILTER (WHERE id = 1) AS first, max(owner) FILTER (WHERE id = 501) AS last FROM ${schema}.accounts`);
-      return r.rows[0].n === '501' && r.rows[0].first === 'changed' && r.rows[0].last === 'streamed';
-    }, 60_000, 200).catch((err: Error) => { throw new Error(`${err.message}\n${processes.map((p) => p.tail(3000)).join('\n')}`); });
+    await waitUntil(
+      'snapshot and streamed rows on b',
+      async () => {
+        const r = await sql(
+          'b',
+          `SELECT count(*)::int AS n, max(owner) FILTER (WHERE id = 1) AS first, max(owner) FILTER (WHERE id = 501) AS last FROM ${schema}.accounts`,
+        );
+        return r.rows[0].n === '501' && r.rows[0].first === 'changed' && r.rows[0].last === 'streamed';
+      },
+      60_000,
+      200,
+    ).catch((err: Error) => {
+      throw new Error(`${err.message}\n${processes.map((p) => p.tail(3000)).join('\n')}`);
+    });
 
     // The server's view: capture's walsender and control session, apply's session, all TLS.
-    const sessions = await sql('a', `SELECT a.application_name AS app, s.ssl, s.client_dn FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.application_name LIKE 'pgbridge-capture-%'`);
+    const sessions = await sql(
+      'a',
+      `SELECT a.application_name AS app, s.ssl, s.client_dn FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.application_name LIKE 'pgbridge-capture-%'`,
+    );
     expect(sessions.rows.length).toBeGreaterThanOrEqual(2);
     for (const row of sessions.rows) expect([row.app, row.ssl, row.client_dn]).toEqual([row.app, true, '/CN=postgres']);
     expect(proxy.counts.passed).toBeGreaterThan(0);

@@ -68,7 +68,10 @@ describe('two-way sync (in-process services, real PostgreSQL/Kafka/registry)', (
     });
     const wantNopk = await rows(a, `SELECT a, b FROM ${schema}.nopk ORDER BY a, b`);
     await waitUntil('nopk equal on b', async () => (await rows(b, `SELECT a, b FROM ${schema}.nopk ORDER BY a, b`)) === wantNopk);
-    expect(JSON.parse(wantNopk)).toEqual([{ a: '1', b: 'x' }, { a: '1', b: 'z' }]);
+    expect(JSON.parse(wantNopk)).toEqual([
+      { a: '1', b: 'x' },
+      { a: '1', b: 'z' },
+    ]);
     expect(await rows(b, `SELECT c.id, c.parent_id FROM ${schema}.child c JOIN ${schema}.parent p ON p.id = c.parent_id`)).toBe('[{"id":"1","parent_id":"1"}]');
     expect((await b.query(`SELECT big = $1 AS same, name FROM ${schema}.items WHERE id = 1`, [big])).rows[0]).toEqual({ same: true, name: 'uno' });
 
@@ -98,12 +101,17 @@ describe('two-way sync (in-process services, real PostgreSQL/Kafka/registry)', (
     await a.query(`UPDATE ${schema}.byidx SET code = 'a2-moved', v = 'z' WHERE id = 2`);
     await a.query(`DELETE FROM ${schema}.byidx WHERE id = 3`);
     const want = await rows(a, `SELECT * FROM ${schema}.byidx ORDER BY id`);
-    expect(JSON.parse(want)).toEqual([{ id: '1', code: 'a1', v: 'y' }, { id: '2', code: 'a2-moved', v: 'z' }]);
+    expect(JSON.parse(want)).toEqual([
+      { id: '1', code: 'a1', v: 'y' },
+      { id: '2', code: 'a2-moved', v: 'z' },
+    ]);
     await waitUntil('byidx equal on b', async () => (await rows(b, `SELECT * FROM ${schema}.byidx ORDER BY id`)) === want, 30_000).catch(async (e: Error) => {
       throw new Error(`${e.message}\na: ${want}\nb: ${await rows(b, `SELECT * FROM ${schema}.byidx ORDER BY id`)}`);
     });
     // The row was found by its index: no conflict was made up on the way.
-    expect((await b.query(`SELECT count(*)::int AS n FROM cdc.conflicts WHERE pipeline = $1 AND table_name = $2`, [cfg.pipeline, `${schema}.byidx`])).rows[0].n).toBe('0');
+    expect(
+      (await b.query(`SELECT count(*)::int AS n FROM cdc.conflicts WHERE pipeline = $1 AND table_name = $2`, [cfg.pipeline, `${schema}.byidx`])).rows[0].n,
+    ).toBe('0');
     expect(svc.errors).toEqual([]);
   });
 });

@@ -35,8 +35,12 @@ describe('verify (real PostgreSQL x2)', () => {
               decode(md5(i::text), 'hex'), ARRAY['x' || i, NULL], i / 3.0::float8, jsonb_build_object('i', i, 'k', 'v')
          FROM generate_series(1, 2000) i`;
     // Same data, columns in another order on b (to_jsonb keys are names): still equal.
-    await a.query(`CREATE TABLE ${schema}.same (id int PRIMARY KEY, name text, amount numeric, ts timestamptz, data bytea, tags text[], f float8, j jsonb, g int GENERATED ALWAYS AS (id * 2) STORED)`);
-    await b.query(`CREATE TABLE ${schema}.same (g int GENERATED ALWAYS AS (id * 2) STORED, j jsonb, f float8, tags text[], data bytea, ts timestamptz, amount numeric, name text, id int PRIMARY KEY)`);
+    await a.query(
+      `CREATE TABLE ${schema}.same (id int PRIMARY KEY, name text, amount numeric, ts timestamptz, data bytea, tags text[], f float8, j jsonb, g int GENERATED ALWAYS AS (id * 2) STORED)`,
+    );
+    await b.query(
+      `CREATE TABLE ${schema}.same (g int GENERATED ALWAYS AS (id * 2) STORED, j jsonb, f float8, tags text[], data bytea, ts timestamptz, amount numeric, name text, id int PRIMARY KEY)`,
+    );
     await a.query(fill('same'));
     await b.query(fill('same'));
 
@@ -153,7 +157,9 @@ describe('verify (real PostgreSQL x2)', () => {
     const progress: number[] = [];
     const r = await verify(cfg, { onProgress: (p) => progress.push(p.done) });
     expect(r.clusters).toEqual(['a', 'b']);
-    expect(r.tables.map((t) => t.table)).toEqual(['Odd Name', 'bag', 'cols', 'docs', 'floats', 'kv', 'many', 'only_a', 'only_b', 'same'].map((t) => `${schema}.${t}`));
+    expect(r.tables.map((t) => t.table)).toEqual(
+      ['Odd Name', 'bag', 'cols', 'docs', 'floats', 'kv', 'many', 'only_a', 'only_b', 'same'].map((t) => `${schema}.${t}`),
+    );
     expect(progress).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
     expect(r.equal).toBe(false);
     const text = formatVerifyReport(r);

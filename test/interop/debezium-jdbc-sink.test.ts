@@ -74,15 +74,22 @@ describe('Debezium JDBC sink connector reads a direction topic (Kafka Connect, r
 
   it('replicates 100 inserts, 10 updates and 5 deletes into a third database: equal rows, the source column types', async () => {
     const table = `t_${randomBytes(3).toString('hex')}`;
-    p = await tablesPipeline('dbz', (sch) => `CREATE TABLE ${sch}.${table} (id int PRIMARY KEY, ${COLUMNS.map(([c, t]) => `${c} ${t}`).join(', ')}, nan_price numeric(10,2));`);
+    p = await tablesPipeline(
+      'dbz',
+      (sch) => `CREATE TABLE ${sch}.${table} (id int PRIMARY KEY, ${COLUMNS.map(([c, t]) => `${c} ${t}`).join(', ')}, nan_price numeric(10,2));`,
+    );
     const { a, schema, cfg } = p;
     svc = startServices(cfg, { captures: ['a'], applies: [] });
     await waitServicesReady(svc);
     // The source's changes: 100 inserts in 10 transactions, 10 updates, 5 deletes.
     const values = (i: number) => `(${i}, ${COLUMNS.map(([, , v]) => v(i)).join(', ')}, ${i === 7 ? "'NaN'" : `${i}.5`})`;
-    for (let t = 0; t < 10; t++) await a.query(`INSERT INTO ${schema}.${table} VALUES ${Array.from({ length: 10 }, (_, k) => values(t * 10 + k + 1)).join(', ')}`);
+    for (let t = 0; t < 10; t++)
+      await a.query(`INSERT INTO ${schema}.${table} VALUES ${Array.from({ length: 10 }, (_, k) => values(t * 10 + k + 1)).join(', ')}`);
     for (let i = 1; i <= 10; i++) {
-      await a.query(`UPDATE ${schema}.${table} SET price = price + 1, note = note || ' (updated)', at_tz = at_tz + interval '1 minute', docb = docb || '{"updated": true}', small = -1 - small WHERE id = $1`, [i * 9]);
+      await a.query(
+        `UPDATE ${schema}.${table} SET price = price + 1, note = note || ' (updated)', at_tz = at_tz + interval '1 minute', docb = docb || '{"updated": true}', small = -1 - small WHERE id = $1`,
+        [i * 9],
+      );
     }
     await a.query(`DELETE FROM ${schema}.${table} WHERE id IN (2, 30, 31, 64, 100)`);
 
@@ -90,7 +97,13 @@ describe('Debezium JDBC sink connector reads a direction topic (Kafka Connect, r
     await sink.connect();
     await sink.query(`CREATE DATABASE ${database}`);
     await sink.end();
-    sink = new pg.Client({ host: s.host, port: s.pg.b.port, user: 'postgres', database, options: '-c timezone=UTC -c datestyle=ISO,YMD -c extra_float_digits=3 -c bytea_output=hex' });
+    sink = new pg.Client({
+      host: s.host,
+      port: s.pg.b.port,
+      user: 'postgres',
+      database,
+      options: '-c timezone=UTC -c datestyle=ISO,YMD -c extra_float_digits=3 -c bytea_output=hex',
+    });
     await sink.connect();
 
     await connectUp(s, (line) => console.log(`[stack] ${line}`));
@@ -118,16 +131,24 @@ describe('Debezium JDBC sink connector reads a direction topic (Kafka Connect, r
     });
 
     const cols = ['id', ...COLUMNS.map(([c]) => c), 'nan_price'];
-    const dump = (c: pg.Client, qname: string) => c.query({ text: `SELECT ${cols.map((c) => `${c}::text`).join(', ')} FROM ${qname} ORDER BY id`, rowMode: 'array' }).then((r) => r.rows as (string | null)[][]);
+    const dump = (c: pg.Client, qname: string) =>
+      c
+        .query({ text: `SELECT ${cols.map((c) => `${c}::text`).join(', ')} FROM ${qname} ORDER BY id`, rowMode: 'array' })
+        .then((r) => r.rows as (string | null)[][]);
     const want = await dump(a, `${schema}.${table}`);
     expect(want).toHaveLength(95);
     let got: (string | null)[][] = [];
-    await waitUntil('the sink database to hold the source rows', async () => {
-      const failed = await connectorTaskErrors(s, connector);
-      if (failed.length) throw new Error(`connector failed: ${failed.join('\n')}`);
-      got = await dump(sink!, `public.${table}`).catch(() => []);
-      return got.length === 95 && got.find((r) => r[0] === '90')?.[cols.indexOf('note')]?.endsWith('(updated)');
-    }, 120_000, 500).catch((err: Error) => {
+    await waitUntil(
+      'the sink database to hold the source rows',
+      async () => {
+        const failed = await connectorTaskErrors(s, connector);
+        if (failed.length) throw new Error(`connector failed: ${failed.join('\n')}`);
+        got = await dump(sink!, `public.${table}`).catch(() => []);
+        return got.length === 95 && got.find((r) => r[0] === '90')?.[cols.indexOf('note')]?.endsWith('(updated)');
+      },
+      120_000,
+      500,
+    ).catch((err: Error) => {
       throw new Error(`${err.message}; rows in the sink: ${got.length}`);
     });
     // nan_price: NaN cannot be a Connect decimal; the sink receives NULL (the text is in the envelope's `special`).
@@ -138,16 +159,30 @@ describe('Debezium JDBC sink connector reads a direction topic (Kafka Connect, r
     expect(strip(got)).toEqual(strip(want));
 
     const types = (c: pg.Client, sch: string) =>
-      c.query<{ attname: string; t: string }>(
-        `SELECT attname, format_type(atttypid, atttypmod) AS t FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum`,
-        [`${sch}.${table}`],
-      ).then((r) => Object.fromEntries(r.rows.map((x) => [x.attname, x.t])));
+      c
+        .query<{
+          attname: string;
+          t: string;
+        }>(
+          `SELECT attname, format_type(atttypid, atttypmod) AS t FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum`,
+          [`${sch}.${table}`],
+        )
+        .then((r) => Object.fromEntries(r.rows.map((x) => [x.attname, x.t])));
     const source = await types(a, schema);
     const target = await types(sink, 'public');
-    const differ = Object.keys(source).filter((c) => !sameType(source[c]!, target[c] ?? '(missing)')).map((c) => `${c}: ${source[c]} → ${target[c]}`);
-    console.log(`[interop] column types in the sink: ${Object.entries(target).map(([c, t]) => `${c} ${t}`).join(', ')}`);
+    const differ = Object.keys(source)
+      .filter((c) => !sameType(source[c]!, target[c] ?? '(missing)'))
+      .map((c) => `${c}: ${source[c]} → ${target[c]}`);
+    console.log(
+      `[interop] column types in the sink: ${Object.entries(target)
+        .map(([c, t]) => `${c} ${t}`)
+        .join(', ')}`,
+    );
     expect(differ, 'columns whose sink type differs from the source').toEqual([]);
-    const pk = await sink.query<{ a: string }>(`SELECT a.attname AS a FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) WHERE i.indrelid = $1::regclass AND i.indisprimary`, [`public.${table}`]);
+    const pk = await sink.query<{ a: string }>(
+      `SELECT a.attname AS a FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) WHERE i.indrelid = $1::regclass AND i.indisprimary`,
+      [`public.${table}`],
+    );
     expect(pk.rows.map((r) => r.a)).toEqual(['id']);
   }, 420_000);
 });

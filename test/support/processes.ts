@@ -69,9 +69,12 @@ export async function freePort(): Promise<number> {
  * Linux's ephemeral range, where an outgoing connection could take one before the server binds).
  */
 export async function freePorts(n: number): Promise<number> {
-  const free = (port: number) => new Promise<boolean>((res) => {
-    const srv = createServer().once('error', () => res(false)).listen(port, '127.0.0.1', () => srv.close(() => res(true)));
-  });
+  const free = (port: number) =>
+    new Promise<boolean>((res) => {
+      const srv = createServer()
+        .once('error', () => res(false))
+        .listen(port, '127.0.0.1', () => srv.close(() => res(true)));
+    });
   for (;;) {
     const base = 20000 + Math.floor(Math.random() * (10000 - n));
     if ((await Promise.all(Array.from({ length: n }, (_, i) => free(base + i)))).every(Boolean)) return base;

@@ -17,7 +17,12 @@ export interface RegistryProxy {
 }
 
 /** `tls.ca` set: clients must also present a certificate signed by it (mutual TLS). */
-export async function startRegistryProxy(upstreamUrl: string, tls: { cert: string; key: string; ca?: string }, user: string, password: string): Promise<RegistryProxy> {
+export async function startRegistryProxy(
+  upstreamUrl: string,
+  tls: { cert: string; key: string; ca?: string },
+  user: string,
+  password: string,
+): Promise<RegistryProxy> {
   const upstream = new URL(upstreamUrl);
   const expected = `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
   const counts = { passed: 0, refused: 0 };
@@ -26,7 +31,9 @@ export async function startRegistryProxy(upstreamUrl: string, tls: { cert: strin
     if (req.headers.authorization !== expected) {
       counts.refused++;
       req.resume();
-      res.writeHead(401, { 'content-type': 'application/json', 'www-authenticate': 'Basic realm="registry"' }).end('{"error_code":401,"message":"Unauthorized"}');
+      res
+        .writeHead(401, { 'content-type': 'application/json', 'www-authenticate': 'Basic realm="registry"' })
+        .end('{"error_code":401,"message":"Unauthorized"}');
       return;
     }
     counts.passed++;
@@ -44,9 +51,10 @@ export async function startRegistryProxy(upstreamUrl: string, tls: { cert: strin
   return {
     url: `https://127.0.0.1:${port}${upstream.pathname.replace(/\/$/, '')}`,
     counts,
-    close: () => new Promise<void>((resolve) => {
-      server.closeAllConnections();
-      server.close(() => resolve());
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
   };
 }

@@ -16,7 +16,7 @@ export const TYPES: [string, (string | null)[]][] = [
   ['float8', ['1.7976931348623157e+308', '5e-324', '-0']],
   ['float8', ['Infinity', 'NaN', '0.1']],
   ['bool', ['true', 'false', null]],
-  ['text', ["it's \"quoted\" \\ back\nslash ☃ 𝄞", '', 'NULL']],
+  ['text', ['it\'s "quoted" \\ back\nslash ☃ 𝄞', '', 'NULL']],
   ['varchar(5)', ['abcde', 'ä', ' ']],
   ['char(3)', ['ab', 'abc', ' ']],
   ['bytea', ['\\x00ff10', '\\x', '\\x5c78']],

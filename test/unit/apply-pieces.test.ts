@@ -15,7 +15,10 @@ import { createLogger } from '../../shared/log.js';
 import { ZERO_LSN } from '../../shared/lsn.js';
 
 const cfg = parseConfig({
-  pipeline: 'p', clusters: { a: {}, b: {} }, kafka: { brokers: ['k:1'] }, registry: { url: 'http://r' },
+  pipeline: 'p',
+  clusters: { a: {}, b: {} },
+  kafka: { brokers: ['k:1'] },
+  registry: { url: 'http://r' },
   selection: { schemas: ['app'], exclude: ['app.secret'] },
   apply: { throttle: { rowsPerSecond: 100, directions: { 'b-a': { megabytesPerSecond: 0.5 } } } },
 });
@@ -29,19 +32,29 @@ const controlOf = (control: string, id: string | null, payload: string | null, e
   ({ ...base, kind: 'control', control, id, payload, ...extra }) as ApplyEvent;
 
 describe('event guard: what apply refuses before it writes', () => {
-  it('lets a change of a selected table from the direction\'s source through', () => {
+  it("lets a change of a selected table from the direction's source through", () => {
     expect(guard().refuse(changeOn('app', 'orders'))).toBeNull();
   });
 
   it('refuses a record from another source cluster, naming both', () => {
     expect(guard().refuse(changeOn('app', 'orders', { sourceCluster: 'b' }))).toEqual({
-      reason: 'source-cluster', message: 'source.cluster is "b", but topic p.a.to.b carries the changes of cluster "a"',
+      reason: 'source-cluster',
+      message: 'source.cluster is "b", but topic p.a.to.b carries the changes of cluster "a"',
     });
   });
 
   it('refuses tables outside the selection: another schema, an excluded table, cdc and the system schemas', () => {
-    for (const [schema, table] of [['public', 'orders'], ['app', 'secret'], ['cdc', 'apply_progress'], ['pg_catalog', 'pg_authid'], ['information_schema', 'tables']] as const) {
-      expect(guard().refuse(changeOn(schema, table)), `${schema}.${table}`).toEqual({ reason: 'table', message: `table ${schema}.${table} is not in the selection of pipeline p` });
+    for (const [schema, table] of [
+      ['public', 'orders'],
+      ['app', 'secret'],
+      ['cdc', 'apply_progress'],
+      ['pg_catalog', 'pg_authid'],
+      ['information_schema', 'tables'],
+    ] as const) {
+      expect(guard().refuse(changeOn(schema, table)), `${schema}.${table}`).toEqual({
+        reason: 'table',
+        message: `table ${schema}.${table} is not in the selection of pipeline p`,
+      });
     }
   });
 
@@ -51,13 +64,22 @@ describe('event guard: what apply refuses before it writes', () => {
 
   it('refuses a watermark for an unselected table or without an LSN', () => {
     expect(guard().refuse(controlOf('watermark', 'cdc.control', '0/10'))).toMatchObject({ reason: 'table' });
-    expect(guard().refuse(controlOf('watermark', 'app.orders', 'soon'))).toEqual({ reason: 'lsn', message: 'watermark for app.orders carries "soon", not an LSN' });
+    expect(guard().refuse(controlOf('watermark', 'app.orders', 'soon'))).toEqual({
+      reason: 'lsn',
+      message: 'watermark for app.orders carries "soon", not an LSN',
+    });
     expect(guard().refuse(controlOf('watermark', 'app.orders', '0/0'))).toBeNull();
   });
 
-  it('refuses DDL records in the reverse direction and ones that are not this pipeline\'s', () => {
-    expect(guard(reverse).refuse(controlOf('ddl', 'ALTER TABLE', '{}', { sourceCluster: 'b' }))).toMatchObject({ reason: 'ddl', message: expect.stringContaining('forward direction only') });
-    expect(guard().refuse(controlOf('ddl', 'ALTER TABLE', 'not json'))).toEqual({ reason: 'ddl', message: 'DDL record whose payload is not a DDL record of this pipeline' });
+  it("refuses DDL records in the reverse direction and ones that are not this pipeline's", () => {
+    expect(guard(reverse).refuse(controlOf('ddl', 'ALTER TABLE', '{}', { sourceCluster: 'b' }))).toMatchObject({
+      reason: 'ddl',
+      message: expect.stringContaining('forward direction only'),
+    });
+    expect(guard().refuse(controlOf('ddl', 'ALTER TABLE', 'not json'))).toEqual({
+      reason: 'ddl',
+      message: 'DDL record whose payload is not a DDL record of this pipeline',
+    });
   });
 
   it('lets heartbeats and barriers of the source through', () => {
@@ -67,7 +89,15 @@ describe('event guard: what apply refuses before it writes', () => {
 });
 
 describe('replay range', () => {
-  const row = (over: Partial<ReplayColumns>): ReplayColumns => ({ replay_until: '100', replay_id: 'r1', replay_lsn: '0/50', replay_mode: null, replay_tables: null, replay_since_us: null, ...over });
+  const row = (over: Partial<ReplayColumns>): ReplayColumns => ({
+    replay_until: '100',
+    replay_id: 'r1',
+    replay_lsn: '0/50',
+    replay_mode: null,
+    replay_tables: null,
+    replay_since_us: null,
+    ...over,
+  });
 
   it('no replay_until means no range', () => {
     expect(replayRangeOf(row({ replay_until: null }))).toBeNull();
@@ -102,7 +132,7 @@ describe('replay range', () => {
 });
 
 describe('throttle', () => {
-  it('the configured limit: the direction\'s override, else the global one; MB/s in bytes', () => {
+  it("the configured limit: the direction's override, else the global one; MB/s in bytes", () => {
     expect(configuredLimit(cfg, 'a-b')).toEqual({ rowsPerSecond: 100, bytesPerSecond: 0, source: 'config' });
     expect(configuredLimit(cfg, 'b-a')).toEqual({ rowsPerSecond: 100, bytesPerSecond: 524288, source: 'config' });
   });
@@ -113,7 +143,7 @@ describe('throttle', () => {
     expect(t.take(1_000_000, 1e12, 0)).toBe(0);
   });
 
-  it('a burst of one second\'s rows goes at once; beyond it the wait keeps the rate', () => {
+  it("a burst of one second's rows goes at once; beyond it the wait keeps the rate", () => {
     const t = new Throttle();
     t.set({ rowsPerSecond: 100, bytesPerSecond: 0, source: 'config' });
     const start = performance.now();

@@ -4,7 +4,7 @@ import { avroType } from '../../shared/avro.js';
 
 // The wire form every Avro reader expects: zigzag varint (the Avro specification's long).
 function referenceLong(n: bigint): Buffer {
-  let z = n >= 0n ? n << 1n : ((-n) << 1n) - 1n;
+  let z = n >= 0n ? n << 1n : (-n << 1n) - 1n;
   const out: number[] = [];
   while (z > 0x7fn) {
     out.push(Number(z & 0x7fn) | 0x80);
@@ -15,7 +15,25 @@ function referenceLong(n: bigint): Buffer {
 }
 
 describe('64-bit Avro longs as BigInt', () => {
-  const edges = [0n, 1n, -1n, 63n, -64n, 64n, 2n ** 31n, -(2n ** 31n) - 1n, 2n ** 52n - 1n, -(2n ** 52n) + 1n, 2n ** 52n, -(2n ** 52n), 2n ** 53n + 1n, -(2n ** 53n) - 1n, 2n ** 62n, 2n ** 63n - 1n, -(2n ** 63n)];
+  const edges = [
+    0n,
+    1n,
+    -1n,
+    63n,
+    -64n,
+    64n,
+    2n ** 31n,
+    -(2n ** 31n) - 1n,
+    2n ** 52n - 1n,
+    -(2n ** 52n) + 1n,
+    2n ** 52n,
+    -(2n ** 52n),
+    2n ** 53n + 1n,
+    -(2n ** 53n) - 1n,
+    2n ** 62n,
+    2n ** 63n - 1n,
+    -(2n ** 63n),
+  ];
 
   it('encodes every value as the spec zigzag varint and reads it back exactly', () => {
     const t = avroType('long' as avro.Schema);
@@ -27,7 +45,15 @@ describe('64-bit Avro longs as BigInt', () => {
   });
 
   it('round-trips longs inside a record next to other fields, and other readers agree', () => {
-    const schema = { type: 'record', name: 'R', fields: [{ name: 'a', type: 'long' }, { name: 's', type: 'string' }, { name: 'b', type: ['null', 'long'] }] } as avro.Schema;
+    const schema = {
+      type: 'record',
+      name: 'R',
+      fields: [
+        { name: 'a', type: 'long' },
+        { name: 's', type: 'string' },
+        { name: 'b', type: ['null', 'long'] },
+      ],
+    } as avro.Schema;
     const t = avroType(schema);
     const plain = avro.Type.forSchema(schema);
     for (const n of edges) {

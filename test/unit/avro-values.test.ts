@@ -7,7 +7,19 @@
 import avro from 'avsc';
 import { describe, expect, it } from 'vitest';
 import {
-  avroName, avroType, envelopeSchema, fromPgText, keySchema, kindOfType, pgName, rowToJson, subjectFor, tableRecordBase, toPgParam, wireEncode, wireSchemaId,
+  avroName,
+  avroType,
+  envelopeSchema,
+  fromPgText,
+  keySchema,
+  kindOfType,
+  pgName,
+  rowToJson,
+  subjectFor,
+  tableRecordBase,
+  toPgParam,
+  wireEncode,
+  wireSchemaId,
   type TableDef,
 } from '../../shared/avro.js';
 
@@ -100,7 +112,14 @@ describe('Avro value mapping: PostgreSQL text → Avro value → parameter, per 
   });
 
   it('rowToJson: every column as its text form, bytea as \\x hex, null kept', () => {
-    expect(rowToJson({ id: 7n, ok: true, f: -0, b: Buffer.from([0xde, 0xad]), t: 'x', n: null })).toEqual({ id: '7', ok: 't', f: '-0', b: '\\xdead', t: 'x', n: null });
+    expect(rowToJson({ id: 7n, ok: true, f: -0, b: Buffer.from([0xde, 0xad]), t: 'x', n: null })).toEqual({
+      id: '7',
+      ok: 't',
+      f: '-0',
+      b: '\\xdead',
+      t: 'x',
+      n: null,
+    });
     expect(rowToJson(null)).toBeNull();
   });
 });
@@ -117,7 +136,9 @@ describe('Avro names and schemas', () => {
   });
 
   const t: TableDef = {
-    schema: 'app', table: 'order lines', replicaIdentity: 'default',
+    schema: 'app',
+    table: 'order lines',
+    replicaIdentity: 'default',
     columns: [
       { name: 'id', typeOid: 20, typeName: 'bigint', typeMod: -1, key: true },
       { name: 'qty', typeOid: 23, typeName: 'integer', typeMod: -1, key: false },
@@ -126,10 +147,18 @@ describe('Avro names and schemas', () => {
   };
 
   it('the key schema holds the key columns, not nullable; under REPLICA IDENTITY FULL every column, nullable', () => {
-    expect(keySchema(t)).toEqual({ type: 'record', name: 'pgbridge.app.pgx_6f72646572206c696e6573.Key', fields: [{ name: 'id', type: 'long', 'pg.type': 'bigint' }] });
+    expect(keySchema(t)).toEqual({
+      type: 'record',
+      name: 'pgbridge.app.pgx_6f72646572206c696e6573.Key',
+      fields: [{ name: 'id', type: 'long', 'pg.type': 'bigint' }],
+    });
     const full: TableDef = { ...t, replicaIdentity: 'full', columns: t.columns.map((c) => ({ ...c, key: true })) };
     const fields = keySchema(full).fields as { name: string; type: unknown; default?: unknown }[];
-    expect(fields.map((f) => f.type)).toEqual([['null', 'long'], ['null', 'int'], ['null', 'string']]);
+    expect(fields.map((f) => f.type)).toEqual([
+      ['null', 'long'],
+      ['null', 'int'],
+      ['null', 'string'],
+    ]);
     expect(fields.every((f) => f.default === null)).toBe(true);
   });
 

@@ -4,31 +4,55 @@ import { UNCHANGED, type PgoutputMessage, type Relation } from '../../services/c
 import { lsnFromBigint } from '../../shared/lsn.js';
 import { tableOfIdentity } from '../../shared/ddl.js';
 
-const rel: Relation = { oid: 1, schema: 's', table: 't', replicaIdentity: 'default', columns: [
-  { name: 'id', key: true, typeOid: 23, typeMod: -1 },
-  { name: 'big', key: false, typeOid: 25, typeMod: -1 },
-] };
-const hb: Relation = { oid: 2, schema: 'cdc', table: 'heartbeat', replicaIdentity: 'default', columns: [
-  { name: 'pipeline', key: true, typeOid: 25, typeMod: -1 },
-  { name: 'cluster', key: true, typeOid: 25, typeMod: -1 },
-] };
+const rel: Relation = {
+  oid: 1,
+  schema: 's',
+  table: 't',
+  replicaIdentity: 'default',
+  columns: [
+    { name: 'id', key: true, typeOid: 23, typeMod: -1 },
+    { name: 'big', key: false, typeOid: 25, typeMod: -1 },
+  ],
+};
+const hb: Relation = {
+  oid: 2,
+  schema: 'cdc',
+  table: 'heartbeat',
+  replicaIdentity: 'default',
+  columns: [
+    { name: 'pipeline', key: true, typeOid: 25, typeMod: -1 },
+    { name: 'cluster', key: true, typeOid: 25, typeMod: -1 },
+  ],
+};
 
-const ctl: Relation = { oid: 3, schema: 'cdc', table: 'control', replicaIdentity: 'default', columns: [
-  { name: 'id', key: true, typeOid: 20, typeMod: -1 },
-  { name: 'pipeline', key: false, typeOid: 25, typeMod: -1 },
-  { name: 'kind', key: false, typeOid: 25, typeMod: -1 },
-  { name: 'payload', key: false, typeOid: 25, typeMod: -1 },
-  { name: 'written_at', key: false, typeOid: 1184, typeMod: -1 },
-] };
+const ctl: Relation = {
+  oid: 3,
+  schema: 'cdc',
+  table: 'control',
+  replicaIdentity: 'default',
+  columns: [
+    { name: 'id', key: true, typeOid: 20, typeMod: -1 },
+    { name: 'pipeline', key: false, typeOid: 25, typeMod: -1 },
+    { name: 'kind', key: false, typeOid: 25, typeMod: -1 },
+    { name: 'payload', key: false, typeOid: 25, typeMod: -1 },
+    { name: 'written_at', key: false, typeOid: 1184, typeMod: -1 },
+  ],
+};
 
 /** A row of cdc.control as pgbridge's roles write it. */
 function control(kind: string, payload: unknown, pipeline = 'p'): PgoutputMessage {
-  return { tag: 'insert', relation: ctl, newTuple: ['1', pipeline, kind, typeof payload === 'string' ? payload : JSON.stringify(payload), '2026-01-01 00:00:00+00'] };
+  return {
+    tag: 'insert',
+    relation: ctl,
+    newTuple: ['1', pipeline, kind, typeof payload === 'string' ? payload : JSON.stringify(payload), '2026-01-01 00:00:00+00'],
+  };
 }
 
 function builder(skipForeign = true, opts: { obeyOrigin?: boolean; ignored?: string[]; ddl?: boolean } = {}): ChangeBuilder {
   return new ChangeBuilder({
-    cluster: 'a', skipForeign, pipeline: 'p',
+    cluster: 'a',
+    skipForeign,
+    pipeline: 'p',
     originCluster: (n) => (n.startsWith('cdc_p_') ? n.slice(6) : n),
     typeName: (oid) => (oid === 23 ? 'integer' : 'text'),
     isHeartbeatTable: (s, t) => s === 'cdc' && t === 'heartbeat',
@@ -55,8 +79,15 @@ describe('change builder', () => {
   it('frames a transaction: indexes in order, only the last event marked last', () => {
     const b = builder();
     b.push({ tag: 'relation', relation: rel }, lsnFromBigint(1n));
-    const { events } = txn(b, [1, 2, 3].map((i) => ({ tag: 'insert', relation: rel, newTuple: [String(i), 'x'] }) as PgoutputMessage));
-    expect(events.map((e) => [e.index, e.last])).toEqual([[0, false], [1, false], [2, true]]);
+    const { events } = txn(
+      b,
+      [1, 2, 3].map((i) => ({ tag: 'insert', relation: rel, newTuple: [String(i), 'x'] }) as PgoutputMessage),
+    );
+    expect(events.map((e) => [e.index, e.last])).toEqual([
+      [0, false],
+      [1, false],
+      [2, true],
+    ]);
     expect(events.map((e) => (e.kind === 'change' ? e.after!.id : null))).toEqual([1, 2, 3]);
   });
 
@@ -80,7 +111,7 @@ describe('change builder', () => {
     expect(txn(publish, [viaMarker, ...body()], 2).events[0]!.txn.origin).toBe('b');
   });
 
-  it('turns our own heartbeat row into a control event and ignores other pipelines\' rows', () => {
+  it("turns our own heartbeat row into a control event and ignores other pipelines' rows", () => {
     const b = builder();
     const own = txn(b, [{ tag: 'update', relation: hb, oldTuple: null, oldIsKeyOnly: false, newTuple: ['p', 'a'] }]);
     expect(own.events.map((e) => (e.kind === 'control' ? e.control : e.kind))).toEqual(['heartbeat']);
@@ -90,15 +121,22 @@ describe('change builder', () => {
 
   it('names table, column, LSN and the reason when a value cannot be encoded', () => {
     const b = builder();
-    expect(() => txn(b, [{ tag: 'insert', relation: rel, newTuple: ['not a number', 'x'] }])).toThrow(/column id \(integer\) of s\.t at LSN 0\/64 \(xid 1\): not an integer/);
+    expect(() => txn(b, [{ tag: 'insert', relation: rel, newTuple: ['not a number', 'x'] }])).toThrow(
+      /column id \(integer\) of s\.t at LSN 0\/64 \(xid 1\): not an integer/,
+    );
   });
 });
 
 describe('resync watermarks (DBLog-style)', () => {
-  const def = { schema: 's', table: 't', replicaIdentity: 'default' as const, columns: [
-    { name: 'id', typeOid: 23, typeMod: -1, typeName: 'integer', key: true },
-    { name: 'big', typeOid: 25, typeMod: -1, typeName: 'text', key: false },
-  ] };
+  const def = {
+    schema: 's',
+    table: 't',
+    replicaIdentity: 'default' as const,
+    columns: [
+      { name: 'id', typeOid: 23, typeMod: -1, typeName: 'integer', key: true },
+      { name: 'big', typeOid: 25, typeMod: -1, typeName: 'text', key: false },
+    ],
+  };
 
   it('publishes the chunk at the high watermark without the keys that changed inside the window', () => {
     const b = builder();
@@ -106,7 +144,23 @@ describe('resync watermarks (DBLog-style)', () => {
     txn(b, [control('resync.low', { id: 'r1', pipeline: 'p', table: 's.t' })], 1);
     txn(b, [{ tag: 'update', relation: rel, oldTuple: null, oldIsKeyOnly: false, newTuple: ['2', 'new'] }], 2);
     txn(b, [{ tag: 'delete', relation: rel, oldTuple: ['3', null], oldIsKeyOnly: true }], 3);
-    const high = txn(b, [control('resync.high', { id: 'r1', pipeline: 'p', table: def, key: ['id'], rows: [['1', 'a'], ['2', 'old'], ['3', 'gone']] })], 4);
+    const high = txn(
+      b,
+      [
+        control('resync.high', {
+          id: 'r1',
+          pipeline: 'p',
+          table: def,
+          key: ['id'],
+          rows: [
+            ['1', 'a'],
+            ['2', 'old'],
+            ['3', 'gone'],
+          ],
+        }),
+      ],
+      4,
+    );
     expect(high.events.map((e) => e.kind === 'change' && [e.op, e.after, e.snapshot, e.last])).toEqual([['r', { id: 1, big: 'a' }, true, true]]);
   });
 
@@ -119,8 +173,19 @@ describe('resync watermarks (DBLog-style)', () => {
 });
 
 describe('control input capture does not obey', () => {
-  const def = { schema: 's', table: 't', replicaIdentity: 'default' as const, columns: [{ name: 'id', typeOid: 23, typeMod: -1, typeName: 'integer', key: true }] };
-  const message = (prefix: string, content: string): PgoutputMessage => ({ tag: 'message', transactional: true, lsn: lsnFromBigint(7n), prefix, content: Buffer.from(content) });
+  const def = {
+    schema: 's',
+    table: 't',
+    replicaIdentity: 'default' as const,
+    columns: [{ name: 'id', typeOid: 23, typeMod: -1, typeName: 'integer', key: true }],
+  };
+  const message = (prefix: string, content: string): PgoutputMessage => ({
+    tag: 'message',
+    transactional: true,
+    lsn: lsnFromBigint(7n),
+    prefix,
+    content: Buffer.from(content),
+  });
   const insert: PgoutputMessage = { tag: 'insert', relation: rel, newTuple: ['1', 'x'] };
 
   it('never obeys logical messages (any login can emit them): no origin, barrier or resync from them', () => {
@@ -148,7 +213,10 @@ describe('control input capture does not obey', () => {
     const b = builder(true, { ignored });
     expect(txn(b, [control('resync.high', '{not json')]).events).toEqual([]);
     txn(b, [control('resync.low', { id: 'c1', pipeline: 'p', table: 'cdc.apply_progress' })], 2);
-    expect(txn(b, [control('resync.high', { id: 'c1', pipeline: 'p', table: { ...def, schema: 'cdc', table: 'apply_progress' }, key: ['id'], rows: [['1']] })], 3).events).toEqual([]);
+    expect(
+      txn(b, [control('resync.high', { id: 'c1', pipeline: 'p', table: { ...def, schema: 'cdc', table: 'apply_progress' }, key: ['id'], rows: [['1']] })], 3)
+        .events,
+    ).toEqual([]);
     txn(b, [control('resync.low', { id: 'c2', pipeline: 'p', table: 's.t' })], 4);
     expect(txn(b, [control('resync.high', { id: 'c2', pipeline: 'p', table: def, key: ['id'], rows: [['1', 'extra column']] })], 5).events).toEqual([]);
     expect(txn(b, [control('nonsense', 'x')], 6).events).toEqual([]);
@@ -161,12 +229,22 @@ describe('control input capture does not obey', () => {
     for (let i = 0; i <= MAX_RESYNC_WINDOWS; i++) txn(b, [control('resync.low', { id: `w${i}`, pipeline: 'p', table: 's.t' })], i + 1);
     expect(ignored).toEqual(['window-evicted']);
     expect(txn(b, [control('resync.high', { id: 'w0', pipeline: 'p', table: def, key: ['id'], rows: [['1']] })], 100).events).toEqual([]);
-    expect(txn(b, [control('resync.high', { id: `w${MAX_RESYNC_WINDOWS}`, pipeline: 'p', table: def, key: ['id'], rows: [['1']] })], 101).events.length).toBe(1);
+    expect(txn(b, [control('resync.high', { id: `w${MAX_RESYNC_WINDOWS}`, pipeline: 'p', table: def, key: ['id'], rows: [['1']] })], 101).events.length).toBe(
+      1,
+    );
   });
 });
 
 describe('ddl records (forward DDL replication)', () => {
-  const ddl = (over: Record<string, unknown> = {}) => ({ pipeline: 'p', tag: 'ALTER TABLE', sql: 'ALTER TABLE t ADD COLUMN c int', searchPath: 's, public', role: 'u', objects: [{ type: 'table', schema: 's', identity: 's.t' }], ...over });
+  const ddl = (over: Record<string, unknown> = {}) => ({
+    pipeline: 'p',
+    tag: 'ALTER TABLE',
+    sql: 'ALTER TABLE t ADD COLUMN c int',
+    searchPath: 's, public',
+    role: 'u',
+    objects: [{ type: 'table', schema: 's', identity: 's.t' }],
+    ...over,
+  });
 
   it('publishes a ddl record at its place in the transaction, between the rows around it', () => {
     const b = builder();

@@ -5,7 +5,15 @@
  */
 import { describe, expect, it } from 'vitest';
 import {
-  clusterByName, directionById, metricsPort, originCluster, originName, parseConfig, policyFor, serviceConnection, slotName,
+  clusterByName,
+  directionById,
+  metricsPort,
+  originCluster,
+  originName,
+  parseConfig,
+  policyFor,
+  serviceConnection,
+  slotName,
 } from '../../shared/config.js';
 import { PgBridgeError } from '../../shared/errors.js';
 
@@ -27,7 +35,15 @@ describe('config defaults (as docs/configuration.md lists them)', () => {
   const cfg = parseConfig(minimal);
 
   it('clusters: 127.0.0.1:5432, database and user postgres, TLS off, no password', () => {
-    expect(cfg.clusters.a).toEqual({ name: 'a', host: '127.0.0.1', port: 5432, database: 'postgres', user: 'postgres', password: undefined, sslMode: 'disable' });
+    expect(cfg.clusters.a).toEqual({
+      name: 'a',
+      host: '127.0.0.1',
+      port: 5432,
+      database: 'postgres',
+      user: 'postgres',
+      password: undefined,
+      sslMode: 'disable',
+    });
   });
 
   it('kafka, registry and topics', () => {
@@ -47,7 +63,13 @@ describe('config defaults (as docs/configuration.md lists them)', () => {
   });
 
   it('capture and apply batches, heartbeat, foreign origins, compression, no throttle, no dead-letter topic', () => {
-    expect(cfg.capture).toEqual({ heartbeatSeconds: 5, foreignOrigins: 'skip', batch: { maxTransactions: 500, maxRows: 5000, lingerMs: 20 }, statusIntervalSeconds: 10, compression: 'none' });
+    expect(cfg.capture).toEqual({
+      heartbeatSeconds: 5,
+      foreignOrigins: 'skip',
+      batch: { maxTransactions: 500, maxRows: 5000, lingerMs: 20 },
+      statusIntervalSeconds: 10,
+      compression: 'none',
+    });
     expect(cfg.apply).toEqual({ batch: { maxTransactions: 500, maxRows: 5000, lingerMs: 20 }, snapshotLoaders: 2, throttle: { directions: {} } });
   });
 
@@ -66,11 +88,24 @@ describe('config defaults (as docs/configuration.md lists them)', () => {
 });
 
 describe('config: derived names and lookups', () => {
-  const cfg = parseConfig({ ...minimal, clusters: { east: { capture: { user: 'cap', passwordEnv: 'CAP_PW' } }, west: {} }, forward: { from: 'west', to: 'east' }, topics: { pattern: 'cdc-{from}-{to}' }, conflicts: { policy: 'ignore', tables: { 'public.t': 'overwrite' } } }, 'x.yaml', { CAP_PW: 'pw' });
+  const cfg = parseConfig(
+    {
+      ...minimal,
+      clusters: { east: { capture: { user: 'cap', passwordEnv: 'CAP_PW' } }, west: {} },
+      forward: { from: 'west', to: 'east' },
+      topics: { pattern: 'cdc-{from}-{to}' },
+      conflicts: { policy: 'ignore', tables: { 'public.t': 'overwrite' } },
+    },
+    'x.yaml',
+    { CAP_PW: 'pw' },
+  );
 
   it('forward decides the order of clusters and directions', () => {
     expect(cfg.clusterNames).toEqual(['west', 'east']);
-    expect(cfg.directions.map((d) => [d.id, d.topic, d.forward])).toEqual([['west-east', 'cdc-west-east', true], ['east-west', 'cdc-east-west', false]]);
+    expect(cfg.directions.map((d) => [d.id, d.topic, d.forward])).toEqual([
+      ['west-east', 'cdc-west-east', true],
+      ['east-west', 'cdc-east-west', false],
+    ]);
   });
 
   it('slot, origin and metrics port names; an origin name of another pipeline is not ours', () => {
@@ -78,7 +113,12 @@ describe('config: derived names and lookups', () => {
     expect(originName(cfg, 'west')).toBe('cdc_shop_west');
     expect(originCluster(cfg, 'cdc_shop_west')).toBe('west');
     expect(originCluster(cfg, 'cdc_other_west')).toBeNull();
-    expect([metricsPort(cfg, { capture: 'west' }), metricsPort(cfg, { capture: 'east' }), metricsPort(cfg, { apply: 'west-east' }), metricsPort(cfg, { apply: 'east-west' })]).toEqual([9101, 9102, 9103, 9104]);
+    expect([
+      metricsPort(cfg, { capture: 'west' }),
+      metricsPort(cfg, { capture: 'east' }),
+      metricsPort(cfg, { apply: 'west-east' }),
+      metricsPort(cfg, { apply: 'east-west' }),
+    ]).toEqual([9101, 9102, 9103, 9104]);
     expect(metricsPort(parseConfig({ ...minimal, metrics: { basePort: 0 } }), { apply: 'a-b' })).toBe(0);
   });
 
@@ -119,7 +159,9 @@ describe('config errors name the key', () => {
   });
 
   it('pipeline and cluster names: lower-case identifiers; exactly two clusters', () => {
-    expect(problems({ ...minimal, pipeline: 'Shop' })).toEqual(['config: pipeline: lower-case letters, digits and _, starting with a letter, at most 31 characters']);
+    expect(problems({ ...minimal, pipeline: 'Shop' })).toEqual([
+      'config: pipeline: lower-case letters, digits and _, starting with a letter, at most 31 characters',
+    ]);
     expect(problems({ ...minimal, clusters: { a: {} } })).toEqual(['config: clusters: exactly two clusters are needed']);
   });
 
@@ -134,12 +176,20 @@ describe('config errors name the key', () => {
   });
 
   it('a password variable that is not set is named with its key, never a value', () => {
-    expect(problems({ ...minimal, clusters: { a: { passwordEnv: 'PG_A_PW' }, b: {} } }, 'config', {})).toEqual(['config: clusters.a.passwordEnv: environment variable PG_A_PW is not set']);
-    expect(problems({ ...minimal, kafka: { brokers: ['k:1'], sasl: { mechanism: 'plain', username: 'u' } } }, 'config', {})).toEqual(['config: kafka.sasl: password or passwordEnv is needed']);
+    expect(problems({ ...minimal, clusters: { a: { passwordEnv: 'PG_A_PW' }, b: {} } }, 'config', {})).toEqual([
+      'config: clusters.a.passwordEnv: environment variable PG_A_PW is not set',
+    ]);
+    expect(problems({ ...minimal, kafka: { brokers: ['k:1'], sasl: { mechanism: 'plain', username: 'u' } } }, 'config', {})).toEqual([
+      'config: kafka.sasl: password or passwordEnv is needed',
+    ]);
   });
 
   it('a per-table policy for a schema outside the selection; a name too long for a slot', () => {
-    expect(problems({ ...minimal, conflicts: { tables: { 'other.t': 'ignore' } } })).toEqual(['config: conflicts.tables.other.t: schema is not in selection.schemas']);
-    expect(problems({ ...minimal, pipeline: 'p'.repeat(31), clusters: { ['c'.repeat(31)]: {}, b: {} } })[0]).toMatch(/makes a slot name longer than PostgreSQL allows/);
+    expect(problems({ ...minimal, conflicts: { tables: { 'other.t': 'ignore' } } })).toEqual([
+      'config: conflicts.tables.other.t: schema is not in selection.schemas',
+    ]);
+    expect(problems({ ...minimal, pipeline: 'p'.repeat(31), clusters: { ['c'.repeat(31)]: {}, b: {} } })[0]).toMatch(
+      /makes a slot name longer than PostgreSQL allows/,
+    );
   });
 });

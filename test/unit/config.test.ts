@@ -28,7 +28,8 @@ registry:
 
 describe('config: ${VAR} substitution into values', () => {
   it('an unquoted placeholder alone takes the type of its text; quoted or mixed stays a string; comments are not read', () => {
-    const cfg = load(`${BASE}# \${NOT_SET_IN_A_COMMENT}
+    const cfg = load(
+      `${BASE}# \${NOT_SET_IN_A_COMMENT}
 clusters:
   a:
     port: \${PORT}
@@ -38,28 +39,45 @@ clusters:
     database: \${DB}
 capture:
   heartbeatSeconds: \${HB}
-`, { PORT: '6543', HOST: '10.0.0.1', DB: 'x: y # z', HB: '1.5' });
+`,
+      { PORT: '6543', HOST: '10.0.0.1', DB: 'x: y # z', HB: '1.5' },
+    );
     expect(cfg.clusters.a).toMatchObject({ port: 6543, host: '10.0.0.1', user: 'u6543' });
     expect(cfg.clusters.b!.database).toBe('x: y # z');
     expect(cfg.capture.heartbeatSeconds).toBe(1.5);
   });
 
   it('every unset variable is listed with the keys that use it', () => {
-    expect(() => load(`${BASE}clusters:\n  a: { host: "\${H1}" }\n  b:\n    host: \${H1}\n    user: \${U2}\n`, {})).toThrow(/environment variable\(s\) not set: H1 \(clusters\.a\.host, clusters\.b\.host\), U2 \(clusters\.b\.user\)/);
+    expect(() => load(`${BASE}clusters:\n  a: { host: "\${H1}" }\n  b:\n    host: \${H1}\n    user: \${U2}\n`, {})).toThrow(
+      /environment variable\(s\) not set: H1 \(clusters\.a\.host, clusters\.b\.host\), U2 \(clusters\.b\.user\)/,
+    );
   });
 
   it('registry credentials in the URL move to username and password; the URL that is printed has none', () => {
-    const cfg = parseConfig({ pipeline: 'p', clusters: { a: {}, b: {} }, kafka: { brokers: ['k:1'] }, registry: { url: 'https://me:s%40cret@r.example:8081/apis/ccompat/v7/' } });
+    const cfg = parseConfig({
+      pipeline: 'p',
+      clusters: { a: {}, b: {} },
+      kafka: { brokers: ['k:1'] },
+      registry: { url: 'https://me:s%40cret@r.example:8081/apis/ccompat/v7/' },
+    });
     expect(cfg.registry).toEqual({ url: 'https://r.example:8081/apis/ccompat/v7', username: 'me', password: 's@cret' });
-    const env = parseConfig({ pipeline: 'p', clusters: { a: {}, b: {} }, kafka: { brokers: ['k:1'] }, registry: { url: 'https://r', username: 'u', passwordEnv: 'RP' } }, 'x', { RP: 'pw' });
+    const env = parseConfig(
+      { pipeline: 'p', clusters: { a: {}, b: {} }, kafka: { brokers: ['k:1'] }, registry: { url: 'https://r', username: 'u', passwordEnv: 'RP' } },
+      'x',
+      { RP: 'pw' },
+    );
     expect(env.registry).toMatchObject({ username: 'u', password: 'pw' });
     expect(redactUrl('https://me:s3cret@r:1/x')).toBe('https://me:***@r:1/x');
   });
 
   it('TLS settings: a client certificate needs its key; files with sslMode disable are a mistake', () => {
     const base = { pipeline: 'p', kafka: { brokers: ['k:1'] }, registry: { url: 'http://r' } };
-    expect(() => parseConfig({ ...base, clusters: { a: { sslMode: 'verify-full', sslCert: 'c.pem' }, b: {} } })).toThrow(/clusters\.a: sslCert and sslKey go together/);
-    expect(() => parseConfig({ ...base, clusters: { a: { sslRootCert: 'ca.pem' }, b: {} } })).toThrow(/clusters\.a: sslRootCert\/sslCert are set but sslMode is disable/);
+    expect(() => parseConfig({ ...base, clusters: { a: { sslMode: 'verify-full', sslCert: 'c.pem' }, b: {} } })).toThrow(
+      /clusters\.a: sslCert and sslKey go together/,
+    );
+    expect(() => parseConfig({ ...base, clusters: { a: { sslRootCert: 'ca.pem' }, b: {} } })).toThrow(
+      /clusters\.a: sslRootCert\/sslCert are set but sslMode is disable/,
+    );
     expect(() => parseConfig({ ...base, clusters: { a: { sslMode: 'prefer' }, b: {} } })).toThrow(/clusters\.a\.sslMode/);
     const ok = parseConfig({ ...base, clusters: { a: { sslMode: 'verify-ca', sslRootCert: 'ca.pem' }, b: {} } });
     expect(ok.clusters.a).toMatchObject({ sslMode: 'verify-ca', sslRootCert: 'ca.pem' });
@@ -81,7 +99,11 @@ describe('config: the examples in docs/configuration.md', () => {
       if (yaml.startsWith('selection:')) expect(Object.keys(cfg.selection.tables).length).toBeGreaterThan(0);
     }
     const secure = load(blocks.find((b) => b.includes('verify-full'))!, env);
-    expect(secure.clusters.a).toMatchObject({ sslMode: 'verify-full', sslRootCert: '/tls/ca.crt', roles: { capture: { user: 'pgbridge_shop_capture', password: 'c' } } });
+    expect(secure.clusters.a).toMatchObject({
+      sslMode: 'verify-full',
+      sslRootCert: '/tls/ca.crt',
+      roles: { capture: { user: 'pgbridge_shop_capture', password: 'c' } },
+    });
     expect(secure.kafka).toMatchObject({ ssl: { caFile: '/tls/ca.crt' }, sasl: { mechanism: 'scram-sha-512', username: 'pgbridge', password: 'k' } });
     expect(secure.registry).toMatchObject({ url: 'https://registry.example.com/apis/ccompat/v7', username: 'pgbridge', password: 'r' });
   });
@@ -109,10 +131,19 @@ describe('config: selection.tables', () => {
     }
     expect(err?.message).toContain('selection.tables.app.t.operations.b-a: at least one operation');
     parseConfig({ ...base, selection: { schemas: ['app'], tables: { 'app.t': { columns: { include: ['id'] } } } } });
-    expect(() => parseConfig({ ...base, selection: { schemas: ['app'], tables: { 'app.t': { columns: { include: ['id'], exclude: ['x'] } } } } })).toThrow(/selection\.tables\.app\.t\.columns/);
+    expect(() => parseConfig({ ...base, selection: { schemas: ['app'], tables: { 'app.t': { columns: { include: ['id'], exclude: ['x'] } } } } })).toThrow(
+      /selection\.tables\.app\.t\.columns/,
+    );
     let err2: Error | null = null;
     try {
-      parseConfig({ ...base, selection: { schemas: ['app'], exclude: ['app.gone'], tables: { 'app.gone': { operations: ['insert'] }, 'other.t': { where: 'true' }, 'app.t': { where: { 'a-c': 'x > 1' } } } } });
+      parseConfig({
+        ...base,
+        selection: {
+          schemas: ['app'],
+          exclude: ['app.gone'],
+          tables: { 'app.gone': { operations: ['insert'] }, 'other.t': { where: 'true' }, 'app.t': { where: { 'a-c': 'x > 1' } } },
+        },
+      });
     } catch (e) {
       err2 = e as Error;
     }
@@ -125,10 +156,22 @@ describe('config: selection.tables', () => {
 
   it('a list applies to both directions, a map only to the directions it names', async () => {
     const { operationsOf, rowFilter, tableSettings, publishedColumns } = await import('../../shared/table-settings.js');
-    const cfg = parseConfig({ ...base, selection: { schemas: ['app'], tables: { 'app.t': { where: { 'a-b': "r = 'eu'" }, operations: { 'b-a': ['insert', 'update'] }, columns: { exclude: ['note'] } }, 'app.u': { operations: ['delete'] } } } });
+    const cfg = parseConfig({
+      ...base,
+      selection: {
+        schemas: ['app'],
+        tables: {
+          'app.t': { where: { 'a-b': "r = 'eu'" }, operations: { 'b-a': ['insert', 'update'] }, columns: { exclude: ['note'] } },
+          'app.u': { operations: ['delete'] },
+        },
+      },
+    });
     const t = tableSettings(cfg, 'app', 't');
     expect([rowFilter(t, 'a-b'), rowFilter(t, 'b-a')]).toEqual(["r = 'eu'", null]);
-    expect([operationsOf(t, 'a-b'), operationsOf(t, 'b-a')]).toEqual([['insert', 'update', 'delete', 'truncate'], ['insert', 'update']]);
+    expect([operationsOf(t, 'a-b'), operationsOf(t, 'b-a')]).toEqual([
+      ['insert', 'update', 'delete', 'truncate'],
+      ['insert', 'update'],
+    ]);
     expect(operationsOf(tableSettings(cfg, 'app', 'u'), 'b-a')).toEqual(['delete']);
     expect(publishedColumns(t, ['id', 'note', 'r'])).toEqual(['id', 'r']);
     expect(publishedColumns(tableSettings(cfg, 'app', 'none'), ['id'])).toBeNull();
@@ -162,10 +205,22 @@ describe('config: selection.tables rename and renameColumns', () => {
 
   it('maps names both ways on the cluster that renames, and leaves the other cluster alone', async () => {
     const { ClusterNaming } = await import('../../shared/naming.js');
-    const cfg = parseConfig({ ...base, selection: { schemas: ['app'], tables: { 'app.orders': { rename: { b: 'sales.orders' }, renameColumns: { b: { amount: 'total' } } } } } });
+    const cfg = parseConfig({
+      ...base,
+      selection: { schemas: ['app'], tables: { 'app.orders': { rename: { b: 'sales.orders' }, renameColumns: { b: { amount: 'total' } } } } },
+    });
     const b = new ClusterNaming(cfg, 'b');
-    expect([b.physical('app', 'orders'), b.logical('sales', 'orders'), b.logical('app', 'orders'), b.logical('app', 'other')]).toEqual([['sales', 'orders'], ['app', 'orders'], null, ['app', 'other']]);
-    expect([b.column('app', 'orders', 'amount'), b.logicalColumn('app', 'orders', 'total'), b.rowToCluster('app', 'orders', { id: 1, amount: 2 })]).toEqual(['total', 'amount', { id: 1, total: 2 }]);
+    expect([b.physical('app', 'orders'), b.logical('sales', 'orders'), b.logical('app', 'orders'), b.logical('app', 'other')]).toEqual([
+      ['sales', 'orders'],
+      ['app', 'orders'],
+      null,
+      ['app', 'other'],
+    ]);
+    expect([b.column('app', 'orders', 'amount'), b.logicalColumn('app', 'orders', 'total'), b.rowToCluster('app', 'orders', { id: 1, amount: 2 })]).toEqual([
+      'total',
+      'amount',
+      { id: 1, total: 2 },
+    ]);
     expect(new ClusterNaming(cfg, 'a').any).toBe(false);
   });
 });

@@ -7,7 +7,15 @@ import { describe, expect, it } from 'vitest';
 import { incomingWins, originDiffers, resolve, type ConflictKind, type Stamp } from '../../services/apply/conflict-resolver.js';
 import type { ConflictPolicy } from '../../shared/config.js';
 
-const KINDS: ConflictKind[] = ['insert_exists', 'update_missing', 'update_exists', 'update_origin_differs', 'delete_missing', 'delete_origin_differs', 'multiple_unique_conflicts'];
+const KINDS: ConflictKind[] = [
+  'insert_exists',
+  'update_missing',
+  'update_exists',
+  'update_origin_differs',
+  'delete_missing',
+  'delete_origin_differs',
+  'multiple_unique_conflicts',
+];
 /** Kinds where a destination row competes with the incoming change. */
 const COMPETING: ConflictKind[] = ['insert_exists', 'update_exists', 'update_origin_differs', 'delete_origin_differs'];
 
@@ -41,12 +49,15 @@ describe('incomingWins (last writer wins)', () => {
   it('is antisymmetric for distinct known stamps: both clusters pick the same winner', () => {
     const times = [0n, 1n, 2n, 1_700_000_000_000_000n];
     const names = ['a', 'b', 'east', 'west'];
-    for (const t1 of times) for (const t2 of times) for (const o1 of names) for (const o2 of names) {
-      if (t1 === t2 && o1 === o2) continue;
-      const x = s(t1, o1);
-      const y = s(t2, o2);
-      expect(incomingWins(x, y), `${t1}/${o1} vs ${t2}/${o2}`).toBe(!incomingWins(y, x));
-    }
+    for (const t1 of times)
+      for (const t2 of times)
+        for (const o1 of names)
+          for (const o2 of names) {
+            if (t1 === t2 && o1 === o2) continue;
+            const x = s(t1, o1);
+            const y = s(t2, o2);
+            expect(incomingWins(x, y), `${t1}/${o1} vs ${t2}/${o2}`).toBe(!incomingWins(y, x));
+          }
   });
 });
 
@@ -127,7 +138,11 @@ describe('resolve (decision table)', () => {
 
   it('concurrent writes converge: for each competing kind both directions keep the same write', () => {
     // a wrote at ta, b wrote at tb; on b the incoming is a's write, on a it is b's.
-    for (const [ta, tb] of [[1n, 2n], [2n, 1n], [3n, 3n]] as const) {
+    for (const [ta, tb] of [
+      [1n, 2n],
+      [2n, 1n],
+      [3n, 3n],
+    ] as const) {
       const onB = resolve('update_origin_differs', 'last-writer-wins', s(ta, 'a'), s(tb, 'b'));
       const onA = resolve('update_origin_differs', 'last-writer-wins', s(tb, 'b'), s(ta, 'a'));
       const winnerOnB = onB === 'apply_remote' ? 'a' : 'b';

@@ -10,7 +10,14 @@ const cfg = parseConfig({
   selection: { schemas: ['app'], tables: { 'app.t': { rename: { b: 'app.t2' } }, 'app.u': { renameColumns: { b: { x: 'y' } } } } },
 });
 
-const rec = (sql: string, objects: DdlRecord['objects'], tag = 'ALTER TABLE'): DdlRecord => ({ pipeline: 'p', tag, sql, searchPath: 'app', role: 'r', objects });
+const rec = (sql: string, objects: DdlRecord['objects'], tag = 'ALTER TABLE'): DdlRecord => ({
+  pipeline: 'p',
+  tag,
+  sql,
+  searchPath: 'app',
+  role: 'r',
+  objects,
+});
 
 describe('DDL records', () => {
   it('finds the renamed tables a DDL touches, by its table objects or by a whole identifier in its text', () => {

@@ -7,7 +7,13 @@
  */
 import type avro from 'avsc';
 import { describe, expect, it } from 'vitest';
-import { decodeEvent, decodeRecord, type ApplyEvent, type ChangeEvent as AppliedChange, type ControlEvent as AppliedControl } from '../../services/apply/event-decoder.js';
+import {
+  decodeEvent,
+  decodeRecord,
+  type ApplyEvent,
+  type ChangeEvent as AppliedChange,
+  type ControlEvent as AppliedControl,
+} from '../../services/apply/event-decoder.js';
 import { EventEncoder, type OutMessage } from '../../services/capture/avro-encoder.js';
 import { ChangeBuilder, type CaptureEvent } from '../../services/capture/change-builder.js';
 import { PgoutputDecoder, UNCHANGED, type PgoutputMessage } from '../../services/capture/pgoutput-decoder.js';
@@ -47,16 +53,38 @@ class FakeRegistry implements SchemaRegistrar, SchemaReader {
 }
 
 const TYPE_NAMES: Record<number, string> = {
-  16: 'boolean', 17: 'bytea', 20: 'bigint', 21: 'smallint', 23: 'integer', 25: 'text', 700: 'real', 701: 'double precision',
-  1082: 'date', 1184: 'timestamp with time zone', 1700: 'numeric(10,2)', 2950: 'uuid', 3802: 'jsonb',
+  16: 'boolean',
+  17: 'bytea',
+  20: 'bigint',
+  21: 'smallint',
+  23: 'integer',
+  25: 'text',
+  700: 'real',
+  701: 'double precision',
+  1082: 'date',
+  1184: 'timestamp with time zone',
+  1700: 'numeric(10,2)',
+  2950: 'uuid',
+  3802: 'jsonb',
 };
 const NUMERIC_10_2 = ((10 << 16) | 2) + 4;
 
 /** public.items: one column per type family. */
 const COLUMNS: [name: string, oid: number, mod: number, key: boolean][] = [
-  ['id', 20, -1, true], ['flag', 16, -1, false], ['small', 21, -1, false], ['n', 23, -1, false], ['r', 700, -1, false], ['d', 701, -1, false],
-  ['price', 1700, NUMERIC_10_2, false], ['day', 1082, -1, false], ['at', 1184, -1, false], ['doc', 3802, -1, false], ['u', 2950, -1, false],
-  ['raw', 17, -1, false], ['body', 25, -1, false], ['order no', 23, -1, false],
+  ['id', 20, -1, true],
+  ['flag', 16, -1, false],
+  ['small', 21, -1, false],
+  ['n', 23, -1, false],
+  ['r', 700, -1, false],
+  ['d', 701, -1, false],
+  ['price', 1700, NUMERIC_10_2, false],
+  ['day', 1082, -1, false],
+  ['at', 1184, -1, false],
+  ['doc', 3802, -1, false],
+  ['u', 2950, -1, false],
+  ['raw', 17, -1, false],
+  ['body', 25, -1, false],
+  ['order no', 23, -1, false],
 ];
 
 const pos = (offset: number) => ({ topic: 'p.a.to.b', partition: 0, offset: BigInt(offset) });
@@ -65,7 +93,9 @@ const pos = (offset: number) => ({ topic: 'p.a.to.b', partition: 0, offset: BigI
 function capture(registry: FakeRegistry) {
   const decoder = new PgoutputDecoder();
   const builder = new ChangeBuilder({
-    cluster: 'a', skipForeign: true, pipeline: 'p',
+    cluster: 'a',
+    skipForeign: true,
+    pipeline: 'p',
     originCluster: (n) => n.replace(/^cdc_p_/, ''),
     typeName: (oid) => TYPE_NAMES[oid] ?? 'text',
     isHeartbeatTable: (s, t) => s === 'cdc' && t === 'heartbeat',
@@ -144,8 +174,38 @@ const change = (e: ApplyEvent): AppliedChange => {
   return e as AppliedChange;
 };
 
-const ROW_MAX = ['9223372036854775807', 't', '32767', '2147483647', '3.4028235e+38', '1.7976931348623157e+308', '99999999.99', '5874897-12-31', '294276-12-31 23:59:59.999999+00', '{"a": [1, 2.50]}', 'ffffffff-ffff-ffff-ffff-ffffffffffff', '\\x00ff', 'Zoë 🚀', '1'];
-const ROW_MIN = ['-9223372036854775808', 'f', '-32768', '-2147483648', '-0', '-1.7976931348623157e+308', '-99999999.99', '4713-01-01 BC', '4714-11-24 00:00:00+00 BC', 'null', '00000000-0000-0000-0000-000000000000', '\\x', '', '-1'];
+const ROW_MAX = [
+  '9223372036854775807',
+  't',
+  '32767',
+  '2147483647',
+  '3.4028235e+38',
+  '1.7976931348623157e+308',
+  '99999999.99',
+  '5874897-12-31',
+  '294276-12-31 23:59:59.999999+00',
+  '{"a": [1, 2.50]}',
+  'ffffffff-ffff-ffff-ffff-ffffffffffff',
+  '\\x00ff',
+  'Zoë 🚀',
+  '1',
+];
+const ROW_MIN = [
+  '-9223372036854775808',
+  'f',
+  '-32768',
+  '-2147483648',
+  '-0',
+  '-1.7976931348623157e+308',
+  '-99999999.99',
+  '4713-01-01 BC',
+  '4714-11-24 00:00:00+00 BC',
+  'null',
+  '00000000-0000-0000-0000-000000000000',
+  '\\x',
+  '',
+  '-1',
+];
 
 describe('event round trip: pgoutput → capture encoder → wire → apply decoder', () => {
   it('an insert at the maximum of every type family comes back as the same values, with its source and framing', async () => {
@@ -154,13 +214,34 @@ describe('event round trip: pgoutput → capture encoder → wire → apply deco
     const { out } = await cap.txn([wire.relation(16384, 'public', 'items', COLUMNS), wire.insert(16384, ROW_MAX)], 0x1_0000_2000n);
     expect(out).toHaveLength(1);
     const ev = change((await applySide(reg, out))[0]!);
-    expect(ev).toMatchObject({ schema: 'public', table: 'items', op: 'c', before: null, sourceCluster: 'a', origin: 'a', last: true, snapshot: false, unchanged: [] });
+    expect(ev).toMatchObject({
+      schema: 'public',
+      table: 'items',
+      op: 'c',
+      before: null,
+      sourceCluster: 'a',
+      origin: 'a',
+      last: true,
+      snapshot: false,
+      unchanged: [],
+    });
     expect(formatLsn(ev.commitLsn)).toBe('1/2000');
     expect(ev.commitTs).toBe(1_764_489_600_000_001n);
     expect(ev.after).toEqual({
-      id: 9223372036854775807n, flag: true, small: 32767, n: 2147483647, r: Math.fround(3.4028235e38), d: 1.7976931348623157e308,
-      price: '99999999.99', day: '5874897-12-31', at: '294276-12-31 23:59:59.999999+00', doc: '{"a": [1, 2.50]}', u: 'ffffffff-ffff-ffff-ffff-ffffffffffff',
-      raw: Buffer.from([0, 255]), body: 'Zoë 🚀', 'order no': 1,
+      id: 9223372036854775807n,
+      flag: true,
+      small: 32767,
+      n: 2147483647,
+      r: Math.fround(3.4028235e38),
+      d: 1.7976931348623157e308,
+      price: '99999999.99',
+      day: '5874897-12-31',
+      at: '294276-12-31 23:59:59.999999+00',
+      doc: '{"a": [1, 2.50]}',
+      u: 'ffffffff-ffff-ffff-ffff-ffffffffffff',
+      raw: Buffer.from([0, 255]),
+      body: 'Zoë 🚀',
+      'order no': 1,
     });
   });
 
@@ -171,7 +252,16 @@ describe('event round trip: pgoutput → capture encoder → wire → apply deco
     const after = change((await applySide(reg, out))[0]!).after!;
     expect(after.id).toBe(-9223372036854775808n);
     expect(Object.is(after.r, -0)).toBe(true);
-    expect(after).toMatchObject({ flag: false, small: -32768, n: -2147483648, price: '-99999999.99', day: '4713-01-01 BC', at: '4714-11-24 00:00:00+00 BC', doc: 'null', body: '' });
+    expect(after).toMatchObject({
+      flag: false,
+      small: -32768,
+      n: -2147483648,
+      price: '-99999999.99',
+      day: '4713-01-01 BC',
+      at: '4714-11-24 00:00:00+00 BC',
+      doc: 'null',
+      body: '',
+    });
     expect((after.raw as Buffer).length).toBe(0);
   });
 
@@ -181,7 +271,11 @@ describe('event round trip: pgoutput → capture encoder → wire → apply deco
     const nulls = ['1', ...COLUMNS.slice(1).map(() => null)];
     const { out } = await cap.txn([wire.relation(16384, 'public', 'items', COLUMNS), wire.insert(16384, nulls)]);
     const ev = change((await applySide(reg, out))[0]!);
-    expect(Object.entries(ev.after!).filter(([k]) => k !== 'id').every(([, v]) => v === null)).toBe(true);
+    expect(
+      Object.entries(ev.after!)
+        .filter(([k]) => k !== 'id')
+        .every(([, v]) => v === null),
+    ).toBe(true);
     expect(ev.unchanged).toEqual([]);
   });
 
@@ -199,7 +293,10 @@ describe('event round trip: pgoutput → capture encoder → wire → apply deco
   it('a transaction of several changes: order, op, old key, unchanged TOAST columns, only the last marked last', async () => {
     const reg = new FakeRegistry();
     const cap = capture(reg);
-    const short: typeof COLUMNS = [['id', 20, -1, true], ['body', 25, -1, false]];
+    const short: typeof COLUMNS = [
+      ['id', 20, -1, true],
+      ['body', 25, -1, false],
+    ];
     const { out } = await cap.txn([
       wire.relation(20000, 'public', 'notes', short),
       wire.insert(20000, ['1', 'first']),
@@ -212,14 +309,17 @@ describe('event round trip: pgoutput → capture encoder → wire → apply deco
     expect(evs.map((e) => e.last)).toEqual([false, false, false, true]);
     // The one header apply reads when it cannot decode a record: does it end its transaction?
     expect(out.map((m) => [...(m.headers as ReadonlyMap<Buffer, Buffer>)].map(([k, v]) => `${k.toString()}=${v.toString()}`))).toEqual([
-      ['pgbridge.txn_last=0'], ['pgbridge.txn_last=0'], ['pgbridge.txn_last=0'], ['pgbridge.txn_last=1'],
+      ['pgbridge.txn_last=0'],
+      ['pgbridge.txn_last=0'],
+      ['pgbridge.txn_last=0'],
+      ['pgbridge.txn_last=1'],
     ]);
     expect(evs[1]).toMatchObject({ before: null, after: { id: 1n, body: null }, unchanged: ['body'] });
     expect(evs[2]).toMatchObject({ before: { id: 1n, body: null }, after: { id: 2n, body: 'moved' } });
     expect(evs[3]).toMatchObject({ before: { id: 2n, body: null }, after: null });
   });
 
-  it('the key message holds the key columns, in the table\'s own key schema', async () => {
+  it("the key message holds the key columns, in the table's own key schema", async () => {
     const reg = new FakeRegistry();
     const cap = capture(reg);
     const { out } = await cap.txn([wire.relation(16384, 'public', 'items', COLUMNS), wire.insert(16384, ROW_MAX)]);
@@ -232,7 +332,10 @@ describe('event round trip: pgoutput → capture encoder → wire → apply deco
   it('a new column set (ALTER TABLE) registers a new version; each event decodes with its writer schema', async () => {
     const reg = new FakeRegistry();
     const cap = capture(reg);
-    const v1: typeof COLUMNS = [['id', 20, -1, true], ['body', 25, -1, false]];
+    const v1: typeof COLUMNS = [
+      ['id', 20, -1, true],
+      ['body', 25, -1, false],
+    ];
     const v2: typeof COLUMNS = [...v1, ['added', 16, -1, false]];
     const first = await cap.txn([wire.relation(30000, 'public', 'evolving', v1), wire.insert(30000, ['1', 'old'])]);
     const again = await cap.txn([wire.insert(30000, ['2', 'same shape'])], 0x2000n);
@@ -248,7 +351,11 @@ describe('event round trip: pgoutput → capture encoder → wire → apply deco
   it('a heartbeat row becomes a control record that apply reads as one', async () => {
     const reg = new FakeRegistry();
     const cap = capture(reg);
-    const hb: typeof COLUMNS = [['pipeline', 25, -1, true], ['cluster', 25, -1, true], ['at', 1184, -1, false]];
+    const hb: typeof COLUMNS = [
+      ['pipeline', 25, -1, true],
+      ['cluster', 25, -1, true],
+      ['at', 1184, -1, false],
+    ];
     const { out } = await cap.txn([wire.relation(40000, 'cdc', 'heartbeat', hb), wire.update(40000, null, ['p', 'a', '2026-11-30 08:00:00+00'])], 0x5000n);
     const ev = (await decodeRecord(reg, out[0]!.value, pos(9))) as AppliedControl;
     expect(ev).toMatchObject({ kind: 'control', control: 'heartbeat', sourceCluster: 'a', origin: 'a', last: true, id: null, payload: null });
@@ -269,9 +376,29 @@ describe('event round trip: pgoutput → capture encoder → wire → apply deco
   it('a value its column type cannot hold stops the encoder with table and LSN, never the value', async () => {
     const reg = new FakeRegistry();
     const encoder = new EventEncoder(reg, 'p.a.to.b', 'a', 'shop');
-    const table = { schema: 'public', table: 't', replicaIdentity: 'default' as const, columns: [{ name: 'id', typeOid: 23, typeName: 'integer', typeMod: -1, key: true }] };
+    const table = {
+      schema: 'public',
+      table: 't',
+      replicaIdentity: 'default' as const,
+      columns: [{ name: 'id', typeOid: 23, typeName: 'integer', typeMod: -1, key: true }],
+    };
     const txn = { xid: 1, commitLsn: lsnFromBigint(0x10n), commitTimeUs: 1n, origin: 'a' };
-    const err = await encoder.encode({ kind: 'change', table, relationOid: 1, op: 'c', before: null, after: { id: 2 ** 40 }, key: { id: 2 ** 40 }, unchanged: [], lsn: lsnFromBigint(0x10n), txn, index: 0, last: true }).catch((e: unknown) => e);
+    const err = await encoder
+      .encode({
+        kind: 'change',
+        table,
+        relationOid: 1,
+        op: 'c',
+        before: null,
+        after: { id: 2 ** 40 },
+        key: { id: 2 ** 40 },
+        unchanged: [],
+        lsn: lsnFromBigint(0x10n),
+        txn,
+        index: 0,
+        last: true,
+      })
+      .catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'ENCODE' });
     expect((err as Error).message).toBe('cannot encode a change of public.t at LSN 0/10: invalid "int" value');
     expect((err as Error).message).not.toContain(String(2 ** 40));

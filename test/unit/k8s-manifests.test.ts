@@ -21,12 +21,17 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const DIR = join(ROOT, 'deploy/kubernetes');
 
 type Obj = Record<string, any>;
-const docs: Obj[] = readdirSync(DIR).filter((f) => f.endsWith('.yaml')).sort().flatMap((f) =>
-  parseAllDocuments(readFileSync(join(DIR, f), 'utf8')).map((d) => {
-    if (d.errors.length) throw new Error(`${f}: ${d.errors[0]!.message}`);
-    return d.toJS() as Obj;
-  }).filter((d) => d !== null),
-);
+const docs: Obj[] = readdirSync(DIR)
+  .filter((f) => f.endsWith('.yaml'))
+  .sort()
+  .flatMap((f) =>
+    parseAllDocuments(readFileSync(join(DIR, f), 'utf8'))
+      .map((d) => {
+        if (d.errors.length) throw new Error(`${f}: ${d.errors[0]!.message}`);
+        return d.toJS() as Obj;
+      })
+      .filter((d) => d !== null),
+  );
 const byKind = (kind: string): Obj[] => docs.filter((d) => d.kind === kind);
 const named = (kind: string, name: string): Obj => {
   const d = docs.find((x) => x.kind === kind && x.metadata?.name === name);
@@ -53,7 +58,11 @@ function typeCheck(objects: Obj[], name: string): { code: number | null; out: st
   const typeOf = (o: Obj) => `T${[...new Set(objects.map(modelPath))].indexOf(modelPath(o))}`;
   writeFileSync(file, `${imports.join('\n')}\n${objects.map((o, i) => `export const o${i}: ${typeOf(o)} = ${JSON.stringify(o, null, 1)};`).join('\n')}\n`);
   try {
-    const r = spawnSync(join(ROOT, 'node_modules/.bin/tsc'), ['--noEmit', '--strict', '--skipLibCheck', '--target', 'es2022', '--module', 'nodenext', '--moduleResolution', 'nodenext', file], { encoding: 'utf8', cwd: ROOT });
+    const r = spawnSync(
+      join(ROOT, 'node_modules/.bin/tsc'),
+      ['--noEmit', '--strict', '--skipLibCheck', '--target', 'es2022', '--module', 'nodenext', '--moduleResolution', 'nodenext', file],
+      { encoding: 'utf8', cwd: ROOT },
+    );
     return { code: r.status, out: `${r.stdout}${r.stderr}` };
   } finally {
     rmSync(file, { force: true });
@@ -92,7 +101,11 @@ describe('Kubernetes manifests (deploy/kubernetes)', () => {
       ['pgbridge-apply-a-b', ['dist/services/apply/main.js', '--direction', 'a-b'], 2],
       ['pgbridge-apply-b-a', ['dist/services/apply/main.js', '--direction', 'b-a'], 2],
     ];
-    expect(byKind('Deployment').map((d) => d.metadata.name).sort()).toEqual(services.map(([n]) => n).sort());
+    expect(
+      byKind('Deployment')
+        .map((d) => d.metadata.name)
+        .sort(),
+    ).toEqual(services.map(([n]) => n).sort());
     for (const [name, args, replicas] of services) {
       const d = named('Deployment', name);
       // The apply Deployments run an active instance and a standby.
@@ -113,14 +126,16 @@ describe('Kubernetes manifests (deploy/kubernetes)', () => {
       const volume = pod.volumes.find((v: Obj) => v.name === mount.name);
       expect(volume.configMap.name).toBe('pgbridge-config');
       expect(named('ConfigMap', 'pgbridge-config').data[basename(flag('--config'))]).toBeDefined();
-      expect(d.spec.selector.matchLabels).toEqual(Object.fromEntries(Object.entries(d.spec.template.metadata.labels).filter(([k]) => k in d.spec.selector.matchLabels)));
+      expect(d.spec.selector.matchLabels).toEqual(
+        Object.fromEntries(Object.entries(d.spec.template.metadata.labels).filter(([k]) => k in d.spec.selector.matchLabels)),
+      );
     }
     // No two Deployments select the same pods.
     const selectors = byKind('Deployment').map((d) => JSON.stringify(d.spec.selector.matchLabels));
     expect(new Set(selectors).size).toBe(selectors.length);
   });
 
-  it('the ConfigMap\'s pipeline parses, with every password from the Secret, and serves metrics on the pod address', () => {
+  it("the ConfigMap's pipeline parses, with every password from the Secret, and serves metrics on the pod address", () => {
     const secret = named('Secret', 'pgbridge-secrets').stringData as Record<string, string>;
     const text = named('ConfigMap', 'pgbridge-config').data['pipeline.yaml'] as string;
     const cfg = parseConfig(parse(text), 'deploy/kubernetes/config.yaml', secret);

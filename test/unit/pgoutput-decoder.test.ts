@@ -68,11 +68,23 @@ const PG_EPOCH_US = 946_684_800_000_000n;
 /** Relation 16384 public.accounts (id int4 key, name text, note varchar(20)), replica identity default. */
 function accountsRelation(oid = 16384, ri = 'd'): Buffer {
   return new Msg('R')
-    .int32(oid).string('public').string('accounts').byte(ri).int16(3)
-    .byte(1).string('id').int32(23).int32(-1)
-    .byte(0).string('name').int32(25).int32(-1)
-    .byte(0).string('note').int32(1043).int32(24)
-    .buffer;
+    .int32(oid)
+    .string('public')
+    .string('accounts')
+    .byte(ri)
+    .int16(3)
+    .byte(1)
+    .string('id')
+    .int32(23)
+    .int32(-1)
+    .byte(0)
+    .string('name')
+    .int32(25)
+    .int32(-1)
+    .byte(0)
+    .string('note')
+    .int32(1043)
+    .int32(24).buffer;
 }
 
 function decoderWithAccounts(): PgoutputDecoder {
@@ -89,7 +101,15 @@ function as<T extends PgoutputMessage['tag']>(m: PgoutputMessage, tag: T): Extra
 describe('pgoutput decoder (protocol version 1 messages built by hand)', () => {
   it('Begin: final LSN, commit time moved to the Unix epoch, xid as unsigned 32-bit', () => {
     const commitUnixUs = 1_764_489_600_123_456n; // 2025-11-30 08:00:00.123456 UTC
-    const m = as(new PgoutputDecoder().decode(new Msg('B').int64(0x1_6B37_48n).int64(commitUnixUs - PG_EPOCH_US).int32(0xfffffffe).buffer), 'begin');
+    const m = as(
+      new PgoutputDecoder().decode(
+        new Msg('B')
+          .int64(0x1_6b37_48n)
+          .int64(commitUnixUs - PG_EPOCH_US)
+          .int32(0xfffffffe).buffer,
+      ),
+      'begin',
+    );
     expect(formatLsn(m.finalLsn)).toBe('0/16B3748');
     expect(m.commitTimeUs).toBe(commitUnixUs);
     expect(m.xid).toBe(4_294_967_294);
@@ -108,14 +128,17 @@ describe('pgoutput decoder (protocol version 1 messages built by hand)', () => {
   });
 
   it('Origin: the origin LSN and the replication origin name (what loop prevention reads)', () => {
-    const m = as(new PgoutputDecoder().decode(new Msg('O').int64(0xABCn).string('cdc_p_b').buffer), 'origin');
-    expect(m).toEqual({ tag: 'origin', originLsn: 0xABCn, name: 'cdc_p_b' });
+    const m = as(new PgoutputDecoder().decode(new Msg('O').int64(0xabcn).string('cdc_p_b').buffer), 'origin');
+    expect(m).toEqual({ tag: 'origin', originLsn: 0xabcn, name: 'cdc_p_b' });
   });
 
   it('Relation: names, key flags, type OIDs and typmods in column order', () => {
     const m = as(new PgoutputDecoder().decode(accountsRelation()), 'relation');
     expect(m.relation).toEqual({
-      oid: 16384, schema: 'public', table: 'accounts', replicaIdentity: 'default',
+      oid: 16384,
+      schema: 'public',
+      table: 'accounts',
+      replicaIdentity: 'default',
       columns: [
         { name: 'id', key: true, typeOid: 23, typeMod: -1 },
         { name: 'name', key: false, typeOid: 25, typeMod: -1 },
@@ -129,7 +152,12 @@ describe('pgoutput decoder (protocol version 1 messages built by hand)', () => {
     for (const [code, name] of Object.entries(ids)) {
       expect(as(new PgoutputDecoder().decode(accountsRelation(1, code)), 'relation').relation.replicaIdentity).toBe(name);
     }
-    const m = as(new PgoutputDecoder().decode(new Msg('R').int32(7).string('Schéma').string('tab "x"').byte('d').int16(1).byte(1).string('ключ').int32(20).int32(-1).buffer), 'relation');
+    const m = as(
+      new PgoutputDecoder().decode(
+        new Msg('R').int32(7).string('Schéma').string('tab "x"').byte('d').int16(1).byte(1).string('ключ').int32(20).int32(-1).buffer,
+      ),
+      'relation',
+    );
     expect(m.relation.schema).toBe('Schéma');
     expect(m.relation.table).toBe('tab "x"');
     expect(m.relation.columns[0]!.name).toBe('ключ');
@@ -171,14 +199,19 @@ describe('pgoutput decoder (protocol version 1 messages built by hand)', () => {
   });
 
   it('Update with an O (whole old row, REPLICA IDENTITY FULL) tuple', () => {
-    const m = as(decoderWithAccounts().decode(new Msg('U').int32(16384).byte('O').tuple(['1', 'old', 'o']).byte('N').tuple(['1', 'new', 'o']).buffer), 'update');
+    const m = as(
+      decoderWithAccounts().decode(new Msg('U').int32(16384).byte('O').tuple(['1', 'old', 'o']).byte('N').tuple(['1', 'new', 'o']).buffer),
+      'update',
+    );
     expect(m.oldIsKeyOnly).toBe(false);
     expect(m.oldTuple).toEqual(['1', 'old', 'o']);
     expect(m.newTuple).toEqual(['1', 'new', 'o']);
   });
 
   it('Update: anything but N after the old tuple is refused', () => {
-    expect(() => decoderWithAccounts().decode(new Msg('U').int32(16384).byte('K').tuple(['1', null, null]).byte('X').tuple(['1', null, null]).buffer)).toThrow(/expected N, got X/);
+    expect(() => decoderWithAccounts().decode(new Msg('U').int32(16384).byte('K').tuple(['1', null, null]).byte('X').tuple(['1', null, null]).buffer)).toThrow(
+      /expected N, got X/,
+    );
   });
 
   it('Delete: K (key) and O (whole row) old tuples', () => {
@@ -214,7 +247,22 @@ describe('pgoutput decoder (protocol version 1 messages built by hand)', () => {
 
   it('a newer Relation message for the same OID replaces the old shape (ALTER TABLE)', () => {
     const d = decoderWithAccounts();
-    d.decode(new Msg('R').int32(16384).string('public').string('accounts').byte('d').int16(2).byte(1).string('id').int32(23).int32(-1).byte(0).string('added').int32(16).int32(-1).buffer);
+    d.decode(
+      new Msg('R')
+        .int32(16384)
+        .string('public')
+        .string('accounts')
+        .byte('d')
+        .int16(2)
+        .byte(1)
+        .string('id')
+        .int32(23)
+        .int32(-1)
+        .byte(0)
+        .string('added')
+        .int32(16)
+        .int32(-1).buffer,
+    );
     const m = as(d.decode(new Msg('I').int32(16384).byte('N').tuple(['1', 't']).buffer), 'insert');
     expect(m.relation.columns.map((c) => c.name)).toEqual(['id', 'added']);
   });
@@ -222,7 +270,13 @@ describe('pgoutput decoder (protocol version 1 messages built by hand)', () => {
   it('refuses, naming the problem: a change before its Relation, an unknown tag, binary values, an unterminated string', () => {
     expect(() => new PgoutputDecoder().decode(new Msg('I').int32(555).byte('N').tuple(['1']).buffer)).toThrow(/relation 555 before its Relation message/);
     expect(() => new PgoutputDecoder().decode(new Msg('Z').buffer)).toThrow(/unknown pgoutput message tag "Z"/);
-    const binary = new Msg('I').int32(16384).byte('N').int16(1).byte('b').int32(1).bytes(Buffer.from([1])).buffer;
+    const binary = new Msg('I')
+      .int32(16384)
+      .byte('N')
+      .int16(1)
+      .byte('b')
+      .int32(1)
+      .bytes(Buffer.from([1])).buffer;
     expect(() => decoderWithAccounts().decode(binary)).toThrow(/unsupported value kind "b"/);
     expect(() => new PgoutputDecoder().decode(new Msg('O').int64(1n).bytes(Buffer.from('no-nul')).buffer)).toThrow(/unterminated string/);
   });

@@ -4,7 +4,13 @@ import { evaluateTableSettings, filterColumns, type SettingsTableFacts } from '.
 import type { Finding } from '../../services/cli/precheck/index.js';
 
 const base = { pipeline: 'p', clusters: { a: {}, b: {} }, kafka: { brokers: ['k:9092'] }, registry: { url: 'http://r:8081' } };
-const table = (over: Partial<SettingsTableFacts> = {}): SettingsTableFacts => ({ exists: true, columns: ['id', 'region', 'note', 'len'], generated: ['len'], identity: ['id'], ...over });
+const table = (over: Partial<SettingsTableFacts> = {}): SettingsTableFacts => ({
+  exists: true,
+  columns: ['id', 'region', 'note', 'len'],
+  generated: ['len'],
+  identity: ['id'],
+  ...over,
+});
 
 function findings(tables: Record<string, unknown>, a: Record<string, SettingsTableFacts>, b: Record<string, SettingsTableFacts> = a): Finding[] {
   const cfg = parseConfig({ ...base, selection: { schemas: ['app'], tables } });
@@ -15,7 +21,11 @@ function findings(tables: Record<string, unknown>, a: Record<string, SettingsTab
 
 describe('precheck: selection.tables', () => {
   it('reads the columns of a row filter, not words in its string literals', () => {
-    expect(filterColumns(`region = 'eu' AND "Note" IS NOT NULL AND lower(note) <> 'region'`, ['id', 'region', 'note', 'Note'])).toEqual(['region', 'note', 'Note']);
+    expect(filterColumns(`region = 'eu' AND "Note" IS NOT NULL AND lower(note) <> 'region'`, ['id', 'region', 'note', 'Note'])).toEqual([
+      'region',
+      'note',
+      'Note',
+    ]);
   });
 
   it('settings that fit give one ok line', () => {
@@ -42,7 +52,9 @@ describe('precheck: selection.tables', () => {
       ['error', 'b', 'selection.tables.app.t.columns leaves out id of the replica identity of app.t on cluster b'],
       ['error', 'b', 'selection.tables.app.t.where (b-a) reads region, outside the replica identity of app.t on cluster b'],
     ]);
-    expect(f.at(-1)!.fix).toBe('on b: CREATE UNIQUE INDEX ON "app"."t" (<key columns>, region); ALTER TABLE "app"."t" REPLICA IDENTITY USING INDEX <that index>;');
+    expect(f.at(-1)!.fix).toBe(
+      'on b: CREATE UNIQUE INDEX ON "app"."t" (<key columns>, region); ALTER TABLE "app"."t" REPLICA IDENTITY USING INDEX <that index>;',
+    );
   });
 
   it('a filter or list outside the replica identity is fine when only inserts replicate, and REPLICA IDENTITY FULL covers every filter', () => {
@@ -50,8 +62,14 @@ describe('precheck: selection.tables', () => {
     expect(findings({ 'app.t': { where: "region = 'eu'" } }, { 'app.t': table({ identity: 'full' }) }).map((x) => x.level)).toEqual(['ok']);
     const full = findings({ 'app.t': { columns: { exclude: ['note'] } } }, { 'app.t': table({ identity: 'full' }) });
     expect(full.map((x) => [x.level, x.fix])).toEqual([
-      ['error', 'give app.t a primary key (or REPLICA IDENTITY USING INDEX) without the excluded columns, or replicate only inserts (selection.tables.app.t.operations)'],
-      ['error', 'give app.t a primary key (or REPLICA IDENTITY USING INDEX) without the excluded columns, or replicate only inserts (selection.tables.app.t.operations)'],
+      [
+        'error',
+        'give app.t a primary key (or REPLICA IDENTITY USING INDEX) without the excluded columns, or replicate only inserts (selection.tables.app.t.operations)',
+      ],
+      [
+        'error',
+        'give app.t a primary key (or REPLICA IDENTITY USING INDEX) without the excluded columns, or replicate only inserts (selection.tables.app.t.operations)',
+      ],
     ]);
   });
 });

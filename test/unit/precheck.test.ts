@@ -72,10 +72,21 @@ function cluster(name: 'a' | 'b', over: Partial<ReachableClusterFacts> = {}): Re
   };
 }
 
-const kafkaOk: KafkaFacts = { reachable: true, brokers: 'k:9092', brokerCount: 1, transactionStateLogReplicationFactor: 1, transactionStateLogMinIsr: 1, topics: [] };
+const kafkaOk: KafkaFacts = {
+  reachable: true,
+  brokers: 'k:9092',
+  brokerCount: 1,
+  transactionStateLogReplicationFactor: 1,
+  transactionStateLogMinIsr: 1,
+  topics: [],
+};
 
 function facts(over: { a?: Partial<ReachableClusterFacts>; b?: Partial<ReachableClusterFacts>; kafka?: KafkaFacts } = {}): PrecheckFacts {
-  return { clusters: { a: cluster('a', over.a), b: cluster('b', over.b) }, kafka: over.kafka ?? kafkaOk, registry: { url: 'http://r:8081/subjects', status: 200 } };
+  return {
+    clusters: { a: cluster('a', over.a), b: cluster('b', over.b) },
+    kafka: over.kafka ?? kafkaOk,
+    registry: { url: 'http://r:8081/subjects', status: 200 },
+  };
 }
 
 const problems = (fs: Finding[]): Finding[] => fs.filter((f) => f.level !== 'ok');
@@ -133,7 +144,14 @@ describe('precheck evaluation', () => {
   });
 
   it('replication origins: warning under auto, error under replication-origin, nothing under message', () => {
-    const role = { superuser: false, replication: true, originSessionSetup: false, originXactSetup: true, setSessionReplicationRole: true, createOnDatabase: true };
+    const role = {
+      superuser: false,
+      replication: true,
+      originSessionSetup: false,
+      originXactSetup: true,
+      setSessionReplicationRole: true,
+      createOnDatabase: true,
+    };
     const f = { a: { role, publicationExists: true } };
     const auto = problems(evaluateFacts(config({ selection: { schemas: ['app'], include: ['app.t'] } }), facts(f)));
     expect(auto.map((x) => [x.check, x.level])).toEqual([['privileges', 'warning']]);
@@ -145,7 +163,14 @@ describe('precheck evaluation', () => {
   });
 
   it('DDL triggers: a missing one a non-superuser cannot create is an error when it would record or reject, nothing when it would only warn', () => {
-    const role = { superuser: false, replication: true, originSessionSetup: true, originXactSetup: true, setSessionReplicationRole: true, createOnDatabase: true };
+    const role = {
+      superuser: false,
+      replication: true,
+      originSessionSetup: true,
+      originXactSetup: true,
+      setSessionReplicationRole: true,
+      createOnDatabase: true,
+    };
     const f = { a: { role, publicationExists: true, ddlTriggerExists: false }, b: { role, publicationExists: true, ddlTriggerExists: false } };
     const sel = { selection: { schemas: ['app'], include: ['app.t'] } };
     const rec = problems(evaluateFacts(config(sel), facts(f)));
@@ -163,7 +188,12 @@ describe('precheck evaluation', () => {
       evaluateFacts(
         config(),
         facts({
-          a: { tables: [table({ table: 'n', replicaIdentity: 'nothing' }), table({ table: 'i', hasPrimaryKey: false, replicaIdentity: 'index', replicaIdentityIndexOk: false })] },
+          a: {
+            tables: [
+              table({ table: 'n', replicaIdentity: 'nothing' }),
+              table({ table: 'i', hasPrimaryKey: false, replicaIdentity: 'index', replicaIdentityIndexOk: false }),
+            ],
+          },
           b: { tables: [table({ table: 'n' }), table({ table: 'i', hasPrimaryKey: false, replicaIdentity: 'full' })] },
         }),
       ),
@@ -203,7 +233,15 @@ describe('precheck evaluation', () => {
 
   it('Kafka topics: an existing topic with extra partitions breaks total order and is an error', () => {
     // The config itself accepts only one partition (shared/config.ts), so more is always an error here.
-    const topic = { name: 'p.a.to.b', exists: true as const, partitions: 3, replicationFactor: 1, cleanupPolicy: 'delete', retentionMs: -1, retentionBytes: -1 };
+    const topic = {
+      name: 'p.a.to.b',
+      exists: true as const,
+      partitions: 3,
+      replicationFactor: 1,
+      cleanupPolicy: 'delete',
+      retentionMs: -1,
+      retentionBytes: -1,
+    };
     const more = problems(evaluateFacts(config(), facts({ kafka: { ...kafkaOk, topics: [topic] } })));
     expect(more.map((x) => [x.check, x.level, x.object])).toEqual([['kafka_topics', 'error', 'p.a.to.b']]);
   });
@@ -232,16 +270,26 @@ describe('precheck evaluation', () => {
     const plain = config({ kafka: { brokers: ['k:9092'] }, registry: { url: 'http://r:8081', username: 'u', password: 'pw' } });
     const f = facts({ a: { tls: 'TLSv1.3' }, b: { tls: null } });
     const enc = evaluateFacts(plain, f).filter((x) => x.check === 'encryption');
-    expect(enc.map((x) => [x.cluster, x.level])).toEqual([['a', 'ok'], ['b', 'warning'], ['kafka', 'warning'], ['registry', 'warning']]);
+    expect(enc.map((x) => [x.cluster, x.level])).toEqual([
+      ['a', 'ok'],
+      ['b', 'warning'],
+      ['kafka', 'warning'],
+      ['registry', 'warning'],
+    ]);
     expect(enc[0]!.message).toContain('encrypted (TLSv1.3, sslMode disable');
     expect(enc[1]!.fix).toContain('clusters.b.sslMode');
     expect(enc[2]!.message).toContain('PLAINTEXT, not encrypted');
     expect(enc[3]!.message).toBe('schema registry at http://r:8081: HTTP, not encrypted, basic auth as u');
     const secure = config({ kafka: { brokers: ['k:9092'], ssl: { caFile: 'ca.pem' }, sasl: { mechanism: 'scram-sha-512', username: 'svc', password: 'x' } } });
     const k = evaluateFacts(secure, facts()).filter((x) => x.check === 'encryption' && x.cluster !== 'a' && x.cluster !== 'b');
-    expect(k.map((x) => [x.level, x.message])).toEqual([['ok', 'Kafka at k:9092: SASL_SSL (SCRAM-SHA-512 as svc)'], ['ok', 'schema registry at https://r:8081: HTTPS']]);
+    expect(k.map((x) => [x.level, x.message])).toEqual([
+      ['ok', 'Kafka at k:9092: SASL_SSL (SCRAM-SHA-512 as svc)'],
+      ['ok', 'schema registry at https://r:8081: HTTPS'],
+    ]);
     const local = config({ clusters: { a: { host: '127.0.0.1' }, b: { host: 'localhost' } } });
-    const l = evaluateFacts(local, facts({ a: { host: '127.0.0.1', tls: null }, b: { host: 'localhost', tls: null } })).filter((x) => x.check === 'encryption' && x.cluster !== 'kafka' && x.cluster !== 'registry');
+    const l = evaluateFacts(local, facts({ a: { host: '127.0.0.1', tls: null }, b: { host: 'localhost', tls: null } })).filter(
+      (x) => x.check === 'encryption' && x.cluster !== 'kafka' && x.cluster !== 'registry',
+    );
     expect(l.map((x) => x.level)).toEqual(['ok', 'ok']);
   });
 });
@@ -299,7 +347,10 @@ describe('sequencesOverlap', () => {
     // DDL replication (ddl.forward: replicate by default) would carry a's ALTER SEQUENCE to b.
     expect(w[0]!.message).toContain('pgbridge setup --split-sequences');
     expect(w[0]!.message).toContain("by hand, run each ALTER after SET session_replication_role = replica, or DDL replication carries a's to b");
-    const off = evaluateFacts(config({ ddl: { forward: 'off' } }), facts({ a: { tables: [table({ sequences: [a] })] }, b: { tables: [table({ sequences: [b] })] } }));
+    const off = evaluateFacts(
+      config({ ddl: { forward: 'off' } }),
+      facts({ a: { tables: [table({ sequences: [a] })] }, b: { tables: [table({ sequences: [b] })] } }),
+    );
     expect(off.find((f) => f.check === 'sequences' && f.level === 'warning')!.message).not.toContain('session_replication_role');
     expect(sequencesOverlap(seq(57n, 2n), seq(58n, 2n))).toBe(false);
   });

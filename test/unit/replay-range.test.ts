@@ -26,7 +26,11 @@ describe('replay range', () => {
     expect(r).toMatchObject({ id: 'replay-x', mode: 'replay', until: 100n, lsn: '0/10', sinceUs: 5000n });
     expect([...r.tables!]).toEqual(['s.t']);
     expect(replayRangeOf({ ...row, replay_until: null })).toBeNull();
-    expect(replayRangeOf({ ...row, replay_tables: null, replay_since_us: null, replay_mode: 'rebuild' })).toMatchObject({ tables: null, sinceUs: null, mode: 'rebuild' });
+    expect(replayRangeOf({ ...row, replay_tables: null, replay_since_us: null, replay_mode: 'rebuild' })).toMatchObject({
+      tables: null,
+      sinceUs: null,
+      mode: 'rebuild',
+    });
   });
 
   it('covers the offsets below its end only', () => {

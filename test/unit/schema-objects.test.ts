@@ -12,7 +12,13 @@ import { classifyExtensions, type DestinationExtension, type NeededExtension } f
 import { parseConfig } from '../../shared/config.js';
 
 const need = (name: string, schema = 'public'): NeededExtension => ({ name, schema, version: '1.6', direct: true });
-const dest = (name: string, over: Partial<DestinationExtension> = {}): DestinationExtension => ({ name, installed: null, available: '1.6', trusted: true, ...over });
+const dest = (name: string, over: Partial<DestinationExtension> = {}): DestinationExtension => ({
+  name,
+  installed: null,
+  available: '1.6',
+  trusted: true,
+  ...over,
+});
 const superuser = { name: 'sync', superuser: true, createOnDatabase: true };
 const plain = { name: 'sync', superuser: false, createOnDatabase: true };
 
@@ -40,11 +46,19 @@ describe('extensions the selected objects use', () => {
     expect(r.problems[2]!.fix).toBe('as a superuser on b: CREATE EXTENSION IF NOT EXISTS "plv8" WITH SCHEMA "public";');
     // A superuser creates an untrusted one itself; without CREATE on the database even a trusted one needs help.
     expect(classifyExtensions([need('plv8')], [dest('plv8', { trusted: false })], superuser, 'b').create).toHaveLength(1);
-    expect(classifyExtensions([need('hstore')], [dest('hstore')], { ...plain, createOnDatabase: false }, 'b').problems[0]!.message).toContain('no CREATE privilege on the database');
+    expect(classifyExtensions([need('hstore')], [dest('hstore')], { ...plain, createOnDatabase: false }, 'b').problems[0]!.message).toContain(
+      'no CREATE privilege on the database',
+    );
   });
 
   it('precheck: an error per extension that cannot be had, else one ok line', () => {
-    const cfg = parseConfig({ pipeline: 'p', clusters: { a: { host: 'ha' }, b: { host: 'hb' } }, kafka: { brokers: ['k:9092'] }, registry: { url: 'http://r:8081' }, selection: { schemas: ['app'] } });
+    const cfg = parseConfig({
+      pipeline: 'p',
+      clusters: { a: { host: 'ha' }, b: { host: 'hb' } },
+      kafka: { brokers: ['k:9092'] },
+      registry: { url: 'http://r:8081' },
+      selection: { schemas: ['app'] },
+    });
     const run = (needed: NeededExtension[], destination: DestinationExtension[]): Finding[] => {
       const out: Finding[] = [];
       evaluateExtensions(cfg, { needed, destination, role: superuser }, (f) => out.push(f));
@@ -52,7 +66,9 @@ describe('extensions the selected objects use', () => {
     };
     const missing = run([need('hstore')], [dest('hstore', { available: null })]);
     expect(missing.map((f) => [f.level, f.check, f.object])).toEqual([['error', 'extensions', 'hstore']]);
-    expect(run([need('hstore')], [dest('hstore')]).map((f) => [f.level, f.message])).toEqual([['ok', 'extensions the selected objects use: created on b by the schema step of sync: hstore (schema public)']]);
+    expect(run([need('hstore')], [dest('hstore')]).map((f) => [f.level, f.message])).toEqual([
+      ['ok', 'extensions the selected objects use: created on b by the schema step of sync: hstore (schema public)'],
+    ]);
     expect(run([], []).map((f) => f.message)).toEqual(['the selected objects use no extension']);
   });
 });

@@ -13,10 +13,23 @@ describe('stack settings', () => {
   });
 
   it('moves every port from the environment', () => {
-    const s = stackSettings({ PGBRIDGE_PG_A_PORT: '6001', PGBRIDGE_PG_B_PORT: '6002', PGBRIDGE_KAFKA_PORT: '6003', PGBRIDGE_REGISTRY_PORT: '6005', PGBRIDGE_STACK_DIR: '/tmp/st', PGBRIDGE_CACHE_DIR: '/tmp/c' }, '/proj');
+    const s = stackSettings(
+      {
+        PGBRIDGE_PG_A_PORT: '6001',
+        PGBRIDGE_PG_B_PORT: '6002',
+        PGBRIDGE_KAFKA_PORT: '6003',
+        PGBRIDGE_REGISTRY_PORT: '6005',
+        PGBRIDGE_STACK_DIR: '/tmp/st',
+        PGBRIDGE_CACHE_DIR: '/tmp/c',
+      },
+      '/proj',
+    );
     expect(s.kafkaControllerPort).toBe(6004);
     expect(endpointsOf(s)).toEqual({
-      pg: { a: { cluster: 'a', host: '127.0.0.1', port: 6001, user: 'postgres', database: 'postgres' }, b: { cluster: 'b', host: '127.0.0.1', port: 6002, user: 'postgres', database: 'postgres' } },
+      pg: {
+        a: { cluster: 'a', host: '127.0.0.1', port: 6001, user: 'postgres', database: 'postgres' },
+        b: { cluster: 'b', host: '127.0.0.1', port: 6002, user: 'postgres', database: 'postgres' },
+      },
       kafkaBrokers: ['127.0.0.1:6003'],
       registryUrl: 'http://127.0.0.1:6005/apis/ccompat/v7',
     });
@@ -56,7 +69,9 @@ describe('stack settings', () => {
     expect(postgresConf(d.pg.a)).not.toMatch(/ssl/);
     expect(kafkaServerProperties(d, '/data')).not.toMatch(/SASL|ssl\./);
     const s = stackSettings({ HOME: '/home/u', PGBRIDGE_STACK_SECURE: '1' }, '/proj');
-    expect([s.pg.a.port, s.pg.b.port, s.kafkaPort, s.kafkaControllerPort, s.kafkaInternalPort, s.registryPort]).toEqual([15532, 15533, 19192, 19193, 19194, 18181]);
+    expect([s.pg.a.port, s.pg.b.port, s.kafkaPort, s.kafkaControllerPort, s.kafkaInternalPort, s.registryPort]).toEqual([
+      15532, 15533, 19192, 19193, 19194, 18181,
+    ]);
     expect(s.stateDir).toBe('/proj/.stack-secure');
     expect(postgresConf(s.pg.a, true)).toMatch(/^ssl = on$/m);
     expect(SECURE_PG_HBA).toMatch(/^hostssl all all 127\.0\.0\.1\/32 cert$/m);

@@ -69,7 +69,13 @@ function fake(handlers: Partial<WalHandlers> = {}): Fake {
 
 describe('WalStreamQuery', () => {
   it('hands on XLogData and keepalives whole with bigint LSNs, however the socket splits them', async () => {
-    const all = Buffer.concat([COPY_BOTH, xlog(0x1_0000_0010n, 'first'), keepalive(0xffff_ffff_0000_0001n, true), xlog(0x2_0000_0000n, 'x'.repeat(300)), keepalive(5n, false)]);
+    const all = Buffer.concat([
+      COPY_BOTH,
+      xlog(0x1_0000_0010n, 'first'),
+      keepalive(0xffff_ffff_0000_0001n, true),
+      xlog(0x2_0000_0000n, 'x'.repeat(300)),
+      keepalive(5n, false),
+    ]);
     for (const size of [1, 3, 7, 64, all.length]) {
       const f = fake();
       expect(f.sql).toEqual(['START_REPLICATION …']);
@@ -160,7 +166,7 @@ describe('WalStreamQuery', () => {
     expect(f.q.sendStatus(1n)).toBe(false);
   });
 
-  it('gives the socket back to pg at the server\'s CopyDone', async () => {
+  it("gives the socket back to pg at the server's CopyDone", async () => {
     const f = fake();
     const tail = Buffer.concat([msg('c', Buffer.alloc(0)), msg('C', Buffer.from('START_STREAMING\0')), msg('Z', Buffer.from('I'))]);
     f.socket.push(Buffer.concat([COPY_BOTH, xlog(7n, 'z'), tail]));

@@ -29,7 +29,8 @@ const CLUSTER_RULES: readonly ClusterRule[] = [
   checkReplicaIdentity,
 ];
 
-const CLUSTER_CHECKS_SKIPPED = 'wal_level, wal_sender_timeout, replication slots, wal senders, privileges, schemas, replica identity, track_commit_timestamp, and the table, structure and sequence comparisons with the other cluster';
+const CLUSTER_CHECKS_SKIPPED =
+  'wal_level, wal_sender_timeout, replication slots, wal senders, privileges, schemas, replica identity, track_commit_timestamp, and the table, structure and sequence comparisons with the other cluster';
 
 /** Pure: turns gathered facts into findings, every one of them, in CHECKS order per system. */
 export function evaluateFacts(cfg: PipelineConfig, facts: PrecheckFacts, opts: Pick<PrecheckOptions, 'existingTables'> = {}): Finding[] {
@@ -76,7 +77,13 @@ function checkConnections(cfg: PipelineConfig, facts: PrecheckFacts, add: AddFin
       continue;
     }
     reachable.push(c);
-    add({ level: 'ok', check: 'connection', cluster: name, object: `${c.host}:${c.port}`, message: `cluster ${at(c)}: connected to ${c.database} as ${c.user} (PostgreSQL ${c.serverVersion})` });
+    add({
+      level: 'ok',
+      check: 'connection',
+      cluster: name,
+      object: `${c.host}:${c.port}`,
+      message: `cluster ${at(c)}: connected to ${c.database} as ${c.user} (PostgreSQL ${c.serverVersion})`,
+    });
   }
   return reachable;
 }

@@ -7,7 +7,14 @@
 import type { PipelineConfig } from '../../../shared/config.js';
 import { errorMessage } from '../../../shared/errors.js';
 import { withClient } from '../../../shared/pg.js';
-import { classifyExtensions, destinationExtensions, extensionRole, planSchema, type DestinationExtension, type NeededExtension } from '../../snapshot/schema-objects.js';
+import {
+  classifyExtensions,
+  destinationExtensions,
+  extensionRole,
+  planSchema,
+  type DestinationExtension,
+  type NeededExtension,
+} from '../../snapshot/schema-objects.js';
 import type { Finding } from './findings.js';
 import { selectedTables } from '../setup.js';
 
@@ -22,10 +29,17 @@ export interface ExtensionFacts {
 export async function gatherExtensions(cfg: PipelineConfig): Promise<ExtensionFacts> {
   const fwd = cfg.directions[0];
   try {
-    const needed = await withClient(cfg.clusters[fwd.from]!, 'pgbridge-precheck', async (c) => (await planSchema(c, cfg, await selectedTables(c, cfg))).extensions);
+    const needed = await withClient(
+      cfg.clusters[fwd.from]!,
+      'pgbridge-precheck',
+      async (c) => (await planSchema(c, cfg, await selectedTables(c, cfg))).extensions,
+    );
     return await withClient(cfg.clusters[fwd.to]!, 'pgbridge-precheck', async (c) => ({
       needed,
-      destination: await destinationExtensions(c, needed.map((e) => e.name)),
+      destination: await destinationExtensions(
+        c,
+        needed.map((e) => e.name),
+      ),
       role: await extensionRole(c),
     }));
   } catch (err) {
@@ -47,6 +61,11 @@ export function evaluateExtensions(cfg: PipelineConfig, f: ExtensionFacts, add: 
       present.length ? `on ${to} already: ${present.map((e) => e.name).join(', ')}` : '',
       create.length ? `created on ${to} by the schema step of sync: ${create.map((e) => `${e.name} (schema ${e.schema})`).join(', ')}` : '',
     ].filter(Boolean);
-    add({ level: 'ok', check: 'extensions', cluster: to, message: f.needed.length ? `extensions the selected objects use: ${parts.join('; ')}` : 'the selected objects use no extension' });
+    add({
+      level: 'ok',
+      check: 'extensions',
+      cluster: to,
+      message: f.needed.length ? `extensions the selected objects use: ${parts.join('; ')}` : 'the selected objects use no extension',
+    });
   }
 }

@@ -55,7 +55,11 @@ export async function gatherKafka(cfg: PipelineConfig, log: Logger, timeoutMs: n
     const first = brokerIds[0];
     if (first !== undefined) {
       try {
-        const r = await withTimeout(admin.describeConfigs('broker', [String(first)], ['transaction.state.log.replication.factor', 'transaction.state.log.min.isr']), timeoutMs, 'describeConfigs');
+        const r = await withTimeout(
+          admin.describeConfigs('broker', [String(first)], ['transaction.state.log.replication.factor', 'transaction.state.log.min.isr']),
+          timeoutMs,
+          'describeConfigs',
+        );
         const c = r.get(String(first));
         const rf = c?.get('transaction.state.log.replication.factor');
         const isr = c?.get('transaction.state.log.min.isr');
@@ -73,7 +77,13 @@ export async function gatherKafka(cfg: PipelineConfig, log: Logger, timeoutMs: n
       const present = names.filter((t) => existing.has(t));
       const meta = new Map<string, { partition: number; replicas: number }[]>();
       for (const t of present) meta.set(t, await withTimeout(admin.topicPartitions(t), timeoutMs, 'metadata'));
-      const conf = present.length ? await withTimeout(admin.describeConfigs('topic', present, ['cleanup.policy', 'retention.ms', 'retention.bytes', 'max.message.bytes']), timeoutMs, 'describeConfigs') : new Map<string, Map<string, string | null>>();
+      const conf = present.length
+        ? await withTimeout(
+            admin.describeConfigs('topic', present, ['cleanup.policy', 'retention.ms', 'retention.bytes', 'max.message.bytes']),
+            timeoutMs,
+            'describeConfigs',
+          )
+        : new Map<string, Map<string, string | null>>();
       topics = names.map((name): TopicFacts => {
         if (!existing.has(name)) return { name, exists: false };
         const m = meta.get(name) ?? [];

@@ -72,8 +72,7 @@ async function gatherCluster(cfg: PipelineConfig, c: ClusterConfig, countRows: b
       // SET privilege on a superuser-only parameter exists from PostgreSQL 15 (GRANT SET ON PARAMETER).
       const srr =
         superuser ||
-        (versionNum >= 150000 &&
-          bool((await client.query<Row>(`SELECT has_parameter_privilege('session_replication_role', 'SET') AS ok`)).rows[0]!.ok));
+        (versionNum >= 150000 && bool((await client.query<Row>(`SELECT has_parameter_privilege('session_replication_role', 'SET') AS ok`)).rows[0]!.ok));
       const schemas = (
         await client.query<Row>(
           `SELECT nspname AS name, has_schema_privilege(oid, 'USAGE') AS usage FROM pg_namespace WHERE nspname = ANY($1::text[]) ORDER BY 1`,

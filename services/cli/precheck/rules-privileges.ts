@@ -22,15 +22,28 @@ export function checkPrivileges(cfg: PipelineConfig, c: ReachableClusterFacts, a
     add({ check: 'privileges', cluster: name, ...f });
   };
   if (!r.superuser && !r.replication) {
-    priv({ level: 'error', object: c.user, message: `${role} has neither REPLICATION nor superuser; capture cannot create or read the replication slot ${slot}`, fix: `ALTER ROLE ${user} WITH REPLICATION;` });
+    priv({
+      level: 'error',
+      object: c.user,
+      message: `${role} has neither REPLICATION nor superuser; capture cannot create or read the replication slot ${slot}`,
+      fix: `ALTER ROLE ${user} WITH REPLICATION;`,
+    });
   }
   // With clusters.<name>.apply set, apply logs in as that role (checked under service_roles), not as user.
   const applyRole = !!cfg.clusters[name]?.roles?.apply;
   if (!applyRole && cfg.origin.method !== 'message' && !r.superuser && !(r.originSessionSetup && r.originXactSetup)) {
     const fix = `GRANT EXECUTE ON FUNCTION pg_replication_origin_session_setup(text), pg_replication_origin_xact_setup(pg_lsn, timestamptz), pg_replication_origin_create(text) TO ${user};`;
-    const origin = cfg.directions.filter((d) => d.to === name).map((d) => originName(cfg, d.from)).join(', ');
+    const origin = cfg.directions
+      .filter((d) => d.to === name)
+      .map((d) => originName(cfg, d.from))
+      .join(', ');
     if (cfg.origin.method === 'replication-origin') {
-      priv({ level: 'error', object: c.user, message: `${role} cannot use replication origins (${origin}) and origin.method is replication-origin: apply into ${name} cannot tag its writes (loop prevention, commit timestamps for last-writer-wins)`, fix });
+      priv({
+        level: 'error',
+        object: c.user,
+        message: `${role} cannot use replication origins (${origin}) and origin.method is replication-origin: apply into ${name} cannot tag its writes (loop prevention, commit timestamps for last-writer-wins)`,
+        fix,
+      });
     } else {
       priv({
         level: 'warning',
@@ -45,12 +58,18 @@ export function checkPrivileges(cfg: PipelineConfig, c: ReachableClusterFacts, a
       level: 'error',
       object: c.user,
       message: `${role} cannot SET session_replication_role = replica, which apply uses so that triggers and FK cascades do not fire twice`,
-      fix: c.serverVersionNum >= 150000 ? `GRANT SET ON PARAMETER session_replication_role TO ${user};` : `apply needs a superuser role on PostgreSQL before 15`,
+      fix:
+        c.serverVersionNum >= 150000 ? `GRANT SET ON PARAMETER session_replication_role TO ${user};` : `apply needs a superuser role on PostgreSQL before 15`,
     });
   }
   if (!r.createOnDatabase && !(c.cdcSchemaExists && c.publicationExists)) {
     const needs = [c.cdcSchemaExists ? '' : 'schema cdc', c.publicationExists ? '' : `publication ${slot}`].filter(Boolean).join(' and ');
-    priv({ level: 'error', object: c.database, message: `${role} has no CREATE on database ${c.database}; setup cannot create ${needs}`, fix: `GRANT CREATE ON DATABASE ${qi(c.database)} TO ${user};` });
+    priv({
+      level: 'error',
+      object: c.database,
+      message: `${role} has no CREATE on database ${c.database}; setup cannot create ${needs}`,
+      fix: `GRANT CREATE ON DATABASE ${qi(c.database)} TO ${user};`,
+    });
   }
   if (!c.publicationExists && !r.superuser) {
     const wholeSchemas = cfg.selection.include.length === 0 && cfg.selection.exclude.length === 0;
@@ -78,10 +97,14 @@ export function checkPrivileges(cfg: PipelineConfig, c: ReachableClusterFacts, a
     priv({
       level: 'error',
       object: `event trigger ${ddlObjectNames(cfg.pipeline).onEnd}`,
-      message: ddl === 'record'
-        ? `${role} is not superuser; setup cannot create the event trigger that records DDL on ${name} for replication (ddl.forward: replicate)`
-        : `${role} is not superuser; setup cannot create the event trigger that refuses DDL on ${name} (ddl.reverse: reject)`,
-      fix: ddl === 'record' ? 'run setup once as a superuser, or set ddl.forward: off (then make schema changes on both clusters yourself)' : 'run setup once as a superuser, or set ddl.reverse: warn',
+      message:
+        ddl === 'record'
+          ? `${role} is not superuser; setup cannot create the event trigger that records DDL on ${name} for replication (ddl.forward: replicate)`
+          : `${role} is not superuser; setup cannot create the event trigger that refuses DDL on ${name} (ddl.reverse: reject)`,
+      fix:
+        ddl === 'record'
+          ? 'run setup once as a superuser, or set ddl.forward: off (then make schema changes on both clusters yourself)'
+          : 'run setup once as a superuser, or set ddl.reverse: warn',
     });
   }
   for (const s of c.schemas.filter((x) => !x.usage)) {
@@ -100,7 +123,13 @@ export function checkPrivileges(cfg: PipelineConfig, c: ReachableClusterFacts, a
     }
   }
   if (privilegeProblems === 0) {
-    add({ level: 'ok', check: 'privileges', cluster: name, object: c.user, message: `${role} has the privileges capture and apply need${r.superuser ? ' (superuser)' : ''}` });
+    add({
+      level: 'ok',
+      check: 'privileges',
+      cluster: name,
+      object: c.user,
+      message: `${role} has the privileges capture and apply need${r.superuser ? ' (superuser)' : ''}`,
+    });
   }
 }
 
@@ -111,6 +140,14 @@ export function checkServiceRoles(_cfg: PipelineConfig, c: ReachableClusterFacts
   for (const sr of c.serviceRoles ?? []) {
     const what = `${where}: role ${sr.role} (${sr.service === 'capture' ? `capture of ${name}` : `apply into ${name}`})`;
     if (sr.missing.length === 0) add({ level: 'ok', check: 'service_roles', cluster: name, object: sr.role, message: `${what} has what ${sr.service} needs` });
-    else add({ level: 'error', check: 'service_roles', cluster: name, object: sr.role, message: `${what} lacks ${list(sr.missing)}`, fix: `pgbridge grants --cluster ${name}, run on ${name} as an administrator` });
+    else
+      add({
+        level: 'error',
+        check: 'service_roles',
+        cluster: name,
+        object: sr.role,
+        message: `${what} lacks ${list(sr.missing)}`,
+        fix: `pgbridge grants --cluster ${name}, run on ${name} as an administrator`,
+      });
   }
 }

@@ -24,7 +24,9 @@ export function checkSchemas(cfg: PipelineConfig, c: ReachableClusterFacts, add:
         cluster: name,
         object: s,
         message: `${where}: selected schema ${qi(s)} does not exist in database ${c.database}; two-way sync needs it on both clusters`,
-        fix: dest ? `CREATE SCHEMA ${qi(s)}; on ${name} (the initial schema sync ${cfg.directions[0].id} creates its tables), or remove it from selection.schemas` : `CREATE SCHEMA ${qi(s)}; on ${name} with its tables, or remove it from selection.schemas`,
+        fix: dest
+          ? `CREATE SCHEMA ${qi(s)}; on ${name} (the initial schema sync ${cfg.directions[0].id} creates its tables), or remove it from selection.schemas`
+          : `CREATE SCHEMA ${qi(s)}; on ${name} with its tables, or remove it from selection.schemas`,
       });
     }
   }
@@ -63,7 +65,14 @@ export function checkWalSenderTimeout(cfg: PipelineConfig, c: ReachableClusterFa
       message: `${where}: wal_sender_timeout is ${c.walSenderTimeoutMs} ms but capture.statusIntervalSeconds is ${cfg.capture.statusIntervalSeconds} s; the server would drop the replication connection between two status updates`,
       fix: `set capture.statusIntervalSeconds below ${c.walSenderTimeoutMs / 1000}, or ALTER SYSTEM SET wal_sender_timeout = '${Math.ceil((statusMs * 3) / 1000)}s'; SELECT pg_reload_conf();`,
     });
-  } else add({ level: 'ok', check: 'wal_sender_timeout', cluster: name, object: 'wal_sender_timeout', message: `${where}: wal_sender_timeout (${c.walSenderTimeoutMs === 0 ? 'disabled' : `${c.walSenderTimeoutMs} ms`}) is above capture.statusIntervalSeconds` });
+  } else
+    add({
+      level: 'ok',
+      check: 'wal_sender_timeout',
+      cluster: name,
+      object: 'wal_sender_timeout',
+      message: `${where}: wal_sender_timeout (${c.walSenderTimeoutMs === 0 ? 'disabled' : `${c.walSenderTimeoutMs} ms`}) is above capture.statusIntervalSeconds`,
+    });
 }
 
 /** replication_slots: the pipeline's slot exists, or one is free for it. */
@@ -82,7 +91,14 @@ export function checkReplicationSlots(cfg: PipelineConfig, c: ReachableClusterFa
       message: `${where}: max_replication_slots is ${c.maxReplicationSlots} and ${c.slotsInUse} slot(s) exist; none is free for slot ${slot}`,
       fix: `ALTER SYSTEM SET max_replication_slots = ${c.slotsInUse + 1}; ${RESTART} (or drop unused slots: SELECT slot_name, active FROM pg_replication_slots;)`,
     });
-  } else add({ level: 'ok', check: 'replication_slots', cluster: name, object: 'max_replication_slots', message: `${where}: ${c.maxReplicationSlots - c.slotsInUse} of ${c.maxReplicationSlots} replication slot(s) free for ${slot}` });
+  } else
+    add({
+      level: 'ok',
+      check: 'replication_slots',
+      cluster: name,
+      object: 'max_replication_slots',
+      message: `${where}: ${c.maxReplicationSlots - c.slotsInUse} of ${c.maxReplicationSlots} replication slot(s) free for ${slot}`,
+    });
 }
 
 /** wal_senders: a wal sender is free for capture's replication connection (its own active slot already holds one). */
@@ -99,7 +115,14 @@ export function checkWalSenders(_cfg: PipelineConfig, c: ReachableClusterFacts, 
       message: `${where}: max_wal_senders is ${c.maxWalSenders} and ${c.sendersInUse} wal sender(s) are in use; none is free for capture's replication connection`,
       fix: `ALTER SYSTEM SET max_wal_senders = ${c.sendersInUse + 1}; ${RESTART}`,
     });
-  } else add({ level: 'ok', check: 'wal_senders', cluster: name, object: 'max_wal_senders', message: `${where}: ${c.maxWalSenders - c.sendersInUse} of ${c.maxWalSenders} wal sender(s) free` });
+  } else
+    add({
+      level: 'ok',
+      check: 'wal_senders',
+      cluster: name,
+      object: 'max_wal_senders',
+      message: `${where}: ${c.maxWalSenders - c.sendersInUse} of ${c.maxWalSenders} wal sender(s) free`,
+    });
 }
 
 /** track_commit_timestamp: on wherever a last-writer-wins policy needs the destination row's commit time. */
@@ -111,7 +134,13 @@ export function checkTrackCommitTimestamp(cfg: PipelineConfig, clusters: readonl
   for (const c of clusters) {
     const where = `cluster ${at(c)}`;
     if (!global && lwwTables.length === 0) {
-      add({ level: 'ok', check: 'track_commit_timestamp', cluster: c.name, object: 'track_commit_timestamp', message: `${where}: no last-writer-wins policy, track_commit_timestamp not needed` });
+      add({
+        level: 'ok',
+        check: 'track_commit_timestamp',
+        cluster: c.name,
+        object: 'track_commit_timestamp',
+        message: `${where}: no last-writer-wins policy, track_commit_timestamp not needed`,
+      });
     } else if (!c.trackCommitTimestamp) {
       const why = global ? 'the global conflict policy is last-writer-wins' : `tables ${list(lwwTables)} use last-writer-wins`;
       add({
@@ -122,6 +151,13 @@ export function checkTrackCommitTimestamp(cfg: PipelineConfig, clusters: readonl
         message: `${where}: track_commit_timestamp is off but ${why}: apply cannot read the destination row's commit time`,
         fix: 'ALTER SYSTEM SET track_commit_timestamp = on; then restart PostgreSQL',
       });
-    } else add({ level: 'ok', check: 'track_commit_timestamp', cluster: c.name, object: 'track_commit_timestamp', message: `${where}: track_commit_timestamp = on (last-writer-wins)` });
+    } else
+      add({
+        level: 'ok',
+        check: 'track_commit_timestamp',
+        cluster: c.name,
+        object: 'track_commit_timestamp',
+        message: `${where}: track_commit_timestamp = on (last-writer-wins)`,
+      });
   }
 }

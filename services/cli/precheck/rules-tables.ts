@@ -36,17 +36,38 @@ export function checkReplicaIdentity(_cfg: PipelineConfig, c: ReachableClusterFa
       add({ level, check: 'replica_identity', cluster: name, object, message: `${where}: table ${table} ${message}`, fix });
     };
     if (t.replicaIdentity === 'nothing') {
-      problem('error', 'has REPLICA IDENTITY NOTHING: once published, its UPDATE and DELETE fail and no key reaches the other cluster', t.hasPrimaryKey ? `ALTER TABLE ${table} REPLICA IDENTITY DEFAULT;` : full);
+      problem(
+        'error',
+        'has REPLICA IDENTITY NOTHING: once published, its UPDATE and DELETE fail and no key reaches the other cluster',
+        t.hasPrimaryKey ? `ALTER TABLE ${table} REPLICA IDENTITY DEFAULT;` : full,
+      );
     } else if (t.replicaIdentity === 'index' && !t.replicaIdentityIndexOk) {
-      problem('error', 'has REPLICA IDENTITY USING INDEX but the index is gone (behaves as NOTHING)', t.hasPrimaryKey ? `ALTER TABLE ${table} REPLICA IDENTITY DEFAULT;` : full);
+      problem(
+        'error',
+        'has REPLICA IDENTITY USING INDEX but the index is gone (behaves as NOTHING)',
+        t.hasPrimaryKey ? `ALTER TABLE ${table} REPLICA IDENTITY DEFAULT;` : full,
+      );
     } else if (t.replicaIdentity === 'default' && !t.hasPrimaryKey) {
-      problem('error', 'has no primary key and no replica identity: once published, its UPDATE and DELETE fail and rows cannot be matched on the other cluster', `${full} (or add a primary key)`);
+      problem(
+        'error',
+        'has no primary key and no replica identity: once published, its UPDATE and DELETE fail and rows cannot be matched on the other cluster',
+        `${full} (or add a primary key)`,
+      );
     } else if (t.replicaIdentity === 'full' && !t.hasPrimaryKey) {
-      problem('warning', 'has no primary key (REPLICA IDENTITY FULL): apply matches rows on all columns, and where rows are duplicates each event touches one of them', `add a primary key: ALTER TABLE ${table} ADD PRIMARY KEY (…);`);
+      problem(
+        'warning',
+        'has no primary key (REPLICA IDENTITY FULL): apply matches rows on all columns, and where rows are duplicates each event touches one of them',
+        `add a primary key: ALTER TABLE ${table} ADD PRIMARY KEY (…);`,
+      );
     }
   }
   if (identityProblems === 0) {
-    add({ level: 'ok', check: 'replica_identity', cluster: name, message: `${where}: all ${c.tables.length} selected table(s) have a primary key or replica identity` });
+    add({
+      level: 'ok',
+      check: 'replica_identity',
+      cluster: name,
+      message: `${where}: all ${c.tables.length} selected table(s) have a primary key or replica identity`,
+    });
   }
 }
 
@@ -71,7 +92,13 @@ export function checkSelection(cfg: PipelineConfig, clusters: readonly Reachable
  * destination_tables: every selected table of the forward source exists on the destination
  * without rows (or `existingTables: ignore` keeps them), and none is only on the destination.
  */
-export function checkDestinationTables(cfg: PipelineConfig, from: ReachableClusterFacts, to: ReachableClusterFacts, existingTables: 'error' | 'ignore', add: AddFinding): void {
+export function checkDestinationTables(
+  cfg: PipelineConfig,
+  from: ReachableClusterFacts,
+  to: ReachableClusterFacts,
+  existingTables: 'error' | 'ignore',
+  add: AddFinding,
+): void {
   const fwd = cfg.directions[0];
   const onTo = new Map(to.tables.map((t) => [key(t), t]));
   const onFrom = new Map(from.tables.map((t) => [key(t), t]));
@@ -127,7 +154,12 @@ export function checkDestinationTables(cfg: PipelineConfig, from: ReachableClust
     });
   }
   if (destProblems === 0) {
-    add({ level: 'ok', check: 'destination_tables', cluster: to.name, message: `all ${from.tables.length} selected table(s) of ${at(from)} exist on ${at(to)} without rows, and none is only on ${to.name}` });
+    add({
+      level: 'ok',
+      check: 'destination_tables',
+      cluster: to.name,
+      message: `all ${from.tables.length} selected table(s) of ${at(from)} exist on ${at(to)} without rows, and none is only on ${to.name}`,
+    });
   }
 }
 
@@ -139,7 +171,12 @@ export function checkTableStructure(cfg: PipelineConfig, from: ReachableClusterF
     const b = onTo.get(key(a));
     if (!b) continue;
     // Columns a column list leaves out never travel: they may differ.
-    const skip = unpublishedColumns(cfg, a.schema, a.table, [...a.columns, ...b.columns].map((x) => x.name));
+    const skip = unpublishedColumns(
+      cfg,
+      a.schema,
+      a.table,
+      [...a.columns, ...b.columns].map((x) => x.name),
+    );
     const ca = new Map(a.columns.filter((x) => !skip.has(x.name)).map((x) => [x.name, x.type]));
     const cb = new Map(b.columns.filter((x) => !skip.has(x.name)).map((x) => [x.name, x.type]));
     const diffs: string[] = [];
@@ -161,7 +198,13 @@ export function checkTableStructure(cfg: PipelineConfig, from: ReachableClusterF
       });
     }
   }
-  if (structureProblems === 0) add({ level: 'ok', check: 'table_structure', cluster: to.name, message: `tables present on both ${at(from)} and ${at(to)} have the same columns and types` });
+  if (structureProblems === 0)
+    add({
+      level: 'ok',
+      check: 'table_structure',
+      cluster: to.name,
+      message: `tables present on both ${at(from)} and ${at(to)} have the same columns and types`,
+    });
 }
 
 /** sequences: no column takes values from sequences on both clusters that would hand out the same values. */
@@ -176,15 +219,18 @@ export function checkSequences(cfg: PipelineConfig, from: ReachableClusterFacts,
       if (!sb || !sequencesOverlap(sa, sb)) continue;
       sequenceProblems++;
       const alter = (s: SequenceFacts, t: TableFacts, restart: bigint): string =>
-        s.identity ? `ALTER TABLE ${qt(t.schema, t.table)} ALTER COLUMN ${qi(s.column)} SET INCREMENT BY 2 RESTART WITH ${restart};` : `ALTER SEQUENCE ${s.sequence} INCREMENT BY 2 RESTART WITH ${restart};`;
+        s.identity
+          ? `ALTER TABLE ${qt(t.schema, t.table)} ALTER COLUMN ${qi(s.column)} SET INCREMENT BY 2 RESTART WITH ${restart};`
+          : `ALTER SEQUENCE ${s.sequence} INCREMENT BY 2 RESTART WITH ${restart};`;
       // Start above every value either side has handed out, odd on the forward source, even on the other.
       const top = sa.next > sb.next ? sa.next : sb.next;
       const odd = mod(top, 2n) === 1n ? top : top + 1n;
       const ascending = sa.increment > 0n && sb.increment > 0n;
       // DDL replication would carry the forward source's ALTER SEQUENCE over (and reject refuses the other's).
-      const byHand = cfg.ddl.forward === 'replicate' || cfg.ddl.reverse === 'reject'
-        ? `; by hand, run each ALTER after SET session_replication_role = replica, or DDL replication carries ${from.name}'s to ${to.name}${cfg.ddl.reverse === 'reject' ? ` and refuses ${to.name}'s` : ''}`
-        : '';
+      const byHand =
+        cfg.ddl.forward === 'replicate' || cfg.ddl.reverse === 'reject'
+          ? `; by hand, run each ALTER after SET session_replication_role = replica, or DDL replication carries ${from.name}'s to ${to.name}${cfg.ddl.reverse === 'reject' ? ` and refuses ${to.name}'s` : ''}`
+          : '';
       add({
         level: 'warning',
         check: 'sequences',
@@ -197,5 +243,6 @@ export function checkSequences(cfg: PipelineConfig, from: ReachableClusterFacts,
       });
     }
   }
-  if (sequenceProblems === 0) add({ level: 'ok', check: 'sequences', cluster: to.name, message: `no column takes overlapping sequence values on ${at(from)} and ${at(to)}` });
+  if (sequenceProblems === 0)
+    add({ level: 'ok', check: 'sequences', cluster: to.name, message: `no column takes overlapping sequence values on ${at(from)} and ${at(to)}` });
 }

@@ -35,7 +35,10 @@ function egcd(a: bigint, b: bigint): [bigint, bigint, bigint] {
  * Whether two sequences can hand out the same value in future: both value progressions meet
  * inside the overlap of their ranges (CRT). Cycling sequences are compared by range only.
  */
-export function sequencesOverlap(a: Pick<SequenceFacts, 'increment' | 'min' | 'max' | 'cycle' | 'next'>, b: Pick<SequenceFacts, 'increment' | 'min' | 'max' | 'cycle' | 'next'>): boolean {
+export function sequencesOverlap(
+  a: Pick<SequenceFacts, 'increment' | 'min' | 'max' | 'cycle' | 'next'>,
+  b: Pick<SequenceFacts, 'increment' | 'min' | 'max' | 'cycle' | 'next'>,
+): boolean {
   const fa = futureValues(a);
   const fb = futureValues(b);
   if (!fa || !fb) return false;

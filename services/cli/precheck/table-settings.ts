@@ -66,12 +66,23 @@ export async function gatherTableSettings(cfg: PipelineConfig): Promise<TableSet
       out[cluster] = null;
       continue;
     }
-    out[cluster] = Object.fromEntries(names.map((n, i) => {
-      const f = facts[physical[i]!]!;
-      const [schema, table] = splitTableName(n);
-      const col = (c: string): string => naming.logicalColumn(schema, table, c);
-      return [n, { ...f, physical: physical[i]!, columns: f.columns.map(col), generated: f.generated.map(col), identity: typeof f.identity === 'string' ? f.identity : f.identity.map(col) }];
-    }));
+    out[cluster] = Object.fromEntries(
+      names.map((n, i) => {
+        const f = facts[physical[i]!]!;
+        const [schema, table] = splitTableName(n);
+        const col = (c: string): string => naming.logicalColumn(schema, table, c);
+        return [
+          n,
+          {
+            ...f,
+            physical: physical[i]!,
+            columns: f.columns.map(col),
+            generated: f.generated.map(col),
+            identity: typeof f.identity === 'string' ? f.identity : f.identity.map(col),
+          },
+        ];
+      }),
+    );
   }
   return out;
 }
@@ -112,30 +123,67 @@ export function evaluateTableSettings(cfg: PipelineConfig, facts: TableSettingsF
       const key = `selection.tables.${name}`;
       if (!t.exists) {
         const there = t.physical && t.physical !== name ? ` (named ${t.physical} there: ${key}.rename.${cluster})` : '';
-        error(cluster, name, `${key}: table ${t.physical ?? name} does not exist on cluster ${cluster}${there}`, `create it on ${cluster}, or correct or remove ${key}`);
+        error(
+          cluster,
+          name,
+          `${key}: table ${t.physical ?? name} does not exist on cluster ${cluster}${there}`,
+          `create it on ${cluster}, or correct or remove ${key}`,
+        );
         continue;
       }
       const missing = missingColumns(s, t.columns);
-      if (missing.length) error(cluster, name, `${key}.columns names ${missing.join(', ')}, which ${name} does not have on cluster ${cluster}`, `correct the names in ${key}.columns`);
+      if (missing.length)
+        error(
+          cluster,
+          name,
+          `${key}.columns names ${missing.join(', ')}, which ${name} does not have on cluster ${cluster}`,
+          `correct the names in ${key}.columns`,
+        );
       const listedGenerated = s?.columns && 'include' in s.columns ? s.columns.include.filter((c) => t.generated.includes(c)) : [];
-      if (listedGenerated.length) error(cluster, name, `${key}.columns names generated column(s) ${listedGenerated.join(', ')}: PostgreSQL never publishes those (each cluster computes its own)`, `leave them out of ${key}.columns`);
+      if (listedGenerated.length)
+        error(
+          cluster,
+          name,
+          `${key}.columns names generated column(s) ${listedGenerated.join(', ')}: PostgreSQL never publishes those (each cluster computes its own)`,
+          `leave them out of ${key}.columns`,
+        );
       const ops = operationsOf(s, dir);
       if (!ops.includes('update') && !ops.includes('delete')) continue;
       // The old row of UPDATE and DELETE carries the replica identity only: a list or filter needs its columns.
       const identity = t.identity === 'full' ? t.columns.filter((c) => !t.generated.includes(c)) : t.identity === 'nothing' ? [] : t.identity;
-      const listed = publishedColumns(s, t.columns.filter((c) => !t.generated.includes(c)));
+      const listed = publishedColumns(
+        s,
+        t.columns.filter((c) => !t.generated.includes(c)),
+      );
       const dropped = listed ? identity.filter((c) => !listed.includes(c)) : [];
       if (dropped.length) {
-        error(cluster, name, `${key}.columns leaves out ${dropped.join(', ')} of the replica identity of ${name} on cluster ${cluster}: PostgreSQL would refuse every UPDATE and DELETE on the table`,
-          t.identity === 'full' ? `give ${name} a primary key (or REPLICA IDENTITY USING INDEX) without the excluded columns, or replicate only inserts (${key}.operations)` : `keep ${dropped.join(', ')} in ${key}.columns, or replicate only inserts (${key}.operations)`);
+        error(
+          cluster,
+          name,
+          `${key}.columns leaves out ${dropped.join(', ')} of the replica identity of ${name} on cluster ${cluster}: PostgreSQL would refuse every UPDATE and DELETE on the table`,
+          t.identity === 'full'
+            ? `give ${name} a primary key (or REPLICA IDENTITY USING INDEX) without the excluded columns, or replicate only inserts (${key}.operations)`
+            : `keep ${dropped.join(', ')} in ${key}.columns, or replicate only inserts (${key}.operations)`,
+        );
       }
       const where = rowFilter(s, dir);
       const outside = where ? filterColumns(where, t.columns).filter((c) => !identity.includes(c)) : [];
       if (outside.length) {
-        error(cluster, name, `${key}.where (${dir}) reads ${outside.join(', ')}, outside the replica identity of ${name} on cluster ${cluster}: PostgreSQL would refuse every UPDATE and DELETE on the table`,
-          listed ? `on ${cluster}: CREATE UNIQUE INDEX ON ${qt(schema, table)} (<key columns>, ${outside.join(', ')}); ALTER TABLE ${qt(schema, table)} REPLICA IDENTITY USING INDEX <that index>;` : `on ${cluster}: ALTER TABLE ${qt(schema, table)} REPLICA IDENTITY FULL; (or USING INDEX of a unique index with ${outside.join(', ')})`);
+        error(
+          cluster,
+          name,
+          `${key}.where (${dir}) reads ${outside.join(', ')}, outside the replica identity of ${name} on cluster ${cluster}: PostgreSQL would refuse every UPDATE and DELETE on the table`,
+          listed
+            ? `on ${cluster}: CREATE UNIQUE INDEX ON ${qt(schema, table)} (<key columns>, ${outside.join(', ')}); ALTER TABLE ${qt(schema, table)} REPLICA IDENTITY USING INDEX <that index>;`
+            : `on ${cluster}: ALTER TABLE ${qt(schema, table)} REPLICA IDENTITY FULL; (or USING INDEX of a unique index with ${outside.join(', ')})`,
+        );
       }
     }
   }
-  if (problems === 0) add({ level: 'ok', check: 'table_settings', message: `selection.tables: ${names.length} table(s) with settings exist on both clusters; column lists and row filters fit their replica identity` });
+  if (problems === 0)
+    add({
+      level: 'ok',
+      check: 'table_settings',
+      message: `selection.tables: ${names.length} table(s) with settings exist on both clusters; column lists and row filters fit their replica identity`,
+    });
 }
