@@ -17,7 +17,7 @@ import { ddlObjectNames } from '../../shared/ddl.js';
 import { PgBridgeError, errorMessage } from '../../shared/errors.js';
 import type { Logger } from '../../shared/log.js';
 import { connect } from '../../shared/pg.js';
-import { sequencesOverlap } from './precheck/sequences.js';
+import { COLUMN_SEQUENCE_JOIN, sequencesOverlap } from './precheck/sequences.js';
 import { selectedTables } from './setup.js';
 
 export interface ColumnSequence {
@@ -57,18 +57,7 @@ export async function columnSequences(c: pg.Client, cfg: PipelineConfig): Promis
             s.seqincrement::text AS inc, s.seqmin::text AS min, s.seqmax::text AS max, s.seqcycle AS cycle
        FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
        JOIN unnest($1::text[], $2::text[]) AS sel(s, t) ON n.nspname = sel.s AND c.relname = sel.t
-       JOIN LATERAL (
-             SELECT d.objid AS seqoid FROM pg_depend d
-              WHERE a.attidentity <> '' AND d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
-                AND d.refobjid = c.oid AND d.refobjsubid = a.attnum AND d.deptype = 'i'
-             UNION
-             SELECT d.refobjid FROM pg_attrdef ad
-               JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid AND d.refclassid = 'pg_class'::regclass
-              WHERE ad.adrelid = c.oid AND ad.adnum = a.attnum AND pg_get_expr(ad.adbin, ad.adrelid) LIKE '%nextval(%'
-            ) q ON true
-       JOIN pg_class sc ON sc.oid = q.seqoid AND sc.relkind = 'S'
-       JOIN pg_namespace sn ON sn.oid = sc.relnamespace
-       JOIN pg_sequence s ON s.seqrelid = sc.oid
+       ${COLUMN_SEQUENCE_JOIN}
       WHERE a.attnum > 0 AND NOT a.attisdropped
       ORDER BY 1, 2, a.attnum`,
     [selected.map((t) => t.schema), selected.map((t) => t.table)],

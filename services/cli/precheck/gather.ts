@@ -17,6 +17,7 @@ import type { ClusterFacts, PrecheckFacts, SequenceFacts, TableFacts } from './f
 import type { PrecheckOptions } from './findings.js';
 import { gatherKafka, gatherRegistry } from './gather-services.js';
 import { gatherTableSettings } from './table-settings.js';
+import { COLUMN_SEQUENCE_JOIN } from './sequences.js';
 
 /** Reads everything the checks need, concurrently. Read-only; never throws for an unreachable system. */
 export async function gatherFacts(cfg: PipelineConfig, opts: PrecheckOptions = {}): Promise<PrecheckFacts> {
@@ -179,18 +180,7 @@ async function gatherTables(client: pg.Client, cfg: PipelineConfig, countRows: b
               s.seqstart AS start, s.seqincrement AS increment, s.seqmin AS min, s.seqmax AS max, s.seqcycle AS cycle,
               has_sequence_privilege(sc.oid, 'SELECT') AS readable
          FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace ${sel}
-         JOIN LATERAL (
-               SELECT d.objid AS seqoid FROM pg_depend d
-                WHERE a.attidentity <> '' AND d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
-                  AND d.refobjid = c.oid AND d.refobjsubid = a.attnum AND d.deptype = 'i'
-               UNION
-               SELECT d.refobjid FROM pg_attrdef ad
-                 JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid AND d.refclassid = 'pg_class'::regclass
-                WHERE ad.adrelid = c.oid AND ad.adnum = a.attnum AND pg_get_expr(ad.adbin, ad.adrelid) LIKE '%nextval(%'
-              ) q ON true
-         JOIN pg_class sc ON sc.oid = q.seqoid AND sc.relkind = 'S'
-         JOIN pg_namespace sn ON sn.oid = sc.relnamespace
-         JOIN pg_sequence s ON s.seqrelid = sc.oid
+         ${COLUMN_SEQUENCE_JOIN}
         WHERE a.attnum > 0 AND NOT a.attisdropped
         ORDER BY 1, 2, a.attnum`,
       params,

@@ -58,3 +58,22 @@ export function sequencesOverlap(
   const x = lo + mod(x0 - lo, lcm);
   return x <= hi;
 }
+
+/**
+ * Joins to a column `a` of table `c` the sequence behind it: `sc` (its pg_class row), `sn` (its
+ * schema) and `s` (its pg_sequence row). That is the identity column's own sequence (internal
+ * dependency) or the sequence a nextval() default reads (owned or not). Shared by precheck and
+ * the split, so both see the same sequences.
+ */
+export const COLUMN_SEQUENCE_JOIN = `JOIN LATERAL (
+         SELECT d.objid AS seqoid FROM pg_depend d
+          WHERE a.attidentity <> '' AND d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+            AND d.refobjid = c.oid AND d.refobjsubid = a.attnum AND d.deptype = 'i'
+         UNION
+         SELECT d.refobjid FROM pg_attrdef ad
+           JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid AND d.refclassid = 'pg_class'::regclass
+          WHERE ad.adrelid = c.oid AND ad.adnum = a.attnum AND pg_get_expr(ad.adbin, ad.adrelid) LIKE '%nextval(%'
+       ) q ON true
+       JOIN pg_class sc ON sc.oid = q.seqoid AND sc.relkind = 'S'
+       JOIN pg_namespace sn ON sn.oid = sc.relnamespace
+       JOIN pg_sequence s ON s.seqrelid = sc.oid`;
