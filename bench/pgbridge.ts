@@ -44,6 +44,8 @@ export async function createPipeline(id: string, schema: string, opts: { setup?:
     selection: { schemas: [schema] },
     // Port 0: every service picks a free port, so runs never collide with tests.
     metrics: { basePort: 0 },
+    // PGBRIDGE_BENCH_SNAPSHOT_LOADERS=0 loads snapshot chunks on apply's own connection (an A/B of the loaders).
+    ...(process.env.PGBRIDGE_BENCH_SNAPSHOT_LOADERS ? { apply: { snapshotLoaders: Number(process.env.PGBRIDGE_BENCH_SNAPSHOT_LOADERS) } } : {}),
   };
   const dir = mkdtempSync(join(tmpdir(), `pgbridge-bench-${id}-`));
   const file = join(dir, 'pipeline.yaml');

@@ -191,7 +191,7 @@ const configSchema = z
          * Destination connections that load snapshot chunks side by side (each with a
          * replication origin of its own, made by setup); 0 loads them on apply's connection.
          */
-        snapshotLoaders: z.number().int().min(0).max(8).default(2),
+        snapshotLoaders: z.number().int().min(0).max(8).default(0),
         /** Incremental throttling (DTS): unset means no limit. `pgbridge throttle` overrides it while apply runs. */
         throttle: z
           .object({
@@ -205,7 +205,7 @@ const configSchema = z
           .default({ directions: {} }),
       })
       .strict()
-      .default({ batch: { maxTransactions: 500, maxRows: 5000, lingerMs: 20 }, snapshotLoaders: 2, throttle: { directions: {} } }),
+      .default({ batch: { maxTransactions: 500, maxRows: 5000, lingerMs: 20 }, snapshotLoaders: 0, throttle: { directions: {} } }),
     sync: z
       .object({
         /** Parallel readers of the initial sync (one source connection and one Kafka producer each). */

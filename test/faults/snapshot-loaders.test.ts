@@ -20,7 +20,7 @@ const KEYLESS = 30_000;
 
 describe('snapshot chunks on parallel loaders', () => {
   const schema = uniqueName('ldr');
-  const cfg = testConfig(uniqueName('pld'), schema, { conflicts: { policy: 'last-writer-wins' } });
+  const cfg = testConfig(uniqueName('pld'), schema, { conflicts: { policy: 'last-writer-wins' }, apply: { snapshotLoaders: 2 } });
   const file = writeConfigFile(cfg);
   const procs: ServiceProcess[] = [];
 

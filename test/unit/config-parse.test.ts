@@ -70,7 +70,7 @@ describe('config defaults (as docs/configuration.md lists them)', () => {
       statusIntervalSeconds: 10,
       compression: 'none',
     });
-    expect(cfg.apply).toEqual({ batch: { maxTransactions: 500, maxRows: 5000, lingerMs: 20 }, snapshotLoaders: 2, throttle: { directions: {} } });
+    expect(cfg.apply).toEqual({ batch: { maxTransactions: 500, maxRows: 5000, lingerMs: 20 }, snapshotLoaders: 0, throttle: { directions: {} } });
   });
 
   it('two directions from the first cluster to the second and back, with their topics; the result is frozen', () => {
